@@ -1,0 +1,40 @@
+# The front door. `make run` and `make test` set up what they need (the wasm32-wasip2 target,
+# a throwaway PostgreSQL for tests) on a fresh machine.
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_DIR    := target/$(WASM_TARGET)/release
+GUEST       := $(WASM_DIR)/cart_guest.wasm
+FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
+HOST        := target/release/cart-host
+
+.PHONY: all setup build guest run test lint bench clean
+
+all: build
+
+# The one toolchain piece cargo does not fetch by itself.
+setup:
+	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+# The cart component, and the deliberately broken one the tests deploy.
+guest: setup
+	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty
+
+build: guest
+	$(CARGO) build --release -p cart-host
+
+# The demo: a SQLite central under ./data, a sale starting now, two edges on localhost.
+run: build
+	$(HOST) demo --data data --module $(GUEST)
+
+test: guest
+	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
+		$(CARGO) test -p cart-host
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -p cart-host --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,133 @@
+//! The HTTP API's errors, and the one place they become a status, a code and a JSON body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::bindings::CartError;
+use crate::clock::rfc3339;
+use crate::writer::WriteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("quantity must be an integer from 0 to {max}")]
+    InvalidQuantity { max: u32 },
+    #[error("missing or wrong token")]
+    Unauthorized,
+    #[error("operator API disabled: start the edge with --admin-token-file")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("not enough units")]
+    SoldOut { available: u32 },
+    #[error("the sale of this SKU has not started")]
+    SaleNotStarted { starts_at: i64 },
+    #[error("holds have lapsed")]
+    HoldExpired { skus: Vec<String> },
+    #[error("the cart is checked out")]
+    CartClosed,
+    #[error("the cart is empty")]
+    CartEmpty,
+    #[error("body over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("more than {limit} per customer")]
+    LimitExceeded { limit: u32 },
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("the cart component failed; the request was rolled back")]
+    GuestFault,
+    #[error("too busy, try again")]
+    Overloaded,
+    #[error("not ready: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::InvalidQuantity { .. } => (StatusCode::BAD_REQUEST, "invalid_quantity"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::SoldOut { .. } => (StatusCode::CONFLICT, "sold_out"),
+            Self::SaleNotStarted { .. } => (StatusCode::CONFLICT, "sale_not_started"),
+            Self::HoldExpired { .. } => (StatusCode::CONFLICT, "hold_expired"),
+            Self::CartClosed => (StatusCode::CONFLICT, "cart_closed"),
+            Self::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+            Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut error = json!({"code": code, "message": self.to_string()});
+        let extra: Option<(&str, Value)> = match &self {
+            Self::SoldOut { available } => Some(("available", json!(available))),
+            Self::SaleNotStarted { starts_at } => {
+                Some(("sale_starts_at", json!(rfc3339(*starts_at))))
+            }
+            Self::HoldExpired { skus } => Some(("skus", json!(skus))),
+            Self::LimitExceeded { limit } => Some(("limit", json!(limit))),
+            _ => None,
+        };
+        if let (Some((k, v)), Some(obj)) = (extra, error.as_object_mut()) {
+            obj.insert(k.to_owned(), v);
+        }
+        let mut response = (status, axum::Json(json!({"error": error}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<CartError> for ApiError {
+    fn from(e: CartError) -> Self {
+        match e {
+            CartError::NotFound => Self::NotFound("cart or SKU"),
+            CartError::Unauthorized => Self::Unauthorized,
+            CartError::SoldOut(available) => Self::SoldOut { available },
+            CartError::SaleNotStarted(starts_at) => Self::SaleNotStarted { starts_at },
+            CartError::HoldExpired(skus) => Self::HoldExpired { skus },
+            CartError::CartClosed => Self::CartClosed,
+            CartError::CartEmpty => Self::CartEmpty,
+            CartError::LimitExceeded(limit) => Self::LimitExceeded { limit },
+            CartError::InvalidQuantity => Self::InvalidQuantity {
+                max: crate::api::MAX_QUANTITY,
+            },
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Guest(fault) => {
+                tracing::warn!("guest fault: {fault}");
+                Self::GuestFault
+            }
+            WriteError::Overloaded => Self::Overloaded,
+            WriteError::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
+            WriteError::Stopped => Self::Unavailable("shutting down".into()),
+        }
+    }
+}

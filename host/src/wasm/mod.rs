@@ -1,0 +1,217 @@
+//! The WebAssembly side of the host: one engine and linker, the loaded cart modules, and the
+//! per-request store in which a guest runs under an epoch deadline and a memory cap.
+//!
+//! One submodule per imported WIT interface: [`store`], [`stock`], [`outbox`], [`clock`] and
+//! [`catalog`], each a thin trait impl over plain functions elsewhere.
+
+mod catalog;
+mod clock;
+mod outbox;
+mod stock;
+mod store;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Cart, CartPre};
+use crate::clock::Millis;
+use crate::edge_db::GuestFence;
+use crate::sale::Catalog;
+
+/// How often the engine's epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// What one guest call may use.
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxLimits {
+    /// Wall time one guest call may run before it is interrupted.
+    pub deadline: Duration,
+    /// Linear memory one guest instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why a module was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("not a WebAssembly component: {0:#}")]
+    NotAComponent(anyhow::Error),
+    #[error("the component does not implement the flashsale:cart world: {0:#}")]
+    WrongWorld(anyhow::Error),
+}
+
+/// A compiled, linked cart component, ready to instantiate once per request.
+pub struct LoadedModule {
+    pub version: String,
+    pub sha256: String,
+    pre: CartPre<HostState>,
+}
+
+/// The guest failed: trapped, ran past its deadline, or outgrew its memory.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GuestFault(pub String);
+
+/// Everything a guest instance reaches during one call.
+pub struct HostState {
+    pub conn: Connection,
+    pub fence: GuestFence,
+    pub now: Millis,
+    pub catalog: Arc<Catalog>,
+    limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+/// The `types` interface has no functions, only types.
+impl crate::bindings::flashsale::cart::types::Host for HostState {}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine, the linker and the active module. Shared by the writer and the operator API.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: SandboxLimits,
+    active: RwLock<Arc<LoadedModule>>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker; `initial` becomes the active module.
+    pub fn new(limits: SandboxLimits, initial: &[u8]) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Cart::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        spawn_epoch_ticker(&engine);
+        let first = load(&engine, &linker, initial)?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            active: RwLock::new(Arc::new(first)),
+        })
+    }
+
+    /// Compiles and links a module without activating it.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, ModuleError> {
+        load(&self.engine, &self.linker, bytes)
+    }
+
+    /// The module new requests run on.
+    pub fn active(&self) -> Arc<LoadedModule> {
+        Arc::clone(&self.active.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Switches new requests to `module`; calls already running finish on the old one.
+    pub fn activate(&self, module: Arc<LoadedModule>) {
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = module;
+    }
+
+    /// Runs `f` on a fresh instance of `module`. The state (and its connection) always comes
+    /// back, whatever the guest did.
+    pub fn call<R>(
+        &self,
+        module: &LoadedModule,
+        conn: Connection,
+        fence: GuestFence,
+        now: Millis,
+        catalog: Arc<Catalog>,
+        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (Connection, Result<R, GuestFault>) {
+        let stderr = MemoryOutputPipe::new(4096);
+        let state = HostState {
+            conn,
+            fence,
+            now,
+            catalog,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let result = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|cart| f(&cart, &mut store))
+            .map_err(|e| {
+                let said = String::from_utf8_lossy(&stderr.contents())
+                    .trim()
+                    .to_owned();
+                GuestFault(if said.is_empty() {
+                    format!("{e:#}")
+                } else {
+                    format!("{e:#}: {said}")
+                })
+            });
+        (store.into_data().conn, result)
+    }
+}
+
+fn load(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    bytes: &[u8],
+) -> Result<LoadedModule, ModuleError> {
+    let component =
+        Component::new(engine, bytes).map_err(|e| ModuleError::NotAComponent(e.into()))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(CartPre::new)
+        .map_err(|e| ModuleError::WrongWorld(e.into()))?;
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    Ok(LoadedModule {
+        version: sha256[..12].to_owned(),
+        sha256,
+        pre,
+    })
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}
+
+/// Advances the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::error!("no epoch ticker, guests run unbounded: {e}"));
+}

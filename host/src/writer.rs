@@ -1,0 +1,336 @@
+//! The single writer: one thread owns the edge's write connection and runs every mutation.
+//!
+//! It takes every job that is waiting, opens one transaction, runs each job in its own savepoint
+//! (a failing job rolls back only itself), commits once (group commit), and only then answers
+//! the jobs. Nothing is acknowledged before its commit is on disk.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::bindings::{CartError, CartView, CheckoutResult};
+use crate::clock::Millis;
+use crate::edge_db::GuestFence;
+use crate::metrics::Metrics;
+use crate::sale::Catalog;
+use crate::wasm::{GuestFault, Runtime};
+
+/// A cart operation for the guest.
+#[derive(Clone, Debug)]
+pub enum GuestCall {
+    Create {
+        cart_id: String,
+        customer_id: String,
+        token_hash: String,
+    },
+    Get {
+        cart_id: String,
+        token_hash: String,
+    },
+    SetQuantity {
+        cart_id: String,
+        token_hash: String,
+        sku: String,
+        quantity: u32,
+    },
+    Remove {
+        cart_id: String,
+        token_hash: String,
+        sku: String,
+    },
+    Checkout {
+        cart_id: String,
+        token_hash: String,
+        idempotency_key: String,
+    },
+    Sweep,
+}
+
+/// What the guest answered.
+#[derive(Debug)]
+pub enum GuestOutcome {
+    Cart(Result<CartView, CartError>),
+    Checkout(Result<CheckoutResult, CartError>),
+    Swept(u32),
+}
+
+impl GuestOutcome {
+    fn is_ok(&self) -> bool {
+        match self {
+            Self::Cart(r) => r.is_ok(),
+            Self::Checkout(r) => r.is_ok(),
+            Self::Swept(_) => true,
+        }
+    }
+}
+
+/// A committed guest call, with the module version it ran on.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: GuestOutcome,
+    pub module_version: String,
+}
+
+/// Why a job got no committed answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the cart component failed: {0}")]
+    Guest(#[from] GuestFault),
+    #[error("edge database: {0}")]
+    Storage(String),
+    #[error("the writer's queue is full")]
+    Overloaded,
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// Sends a job's answer once its batch has committed (or failed to).
+type Completion = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriterState) -> Completion + Send>;
+
+/// The cloneable way in to the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Job>,
+}
+
+/// Sizes of the writer's queue and batches.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterLimits {
+    /// Jobs waiting beyond this are refused (`503 overloaded`) rather than queued without bound.
+    pub queue: usize,
+    /// Most jobs in one transaction.
+    pub batch: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        Self {
+            queue: 8192,
+            batch: 512,
+        }
+    }
+}
+
+/// What the writer thread owns.
+pub struct WriterState {
+    conn: Option<Connection>,
+    fence: GuestFence,
+    runtime: Arc<Runtime>,
+    catalog: Arc<Catalog>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `conn`.
+    pub fn spawn(
+        conn: Connection,
+        fence: GuestFence,
+        runtime: Arc<Runtime>,
+        catalog: Arc<Catalog>,
+        limits: WriterLimits,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(limits.queue);
+        let state = WriterState {
+            conn: Some(conn),
+            fence,
+            runtime,
+            catalog,
+        };
+        std::thread::Builder::new()
+            .name("edge-writer".into())
+            .spawn(move || run(state, rx, limits.batch, &metrics))?;
+        Ok(Self { tx })
+    }
+
+    /// Runs a cart operation on the active module, at `now`, in the next batch.
+    pub async fn guest(&self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(move |w: &mut WriterState| {
+            let result = w.run_guest(call, now);
+            Box::new(move |committed: Result<(), &rusqlite::Error>| {
+                let sent = match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(WriteError::Storage(e.to_string())),
+                };
+                // The request may have gone away; its update stands all the same.
+                let _ = reply.send(sent);
+            })
+        }))?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Runs host SQL in its own savepoint of the next batch; answers after the commit.
+    pub async fn host<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(move |w: &mut WriterState| {
+            let result = w.in_savepoint(|w| f(w.conn()).map_err(WriteError::from), |_| true);
+            Box::new(move |committed: Result<(), &rusqlite::Error>| {
+                let sent = match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(WriteError::Storage(e.to_string())),
+                };
+                let _ = reply.send(sent);
+            })
+        }))?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    fn submit(&self, job: Job) -> Result<(), WriteError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => WriteError::Overloaded,
+            TrySendError::Disconnected(_) => WriteError::Stopped,
+        })
+    }
+}
+
+impl WriterState {
+    fn conn(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("the writer's connection is home between jobs")
+    }
+
+    /// Runs `f` inside `SAVEPOINT job`; keeps its writes if `keep` says so, else rolls them back.
+    fn in_savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, WriteError>,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T, WriteError> {
+        self.conn().prepare_cached("SAVEPOINT job")?.execute([])?;
+        let result = f(self);
+        let kept = matches!(&result, Ok(v) if keep(v));
+        if !kept {
+            self.conn().prepare_cached("ROLLBACK TO job")?.execute([])?;
+        }
+        self.conn().prepare_cached("RELEASE job")?.execute([])?;
+        result
+    }
+
+    fn run_guest(&mut self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
+        let module = self.runtime.active();
+        let outcome = self.in_savepoint(
+            |w| {
+                let conn = w
+                    .conn
+                    .take()
+                    .expect("the writer's connection is home between jobs");
+                let runtime = Arc::clone(&w.runtime);
+                let (conn, result) = runtime.call(
+                    &module,
+                    conn,
+                    w.fence.clone(),
+                    now,
+                    Arc::clone(&w.catalog),
+                    |cart, store| dispatch(cart, store, call),
+                );
+                w.conn = Some(conn);
+                Ok(result?)
+            },
+            // A business error changes nothing, even if the guest wrote before deciding.
+            GuestOutcome::is_ok,
+        )?;
+        Ok(Answer {
+            outcome,
+            module_version: module.version.clone(),
+        })
+    }
+}
+
+fn dispatch(
+    cart: &crate::bindings::Cart,
+    store: &mut wasmtime::Store<crate::wasm::HostState>,
+    call: GuestCall,
+) -> wasmtime::Result<GuestOutcome> {
+    let api = cart.flashsale_cart_cart_api();
+    Ok(match call {
+        GuestCall::Create {
+            cart_id,
+            customer_id,
+            token_hash,
+        } => {
+            GuestOutcome::Cart(api.call_create_cart(store, &cart_id, &customer_id, &token_hash)?)
+        }
+        GuestCall::Get {
+            cart_id,
+            token_hash,
+        } => GuestOutcome::Cart(api.call_get_cart(store, &cart_id, &token_hash)?),
+        GuestCall::SetQuantity {
+            cart_id,
+            token_hash,
+            sku,
+            quantity,
+        } => GuestOutcome::Cart(api.call_set_quantity(
+            store,
+            &cart_id,
+            &token_hash,
+            &sku,
+            quantity,
+        )?),
+        GuestCall::Remove {
+            cart_id,
+            token_hash,
+            sku,
+        } => GuestOutcome::Cart(api.call_remove_line(store, &cart_id, &token_hash, &sku)?),
+        GuestCall::Checkout {
+            cart_id,
+            token_hash,
+            idempotency_key,
+        } => GuestOutcome::Checkout(api.call_checkout(
+            store,
+            &cart_id,
+            &token_hash,
+            &idempotency_key,
+        )?),
+        GuestCall::Sweep => {
+            let now = store.data().now;
+            GuestOutcome::Swept(api.call_sweep(store, now)?)
+        }
+    })
+}
+
+/// The writer thread's loop: batch, run, commit, answer; until every handle is dropped.
+fn run(mut state: WriterState, rx: Receiver<Job>, max_batch: usize, metrics: &Metrics) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics.writer_batch.observe(batch.len() as f64);
+        let begun = state.conn().execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            tracing::error!("cannot begin a transaction: {e}");
+            for job in batch.drain(..) {
+                drop(job);
+            }
+            continue;
+        }
+        for job in batch.drain(..) {
+            completions.push(job(&mut state));
+        }
+        let committed = state.conn().execute_batch("COMMIT");
+        if let Err(e) = &committed {
+            tracing::error!("commit failed, the batch is lost: {e}");
+            let _ = state.conn().execute_batch("ROLLBACK");
+        }
+        for done in completions.drain(..) {
+            done(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,77 @@
+-- The edge's local database: host tables first, then the cart component's own tables.
+-- The host reaches every table; the guest only `carts`, `cart_lines` and `orders`
+-- (enforced by SQLite's authorizer in host/src/edge_db.rs).
+
+-- Key/value facts about this edge: its id, the sale's hold TTL, the outbox delivery mark.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The sale's SKUs as pulled from central, so an edge restarts without central.
+CREATE TABLE catalog (
+    sku                TEXT PRIMARY KEY,
+    name               TEXT NOT NULL,
+    price_cents        INTEGER NOT NULL,
+    limit_per_customer INTEGER NOT NULL,
+    sale_starts_at     INTEGER NOT NULL,
+    stock_total        INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- This edge's escrowed units: granted by central, then free, held or sold.
+CREATE TABLE stock (
+    sku  TEXT PRIMARY KEY,
+    free INTEGER NOT NULL DEFAULT 0 CHECK (free >= 0),
+    held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    sold INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0)
+) WITHOUT ROWID;
+
+-- Grant requests, stored before central is asked, so a retry reuses the id.
+-- `granted` is NULL until central's answer has been added to `stock.free`.
+CREATE TABLE grants (
+    grant_id     TEXT PRIMARY KEY,
+    sku          TEXT NOT NULL,
+    requested    INTEGER NOT NULL CHECK (requested > 0),
+    granted      INTEGER,
+    requested_at INTEGER NOT NULL,
+    applied_at   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX grants_pending ON grants (requested_at) WHERE granted IS NULL;
+
+-- Events for central, written in the same transaction as the change they describe.
+-- AUTOINCREMENT: a sequence number is never reused, even after delivered rows are pruned.
+CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at INTEGER NOT NULL,
+    event      TEXT NOT NULL
+);
+
+-- The guest's tables.
+CREATE TABLE carts (
+    cart_id     TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    token_hash  TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('open', 'checked_out')),
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX carts_by_customer ON carts (customer_id);
+
+CREATE TABLE cart_lines (
+    cart_id          TEXT NOT NULL,
+    sku              TEXT NOT NULL,
+    quantity         INTEGER NOT NULL CHECK (quantity > 0),
+    unit_price_cents INTEGER NOT NULL,
+    hold_expires_at  INTEGER NOT NULL,
+    held             INTEGER NOT NULL CHECK (held IN (0, 1)),
+    PRIMARY KEY (cart_id, sku)
+) WITHOUT ROWID;
+CREATE INDEX cart_lines_lapsing ON cart_lines (hold_expires_at) WHERE held = 1;
+
+CREATE TABLE orders (
+    order_id        TEXT PRIMARY KEY,
+    cart_id         TEXT NOT NULL UNIQUE,
+    customer_id     TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    total_cents     INTEGER NOT NULL,
+    placed_at       INTEGER NOT NULL
+) WITHOUT ROWID;
