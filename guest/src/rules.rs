@@ -128,13 +128,14 @@ pub fn set_quantity(
             let expires_at = line.map_or(0, |l| l.hold_expires_at);
             emit_hold(cart_id, &cart.customer_id, sku, quantity, expires_at);
         }
-    } else if quantity == 0 {
-        if let Some(l) = line {
-            delete_line(cart_id, sku);
-            // Central heard of the hold; tell it the hold is gone unless the sweep already did.
-            if l.held {
-                emit_hold(cart_id, &cart.customer_id, sku, 0, 0);
-            }
+    } else if quantity == 0
+        && let Some(l) = line
+    {
+        // Nothing is held, and the line goes. Central heard of the hold; tell it the hold is
+        // gone unless the sweep already did.
+        delete_line(cart_id, sku);
+        if l.held {
+            emit_hold(cart_id, &cart.customer_id, sku, 0, 0);
         }
     }
     Ok(view(cart_id, cart))

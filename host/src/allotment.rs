@@ -112,7 +112,22 @@ impl Allotments {
     }
 
     /// A shopper found too few units of `sku`: get more from central unless someone just did.
+    ///
+    /// The work runs in its own task, so a shopper who stops waiting never leaves a grant
+    /// half-done: it finishes, and the units arrive for the next shopper.
     pub async fn after_shortage(
+        self: &Arc<Self>,
+        sku: &str,
+        wanted: u32,
+        seen_generation: u64,
+    ) -> Result<AfterShortage, GrantError> {
+        let (this, sku) = (Arc::clone(self), sku.to_owned());
+        tokio::spawn(async move { this.refill(&sku, wanted, seen_generation).await })
+            .await
+            .unwrap_or(Ok(AfterShortage::SoldOut))
+    }
+
+    async fn refill(
         &self,
         sku: &str,
         wanted: u32,
@@ -150,13 +165,15 @@ impl Allotments {
         self.request(sku, state, want).await
     }
 
-    /// Finishes grant requests a crash or an outage left unanswered, with their own ids.
-    pub async fn resume_pending(&self) -> Result<(), GrantError> {
-        let pending = self
-            .writer
-            .host(|conn| edge_db::pending_grants(conn))
-            .await?;
-        for (grant_id, sku, requested) in pending {
+    /// Finishes grant requests a crash or an outage left unanswered (`pending`, as read from
+    /// the edge's database), with their own ids.
+    pub async fn resume(&self, pending: Vec<edge_db::PendingGrant>) -> Result<(), GrantError> {
+        for edge_db::PendingGrant {
+            grant_id,
+            sku,
+            requested,
+        } in pending
+        {
             let req = GrantRequest {
                 grant_id,
                 edge_id: self.edge_id.clone(),

@@ -29,8 +29,6 @@ use crate::writer::{Answer, GuestCall, GuestOutcome};
 pub const MAX_BODY: usize = 16 * 1024;
 /// The largest quantity of one SKU a request may ask for.
 pub const MAX_QUANTITY: u32 = 10_000;
-/// How long a request may wait on central for more units before it is told `sold_out`.
-const SHORTAGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(150);
 /// Grant attempts per request after a shortage.
 const SHORTAGE_RETRIES: usize = 2;
 
@@ -155,7 +153,7 @@ async fn set_item(
             Err(ApiError::SoldOut { available }) if attempt < SHORTAGE_RETRIES => {
                 attempt += 1;
                 let more = tokio::time::timeout(
-                    SHORTAGE_BUDGET,
+                    edge.config.shortage_wait,
                     edge.allotments.after_shortage(&sku, quantity, generation),
                 )
                 .await;

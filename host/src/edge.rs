@@ -38,6 +38,8 @@ pub struct EdgeConfig {
     pub sync_every: Duration,
     /// Outbox events per central transaction.
     pub sync_batch: usize,
+    /// How long a shopper who found too few units may wait for a grant before `sold_out`.
+    pub shortage_wait: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -55,6 +57,7 @@ impl Default for EdgeConfig {
             sweep_every: Duration::from_secs(1),
             sync_every: Duration::from_millis(50),
             sync_batch: 500,
+            shortage_wait: Duration::from_millis(150),
         }
     }
 }
@@ -76,7 +79,7 @@ pub struct Edge {
     pub runtime: Arc<Runtime>,
     pub writer: WriterHandle,
     pub central: Arc<Central>,
-    pub allotments: Allotments,
+    pub allotments: Arc<Allotments>,
     pub metrics: Arc<Metrics>,
     pub sync: Mutex<SyncStatus>,
     reader: Arc<Mutex<Connection>>,
@@ -128,14 +131,14 @@ impl Edge {
             Arc::clone(&metrics),
         )?;
         let reader = Arc::new(Mutex::new(edge_db::open_reader(&config.data_dir)?));
-        let allotments = Allotments::new(
+        let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
             catalog.skus.keys().cloned(),
             Arc::clone(&central),
             writer.clone(),
             config.clock.clone(),
             Arc::clone(&metrics),
-        );
+        ));
         Ok(Arc::new(Self {
             url,
             clock: config.clock.clone(),
@@ -165,7 +168,7 @@ impl Edge {
     }
 
     pub async fn stock(&self) -> anyhow::Result<Vec<(String, StockRow)>> {
-        self.read(|c| edge_db::stock_rows(c)).await
+        self.read(edge_db::stock_rows).await
     }
 
     /// Starts the background tasks; they stop when `shutdown` turns true.
@@ -234,6 +237,9 @@ async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// A grant request unanswered this long was interrupted, not slow.
+const STALE_GRANT_MS: Millis = 5_000;
+
 /// Delivers the outbox to central in order, in batches, each applied in one central
 /// transaction; retries with backoff while central is away.
 async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
@@ -247,8 +253,13 @@ async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
                     .register_edge(&edge.config.edge_id, &edge.url)
                     .await?;
                 registered = true;
-                edge.allotments.resume_pending().await?;
             }
+            // Grant requests a crash or an outage interrupted (not the ones in flight now).
+            let before = edge.clock.now() - STALE_GRANT_MS;
+            let pending = edge
+                .read(move |c| edge_db::pending_grants(c, before))
+                .await?;
+            edge.allotments.resume(pending).await?;
             deliver_once(&edge).await
         }
         .await;

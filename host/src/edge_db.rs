@@ -219,13 +219,28 @@ pub fn apply_grant(
     Ok(true)
 }
 
-/// Grant requests central has not answered yet (or whose answer was never applied).
-pub fn pending_grants(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u32)>> {
+/// A grant request central has not answered yet, or whose answer was never applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingGrant {
+    pub grant_id: String,
+    pub sku: String,
+    pub requested: u32,
+}
+
+/// Grant requests recorded at or before `before` and still unanswered.
+pub fn pending_grants(conn: &Connection, before: Millis) -> rusqlite::Result<Vec<PendingGrant>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT grant_id, sku, requested FROM grants WHERE granted IS NULL ORDER BY requested_at",
+        "SELECT grant_id, sku, requested FROM grants \
+         WHERE granted IS NULL AND requested_at <= ?1 ORDER BY requested_at",
     )?;
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect()
+    stmt.query_map([before], |r| {
+        Ok(PendingGrant {
+            grant_id: r.get(0)?,
+            sku: r.get(1)?,
+            requested: r.get(2)?,
+        })
+    })?
+    .collect()
 }
 
 // ---- outbox ----------------------------------------------------------------------------------
@@ -375,10 +390,10 @@ mod tests {
         conn.execute("INSERT INTO stock (sku) VALUES ('A')", [])
             .expect("seed");
         record_grant_request(&conn, "g1", "A", 5, 0).expect("record");
-        assert_eq!(pending_grants(&conn).expect("pending").len(), 1);
+        assert_eq!(pending_grants(&conn, 0).expect("pending").len(), 1);
         assert!(apply_grant(&conn, "g1", 4, 1).expect("apply"));
         assert!(!apply_grant(&conn, "g1", 4, 2).expect("apply again"));
         assert_eq!(free(&conn, "A").expect("free"), 4);
-        assert!(pending_grants(&conn).expect("pending").is_empty());
+        assert!(pending_grants(&conn, 0).expect("pending").is_empty());
     }
 }

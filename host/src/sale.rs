@@ -83,7 +83,8 @@ impl Sale {
         let de = &mut serde_json::Deserializer::from_str(text);
         let file: SaleFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
+            // The root has no field name: serde_path_to_error writes it "." or "?".
+            let field = if path == "." || path == "?" {
                 "sale file".to_owned()
             } else {
                 path

@@ -1,0 +1,140 @@
+//! A broken guest costs one request, never the host: traps, endless loops and endless growth.
+
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+
+use crate::support::{Fleet, faulty_wasm, sale};
+
+/// The faulty component's magic quantities (see guest/faulty/src/lib.rs).
+const TRAP_AFTER_WRITES: i64 = 13;
+const LOOP_FOREVER: i64 = 14;
+const GROW_FOREVER: i64 = 15;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_guest_rolls_back_only_its_request() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = faulty_wasm();
+    let edge = fleet.edge_with(config).await;
+    let cart = edge.create_cart("c").await;
+    assert_eq!(edge.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
+    let before = edge.status().await;
+
+    // The guest reserves 13 units, writes the line and the outbox event, then traps.
+    let (status, body) = edge.set(&cart, "BAG-1", TRAP_AFTER_WRITES).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "guest_fault");
+
+    // Nothing of it stayed: same line, same stock, no extra outbox event.
+    let (_, got) = edge.get_cart(&cart).await;
+    assert_eq!(got["lines"][0]["quantity"], 2);
+    let after = edge.status().await;
+    assert_eq!(
+        after["skus"]["BAG-1"]["held"],
+        before["skus"]["BAG-1"]["held"]
+    );
+    assert_eq!(
+        edge.set(&cart, "BAG-1", 3).await.0,
+        StatusCode::OK,
+        "the next request is served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_or_greedy_guest_is_stopped_and_the_host_serves_on() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = faulty_wasm();
+    config.sandbox.deadline = Duration::from_millis(200);
+    config.sandbox.memory_bytes = 8 << 20;
+    let edge = fleet.edge_with(config).await;
+    let cart = edge.create_cart("c").await;
+
+    let started = Instant::now();
+    let (status, body) = edge.set(&cart, "BAG-1", LOOP_FOREVER).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "guest_fault");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered within the deadline, took {:?}",
+        started.elapsed()
+    );
+
+    let (status, body) = edge.set(&cart, "BAG-1", GROW_FOREVER).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "guest_fault");
+
+    assert!(edge.healthy().await);
+    let (status, body) = edge.set(&cart, "BAG-1", 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(edge.status().await["skus"]["BAG-1"]["held"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_sheds_load_with_503() {
+    // Stock enough that the first grant covers the demand: no top-up takes the queue's place.
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 50)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = faulty_wasm();
+    config.sandbox.deadline = Duration::from_secs(2);
+    config.writer.queue = 1;
+    // No sweeps to take the one place in the queue.
+    config.sweep_every = Duration::from_secs(3600);
+    let edge = fleet.edge_with(config).await;
+    // The first grant's jobs may hold the queue's one place for a moment.
+    let mut cart = None;
+    while cart.is_none() {
+        let (status, body) = edge
+            .call(
+                hyper::Method::POST,
+                "/v1/carts",
+                None,
+                serde_json::json!({"customer_id": "c"}),
+            )
+            .await;
+        if status == StatusCode::CREATED {
+            cart = Some(crate::support::CartRef {
+                id: body["cart_id"].as_str().expect("id").into(),
+                token: body["cart_token"].as_str().expect("token").into(),
+            });
+        }
+    }
+    let cart = cart.expect("a cart");
+    // One request keeps the writer busy for two seconds; of the requests behind it, one fits in
+    // the queue and the rest are told to come back later.
+    let busy = tokio::spawn({
+        let (edge, cart) = (edge.client.clone(), cart.clone());
+        async move { edge.set(&cart, "BAG-1", LOOP_FOREVER).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let behind: Vec<_> = (0..6)
+        .map(|_| {
+            let (edge, cart) = (edge.client.clone(), cart.clone());
+            tokio::spawn(async move {
+                let path = format!("/v1/carts/{}", cart.id);
+                edge.send(hyper::Method::GET, &path, Some(&cart.token), &[], "")
+                    .await
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for r in behind {
+        let r = r.await.expect("request");
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            shed += 1;
+            assert_eq!(r.json().expect("JSON")["error"]["code"], "overloaded");
+            assert!(r.headers.contains_key("retry-after"));
+        } else {
+            assert_eq!(r.status, StatusCode::OK);
+        }
+    }
+    assert!(
+        shed >= 1,
+        "nothing was shed with a queue of one behind a busy writer"
+    );
+    assert_eq!(
+        busy.await.expect("busy").0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}

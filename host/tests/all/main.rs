@@ -1,0 +1,16 @@
+//! The host's integration tests, one binary. Every test runs the real cart component in the real
+//! host over real HTTP on 127.0.0.1, against real SQLite files in temporary folders.
+
+// The harness: fleets, in-process edges, edge processes, a client.
+mod support;
+
+// Every storefront route and every error row of the contract.
+mod storefront;
+// Hold expiry, by moving the request clock.
+mod expiry;
+// Broken guests: traps, loops, greed; load shedding.
+mod faults;
+// Many shoppers, few units, one and two edges; central gets every hold and order once.
+mod concurrency;
+// kill -9 under load, restart on the same data.
+mod crash;
