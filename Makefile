@@ -8,13 +8,18 @@ GUEST       := $(WASM_DIR)/cart_guest.wasm
 FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
 HOST        := target/release/cart-host
 
-.PHONY: all setup build guest run test lint bench clean
+.PHONY: all setup postgres build guest run test lint bench clean
 
 all: build
 
 # The one toolchain piece cargo does not fetch by itself.
 setup:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+# PostgreSQL's server binaries, for the tests' throwaway clusters.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # The cart component, and the deliberately broken one the tests deploy.
 guest: setup
@@ -27,7 +32,7 @@ build: guest
 run: build
 	$(HOST) demo --data data --module $(GUEST)
 
-test: guest
+test: guest postgres
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		$(CARGO) test -p cart-host
 

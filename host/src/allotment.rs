@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::central::{Central, CentralError, GrantRequest};
+use crate::central::{Central, CentralError, GrantRequest, UnitReturn};
 use crate::clock::{Clock, Millis};
 use crate::edge_db;
 use crate::metrics::Metrics;
@@ -182,6 +182,60 @@ impl Allotments {
             };
             self.finish(&req).await?;
         }
+        Ok(())
+    }
+
+    /// Gives up to `quantity` free units of `sku` back to central; returns how many went.
+    pub async fn give_back(&self, sku: &str, quantity: u32) -> Result<u32, GrantError> {
+        let ret = UnitReturn {
+            return_id: crate::ids::new_id("r"),
+            edge_id: self.edge_id.clone(),
+            sku: sku.to_owned(),
+            quantity,
+        };
+        let (id, s, now) = (ret.return_id.clone(), ret.sku.clone(), self.clock.now());
+        let taken = self
+            .writer
+            .host(move |conn| edge_db::record_return(conn, &id, &s, quantity, now))
+            .await?;
+        if taken > 0 {
+            self.confirm(&UnitReturn {
+                quantity: taken,
+                ..ret
+            })
+            .await?;
+        }
+        Ok(taken)
+    }
+
+    /// Finishes returns a crash or an outage left unconfirmed.
+    pub async fn resume_returns(
+        &self,
+        pending: Vec<edge_db::PendingReturn>,
+    ) -> Result<(), GrantError> {
+        for edge_db::PendingReturn {
+            return_id,
+            sku,
+            quantity,
+        } in pending
+        {
+            let ret = UnitReturn {
+                return_id,
+                edge_id: self.edge_id.clone(),
+                sku,
+                quantity,
+            };
+            self.confirm(&ret).await?;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, ret: &UnitReturn) -> Result<(), GrantError> {
+        self.central.return_units(ret).await?;
+        let (id, now) = (ret.return_id.clone(), self.clock.now());
+        self.writer
+            .host(move |conn| edge_db::confirm_return(conn, &id, now))
+            .await?;
         Ok(())
     }
 

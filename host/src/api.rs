@@ -268,10 +268,16 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
 
 async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
-    let (stock, backlog, delivered) = edge
+    let (stock, backlog, delivered, (grants_in_flight, returns_in_flight), oldest) = edge
         .read(|c| {
-            use crate::edge_db::{delivered_seq, outbox_backlog, stock_rows};
-            Ok((stock_rows(c)?, outbox_backlog(c)?, delivered_seq(c)?))
+            use crate::edge_db::{delivered_seq, in_flight, oldest_undelivered, outbox_backlog};
+            Ok((
+                crate::edge_db::stock_rows(c)?,
+                outbox_backlog(c)?,
+                delivered_seq(c)?,
+                in_flight(c)?,
+                oldest_undelivered(c)?,
+            ))
         })
         .await
         .map_err(unavailable)?;
@@ -286,6 +292,9 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         "skus": skus,
         "outbox_backlog": backlog,
         "delivered_seq": delivered,
+        "grants_in_flight": grants_in_flight,
+        "returns_in_flight": returns_in_flight,
+        "sync_lag_ms": oldest.map_or(0, |t| (edge.clock.now() - t).max(0)),
         "last_sync": sync.last_sync_at.map(rfc3339),
         "last_sync_error": sync.last_error,
     }))

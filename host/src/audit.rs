@@ -29,6 +29,15 @@ pub struct EdgeStatus {
     pub skus: BTreeMap<String, StockCounts>,
     pub outbox_backlog: i64,
     pub delivered_seq: i64,
+    pub grants_in_flight: i64,
+    pub returns_in_flight: i64,
+}
+
+impl EdgeStatus {
+    /// Nothing on its way to or from central.
+    fn settled(&self) -> bool {
+        self.outbox_backlog == 0 && self.grants_in_flight == 0 && self.returns_in_flight == 0
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,7 +132,7 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
         for url in &urls {
             statuses.push(edge_status(&client, url, token).await?);
         }
-        if statuses.iter().all(|s| s.outbox_backlog == 0) || Instant::now() >= deadline {
+        if statuses.iter().all(EdgeStatus::settled) || Instant::now() >= deadline {
             break statuses;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -137,10 +146,10 @@ pub fn compare(snapshot: &crate::central::Snapshot, edges: &[EdgeStatus]) -> Aud
     let mut report = AuditReport::default();
     for e in edges {
         report.expect(
-            e.outbox_backlog == 0,
+            e.settled(),
             format!(
-                "edge {}: {} outbox events not delivered",
-                e.edge_id, e.outbox_backlog
+                "edge {}: not settled: {} outbox events, {} grants and {} returns in flight",
+                e.edge_id, e.outbox_backlog, e.grants_in_flight, e.returns_in_flight
             ),
         );
         let Some(ledger) = snapshot.edges.get(&e.edge_id) else {

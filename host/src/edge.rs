@@ -256,10 +256,14 @@ async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             }
             // Grant requests a crash or an outage interrupted (not the ones in flight now).
             let before = edge.clock.now() - STALE_GRANT_MS;
-            let pending = edge
-                .read(move |c| edge_db::pending_grants(c, before))
+            let (grants, returns) = edge
+                .read(move |c| {
+                    let grants = edge_db::pending_grants(c, before)?;
+                    Ok((grants, edge_db::pending_returns(c, before)?))
+                })
                 .await?;
-            edge.allotments.resume(pending).await?;
+            edge.allotments.resume(grants).await?;
+            edge.allotments.resume_returns(returns).await?;
             deliver_once(&edge).await
         }
         .await;
@@ -350,36 +354,46 @@ async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
 /// full batch means there may be more.
 const SWEEP_BATCH: u32 = 500;
 
-/// Asks for units before shoppers find the shelf empty: a first grant per SKU, then top-ups
-/// when free units fall below about a second of demand.
+/// Keeps each SKU's free units near its demand: a first grant per SKU, top-ups when free units
+/// fall below about a second of demand, and units given back when this edge is not selling
+/// them, or when another edge is out and central has none left.
 async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     let mut first = true;
     loop {
-        if let Ok(stock) = edge.stock().await {
-            for (sku, row) in stock {
-                let Some(entry) = edge.catalog.sku(&sku) else {
-                    continue;
-                };
-                let demand = edge.allotments.recent_demand(&sku);
-                let want = if first && row.free + row.held + row.sold == 0 {
-                    initial_grant(entry.stock_total)
-                } else if u64::from(row.free) < u64::from(demand) {
-                    demand.saturating_mul(2)
-                } else {
-                    0
-                };
-                if want > 0
-                    && let Err(e) = edge.allotments.top_up(&sku, want).await
-                {
-                    tracing::warn!("top-up of {sku} failed: {e}");
-                }
-            }
+        if let Err(e) = balance(&edge, first).await {
+            tracing::warn!("keeping stock balanced: {e:#}");
+        } else {
             first = false;
         }
         if !pause(Duration::from_millis(200), &mut shutdown).await {
             return;
         }
     }
+}
+
+async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
+    let stock = edge.stock().await?;
+    let wanted = edge.central.wanted_skus().await?;
+    for (sku, row) in stock {
+        let Some(entry) = edge.catalog.sku(&sku) else {
+            continue;
+        };
+        let demand = edge.allotments.recent_demand(&sku);
+        let reserve = initial_grant(entry.stock_total);
+        if first && row.free + row.held + row.sold == 0 {
+            edge.allotments.top_up(&sku, reserve).await?;
+        } else if row.free < demand {
+            edge.allotments
+                .top_up(&sku, demand.saturating_mul(2))
+                .await?;
+        } else if wanted.contains(&sku) && row.free > demand {
+            // Another edge's shoppers are refused while these units sit here.
+            edge.allotments.give_back(&sku, row.free - demand).await?;
+        } else if demand == 0 && row.free > reserve {
+            edge.allotments.give_back(&sku, row.free - reserve).await?;
+        }
+    }
+    Ok(())
 }
 
 /// An edge's first grant of a SKU: a tenth of the stock, at least one unit.

@@ -243,6 +243,78 @@ pub fn pending_grants(conn: &Connection, before: Millis) -> rusqlite::Result<Vec
     .collect()
 }
 
+// ---- returns ---------------------------------------------------------------------------------
+
+/// Takes up to `quantity` free units out of stock to give back to central, recorded under
+/// `return_id` before central is told. Returns how many were taken (0: none were free).
+pub fn record_return(
+    conn: &Connection,
+    return_id: &str,
+    sku: &str,
+    quantity: u32,
+    now: Millis,
+) -> rusqlite::Result<u32> {
+    let n = quantity.min(free(conn, sku)?);
+    if n == 0 {
+        return Ok(0);
+    }
+    conn.prepare_cached("UPDATE stock SET free = free - ?2 WHERE sku = ?1")?
+        .execute(params![sku, n])?;
+    conn.prepare_cached(
+        "INSERT INTO unit_returns (return_id, sku, quantity, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![return_id, sku, n, now])?;
+    Ok(n)
+}
+
+/// Central has taken the units of this return.
+pub fn confirm_return(conn: &Connection, return_id: &str, now: Millis) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE unit_returns SET confirmed_at = ?2 WHERE return_id = ?1 AND confirmed_at IS NULL",
+    )?
+    .execute(params![return_id, now])?;
+    Ok(())
+}
+
+/// A return central has not confirmed yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingReturn {
+    pub return_id: String,
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// Returns recorded at or before `before` and not yet confirmed.
+pub fn pending_returns(conn: &Connection, before: Millis) -> rusqlite::Result<Vec<PendingReturn>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT return_id, sku, quantity FROM unit_returns \
+         WHERE confirmed_at IS NULL AND created_at <= ?1 ORDER BY created_at",
+    )?;
+    stmt.query_map([before], |r| {
+        Ok(PendingReturn {
+            return_id: r.get(0)?,
+            sku: r.get(1)?,
+            quantity: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// Grant requests and returns central has not answered yet.
+pub fn in_flight(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT COUNT(*) FROM grants WHERE granted IS NULL), \
+                (SELECT COUNT(*) FROM unit_returns WHERE confirmed_at IS NULL)",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// When the oldest undelivered outbox event was written, if any is.
+pub fn oldest_undelivered(conn: &Connection) -> rusqlite::Result<Option<Millis>> {
+    conn.prepare_cached("SELECT MIN(created_at) FROM outbox")?
+        .query_row([], |r| r.get(0))
+}
+
 // ---- outbox ----------------------------------------------------------------------------------
 
 /// Appends one event (JSON) to the outbox.
@@ -381,6 +453,27 @@ mod tests {
                     sold: 1
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn a_return_takes_only_free_units_and_is_confirmed_once() {
+        let (_dir, conn, _fence) = fresh();
+        conn.execute("INSERT INTO stock (sku, free, held) VALUES ('A', 3, 2)", [])
+            .expect("seed");
+        assert_eq!(record_return(&conn, "r1", "A", 5, 0).expect("return"), 3);
+        assert_eq!(record_return(&conn, "r2", "A", 1, 0).expect("return"), 0);
+        assert_eq!(in_flight(&conn).expect("in flight"), (0, 1));
+        assert_eq!(pending_returns(&conn, 0).expect("pending").len(), 1);
+        confirm_return(&conn, "r1", 1).expect("confirm");
+        assert!(pending_returns(&conn, 0).expect("pending").is_empty());
+        assert_eq!(
+            stock_rows(&conn).expect("rows")[0].1,
+            StockRow {
+                free: 0,
+                held: 2,
+                sold: 0
+            }
         );
     }
 

@@ -38,6 +38,17 @@ CREATE TABLE grants (
 ) WITHOUT ROWID;
 CREATE INDEX grants_pending ON grants (requested_at) WHERE granted IS NULL;
 
+-- Units given back to central, stored (and taken out of `stock.free`) before central is told,
+-- so a retry reuses the id. `confirmed_at` is NULL until central has taken them.
+CREATE TABLE unit_returns (
+    return_id    TEXT PRIMARY KEY,
+    sku          TEXT NOT NULL,
+    quantity     INTEGER NOT NULL CHECK (quantity > 0),
+    created_at   INTEGER NOT NULL,
+    confirmed_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX unit_returns_pending ON unit_returns (created_at) WHERE confirmed_at IS NULL;
+
 -- Events for central, written in the same transaction as the change they describe.
 -- AUTOINCREMENT: a sequence number is never reused, even after delivered rows are pruned.
 CREATE TABLE outbox (

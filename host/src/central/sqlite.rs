@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{CentralError, EdgeLedger, GrantRequest, Snapshot};
+use super::{CentralError, EdgeLedger, GrantRequest, Snapshot, UnitReturn, WANTED_FOR_MS};
 use crate::clock::wall_ms;
 use crate::events::{Delivery, OutboxEvent};
 use crate::sale::{Sale, SkuEntry};
@@ -168,9 +168,11 @@ impl SqliteCentral {
                 .optional()?
                 .unwrap_or(0);
             let granted = req.requested.min(unallocated);
+            // Asked for more than was left: others should give back what they are not selling.
             tx.execute(
-                "UPDATE skus SET unallocated = unallocated - ?2 WHERE sku = ?1",
-                params![req.sku, granted],
+                "UPDATE skus SET unallocated = unallocated - ?2, \
+                 wanted_at = CASE WHEN ?3 THEN ?4 ELSE wanted_at END WHERE sku = ?1",
+                params![req.sku, granted, granted < req.requested, wall_ms()],
             )?;
             tx.execute(
                 "INSERT INTO grants (grant_id, edge_id, sku, requested, granted, granted_at) \
@@ -221,6 +223,40 @@ impl SqliteCentral {
         .await
     }
 
+    pub async fn return_units(&self, ret: &UnitReturn) -> Result<(), CentralError> {
+        let ret = ret.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                "INSERT INTO unit_returns (return_id, edge_id, sku, quantity, returned_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (return_id) DO NOTHING",
+                params![ret.return_id, ret.edge_id, ret.sku, ret.quantity, wall_ms()],
+            )?;
+            if inserted == 1 {
+                tx.execute(
+                    "UPDATE skus SET unallocated = unallocated + ?2 WHERE sku = ?1",
+                    params![ret.sku, ret.quantity],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn wanted_skus(&self) -> Result<Vec<String>, CentralError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sku FROM skus WHERE wanted_at > ?1 AND unallocated = 0 ORDER BY sku",
+            )?;
+            let skus = stmt
+                .query_map([wall_ms() - WANTED_FOR_MS], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(skus)
+        })
+        .await
+    }
+
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {
         self.with(|conn| {
             let mut snap = Snapshot::default();
@@ -238,25 +274,7 @@ impl SqliteCentral {
                 ledger.stock_total = u64::try_from(total).unwrap_or(0);
                 ledger.unallocated = u64::try_from(unallocated).unwrap_or(0);
             }
-            let per_edge = [
-                (
-                    "SELECT sku, edge_id, SUM(n) FROM (\
-                       SELECT sku, edge_id, granted AS n FROM grants \
-                       UNION ALL SELECT sku, edge_id, -quantity FROM unit_returns) \
-                     GROUP BY sku, edge_id",
-                    0,
-                ),
-                (
-                    "SELECT sku, edge_id, SUM(quantity) FROM holds GROUP BY sku, edge_id",
-                    1,
-                ),
-                (
-                    "SELECT l.sku, o.edge_id, SUM(l.quantity) FROM order_lines l \
-                     JOIN orders o ON o.order_id = l.order_id GROUP BY l.sku, o.edge_id",
-                    2,
-                ),
-            ];
-            for (sql, which) in per_edge {
+            for (sql, which) in super::PER_EDGE_SUMS {
                 let mut stmt = conn.prepare(sql)?;
                 let rows = stmt.query_map([], |r| {
                     Ok((
@@ -268,20 +286,12 @@ impl SqliteCentral {
                 for row in rows {
                     let (sku, edge, n) = row?;
                     let ledger = snap.skus.entry(sku).or_default();
-                    let map = match which {
-                        0 => &mut ledger.allotted,
-                        1 => &mut ledger.held,
-                        _ => &mut ledger.sold,
-                    };
-                    map.insert(edge, u64::try_from(n).unwrap_or(0));
+                    ledger
+                        .per_edge(*which)
+                        .insert(edge, u64::try_from(n).unwrap_or(0));
                 }
             }
-            let mut stmt = conn.prepare(
-                "SELECT e.edge_id, e.url, e.high_water, \
-                   (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
-                   (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id) \
-                 FROM edges e",
-            )?;
+            let mut stmt = conn.prepare(super::EDGE_LEDGER_SQL)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,

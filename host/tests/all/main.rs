@@ -3,6 +3,8 @@
 
 // The harness: fleets, in-process edges, edge processes, a client.
 mod support;
+// A throwaway PostgreSQL cluster per test.
+mod pg;
 
 // Every storefront route and every error row of the contract.
 mod storefront;
@@ -14,3 +16,5 @@ mod faults;
 mod concurrency;
 // kill -9 under load, restart on the same data.
 mod crash;
+// Three edge processes over PostgreSQL and SQLite: sell-out, kill -9, central outage, redelivery.
+mod fleet;

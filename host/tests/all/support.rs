@@ -64,9 +64,19 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// A fleet around a SQLite central in its temporary folder.
     pub async fn new(sale: &Sale) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let central_url = format!("sqlite:{}", dir.path().join("central.db").display());
+        Self::with_dir(dir, central_url, sale).await
+    }
+
+    /// A fleet around the central database at `central_url` (PostgreSQL, say).
+    pub async fn on(central_url: String, sale: &Sale) -> Self {
+        Self::with_dir(tempfile::tempdir().expect("tempdir"), central_url, sale).await
+    }
+
+    async fn with_dir(dir: TempDir, central_url: String, sale: &Sale) -> Self {
         let central = Central::connect(&central_url).await.expect("central");
         central.load_sale(sale).await.expect("load sale");
         Self { dir, central_url }
@@ -313,6 +323,7 @@ impl EdgeProcess {
             .args(["--admin-token-file", &token_file.display().to_string()])
             .env("CART_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(log_file(fleet, edge_id))
             .kill_on_drop(true)
             .spawn()
             .expect("cart-host starts");
@@ -331,6 +342,15 @@ impl EdgeProcess {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");
     }
+}
+
+/// The edge process's log, appended across restarts, kept in the fleet's folder.
+fn log_file(fleet: &Fleet, edge_id: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(fleet.dir.path().join(format!("{edge_id}.log")))
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
 }
 
 fn free_port() -> u16 {

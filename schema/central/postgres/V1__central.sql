@@ -17,7 +17,9 @@ CREATE TABLE skus (
     limit_per_customer BIGINT NOT NULL,
     sale_starts_at     BIGINT NOT NULL,
     stock_total        BIGINT NOT NULL CHECK (stock_total >= 0),
-    unallocated        BIGINT NOT NULL CHECK (unallocated >= 0)
+    unallocated        BIGINT NOT NULL CHECK (unallocated >= 0),
+    -- When an edge last asked for more than was left: edges with spare units give them back.
+    wanted_at          BIGINT NOT NULL DEFAULT 0
 );
 
 -- Edges that have registered, and how far each one's outbox has been applied.

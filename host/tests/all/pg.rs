@@ -1,0 +1,161 @@
+//! A throwaway PostgreSQL cluster per test, in a temporary folder, stopped when dropped.
+//! `initdb` and `pg_ctl` refuse to run as root, so as root they run as the `postgres` user.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+pub struct Postgres {
+    dir: TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// Where the server binaries are: on the PATH, or Debian's versioned folder.
+fn bin_dir() -> PathBuf {
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(initdb) = on_path
+        && let Some(dir) = initdb.parent()
+    {
+        return dir.to_owned();
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect(
+        "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: `make test` installs them",
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command for a server binary, as `postgres` when we are root.
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    let exe = bin.join(tool);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    }
+}
+
+fn run(mut c: Command, what: &str) {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    /// Creates and starts a cluster on a free port.
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("cart-pg-")
+            .tempdir()
+            .expect("tempdir");
+        if is_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres:postgres"]).arg(dir.path());
+                    c
+                },
+                "chown the cluster folder",
+            );
+        }
+        let data = dir.path().join("data");
+        let mut initdb = pg_command(&bin, "initdb");
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        run(initdb, "initdb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let pg = Self { dir, bin, port };
+        pg.resume();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts (or restarts) the server.
+    pub fn resume(&self) {
+        let mut c = pg_command(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"));
+        c.arg("-o").arg(format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        ));
+        c.args(["-w", "start"]);
+        run(c, "pg_ctl start");
+    }
+
+    /// Stops the server at once, as an outage would.
+    pub fn halt(&self) {
+        let mut c = pg_command(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"]);
+        run(c, "pg_ctl stop");
+    }
+
+    /// A fresh database in this cluster; its URL.
+    pub async fn database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the cluster");
+        tokio::spawn(conn);
+        client
+            .execute(&format!("CREATE DATABASE \"{name}\""), &[])
+            .await
+            .expect("create database");
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut c = pg_command(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"]);
+        let _ = c.output();
+    }
+}
