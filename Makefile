@@ -6,6 +6,7 @@ WASM_TARGET := wasm32-wasip2
 WASM_DIR    := target/$(WASM_TARGET)/release
 GUEST       := $(WASM_DIR)/cart_guest.wasm
 FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
+SMOKE_FAIL  := $(WASM_DIR)/cart_guest_smoke_fail.wasm
 HOST        := target/release/cart-host
 
 .PHONY: all setup postgres build guest run test lint bench clean
@@ -21,8 +22,11 @@ postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-# The cart component, and the deliberately broken one the tests deploy.
+# The cart component, and the deliberately broken ones the tests deploy. The smoke-failing one
+# is the faulty crate with a feature; it is copied aside before the plain build replaces it.
 guest: setup
+	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest-faulty --features smoke-fail
+	cp $(FAULTY) $(SMOKE_FAIL)
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty
 
 build: guest
@@ -34,12 +38,13 @@ run: build
 
 test: guest postgres
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
+		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		$(CARGO) test -p cart-host
 
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p cart-host --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty --all-features -- -D warnings
 
 clean:
 	$(CARGO) clean

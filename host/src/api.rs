@@ -48,6 +48,8 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
+        .route("/admin/modules", get(list_modules).put(deploy_module))
+        .route("/admin/modules/{version}/activate", post(activate_module))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(Arc::clone(&edge), observe))
@@ -108,10 +110,10 @@ async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
         customer_id,
         token_hash: ids::token_hash(&token),
     };
-    let cart = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
-    let mut view = CartJson::new(cart, &edge.config.edge_id);
+    let served = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
+    let mut view = CartJson::new(served.value, &edge.config.edge_id);
     view.cart_token = Some(token);
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(with_module(StatusCode::CREATED, view, &served.module))
 }
 
 async fn get_cart(
@@ -126,7 +128,7 @@ async fn get_cart(
         token_hash,
     };
     let cart = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
-    Ok(Json(CartJson::new(cart, &edge.config.edge_id)).into_response())
+    Ok(cart.into_response(StatusCode::OK, &edge))
 }
 
 async fn set_item(
@@ -166,7 +168,7 @@ async fn set_item(
                     _ => return Err(ApiError::SoldOut { available }),
                 }
             }
-            result => return Ok(Json(CartJson::new(result?, &edge.config.edge_id)).into_response()),
+            result => return Ok(result?.into_response(StatusCode::OK, &edge)),
         }
     }
 }
@@ -185,7 +187,7 @@ async fn remove_item(
         sku,
     };
     let cart = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
-    Ok(Json(CartJson::new(cart, &edge.config.edge_id)).into_response())
+    Ok(cart.into_response(StatusCode::OK, &edge))
 }
 
 async fn checkout(
@@ -223,11 +225,8 @@ async fn checkout(
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(OrderJson::new(done.order, &edge.config.edge_id)),
-    )
-        .into_response())
+    let order = OrderJson::new(done.order, &edge.config.edge_id);
+    Ok(with_module(status, order, &answer.module_version))
 }
 
 async fn list_skus(State(edge): State<Arc<Edge>>) -> ApiResult {
@@ -299,6 +298,45 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         "last_sync_error": sync.last_error,
     }))
     .into_response())
+}
+
+async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let (active, modules) = edge.modules.list().await?;
+    Ok(Json(serde_json::json!({ "active": active, "modules": modules })).into_response())
+}
+
+async fn deploy_module(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let limit = crate::modules::MAX_MODULE_BYTES;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let info = edge
+        .modules
+        .deploy(
+            bytes.to_vec(),
+            text("x-module-version"),
+            text("x-module-signature").as_deref(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn activate_module(
+    State(edge): State<Arc<Edge>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let info = edge.modules.activate(&version).await?;
+    Ok(Json(info).into_response())
 }
 
 /// Checks the operator token: `403` when none is configured, `401` when missing or wrong.
@@ -386,12 +424,42 @@ fn parse_quantity(body: &Value) -> Result<u32, ApiError> {
     }
 }
 
-fn expect_cart(answer: Answer) -> Result<CartView, ApiError> {
+fn expect_cart(answer: Answer) -> Result<Served<CartView>, ApiError> {
     match answer.outcome {
-        GuestOutcome::Cart(result) => result.map_err(ApiError::from),
+        GuestOutcome::Cart(result) => Ok(Served {
+            value: result?,
+            module: answer.module_version,
+        }),
         _ => Err(ApiError::GuestFault),
     }
 }
+
+/// A guest's answer and the module version that gave it.
+struct Served<T> {
+    value: T,
+    module: String,
+}
+
+impl Served<CartView> {
+    fn into_response(self, status: StatusCode, edge: &Edge) -> Response {
+        with_module(
+            status,
+            CartJson::new(self.value, &edge.config.edge_id),
+            &self.module,
+        )
+    }
+}
+
+/// A JSON response saying, in `X-Module-Version`, which module version answered it.
+fn with_module(status: StatusCode, body: impl Serialize, module: &str) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(module) {
+        response.headers_mut().insert(MODULE_VERSION, v);
+    }
+    response
+}
+
+const MODULE_VERSION: &str = "x-module-version";
 
 fn unavailable(e: anyhow::Error) -> ApiError {
     ApiError::Unavailable(format!("{e:#}"))

@@ -5,6 +5,7 @@ wasmtime::component::bindgen!({
     world: "cart",
     // A host function may trap: SQL the host itself got wrong is a bug, not a guest error.
     imports: { default: trappable },
+    additional_derives: [PartialEq],
 });
 
 pub use flashsale::cart::catalog::SkuInfo;

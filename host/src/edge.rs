@@ -15,6 +15,7 @@ use crate::clock::{Clock, Millis};
 use crate::edge_db::{self, StockRow};
 use crate::events::{Delivery, OutboxEvent};
 use crate::metrics::Metrics;
+use crate::modules::{self, Modules};
 use crate::sale::{Catalog, Sale};
 use crate::wasm::{Runtime, SandboxLimits};
 use crate::writer::{GuestCall, GuestOutcome, WriterHandle, WriterLimits};
@@ -40,6 +41,8 @@ pub struct EdgeConfig {
     pub sync_batch: usize,
     /// How long a shopper who found too few units may wait for a grant before `sold_out`.
     pub shortage_wait: Duration,
+    /// With any, only modules signed by one of these keys are deployed.
+    pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
 }
 
 impl Default for EdgeConfig {
@@ -58,6 +61,7 @@ impl Default for EdgeConfig {
             sync_every: Duration::from_millis(50),
             sync_batch: 500,
             shortage_wait: Duration::from_millis(150),
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct Edge {
     pub writer: WriterHandle,
     pub central: Arc<Central>,
     pub allotments: Arc<Allotments>,
+    pub modules: Modules,
     pub metrics: Arc<Metrics>,
     pub sync: Mutex<SyncStatus>,
     reader: Arc<Mutex<Connection>>,
@@ -101,26 +106,27 @@ impl Edge {
                 None
             }
         };
-        let dir = config.data_dir.clone();
-        let (conn, fence, catalog) = tokio::task::spawn_blocking(move || {
+        let (dir, module, sandbox, now) = (
+            config.data_dir.clone(),
+            config.module.clone(),
+            config.sandbox,
+            config.clock.now(),
+        );
+        let (conn, fence, catalog, runtime) = tokio::task::spawn_blocking(move || {
             let (conn, fence) = edge_db::open_writer(&dir)?;
             if let Some(sale) = &sale {
                 store_catalog(&conn, sale)?;
             }
             let catalog = load_catalog(&conn)?;
-            anyhow::Ok((conn, fence, catalog))
+            let runtime = modules::start_runtime(&conn, &module, sandbox, now)?;
+            anyhow::Ok((conn, fence, catalog, runtime))
         })
         .await??;
         if catalog.skus.is_empty() {
             anyhow::bail!("no sale to serve: load one with `cart-host sale load` first");
         }
         let catalog = Arc::new(catalog);
-        let module = std::fs::read(&config.module)
-            .with_context(|| format!("reading the module {}", config.module.display()))?;
-        let runtime = Arc::new(
-            Runtime::new(config.sandbox, &module)
-                .with_context(|| format!("loading the module {}", config.module.display()))?,
-        );
+        let runtime = Arc::new(runtime);
         let metrics = Arc::new(Metrics::default());
         let writer = WriterHandle::spawn(
             conn,
@@ -131,6 +137,13 @@ impl Edge {
             Arc::clone(&metrics),
         )?;
         let reader = Arc::new(Mutex::new(edge_db::open_reader(&config.data_dir)?));
+        let modules = Modules::new(
+            Arc::clone(&runtime),
+            writer.clone(),
+            Arc::clone(&catalog),
+            config.clock.clone(),
+            config.trusted_keys.clone(),
+        );
         let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
             catalog.skus.keys().cloned(),
@@ -147,6 +160,7 @@ impl Edge {
             writer,
             central,
             allotments,
+            modules,
             metrics,
             sync: Mutex::default(),
             reader,

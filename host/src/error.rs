@@ -118,6 +118,18 @@ impl From<CartError> for ApiError {
     }
 }
 
+impl From<crate::modules::DeployError> for ApiError {
+    fn from(e: crate::modules::DeployError) -> Self {
+        use crate::modules::DeployError as D;
+        match e {
+            D::UnknownVersion(_) => Self::NotFound("module version"),
+            D::Write(w) => w.into(),
+            D::Task(t) => Self::Unavailable(format!("compiling: {t}")),
+            refused => Self::Unprocessable(refused.to_string()),
+        }
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {

@@ -12,10 +12,11 @@
 //! - [`edge_db`]: the edge's schema, guest fence and host SQL.
 //! - [`edge`]: an edge's configuration, start-up and background tasks (sync, sweep, top-ups).
 //! - [`allotment`]: grants of units from central, idempotent by grant id.
+//! - [`modules`]: deploying cart components: signatures, validation, versions, rollback.
 //! - [`central`]: the central database (SQLite file by default).
 //! - [`events`]: the outbox's event format; [`sale`]: the sale file and catalog.
 //! - [`server`]: serving an edge on a listener until shutdown; [`demo`]: `cart-host demo`;
-//!   [`audit`]: `cart-host audit`; [`http_client`]: the client those commands use.
+//!   [`audit`]: `cart-host audit`; [`deploy`]: `cart-host deploy`; [`http_client`]: the client those commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
 pub mod allotment;
@@ -25,6 +26,7 @@ pub mod bindings;
 pub mod central;
 pub mod clock;
 pub mod demo;
+pub mod deploy;
 pub mod edge;
 pub mod edge_db;
 pub mod error;
@@ -32,6 +34,7 @@ pub mod events;
 pub mod http_client;
 pub mod ids;
 pub mod metrics;
+pub mod modules;
 pub mod sale;
 pub mod server;
 pub mod wasm;

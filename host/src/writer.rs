@@ -15,7 +15,7 @@ use crate::clock::Millis;
 use crate::edge_db::GuestFence;
 use crate::metrics::Metrics;
 use crate::sale::Catalog;
-use crate::wasm::{GuestFault, Runtime};
+use crate::wasm::{GuestFault, LoadedModule, Runtime};
 
 /// A cart operation for the guest.
 #[derive(Clone, Debug)]
@@ -147,19 +147,7 @@ impl WriterHandle {
 
     /// Runs a cart operation on the active module, at `now`, in the next batch.
     pub async fn guest(&self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(move |w: &mut WriterState| {
-            let result = w.run_guest(call, now);
-            Box::new(move |committed: Result<(), &rusqlite::Error>| {
-                let sent = match committed {
-                    Ok(()) => result,
-                    Err(e) => Err(WriteError::Storage(e.to_string())),
-                };
-                // The request may have gone away; its update stands all the same.
-                let _ = reply.send(sent);
-            })
-        }))?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        self.job(move |w| w.run_guest(call, now)).await
     }
 
     /// Runs host SQL in its own savepoint of the next batch; answers after the commit.
@@ -167,14 +155,34 @@ impl WriterHandle {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, WriteError> {
+        self.job(move |w| w.in_savepoint(|w| f(w.conn()).map_err(WriteError::from), |_| true))
+            .await
+    }
+
+    /// Tries a module that is not active yet on real data, in a savepoint that is always rolled
+    /// back; see [`crate::modules::smoke`] for what it checks.
+    pub async fn smoke(
+        &self,
+        module: Arc<LoadedModule>,
+        now: Millis,
+    ) -> Result<Result<(), String>, WriteError> {
+        self.job(move |w| w.smoke(&module, now)).await
+    }
+
+    /// Runs `f` on the writer thread in the next batch; answers once the batch has committed.
+    async fn job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriterState) -> Result<R, WriteError> + Send + 'static,
+    ) -> Result<R, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Box::new(move |w: &mut WriterState| {
-            let result = w.in_savepoint(|w| f(w.conn()).map_err(WriteError::from), |_| true);
+            let result = f(w);
             Box::new(move |committed: Result<(), &rusqlite::Error>| {
                 let sent = match committed {
                     Ok(()) => result,
                     Err(e) => Err(WriteError::Storage(e.to_string())),
                 };
+                // The request may have gone away; its update stands all the same.
                 let _ = reply.send(sent);
             })
         }))?;
@@ -215,23 +223,7 @@ impl WriterState {
     fn run_guest(&mut self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
         let module = self.runtime.active();
         let outcome = self.in_savepoint(
-            |w| {
-                let conn = w
-                    .conn
-                    .take()
-                    .expect("the writer's connection is home between jobs");
-                let runtime = Arc::clone(&w.runtime);
-                let (conn, result) = runtime.call(
-                    &module,
-                    conn,
-                    w.fence.clone(),
-                    now,
-                    Arc::clone(&w.catalog),
-                    |cart, store| dispatch(cart, store, call),
-                );
-                w.conn = Some(conn);
-                Ok(result?)
-            },
+            |w| Ok(w.call_on(&module, call, now)?),
             // A business error changes nothing, even if the guest wrote before deciding.
             GuestOutcome::is_ok,
         )?;
@@ -239,6 +231,49 @@ impl WriterState {
             outcome,
             module_version: module.version.clone(),
         })
+    }
+
+    /// Calls `module` on this transaction, as it stands.
+    fn call_on(
+        &mut self,
+        module: &LoadedModule,
+        call: GuestCall,
+        now: Millis,
+    ) -> Result<GuestOutcome, GuestFault> {
+        let conn = self
+            .conn
+            .take()
+            .expect("the writer's connection is home between jobs");
+        let (conn, result) = self.runtime.call(
+            module,
+            conn,
+            self.fence.clone(),
+            now,
+            Arc::clone(&self.catalog),
+            |cart, store| dispatch(cart, store, call),
+        );
+        self.conn = Some(conn);
+        result
+    }
+
+    fn smoke(
+        &mut self,
+        module: &LoadedModule,
+        now: Millis,
+    ) -> Result<Result<(), String>, WriteError> {
+        let catalog = Arc::clone(&self.catalog);
+        self.in_savepoint(
+            |w| {
+                // One unit of the first SKU, for the candidate to hold and sell; rolled back.
+                let sku = catalog.skus.keys().next().cloned().unwrap_or_default();
+                w.conn()
+                    .prepare_cached("UPDATE stock SET free = free + 1 WHERE sku = ?1")?
+                    .execute([&sku])?;
+                let mut call = |c: GuestCall| w.call_on(module, c, now);
+                Ok(crate::modules::smoke(&mut call, &sku))
+            },
+            |_| false,
+        )
     }
 }
 

@@ -5,6 +5,9 @@
 //!   must roll back writes the guest already made;
 //! - [`LOOP_FOREVER`]: never returns, so the host's epoch deadline must stop it;
 //! - [`GROW_FOREVER`]: allocates until the host's memory cap refuses.
+//!
+//! Built with the `smoke-fail` feature, its checkout forgets idempotency (a replay places the
+//! order again), which the host's smoke call must catch before such a module serves.
 
 mod bindings {
     wit_bindgen::generate!({ path: "../../wit", world: "cart" });
@@ -73,7 +76,15 @@ impl Guest for Faulty {
         token_hash: String,
         idempotency_key: String,
     ) -> Result<CheckoutResult, CartError> {
-        rules::checkout(&cart_id, &token_hash, &idempotency_key)
+        let done = rules::checkout(&cart_id, &token_hash, &idempotency_key);
+        if cfg!(feature = "smoke-fail") {
+            done.map(|d| CheckoutResult {
+                replayed: false,
+                ..d
+            })
+        } else {
+            done
+        }
     }
 
     fn sweep(now: i64) -> u32 {

@@ -10,7 +10,7 @@ use cart_host::central::Central;
 use cart_host::edge::EdgeConfig;
 use cart_host::sale::Sale;
 use cart_host::wasm::SandboxLimits;
-use cart_host::{audit, demo, server};
+use cart_host::{audit, demo, deploy, server};
 use clap::{Args, Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -28,6 +28,8 @@ enum Command {
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(SaleCommand),
+    /// Deploy a cart component to edges, one after another; stop at the first failure.
+    Deploy(DeployArgs),
     /// Check conservation of stock and exactly-once delivery across central and edges.
     Audit(AuditArgs),
     /// Run the embedded demo: a SQLite central, a sale starting now, two edges on localhost.
@@ -63,6 +65,9 @@ struct ServeArgs {
     /// Most linear memory a guest instance may use, in MiB.
     #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
     guest_memory_mib: usize,
+    /// An ed25519 public key (SPKI PEM); with any, only modules signed by one are deployed.
+    #[arg(long = "trusted-key", env = "CART_TRUSTED_KEYS", value_delimiter = ',')]
+    trusted_keys: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +80,30 @@ enum SaleCommand {
         /// The sale file (JSON; see schema/sale.schema.json).
         file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The component to deploy.
+    #[arg(long, env = "CART_MODULE")]
+    module: PathBuf,
+    /// An edge's URL; repeat for each, in the order to deploy.
+    #[arg(
+        long = "edge",
+        env = "CART_EDGES",
+        value_delimiter = ',',
+        required = true
+    )]
+    edges: Vec<String>,
+    /// File holding the operator token the edges accept.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// ed25519 private key (PKCS#8 PEM) to sign the module with.
+    #[arg(long, env = "CART_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Version to deploy as (default: the first 12 hex digits of the module's sha256).
+    #[arg(long, env = "CART_MODULE_VERSION")]
+    version: Option<String>,
 }
 
 #[derive(Args)]
@@ -137,6 +166,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sale(SaleCommand::Load { central, file }) => {
             load_sale(&central, &file).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::Deploy(args) => {
+            use std::io::IsTerminal as _;
+            let report = deploy::run(&deploy::DeployConfig {
+                module: args.module,
+                edges: args.edges,
+                admin_token: read_token(args.admin_token_file.as_deref())?,
+                signing_key: args.signing_key,
+                version: args.version,
+                progress: std::io::stderr().is_terminal(),
+            })
+            .await?;
+            print!("{report}");
+            Ok(if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Audit(args) => {
             let token = read_token(args.admin_token_file.as_deref())?;
             let report = audit::run(&audit::AuditConfig {
@@ -167,7 +214,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let trusted_keys = args
+        .trusted_keys
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            cart_host::modules::read_public_key(&pem)
+                .with_context(|| format!("trusted key {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let config = EdgeConfig {
+        trusted_keys,
         edge_id: args.edge_id,
         data_dir: args.data,
         central_url: args.central,

@@ -53,6 +53,8 @@ pub enum ModuleError {
     NotAComponent(anyhow::Error),
     #[error("the component does not implement the flashsale:cart world: {0:#}")]
     WrongWorld(anyhow::Error),
+    #[error("the component failed the smoke call: {0}")]
+    SmokeFailed(String),
 }
 
 /// A compiled, linked cart component, ready to instantiate once per request.
@@ -99,8 +101,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker; `initial` becomes the active module.
-    pub fn new(limits: SandboxLimits, initial: &[u8]) -> anyhow::Result<Self> {
+    /// Builds the engine and starts its epoch ticker; `initial` (bytes and version) becomes the
+    /// active module.
+    pub fn new(limits: SandboxLimits, initial: &[u8], version: &str) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -108,7 +111,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Cart::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         spawn_epoch_ticker(&engine);
-        let first = load(&engine, &linker, initial)?;
+        let first = load(&engine, &linker, initial, version)?;
         Ok(Self {
             engine,
             linker,
@@ -117,9 +120,10 @@ impl Runtime {
         })
     }
 
-    /// Compiles and links a module without activating it.
-    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, ModuleError> {
-        load(&self.engine, &self.linker, bytes)
+    /// Compiles and links a module without activating it. Compiling takes a while: call this
+    /// off the async workers.
+    pub fn load(&self, bytes: &[u8], version: &str) -> Result<LoadedModule, ModuleError> {
+        load(&self.engine, &self.linker, bytes, version)
     }
 
     /// The module new requests run on.
@@ -181,6 +185,7 @@ fn load(
     engine: &Engine,
     linker: &Linker<HostState>,
     bytes: &[u8],
+    version: &str,
 ) -> Result<LoadedModule, ModuleError> {
     let component =
         Component::new(engine, bytes).map_err(|e| ModuleError::NotAComponent(e.into()))?;
@@ -188,12 +193,16 @@ fn load(
         .instantiate_pre(&component)
         .and_then(CartPre::new)
         .map_err(|e| ModuleError::WrongWorld(e.into()))?;
-    let sha256 = hex::encode(Sha256::digest(bytes));
     Ok(LoadedModule {
-        version: sha256[..12].to_owned(),
-        sha256,
+        version: version.to_owned(),
+        sha256: sha256_hex(bytes),
         pre,
     })
+}
+
+/// The module's SHA-256, hex: what operators compare against what they built.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {

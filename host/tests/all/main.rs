@@ -18,3 +18,5 @@ mod concurrency;
 mod crash;
 // Three edge processes over PostgreSQL and SQLite: sell-out, kill -9, central outage, redelivery.
 mod fleet;
+// Deploying modules: validation, signatures, rollback under load, the deploy command.
+mod deploy;

@@ -37,6 +37,11 @@ pub fn guest_wasm() -> PathBuf {
     built("CART_GUEST_WASM", "cart_guest.wasm")
 }
 
+/// The component whose checkout forgets idempotency (`guest/faulty`, feature `smoke-fail`).
+pub fn smoke_fail_wasm() -> PathBuf {
+    built("CART_SMOKE_FAIL_WASM", "cart_guest_smoke_fail.wasm")
+}
+
 /// The deliberately broken component (`guest/faulty`).
 pub fn faulty_wasm() -> PathBuf {
     built("CART_FAULTY_WASM", "cart_guest_faulty.wasm")
@@ -111,7 +116,7 @@ impl Fleet {
         TestEdge {
             client,
             clock,
-            _running: running,
+            running,
         }
     }
 
@@ -124,8 +129,15 @@ impl Fleet {
 pub struct TestEdge {
     pub client: Client,
     pub clock: Clock,
-    /// Held, not read: dropping it shuts the edge down.
-    _running: RunningEdge,
+    /// Dropping it shuts the edge down.
+    running: RunningEdge,
+}
+
+impl TestEdge {
+    /// Stops serving and waits for the edge to wind down.
+    pub async fn stop(self) {
+        self.running.stop().await.expect("the edge stops");
+    }
 }
 
 impl std::ops::Deref for TestEdge {
