@@ -7,6 +7,9 @@ WASM_DIR    := target/$(WASM_TARGET)/release
 GUEST       := $(WASM_DIR)/cart_guest.wasm
 FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
 SMOKE_FAIL  := $(WASM_DIR)/cart_guest_smoke_fail.wasm
+HELLO       := $(WASM_DIR)/hello_http.wasm
+# The wasmtime CLI for the benchmarks' runtime anchor: the wasmtime the host is built on.
+WASMTIME_VERSION := 48.0.8
 HOST        := target/release/cart-host
 
 .PHONY: all setup postgres build guest run test lint bench clean
@@ -44,7 +47,16 @@ test: guest postgres
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p cart-host --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty --all-features -- -D warnings
+	$(CARGO) clippy -p cart-guest --features native -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest-faulty --all-features -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p hello-http -- -D warnings
+
+# One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.
+# The first run installs the wasmtime CLI (about 13 minutes).
+bench: build postgres
+	$(CARGO) build --release --target $(WASM_TARGET) -p hello-http
+	@command -v wasmtime >/dev/null || $(CARGO) install wasmtime-cli --version $(WASMTIME_VERSION) --locked
+	target/release/cart-bench --module $(GUEST) --hello $(HELLO)
 
 clean:
 	$(CARGO) clean

@@ -291,6 +291,9 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         "skus": skus,
         "outbox_backlog": backlog,
         "delivered_seq": delivered,
+        "stock_total": edge.catalog.skus.values()
+            .map(|s| (s.sku.clone(), s.stock_total))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "grants_in_flight": grants_in_flight,
         "returns_in_flight": returns_in_flight,
         "sync_lag_ms": oldest.map_or(0, |t| (edge.clock.now() - t).max(0)),

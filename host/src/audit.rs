@@ -31,6 +31,9 @@ pub struct EdgeStatus {
     pub delivered_seq: i64,
     pub grants_in_flight: i64,
     pub returns_in_flight: i64,
+    /// The sale's stock of each SKU, across the fleet.
+    #[serde(default)]
+    pub stock_total: BTreeMap<String, u64>,
 }
 
 impl EdgeStatus {

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::modules::{self, Modules};
 use crate::sale::{Catalog, Sale};
 use crate::wasm::{Runtime, SandboxLimits};
-use crate::writer::{GuestCall, GuestOutcome, WriterHandle, WriterLimits};
+use crate::writer::{GuestCall, GuestOutcome, WriterConfig, WriterHandle};
 
 /// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ pub struct EdgeConfig {
     /// The URL central records for this edge; by default `http://` and the listener's address.
     pub public_url: Option<String>,
     pub sandbox: SandboxLimits,
-    pub writer: WriterLimits,
+    pub writer: WriterConfig,
     pub clock: Clock,
     pub sweep_every: Duration,
     pub sync_every: Duration,
@@ -55,7 +55,7 @@ impl Default for EdgeConfig {
             admin_token: None,
             public_url: None,
             sandbox: SandboxLimits::default(),
-            writer: WriterLimits::default(),
+            writer: WriterConfig::default(),
             clock: Clock::default(),
             sweep_every: Duration::from_secs(1),
             sync_every: Duration::from_millis(50),

@@ -55,6 +55,12 @@ pub fn open_writer(dir: &Path) -> anyhow::Result<(Connection, GuestFence)> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(128);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares a cached statement
+    // whenever a value it planned with changes (the request's `now`, a cart id), every request.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     migrations::migrations::runner()
         .run(&mut conn)
         .context("migrating the edge schema")?;
@@ -79,6 +85,10 @@ pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
     )
     .with_context(|| format!("opening {} to read", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
@@ -475,6 +485,24 @@ mod tests {
                 sold: 0
             }
         );
+    }
+
+    #[test]
+    fn cached_guest_statements_are_not_prepared_again() {
+        let (_dir, conn, fence) = fresh();
+        // A join and an ORDER BY over bound values: both re-prepared on every new binding
+        // without the query planner stability guarantee.
+        let sql = "SELECT l.sku FROM carts c JOIN cart_lines l ON l.cart_id = c.cart_id \
+                   WHERE c.customer_id = ?1 AND l.hold_expires_at > ?2 ORDER BY l.sku";
+        for now in 0..3i64 {
+            fence.run(|| {
+                let mut stmt = conn.prepare_cached(&guest_sql(sql)).expect("prepare");
+                let mut rows = stmt.query(params![format!("c-{now}"), now]).expect("query");
+                while rows.next().expect("row").is_some() {}
+                drop(rows);
+                assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+            });
+        }
     }
 
     #[test]

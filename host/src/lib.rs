@@ -17,11 +17,15 @@
 //! - [`events`]: the outbox's event format; [`sale`]: the sale file and catalog.
 //! - [`server`]: serving an edge on a listener until shutdown; [`demo`]: `cart-host demo`;
 //!   [`audit`]: `cart-host audit`; [`deploy`]: `cart-host deploy`; [`http_client`]: the client those commands use.
+//! - [`load`]: the flash-sale load generator (`cart-host load`); [`bench`]: `make bench`; [`native`]: the rules compiled
+//!   into the host without WebAssembly, the benchmarks' baseline.
+//! - [`pg_cluster`]: a throwaway PostgreSQL cluster, for the tests and benchmarks.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
 pub mod allotment;
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod bindings;
 pub mod central;
 pub mod clock;
@@ -33,8 +37,11 @@ pub mod error;
 pub mod events;
 pub mod http_client;
 pub mod ids;
+pub mod load;
 pub mod metrics;
 pub mod modules;
+pub mod native;
+pub mod pg_cluster;
 pub mod sale;
 pub mod server;
 pub mod wasm;

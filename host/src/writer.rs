@@ -15,7 +15,7 @@ use crate::clock::Millis;
 use crate::edge_db::GuestFence;
 use crate::metrics::Metrics;
 use crate::sale::Catalog;
-use crate::wasm::{GuestFault, LoadedModule, Runtime};
+use crate::wasm::{GuestFault, Live, LoadedModule, Runtime};
 
 /// A cart operation for the guest.
 #[derive(Clone, Debug)]
@@ -96,27 +96,35 @@ pub struct WriterHandle {
     tx: SyncSender<Job>,
 }
 
-/// Sizes of the writer's queue and batches.
+/// The writer's queue and batch sizes, and what it runs.
 #[derive(Clone, Copy, Debug)]
-pub struct WriterLimits {
+pub struct WriterConfig {
     /// Jobs waiting beyond this are refused (`503 overloaded`) rather than queued without bound.
     pub queue: usize,
     /// Most jobs in one transaction.
     pub batch: usize,
+    /// Run the rules compiled into the host instead of the module: the benchmarks' baseline.
+    pub native_baseline: bool,
 }
 
-impl Default for WriterLimits {
+impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue: 8192,
             batch: 512,
+            native_baseline: false,
         }
     }
 }
 
 /// What the writer thread owns.
 pub struct WriterState {
+    /// The write connection when no instance holds it.
     conn: Option<Connection>,
+    /// The instance serving calls, holding the connection, when one is live.
+    live: Option<Live>,
+    /// Run the rules compiled into the host instead of the module (the benchmark baseline).
+    native: bool,
     fence: GuestFence,
     runtime: Arc<Runtime>,
     catalog: Arc<Catalog>,
@@ -129,12 +137,14 @@ impl WriterHandle {
         fence: GuestFence,
         runtime: Arc<Runtime>,
         catalog: Arc<Catalog>,
-        limits: WriterLimits,
+        limits: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(limits.queue);
         let state = WriterState {
             conn: Some(conn),
+            live: None,
+            native: limits.native_baseline,
             fence,
             runtime,
             catalog,
@@ -198,10 +208,20 @@ impl WriterHandle {
 }
 
 impl WriterState {
+    /// The write connection: at home, or lent to the live instance.
     fn conn(&self) -> &Connection {
-        self.conn
-            .as_ref()
-            .expect("the writer's connection is home between jobs")
+        match (&self.conn, &self.live) {
+            (Some(conn), _) => conn,
+            (None, Some(live)) => live.conn(),
+            (None, None) => unreachable!("the connection is home or with the live instance"),
+        }
+    }
+
+    /// Drops the live instance, if any, and brings the connection home.
+    fn retire(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.conn = Some(live.retire());
+        }
     }
 
     /// Runs `f` inside `SAVEPOINT job`; keeps its writes if `keep` says so, else rolls them back.
@@ -227,38 +247,68 @@ impl WriterState {
             // A business error changes nothing, even if the guest wrote before deciding.
             GuestOutcome::is_ok,
         )?;
+        let module_version = if self.native {
+            crate::native::VERSION.to_owned()
+        } else {
+            module.version.clone()
+        };
         Ok(Answer {
             outcome,
-            module_version: module.version.clone(),
+            module_version,
         })
     }
 
     /// Calls `module` on this transaction, as it stands.
+    ///
+    /// The live instance serves the call if it is of `module` and has calls left; otherwise a
+    /// fresh one does. A fault retires the instance.
     fn call_on(
         &mut self,
-        module: &LoadedModule,
+        module: &Arc<LoadedModule>,
         call: GuestCall,
         now: Millis,
     ) -> Result<GuestOutcome, GuestFault> {
-        let conn = self
-            .conn
-            .take()
-            .expect("the writer's connection is home between jobs");
-        let (conn, result) = self.runtime.call(
-            module,
-            conn,
-            self.fence.clone(),
-            now,
-            Arc::clone(&self.catalog),
-            |cart, store| dispatch(cart, store, call),
-        );
-        self.conn = Some(conn);
+        let (fence, catalog) = (self.fence.clone(), Arc::clone(&self.catalog));
+        if self.native {
+            self.retire();
+            let conn = self.conn.take().expect("the connection is home");
+            let (conn, result) = crate::native::call(conn, fence, now, catalog, call);
+            self.conn = Some(conn);
+            return result;
+        }
+        let reuse = self.runtime.reuse();
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|l| !Arc::ptr_eq(l.module(), module) || l.calls() >= reuse)
+        {
+            self.retire();
+        }
+        let live = match self.live.take() {
+            Some(live) => live,
+            None => {
+                let conn = self.conn.take().expect("the connection is home");
+                match self.runtime.instantiate(module, conn, fence, catalog) {
+                    Ok(live) => live,
+                    Err(refused) => {
+                        let (conn, fault) = *refused;
+                        self.conn = Some(conn);
+                        return Err(fault);
+                    }
+                }
+            }
+        };
+        let live = self.live.insert(live);
+        let result = live.call(now, |cart, store| dispatch(cart, store, call));
+        if result.is_err() || live.calls() >= reuse {
+            self.retire();
+        }
         result
     }
 
     fn smoke(
         &mut self,
-        module: &LoadedModule,
+        module: &Arc<LoadedModule>,
         now: Millis,
     ) -> Result<Result<(), String>, WriteError> {
         let catalog = Arc::clone(&self.catalog);
@@ -353,6 +403,8 @@ fn run(mut state: WriterState, rx: Receiver<Job>, max_batch: usize, metrics: &Me
         for job in batch.drain(..) {
             completions.push(job(&mut state));
         }
+        // No instance outlives its batch, however many calls it had left.
+        state.retire();
         let committed = state.conn().execute_batch("COMMIT");
         if let Err(e) = &committed {
             tracing::error!("commit failed, the batch is lost: {e}");

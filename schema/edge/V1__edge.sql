@@ -76,7 +76,7 @@ CREATE TABLE cart_lines (
     held             INTEGER NOT NULL CHECK (held IN (0, 1)),
     PRIMARY KEY (cart_id, sku)
 ) WITHOUT ROWID;
-CREATE INDEX cart_lines_lapsing ON cart_lines (hold_expires_at) WHERE held = 1;
+CREATE INDEX cart_lines_lapsing ON cart_lines (held, hold_expires_at);
 
 CREATE TABLE orders (
     order_id        TEXT PRIMARY KEY,

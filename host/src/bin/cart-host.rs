@@ -10,7 +10,8 @@ use cart_host::central::Central;
 use cart_host::edge::EdgeConfig;
 use cart_host::sale::Sale;
 use cart_host::wasm::SandboxLimits;
-use cart_host::{audit, demo, deploy, server};
+use cart_host::writer::WriterConfig;
+use cart_host::{audit, demo, deploy, load, server};
 use clap::{Args, Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -32,6 +33,8 @@ enum Command {
     Deploy(DeployArgs),
     /// Check conservation of stock and exactly-once delivery across central and edges.
     Audit(AuditArgs),
+    /// Drive edges with flash-sale load at a set rate; report latency, throughput, errors.
+    Load(LoadArgs),
     /// Run the embedded demo: a SQLite central, a sale starting now, two edges on localhost.
     Demo(DemoArgs),
 }
@@ -65,6 +68,13 @@ struct ServeArgs {
     /// Most linear memory a guest instance may use, in MiB.
     #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
     guest_memory_mib: usize,
+    /// Calls one guest instance may serve within a group commit (1: a fresh instance per
+    /// call). More is faster; calls then share the instance's memory (see SandboxLimits::reuse).
+    #[arg(long, env = "CART_GUEST_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    guest_reuse: u32,
+    /// Benchmarks only: run the cart rules compiled into this binary instead of the module.
+    #[arg(long, env = "CART_NATIVE_BASELINE")]
+    native_baseline: bool,
     /// An ed25519 public key (SPKI PEM); with any, only modules signed by one are deployed.
     #[arg(long = "trusted-key", env = "CART_TRUSTED_KEYS", value_delimiter = ',')]
     trusted_keys: Vec<PathBuf>,
@@ -120,6 +130,45 @@ struct AuditArgs {
     /// How long to wait for the edges' outboxes to drain, in seconds.
     #[arg(long, env = "CART_AUDIT_WAIT_SECS", default_value_t = 30)]
     wait_secs: u64,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// An edge's URL; repeat for each (for `get`, the full URL to fetch).
+    #[arg(
+        long = "edge",
+        env = "CART_EDGES",
+        value_delimiter = ',',
+        required = true
+    )]
+    edges: Vec<String>,
+    /// What each arrival does.
+    #[arg(long, value_enum, default_value = "updates")]
+    scenario: load::Scenario,
+    /// Arrivals per second (at the peak of the curve).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// How the rate moves over the run.
+    #[arg(long, value_enum, default_value = "flat")]
+    curve: load::Curve,
+    /// `updates`: carts to spread the updates over.
+    #[arg(long, default_value_t = 2000)]
+    carts: usize,
+    /// SKUs to use (default: the first for `updates`, all for `sale`).
+    #[arg(long = "sku", value_delimiter = ',')]
+    skus: Vec<String>,
+    /// Operator token file, to read sell-through from the edges.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Write the full report (JSON) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write a latency-over-time plot (SVG) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -200,6 +249,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Load(args) => {
+            use std::io::IsTerminal as _;
+            let report = load::run(load::LoadConfig {
+                edges: args.edges,
+                scenario: args.scenario,
+                rate: args.rate,
+                duration: Duration::from_secs_f64(args.duration),
+                curve: args.curve,
+                carts: args.carts,
+                skus: args.skus,
+                admin_token: read_token(args.admin_token_file.as_deref())?,
+                progress: std::io::stderr().is_terminal(),
+                ..load::LoadConfig::default()
+            })
+            .await?;
+            print!("{report}");
+            if let Some(path) = &args.report {
+                load::write_json(&report, path)?;
+            }
+            if let Some(path) = &args.plot {
+                load::write_plot(&report, path)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => demo::run(
             &demo::DemoConfig {
                 data_dir: args.data,
@@ -235,6 +308,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sandbox: SandboxLimits {
             deadline: Duration::from_millis(args.guest_deadline_ms),
             memory_bytes: args.guest_memory_mib << 20,
+            reuse: args.guest_reuse,
+        },
+        writer: WriterConfig {
+            native_baseline: args.native_baseline,
+            ..WriterConfig::default()
         },
         ..EdgeConfig::default()
     };

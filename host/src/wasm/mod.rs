@@ -8,7 +8,7 @@ mod catalog;
 mod clock;
 mod outbox;
 mod stock;
-mod store;
+pub(crate) mod store;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +25,10 @@ use crate::clock::Millis;
 use crate::edge_db::GuestFence;
 use crate::sale::Catalog;
 
+/// Instances alive at once: the writer runs one at a time; deploys' smoke calls and compiles
+/// need a few more.
+const POOL_SLOTS: u32 = 16;
+
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -35,6 +39,11 @@ pub struct SandboxLimits {
     pub deadline: Duration,
     /// Linear memory one guest instance may grow to.
     pub memory_bytes: usize,
+    /// Calls one instance may serve, all within one group commit, before a fresh one takes
+    /// over. 1 (the default): a fresh instance per call, so no call can see another's memory.
+    /// More trades that isolation for speed: instantiating and resetting memory is most of a
+    /// call's cost. A fault always retires the instance.
+    pub reuse: u32,
 }
 
 impl Default for SandboxLimits {
@@ -42,6 +51,7 @@ impl Default for SandboxLimits {
         Self {
             deadline: Duration::from_millis(100),
             memory_bytes: 16 << 20,
+            reuse: 1,
         }
     }
 }
@@ -106,6 +116,19 @@ impl Runtime {
     pub fn new(limits: SandboxLimits, initial: &[u8], version: &str) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // A fresh instance per request costs a fresh mmap and munmap of its memory, unless
+        // instances come from a pool: slots are reused, memory is reset from its copy-on-write
+        // image, and the first pages stay resident (zeroed in place, not faulted in again).
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 8)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 4)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        config.memory_init_cow(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -136,22 +159,20 @@ impl Runtime {
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = module;
     }
 
-    /// Runs `f` on a fresh instance of `module`. The state (and its connection) always comes
-    /// back, whatever the guest did.
-    pub fn call<R>(
+    /// Instantiates `module` on `conn`; the instance serves calls until it is retired, and
+    /// gives the connection back then (or at once if it cannot start).
+    pub fn instantiate(
         &self,
-        module: &LoadedModule,
+        module: &Arc<LoadedModule>,
         conn: Connection,
         fence: GuestFence,
-        now: Millis,
         catalog: Arc<Catalog>,
-        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> (Connection, Result<R, GuestFault>) {
+    ) -> Result<Live, Box<(Connection, GuestFault)>> {
         let stderr = MemoryOutputPipe::new(4096);
         let state = HostState {
             conn,
             fence,
-            now,
+            now: 0,
             catalog,
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
@@ -163,22 +184,80 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let result = module
-            .pre
-            .instantiate(&mut store)
-            .and_then(|cart| f(&cart, &mut store))
-            .map_err(|e| {
-                let said = String::from_utf8_lossy(&stderr.contents())
-                    .trim()
-                    .to_owned();
-                GuestFault(if said.is_empty() {
-                    format!("{e:#}")
-                } else {
-                    format!("{e:#}: {said}")
-                })
-            });
-        (store.into_data().conn, result)
+        match module.pre.instantiate(&mut store) {
+            Ok(cart) => Ok(Live {
+                module: Arc::clone(module),
+                store,
+                cart,
+                stderr,
+                calls: 0,
+                deadline: deadline_ticks(self.limits.deadline),
+            }),
+            Err(e) => {
+                let fault = fault(&e, &stderr);
+                Err(Box::new((store.into_data().conn, fault)))
+            }
+        }
     }
+
+    /// Calls one instance may serve before it is retired (1: a fresh instance per call).
+    pub fn reuse(&self) -> u32 {
+        self.limits.reuse.max(1)
+    }
+}
+
+/// A live instance of a module, holding the writer's connection while it lives.
+pub struct Live {
+    module: Arc<LoadedModule>,
+    store: Store<HostState>,
+    cart: Cart,
+    stderr: MemoryOutputPipe,
+    calls: u32,
+    deadline: u64,
+}
+
+impl Live {
+    /// Runs `f` on this instance at `now`, under a fresh epoch deadline. After a fault the
+    /// instance must be retired: its state is whatever the trap left.
+    pub fn call<R>(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        self.calls += 1;
+        self.store.data_mut().now = now;
+        self.store.set_epoch_deadline(self.deadline);
+        f(&self.cart, &mut self.store).map_err(|e| fault(&e, &self.stderr))
+    }
+
+    pub fn module(&self) -> &Arc<LoadedModule> {
+        &self.module
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.store.data().conn
+    }
+
+    /// Drops the instance, giving its connection back.
+    pub fn retire(self) -> Connection {
+        self.store.into_data().conn
+    }
+}
+
+/// A trap as a fault, with what the guest said on stderr before it.
+fn fault(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFault {
+    let said = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_owned();
+    GuestFault(if said.is_empty() {
+        format!("{e:#}")
+    } else {
+        format!("{e:#}: {said}")
+    })
 }
 
 fn load(

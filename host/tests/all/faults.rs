@@ -148,3 +148,39 @@ async fn a_full_queue_sheds_load_with_503() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_instance_is_retired_by_its_fault() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 1000)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = faulty_wasm();
+    config.sandbox.reuse = 64;
+    let edge = fleet.edge_with(config).await;
+    let carts: Vec<_> = {
+        let mut carts = Vec::new();
+        for i in 0..20 {
+            carts.push(edge.create_cart(&format!("c-{i}")).await);
+        }
+        carts
+    };
+    // Traps and ordinary updates land in the same batches: each trap costs only itself.
+    let calls: Vec<_> = carts
+        .iter()
+        .enumerate()
+        .map(|(i, cart)| {
+            let (edge, cart) = (edge.client.clone(), cart.clone());
+            let quantity = if i % 5 == 0 { TRAP_AFTER_WRITES } else { 2 };
+            tokio::spawn(async move { (quantity, edge.set(&cart, "BAG-1", quantity).await) })
+        })
+        .collect();
+    for call in calls {
+        let (quantity, (status, body)) = call.await.expect("call");
+        let expected = if quantity == TRAP_AFTER_WRITES {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, expected, "{body}");
+    }
+    assert_eq!(edge.status().await["skus"]["BAG-1"]["held"], 16 * 2);
+}

@@ -12,8 +12,8 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::pg::Postgres;
 use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, sale};
+use cart_host::pg_cluster::Postgres;
 
 /// How a crowd of shoppers fared.
 #[derive(Debug, Default)]
@@ -185,8 +185,8 @@ async fn sell_out_across_three_edges(fleet: Fleet, shoppers: usize, units: u64) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_shoppers_on_three_edges_take_exactly_the_hundred_units() {
-    let pg = Postgres::start();
-    let url = pg.database("sell_out").await;
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("sell_out").await.expect("database");
     let fleet = Fleet::on(url, &sale(&[("BAG-1", 100, 1)], -60)).await;
     sell_out_across_three_edges(fleet, 1000, 100).await;
 }
@@ -199,8 +199,8 @@ async fn the_sqlite_central_sells_out_three_edges_exactly_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_edge_mid_sale_loses_nothing_and_audit_passes() {
-    let pg = Postgres::start();
-    let url = pg.database("kill_edge").await;
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("kill_edge").await.expect("database");
     let fleet = Fleet::on(url, &sale(&[("BAG-1", 100, 1)], -60)).await;
     let mut edges = three_edges(&fleet).await;
     let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
@@ -233,15 +233,15 @@ async fn a_killed_edge_mid_sale_loses_nothing_and_audit_passes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thirty_second_central_outage_degrades_to_local_units() {
-    let pg = Postgres::start();
-    let url = pg.database("outage").await;
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("outage").await.expect("database");
     let fleet = Fleet::on(url, &sale(&[("BAG-1", 300, 1)], -60)).await;
     let edges = three_edges(&fleet).await;
     let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
     let before = shop(&clients, 0, 60, 30).await;
     assert_eq!(before.won.len(), 60, "{before:?}");
 
-    pg.halt();
+    pg.halt().expect("PostgreSQL stops");
     let down_since = std::time::Instant::now();
     let during = shop(&clients, 60, 90, 30).await;
     assert_eq!(
@@ -262,7 +262,7 @@ async fn a_thirty_second_central_outage_degrades_to_local_units() {
     };
     assert!(backlog > 0, "the outage only grows the backlog");
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed())).await;
-    pg.resume();
+    pg.resume().expect("PostgreSQL starts again");
 
     let won: Vec<CartRef> = before.won.into_iter().chain(during.won).collect();
     holds_kept(&clients, &won).await;
@@ -273,8 +273,8 @@ async fn a_thirty_second_central_outage_degrades_to_local_units() {
 /// again, and nothing changes. Tested on both databases.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_batch_changes_nothing() {
-    let pg = Postgres::start();
-    let pg_url = pg.database("redelivery").await;
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let pg_url = pg.database("redelivery").await.expect("database");
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite_url = format!("sqlite:{}", dir.path().join("central.db").display());
     for url in [sqlite_url, pg_url] {

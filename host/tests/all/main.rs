@@ -3,8 +3,6 @@
 
 // The harness: fleets, in-process edges, edge processes, a client.
 mod support;
-// A throwaway PostgreSQL cluster per test.
-mod pg;
 
 // Every storefront route and every error row of the contract.
 mod storefront;

@@ -1,5 +1,6 @@
-//! A throwaway PostgreSQL cluster per test, in a temporary folder, stopped when dropped.
-//! `initdb` and `pg_ctl` refuse to run as root, so as root they run as the `postgres` user.
+//! A throwaway PostgreSQL cluster in a temporary folder, stopped when dropped: for the tests and
+//! the benchmarks. `initdb` and `pg_ctl` refuse to run as root, so as root they run as the
+//! `postgres` user.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +14,7 @@ pub struct Postgres {
 }
 
 /// Where the server binaries are: on the PATH, or Debian's versioned folder.
-fn bin_dir() -> PathBuf {
+fn bin_dir() -> anyhow::Result<PathBuf> {
     let on_path = Command::new("sh")
         .args(["-c", "command -v initdb"])
         .output()
@@ -23,7 +24,7 @@ fn bin_dir() -> PathBuf {
     if let Some(initdb) = on_path
         && let Some(dir) = initdb.parent()
     {
-        return dir.to_owned();
+        return Ok(dir.to_owned());
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -33,9 +34,11 @@ fn bin_dir() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().expect(
-        "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: `make test` installs them",
-    )
+    versions.pop().ok_or_else(|| {
+        anyhow::anyhow!(
+            "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: `make test` installs them"
+        )
+    })
 }
 
 fn is_root() -> bool {
@@ -57,24 +60,22 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
     }
 }
 
-fn run(mut c: Command, what: &str) {
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
+fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
+    let out = c.output().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    anyhow::ensure!(
         out.status.success(),
         "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
 }
 
 impl Postgres {
     /// Creates and starts a cluster on a free port.
-    pub fn start() -> Self {
-        let bin = bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("cart-pg-")
-            .tempdir()
-            .expect("tempdir");
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("cart-pg-").tempdir()?;
         if is_root() {
             run(
                 {
@@ -83,7 +84,7 @@ impl Postgres {
                     c
                 },
                 "chown the cluster folder",
-            );
+            )?;
         }
         let data = dir.path().join("data");
         let mut initdb = pg_command(&bin, "initdb");
@@ -96,14 +97,13 @@ impl Postgres {
             "UTF8",
             "--no-sync",
         ]);
-        run(initdb, "initdb");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        run(initdb, "initdb")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let pg = Self { dir, bin, port };
-        pg.resume();
-        pg
+        pg.resume()?;
+        Ok(pg)
     }
 
     fn data(&self) -> PathBuf {
@@ -111,7 +111,7 @@ impl Postgres {
     }
 
     /// Starts (or restarts) the server.
-    pub fn resume(&self) {
+    pub fn resume(&self) -> anyhow::Result<()> {
         let mut c = pg_command(&self.bin, "pg_ctl");
         c.arg("-D")
             .arg(self.data())
@@ -123,30 +123,39 @@ impl Postgres {
             self.dir.path().display()
         ));
         c.args(["-w", "start"]);
-        run(c, "pg_ctl start");
+        run(c, "pg_ctl start")
     }
 
     /// Stops the server at once, as an outage would.
-    pub fn halt(&self) {
+    pub fn halt(&self) -> anyhow::Result<()> {
         let mut c = pg_command(&self.bin, "pg_ctl");
         c.arg("-D")
             .arg(self.data())
             .args(["-m", "immediate", "-w", "stop"]);
-        run(c, "pg_ctl stop");
+        run(c, "pg_ctl stop")
     }
 
     /// A fresh database in this cluster; its URL.
-    pub async fn database(&self, name: &str) -> String {
+    pub async fn database(&self, name: &str) -> anyhow::Result<String> {
         let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the cluster");
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         client
             .execute(&format!("CREATE DATABASE \"{name}\""), &[])
-            .await
-            .expect("create database");
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+            .await?;
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+
+    /// The server's version, as `postgres --version` says it.
+    pub fn version(&self) -> String {
+        Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
     }
 }
 
