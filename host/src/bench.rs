@@ -41,8 +41,9 @@ pub struct BenchConfig {
 /// Fixed rates at which latency is reported.
 const FIXED_RATES: [f64; 3] = [2_000.0, 5_000.0, 10_000.0];
 /// Rates tried, in order, for the highest sustained one.
-const RAMP: [f64; 9] = [
-    5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 35_000.0, 40_000.0, 50_000.0,
+const RAMP: [f64; 16] = [
+    1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_000.0, 8_000.0, 9_000.0, 10_000.0,
+    12_000.0, 14_000.0, 16_000.0, 20_000.0, 25_000.0, 30_000.0,
 ];
 /// A step is sustained when it is answered at 95% of its rate, without errors, with p99 at
 /// most the design's response budget.
@@ -141,35 +142,42 @@ async fn measure(cfg: &BenchConfig, name: &str, config: LoadConfig) -> anyhow::R
     Ok(report)
 }
 
-/// Steps up the rate until a step is not sustained; returns the last sustained step.
+/// The ramp's outcome: the highest sustained step, and the first one that was not.
+struct Ramp {
+    best: Option<LoadReport>,
+    failed: Option<LoadReport>,
+}
+
+/// Steps up the rate (skipping steps below `from`) until a step is not sustained.
 async fn highest_sustained(
     cfg: &BenchConfig,
     name: &str,
     base: &LoadConfig,
-) -> anyhow::Result<Option<LoadReport>> {
-    let mut best = None;
-    for rate in RAMP {
-        let report = measure(
-            cfg,
-            &format!("{name}-{rate:.0}"),
-            LoadConfig {
-                rate,
-                ..base.clone()
-            },
-        )
-        .await?;
+    from: f64,
+) -> anyhow::Result<Ramp> {
+    let mut ramp = Ramp {
+        best: None,
+        failed: None,
+    };
+    for rate in RAMP.into_iter().filter(|r| *r >= from) {
+        let step = LoadConfig {
+            rate,
+            ..base.clone()
+        };
+        let report = measure(cfg, &format!("{name}-{rate:.0}"), step).await?;
         if !sustained(&report) {
+            ramp.failed = Some(report);
             break;
         }
-        best = Some(report);
+        ramp.best = Some(report);
     }
-    Ok(best)
+    Ok(ramp)
 }
 
 /// What one system under test did.
 struct Measured {
     fixed: Vec<LoadReport>,
-    max: Option<LoadReport>,
+    max: Ramp,
 }
 
 async fn cart_updates(cfg: &BenchConfig, name: &str, extra: &[&str]) -> anyhow::Result<Measured> {
@@ -209,12 +217,18 @@ async fn cart_updates(cfg: &BenchConfig, name: &str, extra: &[&str]) -> anyhow::
             .await?,
         );
     }
-    let max = highest_sustained(cfg, &format!("{name}-ramp"), &base).await?;
+    // Start the ramp at the highest fixed rate that was sustained.
+    let from = fixed
+        .iter()
+        .filter(|r| sustained(r))
+        .map(|r| r.target_rate)
+        .fold(1_000.0, f64::max);
+    let max = highest_sustained(cfg, &format!("{name}-ramp"), &base, from).await?;
     drop(edge);
     Ok(Measured { fixed, max })
 }
 
-async fn wasmtime_hello(cfg: &BenchConfig) -> anyhow::Result<Option<LoadReport>> {
+async fn wasmtime_hello(cfg: &BenchConfig) -> anyhow::Result<Option<Ramp>> {
     let Some((hello, wasmtime)) = &cfg.hello else {
         return Ok(None);
     };
@@ -249,7 +263,9 @@ async fn wasmtime_hello(cfg: &BenchConfig) -> anyhow::Result<Option<LoadReport>>
         ..base.clone()
     })
     .await?;
-    highest_sustained(cfg, "wasmtime-serve-hello", &base).await
+    highest_sustained(cfg, "wasmtime-serve-hello", &base, 1_000.0)
+        .await
+        .map(Some)
 }
 
 /// The three-edge sale against PostgreSQL, and how far behind central the outboxes got.
@@ -338,13 +354,15 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.out_dir)?;
     eprintln!("edge (WebAssembly component)");
     let wasm = cart_updates(cfg, "edge-wasm", &[]).await?;
+    eprintln!("edge (WebAssembly component, an instance reused within a group commit)");
+    let reuse = cart_updates(cfg, "edge-wasm-reuse", &["--guest-reuse", "64"]).await?;
     eprintln!("edge (rules compiled natively, no WebAssembly)");
     let native = cart_updates(cfg, "edge-native", &["--native-baseline"]).await?;
     eprintln!("wasmtime serve, hello world");
     let hello = wasmtime_hello(cfg).await?;
     eprintln!("three edges, PostgreSQL, a noon sale");
     let fleet = fleet_sale(cfg).await?;
-    let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &fleet);
+    let mut text = summary(cfg, &wasm, &reuse, &native, hello.as_ref(), &fleet);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {
@@ -402,23 +420,39 @@ fn row(name: &str, r: &LoadReport) -> String {
     )
 }
 
+const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
+                          | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+
+fn ramp_rows(s: &mut String, ramp: &Ramp) {
+    match &ramp.best {
+        Some(r) => s.push_str(&row("highest sustained", r)),
+        None => s.push_str("| highest sustained | none of the steps | | | | | | |\n"),
+    }
+    if let Some(r) = &ramp.failed {
+        s.push_str(&row("next step (not sustained)", r));
+    }
+}
+
 fn summary(
     cfg: &BenchConfig,
     wasm: &Measured,
+    reuse: &Measured,
     native: &Measured,
-    hello: Option<&LoadReport>,
+    hello: Option<&Ramp>,
     fleet: &FleetRun,
 ) -> String {
     let mut s = String::new();
     let rate = |m: Option<&LoadReport>| m.map_or(0.0, |r| r.throughput);
-    let wasm_max = rate(wasm.max.as_ref());
-    let native_max = rate(native.max.as_ref());
-    let hello_max = rate(hello);
-    let p99_at_10k = wasm
-        .fixed
-        .iter()
-        .find(|r| r.target_rate == 10_000.0)
-        .map(|r| r.latency_ms.p99);
+    let wasm_max = rate(wasm.max.best.as_ref());
+    let reuse_max = rate(reuse.max.best.as_ref());
+    let native_max = rate(native.max.best.as_ref());
+    let hello_max = hello.map_or(0.0, |h| rate(h.best.as_ref()));
+    let p99_at = |m: &Measured| {
+        m.fixed
+            .iter()
+            .find(|r| r.target_rate == 10_000.0)
+            .map(|r| r.latency_ms.p99)
+    };
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
@@ -446,27 +480,29 @@ fn summary(
     let _ = writeln!(s, "## Goals\n");
     let _ = writeln!(
         s,
+        "Default configuration (a fresh instance per call); in brackets, with `--guest-reuse 64`.\n"
+    );
+    let _ = writeln!(
+        s,
         "| goal | measured | ratio | met |\n| --- | --- | --- | --- |"
     );
     let goal = |s: &mut String, what: &str, got: String, ratio: f64, met: bool| {
-        let _ = writeln!(
-            s,
-            "| {what} | {got} | {ratio:.2} | {} |",
-            if met { "yes" } else { "no" }
-        );
+        let met = if met { "yes" } else { "no" };
+        let _ = writeln!(s, "| {what} | {got} | {ratio:.2} | {met} |");
     };
     goal(
         &mut s,
         "≥ 20,000 durable cart updates/s at one edge",
-        format!("{wasm_max:.0}/s"),
+        format!("{wasm_max:.0}/s [{reuse_max:.0}/s]"),
         wasm_max / 20_000.0,
         wasm_max >= 20_000.0,
     );
-    if let Some(p99) = p99_at_10k {
+    if let Some(p99) = p99_at(wasm) {
+        let with_reuse = p99_at(reuse).map_or(String::new(), |p| format!(" [{p:.2} ms]"));
         goal(
             &mut s,
             "p99 ≤ 20 ms at 10,000 updates/s",
-            format!("{p99:.2} ms"),
+            format!("{p99:.2} ms{with_reuse}"),
             20.0 / p99.max(0.001),
             p99 <= 20.0,
         );
@@ -479,7 +515,7 @@ fn summary(
     goal(
         &mut s,
         "WebAssembly ≥ 0.8 × native throughput",
-        format!("{wasm_max:.0} vs {native_max:.0}/s"),
+        format!("{wasm_max:.0} [{reuse_max:.0}] vs {native_max:.0}/s"),
         r,
         r >= 0.8,
     );
@@ -487,41 +523,39 @@ fn summary(
         let r = if hello_max > 0.0 {
             wasm_max / hello_max
         } else {
-            0.0
+            f64::INFINITY
         };
         goal(
             &mut s,
             "≥ `wasmtime serve` hello world",
             format!("{wasm_max:.0} vs {hello_max:.0}/s"),
             r,
-            r >= 1.0,
+            wasm_max >= hello_max,
         );
     }
     let _ = writeln!(
         s,
         "\nThe highest sustained rate is the highest step of {RAMP:?}/s answered at ≥ 95% of its \
-         rate with no errors and p99 ≤ {BUDGET_MS} ms.\n"
+         rate with no errors and p99 ≤ {BUDGET_MS} ms; ratios are taken between those.\n"
     );
     let table = |s: &mut String, title: &str, m: &Measured| {
         let _ = writeln!(s, "## {title}\n");
-        let _ = writeln!(
-            s,
-            "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
-        );
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        s.push_str(TABLE_HEAD);
         for r in &m.fixed {
             s.push_str(&row("fixed rate", r));
         }
-        match &m.max {
-            Some(r) => s.push_str(&row("highest sustained", r)),
-            None => s.push_str("| highest sustained | none of the steps | | | | | | |\n"),
-        }
+        ramp_rows(s, &m.max);
         s.push('\n');
     };
     table(
         &mut s,
-        "Edge: durable cart updates (`PUT /v1/carts/{id}/items/{sku}`), WebAssembly component",
+        "Edge: durable cart updates (`PUT /v1/carts/{id}/items/{sku}`), a fresh instance per call",
         wasm,
+    );
+    table(
+        &mut s,
+        "The same, an instance reused for up to 64 calls of one group commit (`--guest-reuse 64`)",
+        reuse,
     );
     table(
         &mut s,
@@ -533,13 +567,10 @@ fn summary(
         "## Runtime anchor: `wasmtime serve` with a hello-world `wasi:http` component\n"
     );
     match hello {
-        Some(r) => {
-            let _ = writeln!(
-                s,
-                "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
-            );
-            let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-            s.push_str(&row("highest sustained", r));
+        Some(h) => {
+            let _ = writeln!(s, "`GET /`, the same load tool and criteria.\n");
+            s.push_str(TABLE_HEAD);
+            ramp_rows(&mut s, h);
         }
         None => {
             let _ = writeln!(
