@@ -1,11 +1,8 @@
 //! Many shoppers at once for few units: exactly as many succeed as there are units.
 
-use std::time::Duration;
-
-use cart_host::audit::{self, AuditConfig};
 use hyper::StatusCode;
 
-use crate::support::{ADMIN_TOKEN, Fleet, sale};
+use crate::support::{Fleet, audit_passes, sale};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_shoppers_fifty_units_exactly_fifty_holds() {
@@ -39,15 +36,7 @@ async fn two_hundred_shoppers_fifty_units_exactly_fifty_holds() {
     );
 
     // Central ends with every hold the edge committed, once each.
-    let report = audit::run(&AuditConfig {
-        central: fleet.central_url.clone(),
-        edges: vec![edge.url.clone()],
-        admin_token: Some(ADMIN_TOKEN.into()),
-        wait: Duration::from_secs(20),
-    })
-    .await
-    .expect("audit runs");
-    assert!(report.passed(), "{report}");
+    audit_passes(&fleet, [edge.url.clone()]).await;
     let snapshot = fleet.central().await.snapshot().await.expect("snapshot");
     assert_eq!(snapshot.skus["BAG-1"].held.get("edge-a"), Some(&50));
     assert_eq!(snapshot.skus["BAG-1"].unallocated, 0);
@@ -79,15 +68,7 @@ async fn two_edges_share_one_stock_without_overselling() {
         sold += usize::from(s.await.expect("shopper"));
     }
     assert!(sold <= 30, "oversold: {sold} of 30");
-    let report = audit::run(&AuditConfig {
-        central: fleet.central_url.clone(),
-        edges: edges.iter().map(|e| e.url.clone()).collect(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        wait: Duration::from_secs(20),
-    })
-    .await
-    .expect("audit runs");
-    assert!(report.passed(), "{report}");
+    audit_passes(&fleet, edges.iter().map(|e| e.url.clone())).await;
     let snapshot = fleet.central().await.snapshot().await.expect("snapshot");
     let central_sold: u64 = snapshot.skus["BAG-1"].sold.values().sum();
     assert_eq!(central_sold, sold as u64, "central has every order once");

@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cart_host::audit::{self, AuditConfig};
 use hyper::StatusCode;
 
-use crate::support::{ADMIN_TOKEN, CartRef, EdgeProcess, Fleet, sale};
+use crate::support::{CartRef, EdgeProcess, Fleet, audit_passes, sale};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_edge_keeps_every_acknowledged_update_and_delivers_once() {
@@ -73,14 +72,6 @@ async fn a_killed_edge_keeps_every_acknowledged_update_and_delivers_once() {
         Some(held_in_carts)
     );
 
-    let report = audit::run(&AuditConfig {
-        central: fleet.central_url.clone(),
-        edges: vec![edge.client.url.clone()],
-        admin_token: Some(ADMIN_TOKEN.into()),
-        wait: Duration::from_secs(30),
-    })
-    .await
-    .expect("audit runs");
-    assert!(report.passed(), "{report}");
+    audit_passes(&fleet, [edge.client.url.clone()]).await;
     edge.kill().await;
 }

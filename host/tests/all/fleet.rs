@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cart_host::audit::{self, AuditConfig};
 use cart_host::central::Central;
 use cart_host::events::{Delivery, OutboxEvent};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, sale};
+use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, audit_passes, sale};
 use cart_host::pg_cluster::Postgres;
 
 /// How a crowd of shoppers fared.
@@ -127,18 +126,6 @@ fn watch_units(edges: Vec<Client>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<(
     (most, task)
 }
 
-async fn audit_passes(fleet: &Fleet, edges: &[Client]) {
-    let report = audit::run(&AuditConfig {
-        central: fleet.central_url.clone(),
-        edges: edges.iter().map(|e| e.url.clone()).collect(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        wait: Duration::from_secs(60),
-    })
-    .await
-    .expect("audit runs");
-    assert!(report.passed(), "{report}");
-}
-
 /// Every acknowledged hold is still in its cart.
 async fn holds_kept(edges: &[Client], won: &[CartRef]) {
     for (i, cart) in won.iter().enumerate() {
@@ -180,7 +167,7 @@ async fn sell_out_across_three_edges(fleet: Fleet, shoppers: usize, units: u64) 
         "every unit taken, none stranded: {crowd:?}"
     );
     holds_kept(&clients, &crowd.won).await;
-    audit_passes(&fleet, &clients).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,7 +214,7 @@ async fn a_killed_edge_mid_sale_loses_nothing_and_audit_passes() {
     let won: Vec<CartRef> = first.won.into_iter().chain(second.won).collect();
     assert!(won.len() <= 100);
     holds_kept(&clients, &won).await;
-    audit_passes(&fleet, &clients).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
     drop(edges);
 }
 
@@ -266,7 +253,7 @@ async fn a_thirty_second_central_outage_degrades_to_local_units() {
 
     let won: Vec<CartRef> = before.won.into_iter().chain(during.won).collect();
     holds_kept(&clients, &won).await;
-    audit_passes(&fleet, &clients).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
 }
 
 /// Central committed a batch but the edge died before marking it delivered: the edge sends it

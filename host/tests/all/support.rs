@@ -297,6 +297,20 @@ impl Client {
     }
 }
 
+/// Runs the audit against the fleet's central and these edges; fails with its report unless it
+/// passes.
+pub async fn audit_passes(fleet: &Fleet, edges: impl IntoIterator<Item = String>) {
+    let report = cart_host::audit::run(&cart_host::audit::AuditConfig {
+        central: fleet.central_url.clone(),
+        edges: edges.into_iter().collect(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        wait: Duration::from_secs(60),
+    })
+    .await
+    .expect("audit runs");
+    assert!(report.passed(), "{report}");
+}
+
 /// Polls `check` until it returns true, failing after `within`.
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
 where
