@@ -69,7 +69,6 @@ impl Default for EdgeConfig {
 /// How the outbox delivery is doing, for `/admin/status`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SyncStatus {
-    pub delivered_seq: i64,
     pub last_sync_at: Option<Millis>,
     pub last_error: Option<String>,
 }
@@ -339,7 +338,6 @@ async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
     edge.metrics.events_delivered.inc_by(batch.len() as u64);
     let mut status = edge.sync.lock().unwrap_or_else(|p| p.into_inner());
     *status = SyncStatus {
-        delivered_seq: mark,
         last_sync_at: Some(edge.clock.now()),
         last_error: None,
     };

@@ -125,6 +125,7 @@ pub struct WriterState {
     live: Option<Live>,
     /// Run the rules compiled into the host instead of the module (the benchmark baseline).
     native: bool,
+    metrics: Arc<Metrics>,
     fence: GuestFence,
     runtime: Arc<Runtime>,
     catalog: Arc<Catalog>,
@@ -145,6 +146,7 @@ impl WriterHandle {
             conn: Some(conn),
             live: None,
             native: limits.native_baseline,
+            metrics: Arc::clone(&metrics),
             fence,
             runtime,
             catalog,
@@ -300,6 +302,9 @@ impl WriterState {
         };
         let live = self.live.insert(live);
         let result = live.call(now, |cart, store| dispatch(cart, store, call));
+        if result.is_err() {
+            self.metrics.guest_faults.inc();
+        }
         if result.is_err() || live.calls() >= reuse {
             self.retire();
         }

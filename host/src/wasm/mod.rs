@@ -70,7 +70,6 @@ pub enum ModuleError {
 /// A compiled, linked cart component, ready to instantiate once per request.
 pub struct LoadedModule {
     pub version: String,
-    pub sha256: String,
     pre: CartPre<HostState>,
 }
 
@@ -274,7 +273,6 @@ fn load(
         .map_err(|e| ModuleError::WrongWorld(e.into()))?;
     Ok(LoadedModule {
         version: version.to_owned(),
-        sha256: sha256_hex(bytes),
         pre,
     })
 }

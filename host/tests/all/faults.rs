@@ -39,6 +39,13 @@ async fn a_trapping_guest_rolls_back_only_its_request() {
         StatusCode::OK,
         "the next request is served"
     );
+    let metrics = edge
+        .send(hyper::Method::GET, "/metrics", None, &[], "")
+        .await;
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("cart_guest_faults_total 1"),
+        "the fault is counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
