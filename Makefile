@@ -47,7 +47,7 @@ test: guest postgres
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p cart-host --all-targets -- -D warnings
-	$(CARGO) clippy -p cart-guest --features native -- -D warnings
+	$(CARGO) clippy -p cart-rules --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest-faulty --all-features -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p hello-http -- -D warnings
 

@@ -9,6 +9,7 @@ use crate::central::{Central, CentralError, GrantRequest, UnitReturn};
 use crate::clock::{Clock, Millis};
 use crate::edge_db;
 use crate::metrics::Metrics;
+use crate::sale::SkuEntry;
 use crate::writer::{WriteError, WriterHandle};
 
 /// After central answered 0 for a SKU, how long before asking again.
@@ -27,6 +28,8 @@ pub enum GrantError {
 /// Per-SKU bookkeeping for grants.
 #[derive(Default)]
 struct SkuState {
+    /// The sale the SKU's units belong to.
+    sale_id: String,
     /// One grant request in flight per SKU; waiters reuse its result.
     lock: tokio::sync::Mutex<()>,
     /// Bumped whenever units arrive, so a waiter can tell it need not ask again.
@@ -58,13 +61,22 @@ pub enum AfterShortage {
 impl Allotments {
     pub fn new(
         edge_id: String,
-        skus: impl IntoIterator<Item = String>,
+        skus: impl IntoIterator<Item = SkuEntry>,
         central: Arc<Central>,
         writer: WriterHandle,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let skus = skus.into_iter().map(|s| (s, Arc::default())).collect();
+        let skus = skus
+            .into_iter()
+            .map(|s| {
+                let state = SkuState {
+                    sale_id: s.sale_id,
+                    ..SkuState::default()
+                };
+                (s.sku, Arc::new(state))
+            })
+            .collect();
         Self {
             edge_id,
             central,
@@ -172,6 +184,7 @@ impl Allotments {
             grant_id,
             sku,
             requested,
+            ..
         } in pending
         {
             let req = GrantRequest {
@@ -187,6 +200,10 @@ impl Allotments {
 
     /// Gives up to `quantity` free units of `sku` back to central; returns how many went.
     pub async fn give_back(&self, sku: &str, quantity: u32) -> Result<u32, GrantError> {
+        let Some(state) = self.skus.get(sku) else {
+            return Ok(0);
+        };
+        let sale_id = state.sale_id.clone();
         let ret = UnitReturn {
             return_id: crate::ids::new_id("r"),
             edge_id: self.edge_id.clone(),
@@ -196,7 +213,7 @@ impl Allotments {
         let (id, s, now) = (ret.return_id.clone(), ret.sku.clone(), self.clock.now());
         let taken = self
             .writer
-            .host(move |conn| edge_db::record_return(conn, &id, &s, quantity, now))
+            .host(move |conn| edge_db::record_return(conn, &id, &sale_id, &s, quantity, now))
             .await?;
         if taken > 0 {
             self.confirm(&UnitReturn {
@@ -217,6 +234,7 @@ impl Allotments {
             return_id,
             sku,
             quantity,
+            ..
         } in pending
         {
             let ret = UnitReturn {
@@ -252,8 +270,9 @@ impl Allotments {
             requested: want,
         };
         let (id, s, now) = (req.grant_id.clone(), req.sku.clone(), self.clock.now());
+        let sale_id = state.sale_id.clone();
         self.writer
-            .host(move |conn| edge_db::record_grant_request(conn, &id, &s, want, now))
+            .host(move |conn| edge_db::record_grant_request(conn, &id, &sale_id, &s, want, now))
             .await?;
         let granted = self.finish(&req).await?;
         *state.exhausted_at.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -2,7 +2,7 @@
 //! Bad input stops here with a 4xx; everything else becomes one typed guest call.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -11,26 +11,26 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use cart_rules::{CartStatus, Line, MAX_QUANTITY};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::allotment::AfterShortage;
-use crate::bindings::{CartStatus, CartView, Order};
+use crate::carts::{CartView, Order, SetQuantity};
 use crate::clock::rfc3339;
 use crate::edge::Edge;
+use crate::edge_db::StockLine;
 use crate::error::ApiError;
 use crate::ids;
 use crate::metrics::RequestLabels;
+use crate::modules::Deployed;
 use crate::sale::is_plain_id;
-use crate::writer::{Answer, GuestCall, GuestOutcome};
+use crate::shop::{self, Served};
 
 /// Storefront bodies larger than this are refused with `413`.
 pub const MAX_BODY: usize = 16 * 1024;
-/// The largest quantity of one SKU a request may ask for.
-pub const MAX_QUANTITY: u32 = 10_000;
-/// Grant attempts per request after a shortage.
-const SHORTAGE_RETRIES: usize = 2;
+/// `/healthz` fails when one writer job has run longer than this: the writer is stuck.
+const WRITER_STUCK_AFTER: Duration = Duration::from_secs(10);
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -104,13 +104,7 @@ async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
         }
         None => return Err(ApiError::BadRequest("customer_id is required".into())),
     };
-    let (cart_id, token) = (ids::new_id("c"), ids::new_token());
-    let call = GuestCall::Create {
-        cart_id,
-        customer_id,
-        token_hash: ids::token_hash(&token),
-    };
-    let served = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
+    let (served, token) = shop::create(&edge, customer_id).await?;
     let mut view = CartJson::new(served.value, &edge.config.edge_id);
     view.cart_token = Some(token);
     Ok(with_module(StatusCode::CREATED, view, &served.module))
@@ -123,12 +117,8 @@ async fn get_cart(
 ) -> ApiResult {
     let token_hash = cart_token(&headers)?;
     check_cart_id(&cart_id)?;
-    let call = GuestCall::Get {
-        cart_id,
-        token_hash,
-    };
-    let cart = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
-    Ok(cart.into_response(StatusCode::OK, &edge))
+    let cart = shop::get(&edge, cart_id, token_hash).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
 }
 
 async fn set_item(
@@ -141,36 +131,14 @@ async fn set_item(
     check_cart_id(&cart_id)?;
     check_sku(&edge, &sku)?;
     let quantity = parse_quantity(&read_json(body).await?)?;
-    edge.allotments.note_demand(&sku, quantity);
-    let mut generation = edge.allotments.generation(&sku);
-    let mut attempt = 0;
-    loop {
-        let call = GuestCall::SetQuantity {
-            cart_id: cart_id.clone(),
-            token_hash: token_hash.clone(),
-            sku: sku.clone(),
-            quantity,
-        };
-        match expect_cart(edge.writer.guest(call, edge.clock.now()).await?) {
-            Err(ApiError::SoldOut { available }) if attempt < SHORTAGE_RETRIES => {
-                attempt += 1;
-                let more = tokio::time::timeout(
-                    edge.config.shortage_wait,
-                    edge.allotments.after_shortage(&sku, quantity, generation),
-                )
-                .await;
-                match more {
-                    Ok(Ok(AfterShortage::Retry)) => generation = edge.allotments.generation(&sku),
-                    Ok(Err(e)) => {
-                        tracing::warn!("no grant for {sku}: {e}");
-                        return Err(ApiError::SoldOut { available });
-                    }
-                    _ => return Err(ApiError::SoldOut { available }),
-                }
-            }
-            result => return Ok(result?.into_response(StatusCode::OK, &edge)),
-        }
-    }
+    let ask = SetQuantity {
+        cart_id,
+        token_hash,
+        sku,
+        quantity,
+    };
+    let cart = shop::set_quantity(&edge, ask).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
 }
 
 async fn remove_item(
@@ -181,13 +149,14 @@ async fn remove_item(
     let token_hash = cart_token(&headers)?;
     check_cart_id(&cart_id)?;
     check_sku(&edge, &sku)?;
-    let call = GuestCall::Remove {
+    let ask = SetQuantity {
         cart_id,
         token_hash,
         sku,
+        quantity: 0,
     };
-    let cart = expect_cart(edge.writer.guest(call, edge.clock.now()).await?)?;
-    Ok(cart.into_response(StatusCode::OK, &edge))
+    let cart = shop::set_quantity(&edge, ask).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
 }
 
 async fn checkout(
@@ -210,30 +179,32 @@ async fn checkout(
             "the body must be a JSON object".into(),
         ));
     }
-    let call = GuestCall::Checkout {
-        cart_id,
-        token_hash,
-        idempotency_key,
-    };
-    let answer = edge.writer.guest(call, edge.clock.now()).await?;
-    let GuestOutcome::Checkout(result) = answer.outcome else {
-        return Err(ApiError::GuestFault);
-    };
-    let done = result?;
-    let status = if done.replayed {
+    let done = shop::checkout(&edge, cart_id, token_hash, idempotency_key).await?;
+    let (order, replayed) = done.value;
+    let status = if replayed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    let order = OrderJson::new(done.order, &edge.config.edge_id);
-    Ok(with_module(status, order, &answer.module_version))
+    let order = OrderJson::new(order, &edge.config.edge_id);
+    Ok(with_module(status, order, &done.module))
 }
 
 async fn list_skus(State(edge): State<Arc<Edge>>) -> ApiResult {
     let stock = edge.stock().await.map_err(unavailable)?;
     let skus: Vec<SkuJson> = stock
-        .into_iter()
-        .filter_map(|(sku, row)| edge.catalog.sku(&sku).map(|e| SkuJson::new(e, row.free)))
+        .iter()
+        .filter_map(
+            |StockLine {
+                 sale_id,
+                 sku,
+                 units,
+             }| {
+                edge.catalog
+                    .entry(sale_id, sku)
+                    .map(|e| SkuJson::new(e, units.free))
+            },
+        )
         .collect();
     Ok(Json(serde_json::json!({ "skus": skus })).into_response())
 }
@@ -241,8 +212,9 @@ async fn list_skus(State(edge): State<Arc<Edge>>) -> ApiResult {
 async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> ApiResult {
     check_sku(&edge, &sku)?;
     let entry = edge.catalog.sku(&sku).ok_or(ApiError::NotFound("SKU"))?;
+    let (sale_id, code) = (entry.sale_id.clone(), entry.sku.clone());
     let free = edge
-        .read(move |c| crate::edge_db::free(c, &sku))
+        .read(move |c| crate::edge_db::free(c, &sale_id, &code))
         .await
         .map_err(unavailable)?;
     Ok(Json(SkuJson::new(entry, free)).into_response())
@@ -250,8 +222,13 @@ async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> ApiR
 
 // ---- operators -------------------------------------------------------------------------------
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness: the process serves and its writer is alive and moving.
+async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
+    if edge.writer.pulse().healthy(WRITER_STUCK_AFTER) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        ApiError::Unavailable("the writer is stopped or stuck".into()).into_response()
+    }
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
@@ -283,11 +260,11 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
     let sync = edge.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let skus: serde_json::Map<String, Value> = stock
         .into_iter()
-        .map(|(sku, row)| (sku, serde_json::json!(row)))
+        .map(|line| (line.sku, serde_json::json!(line.units)))
         .collect();
     Ok(Json(serde_json::json!({
         "edge_id": edge.config.edge_id,
-        "module_version": edge.runtime.active().version,
+        "module_version": edge.rules.get().version(),
         "skus": skus,
         "outbox_backlog": backlog,
         "delivered_seq": delivered,
@@ -321,15 +298,18 @@ async fn deploy_module(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: 
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let info = edge
+    let deployed = edge
         .modules
         .deploy(
             bytes.to_vec(),
             text("x-module-version"),
-            text("x-module-signature").as_deref(),
+            text("x-module-signature"),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    Ok(match deployed {
+        Deployed::Created(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Deployed::Unchanged(info) => (StatusCode::OK, Json(info)).into_response(),
+    })
 }
 
 async fn activate_module(
@@ -427,30 +407,12 @@ fn parse_quantity(body: &Value) -> Result<u32, ApiError> {
     }
 }
 
-fn expect_cart(answer: Answer) -> Result<Served<CartView>, ApiError> {
-    match answer.outcome {
-        GuestOutcome::Cart(result) => Ok(Served {
-            value: result?,
-            module: answer.module_version,
-        }),
-        _ => Err(ApiError::GuestFault),
-    }
-}
-
-/// A guest's answer and the module version that gave it.
-struct Served<T> {
-    value: T,
-    module: String,
-}
-
-impl Served<CartView> {
-    fn into_response(self, status: StatusCode, edge: &Edge) -> Response {
-        with_module(
-            status,
-            CartJson::new(self.value, &edge.config.edge_id),
-            &self.module,
-        )
-    }
+fn cart_response(status: StatusCode, cart: Served<CartView>, edge: &Edge) -> Response {
+    with_module(
+        status,
+        CartJson::new(cart.value, &edge.config.edge_id),
+        &cart.module,
+    )
 }
 
 /// A JSON response saying, in `X-Module-Version`, which module version answered it.
@@ -499,19 +461,21 @@ impl CartJson {
                 CartStatus::Open => "open",
                 CartStatus::CheckedOut => "checked_out",
             },
-            lines: c
-                .lines
-                .into_iter()
-                .map(|l| CartLineJson {
-                    sku: l.sku,
-                    quantity: l.quantity,
-                    unit_price_cents: l.unit_price_cents,
-                    hold_expires_at: rfc3339(l.hold_expires_at),
-                })
-                .collect(),
+            lines: c.lines.into_iter().map(CartLineJson::from).collect(),
             total_cents: c.total_cents,
             edge_id: edge_id.to_owned(),
             cart_token: None,
+        }
+    }
+}
+
+impl From<Line> for CartLineJson {
+    fn from(l: Line) -> Self {
+        Self {
+            sku: l.sku,
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+            hold_expires_at: rfc3339(l.hold_expires_at),
         }
     }
 }
@@ -521,10 +485,17 @@ struct OrderJson {
     order_id: String,
     cart_id: String,
     customer_id: String,
-    lines: Vec<crate::events::EventLine>,
+    lines: Vec<OrderLineJson>,
     total_cents: i64,
     placed_at: String,
     edge_id: String,
+}
+
+#[derive(Serialize)]
+struct OrderLineJson {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: i64,
 }
 
 impl OrderJson {
@@ -533,7 +504,15 @@ impl OrderJson {
             order_id: o.order_id,
             cart_id: o.cart_id,
             customer_id: o.customer_id,
-            lines: o.lines.into_iter().map(Into::into).collect(),
+            lines: o
+                .lines
+                .into_iter()
+                .map(|l| OrderLineJson {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
             total_cents: o.total_cents,
             placed_at: rfc3339(o.placed_at),
             edge_id: edge_id.to_owned(),

@@ -354,15 +354,13 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.out_dir)?;
     eprintln!("edge (WebAssembly component)");
     let wasm = cart_updates(cfg, "edge-wasm", &[]).await?;
-    eprintln!("edge (WebAssembly component, an instance reused within a group commit)");
-    let reuse = cart_updates(cfg, "edge-wasm-reuse", &["--guest-reuse", "64"]).await?;
     eprintln!("edge (rules compiled natively, no WebAssembly)");
     let native = cart_updates(cfg, "edge-native", &["--native-baseline"]).await?;
     eprintln!("wasmtime serve, hello world");
     let hello = wasmtime_hello(cfg).await?;
     eprintln!("three edges, PostgreSQL, a noon sale");
     let fleet = fleet_sale(cfg).await?;
-    let mut text = summary(cfg, &wasm, &reuse, &native, hello.as_ref(), &fleet);
+    let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &fleet);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {
@@ -436,7 +434,6 @@ fn ramp_rows(s: &mut String, ramp: &Ramp) {
 fn summary(
     cfg: &BenchConfig,
     wasm: &Measured,
-    reuse: &Measured,
     native: &Measured,
     hello: Option<&Ramp>,
     fleet: &FleetRun,
@@ -444,7 +441,6 @@ fn summary(
     let mut s = String::new();
     let rate = |m: Option<&LoadReport>| m.map_or(0.0, |r| r.throughput);
     let wasm_max = rate(wasm.max.best.as_ref());
-    let reuse_max = rate(reuse.max.best.as_ref());
     let native_max = rate(native.max.best.as_ref());
     let hello_max = hello.map_or(0.0, |h| rate(h.best.as_ref()));
     let p99_at = |m: &Measured| {
@@ -478,10 +474,7 @@ fn summary(
         cfg.step_secs
     );
     let _ = writeln!(s, "## Goals\n");
-    let _ = writeln!(
-        s,
-        "Default configuration (a fresh instance per call); in brackets, with `--guest-reuse 64`.\n"
-    );
+    let _ = writeln!(s, "Default configuration: a fresh instance per call.\n");
     let _ = writeln!(
         s,
         "| goal | measured | ratio | met |\n| --- | --- | --- | --- |"
@@ -493,16 +486,15 @@ fn summary(
     goal(
         &mut s,
         "≥ 20,000 durable cart updates/s at one edge",
-        format!("{wasm_max:.0}/s [{reuse_max:.0}/s]"),
+        format!("{wasm_max:.0}/s"),
         wasm_max / 20_000.0,
         wasm_max >= 20_000.0,
     );
     if let Some(p99) = p99_at(wasm) {
-        let with_reuse = p99_at(reuse).map_or(String::new(), |p| format!(" [{p:.2} ms]"));
         goal(
             &mut s,
             "p99 ≤ 20 ms at 10,000 updates/s",
-            format!("{p99:.2} ms{with_reuse}"),
+            format!("{p99:.2} ms"),
             20.0 / p99.max(0.001),
             p99 <= 20.0,
         );
@@ -515,7 +507,7 @@ fn summary(
     goal(
         &mut s,
         "WebAssembly ≥ 0.8 × native throughput",
-        format!("{wasm_max:.0} [{reuse_max:.0}] vs {native_max:.0}/s"),
+        format!("{wasm_max:.0} vs {native_max:.0}/s"),
         r,
         r >= 0.8,
     );
@@ -551,11 +543,6 @@ fn summary(
         &mut s,
         "Edge: durable cart updates (`PUT /v1/carts/{id}/items/{sku}`), a fresh instance per call",
         wasm,
-    );
-    table(
-        &mut s,
-        "The same, an instance reused for up to 64 calls of one group commit (`--guest-reuse 64`)",
-        reuse,
     );
     table(
         &mut s,

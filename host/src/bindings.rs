@@ -3,15 +3,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "cart",
-    // A host function may trap: SQL the host itself got wrong is a bug, not a guest error.
-    imports: { default: trappable },
-    additional_derives: [PartialEq],
 });
 
-pub use flashsale::cart::catalog::SkuInfo;
-pub use flashsale::cart::stock::Shortage;
-pub use flashsale::cart::store::Value;
-pub use flashsale::cart::types::{
-    Cart as CartView, CartError, CartLine, CartStatus, CheckoutResult, Event, HoldChange, Order,
-    OrderLine,
-};
+pub use exports::flashsale::cart::rules::{CheckoutOutcome, CheckoutRequest, SetRequest};
+pub use flashsale::cart::types::{CartError, CartStatus, Line, SkuInfo};

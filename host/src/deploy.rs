@@ -121,7 +121,8 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
             .send(Method::PUT, &url, &headers, bytes.clone())
             .await
         {
-            Ok(r) if r.status == StatusCode::CREATED => {
+            // 201: stored now; 200: these bytes were stored under this version already.
+            Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => {
                 bar.set_message(format!("{edge}: checking health on {}", report.version));
                 healthy_on(&client, edge, auth.as_deref(), &report.version).await
             }

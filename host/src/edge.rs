@@ -12,13 +12,14 @@ use tokio::sync::watch;
 use crate::allotment::Allotments;
 use crate::central::Central;
 use crate::clock::{Clock, Millis};
-use crate::edge_db::{self, StockRow};
+use crate::edge_db::{self, StockLine};
 use crate::events::{Delivery, OutboxEvent};
 use crate::metrics::Metrics;
-use crate::modules::{self, Modules};
+use crate::modules::{self, Modules, Trust};
+use crate::rules::{ActiveRules, CartRules, FixedRules};
 use crate::sale::{Catalog, Sale};
-use crate::wasm::{Runtime, SandboxLimits};
-use crate::writer::{GuestCall, GuestOutcome, WriterConfig, WriterHandle};
+use crate::wasm::{Runtime, SandboxLimits, sha256_hex};
+use crate::writer::{WriterConfig, WriterHandle};
 
 /// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
 #[derive(Clone, Debug)]
@@ -43,6 +44,8 @@ pub struct EdgeConfig {
     pub shortage_wait: Duration,
     /// With any, only modules signed by one of these keys are deployed.
     pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Rules to start on instead of the stored module (the benchmarks' native baseline).
+    pub fixed_rules: Option<FixedRules>,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +65,7 @@ impl Default for EdgeConfig {
             sync_batch: 500,
             shortage_wait: Duration::from_millis(150),
             trusted_keys: Vec::new(),
+            fixed_rules: None,
         }
     }
 }
@@ -79,14 +83,15 @@ pub struct Edge {
     pub url: String,
     pub clock: Clock,
     pub catalog: Arc<Catalog>,
-    pub runtime: Arc<Runtime>,
+    /// The rules cart updates run on.
+    pub rules: Arc<ActiveRules>,
     pub writer: WriterHandle,
     pub central: Arc<Central>,
     pub allotments: Arc<Allotments>,
     pub modules: Modules,
     pub metrics: Arc<Metrics>,
     pub sync: Mutex<SyncStatus>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<edge_db::Readers>,
 }
 
 impl Edge {
@@ -105,47 +110,49 @@ impl Edge {
                 None
             }
         };
-        let (dir, module, sandbox, now) = (
-            config.data_dir.clone(),
-            config.module.clone(),
-            config.sandbox,
-            config.clock.now(),
-        );
-        let (conn, fence, catalog, runtime) = tokio::task::spawn_blocking(move || {
-            let (conn, fence) = edge_db::open_writer(&dir)?;
-            if let Some(sale) = &sale {
-                store_catalog(&conn, sale)?;
-            }
-            let catalog = load_catalog(&conn)?;
-            let runtime = modules::start_runtime(&conn, &module, sandbox, now)?;
-            anyhow::Ok((conn, fence, catalog, runtime))
-        })
-        .await??;
+        let initial = std::fs::read(&config.module)
+            .with_context(|| format!("reading the module {}", config.module.display()))?;
+        let trust = Trust {
+            keys: config.trusted_keys.clone(),
+            started_with: sha256_hex(&initial),
+        };
+        let runtime = Runtime::new(config.sandbox)?;
+        let (dir, now) = (config.data_dir.clone(), config.clock.now());
+        let (conn, catalog, first) = {
+            let (runtime, trust) = (runtime.clone(), trust.clone());
+            tokio::task::spawn_blocking(move || {
+                let conn = edge_db::open_writer(&dir)?;
+                if let Some(sale) = &sale {
+                    store_catalog(&conn, sale)?;
+                }
+                let catalog = load_catalog(&conn)?;
+                let first = modules::start_module(&conn, &runtime, &initial, &trust, now)?;
+                anyhow::Ok((conn, catalog, Arc::new(first)))
+            })
+            .await??
+        };
         if catalog.skus.is_empty() {
             anyhow::bail!("no sale to serve: load one with `cart-host sale load` first");
         }
         let catalog = Arc::new(catalog);
-        let runtime = Arc::new(runtime);
+        let rules = Arc::new(ActiveRules::new(match &config.fixed_rules {
+            Some(FixedRules(rules)) => Arc::clone(rules),
+            None => Arc::clone(&first) as Arc<dyn CartRules>,
+        }));
         let metrics = Arc::new(Metrics::default());
-        let writer = WriterHandle::spawn(
-            conn,
-            fence,
-            Arc::clone(&runtime),
-            Arc::clone(&catalog),
-            config.writer,
-            Arc::clone(&metrics),
-        )?;
-        let reader = Arc::new(Mutex::new(edge_db::open_reader(&config.data_dir)?));
+        let writer = WriterHandle::spawn(conn, config.writer, Arc::clone(&metrics))?;
+        let readers = Arc::new(edge_db::Readers::new(&config.data_dir));
         let modules = Modules::new(
-            Arc::clone(&runtime),
+            runtime,
+            Arc::clone(&rules),
+            first,
             writer.clone(),
-            Arc::clone(&catalog),
             config.clock.clone(),
-            config.trusted_keys.clone(),
+            trust,
         );
         let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
-            catalog.skus.keys().cloned(),
+            catalog.skus.values().cloned(),
             Arc::clone(&central),
             writer.clone(),
             config.clock.clone(),
@@ -155,32 +162,36 @@ impl Edge {
             url,
             clock: config.clock.clone(),
             catalog,
-            runtime,
+            rules,
             writer,
             central,
             allotments,
             modules,
             metrics,
             sync: Mutex::default(),
-            reader,
+            readers,
             config,
         }))
     }
 
-    /// Runs a read on the edge's read-only connection, off the async workers.
+    /// Runs a read on one of the edge's read-only connections, off the async workers. It sees
+    /// the last commit and never waits for the writer.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let reader = Arc::clone(&self.reader);
-        Ok(tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await??)
+        Ok(self.readers.read(f).await??)
     }
 
-    pub async fn stock(&self) -> anyhow::Result<Vec<(String, StockRow)>> {
+    /// [`Self::read`] for reads with their own errors, which come back as they are.
+    pub async fn read_with<T: Send + 'static, E: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> anyhow::Result<Result<T, E>> {
+        self.readers.read(f).await
+    }
+
+    pub async fn stock(&self) -> anyhow::Result<Vec<StockLine>> {
         self.read(edge_db::stock_rows).await
     }
 
@@ -194,52 +205,53 @@ impl Edge {
 
 fn store_catalog(conn: &Connection, sale: &Sale) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    edge_db::set_meta(&tx, "sale_id", &sale.sale_id)?;
-    edge_db::set_meta(&tx, "hold_ttl_ms", &sale.hold_ttl_ms.to_string())?;
     for s in &sale.skus {
         tx.execute(
-            "INSERT INTO catalog (sku, name, price_cents, limit_per_customer, sale_starts_at, stock_total) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
-             price_cents = excluded.price_cents, limit_per_customer = excluded.limit_per_customer, \
-             sale_starts_at = excluded.sale_starts_at, stock_total = excluded.stock_total",
+            "INSERT INTO catalog (sale_id, sku, name, price_cents, limit_per_customer, starts_at, \
+               ends_at, hold_ttl_ms, stock_total) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (sale_id, sku) DO UPDATE SET \
+               name = excluded.name, price_cents = excluded.price_cents, \
+               limit_per_customer = excluded.limit_per_customer, starts_at = excluded.starts_at, \
+               ends_at = excluded.ends_at, hold_ttl_ms = excluded.hold_ttl_ms, \
+               stock_total = excluded.stock_total",
             rusqlite::params![
+                s.sale_id,
                 s.sku,
                 s.name,
                 s.price_cents,
                 s.limit_per_customer,
                 s.sale_starts_at,
+                s.ends_at,
+                s.hold_ttl_ms,
                 s.stock_total
             ],
         )?;
-        tx.execute("INSERT OR IGNORE INTO stock (sku) VALUES (?1)", [&s.sku])?;
+        edge_db::add_stock(&tx, &s.sale_id, &s.sku)?;
     }
     tx.commit()
 }
 
 fn load_catalog(conn: &Connection) -> rusqlite::Result<Catalog> {
     let mut stmt = conn.prepare(
-        "SELECT sku, name, price_cents, limit_per_customer, sale_starts_at, stock_total FROM catalog",
+        "SELECT sale_id, sku, name, price_cents, limit_per_customer, starts_at, ends_at, \
+           hold_ttl_ms, stock_total FROM catalog",
     )?;
-    let skus = stmt
+    let entries = stmt
         .query_map([], |r| {
             Ok(crate::sale::SkuEntry {
-                sku: r.get(0)?,
-                name: r.get(1)?,
-                price_cents: r.get(2)?,
-                limit_per_customer: r.get(3)?,
-                sale_starts_at: r.get(4)?,
-                stock_total: r.get(5)?,
+                sale_id: r.get(0)?,
+                sku: r.get(1)?,
+                name: r.get(2)?,
+                price_cents: r.get(3)?,
+                limit_per_customer: r.get(4)?,
+                sale_starts_at: r.get(5)?,
+                ends_at: r.get(6)?,
+                hold_ttl_ms: r.get(7)?,
+                stock_total: r.get(8)?,
             })
         })?
-        .map(|s| s.map(|s| (s.sku.clone(), s)))
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Catalog {
-        sale_id: edge_db::meta(conn, "sale_id")?.unwrap_or_default(),
-        hold_ttl_ms: edge_db::meta(conn, "hold_ttl_ms")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(600_000),
-        skus,
-    })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Catalog::new(entries))
 }
 
 /// Waits `period`, or returns false when shutdown was asked for.
@@ -344,15 +356,18 @@ async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
     Ok(batch.len())
 }
 
-/// Calls the guest's `sweep` on a timer so lapsed holds give their units back.
+/// Releases lapsed holds on a timer, a batch per transaction, until none are left.
 async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     while pause(edge.config.sweep_every, &mut shutdown).await {
         loop {
-            match edge.writer.guest(GuestCall::Sweep, edge.clock.now()).await {
-                Ok(a) => match a.outcome {
-                    GuestOutcome::Swept(n) if n >= SWEEP_BATCH => continue,
-                    _ => break,
-                },
+            let now = edge.clock.now();
+            match edge
+                .writer
+                .host(move |c| crate::carts::sweep(c, now, SWEEP_BATCH))
+                .await
+            {
+                Ok(n) if n >= SWEEP_BATCH => continue,
+                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!("sweep failed: {e}");
                     break;
@@ -362,8 +377,7 @@ async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The guest expires at most this many holds per `sweep` call (its `rules::SWEEP_BATCH`); a
-/// full batch means there may be more.
+/// Lapsed holds released per transaction.
 const SWEEP_BATCH: u32 = 500;
 
 /// Keeps each SKU's free units near its demand: a first grant per SKU, top-ups when free units
@@ -386,8 +400,13 @@ async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
 async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
     let stock = edge.stock().await?;
     let wanted = edge.central.wanted_skus().await?;
-    for (sku, row) in stock {
-        let Some(entry) = edge.catalog.sku(&sku) else {
+    for StockLine {
+        sale_id,
+        sku,
+        units: row,
+    } in stock
+    {
+        let Some(entry) = edge.catalog.entry(&sale_id, &sku) else {
             continue;
         };
         let demand = edge.allotments.recent_demand(&sku);

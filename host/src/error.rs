@@ -4,8 +4,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::bindings::CartError;
+use cart_rules::{CartError, MAX_QUANTITY};
+
+use crate::carts::CartFailure;
 use crate::clock::rfc3339;
+use crate::shop::ShopError;
 use crate::writer::WriteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,8 @@ pub enum ApiError {
     SoldOut { available: u32 },
     #[error("the sale of this SKU has not started")]
     SaleNotStarted { starts_at: i64 },
+    #[error("the sale of this SKU has ended")]
+    SaleEnded { ends_at: i64 },
     #[error("holds have lapsed")]
     HoldExpired { skus: Vec<String> },
     #[error("the cart is checked out")]
@@ -57,6 +62,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::SoldOut { .. } => (StatusCode::CONFLICT, "sold_out"),
             Self::SaleNotStarted { .. } => (StatusCode::CONFLICT, "sale_not_started"),
+            Self::SaleEnded { .. } => (StatusCode::CONFLICT, "sale_ended"),
             Self::HoldExpired { .. } => (StatusCode::CONFLICT, "hold_expired"),
             Self::CartClosed => (StatusCode::CONFLICT, "cart_closed"),
             Self::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
@@ -83,6 +89,7 @@ impl IntoResponse for ApiError {
             Self::SaleNotStarted { starts_at } => {
                 Some(("sale_starts_at", json!(rfc3339(*starts_at))))
             }
+            Self::SaleEnded { ends_at } => Some(("sale_ends_at", json!(rfc3339(*ends_at)))),
             Self::HoldExpired { skus } => Some(("skus", json!(skus))),
             Self::LimitExceeded { limit } => Some(("limit", json!(limit))),
             _ => None,
@@ -103,17 +110,37 @@ impl IntoResponse for ApiError {
 impl From<CartError> for ApiError {
     fn from(e: CartError) -> Self {
         match e {
-            CartError::NotFound => Self::NotFound("cart or SKU"),
-            CartError::Unauthorized => Self::Unauthorized,
             CartError::SoldOut(available) => Self::SoldOut { available },
             CartError::SaleNotStarted(starts_at) => Self::SaleNotStarted { starts_at },
+            CartError::SaleEnded(ends_at) => Self::SaleEnded { ends_at },
             CartError::HoldExpired(skus) => Self::HoldExpired { skus },
             CartError::CartClosed => Self::CartClosed,
             CartError::CartEmpty => Self::CartEmpty,
             CartError::LimitExceeded(limit) => Self::LimitExceeded { limit },
-            CartError::InvalidQuantity => Self::InvalidQuantity {
-                max: crate::api::MAX_QUANTITY,
-            },
+            CartError::InvalidQuantity => Self::InvalidQuantity { max: MAX_QUANTITY },
+        }
+    }
+}
+
+impl From<CartFailure> for ApiError {
+    fn from(e: CartFailure) -> Self {
+        match e {
+            CartFailure::NotFound(what) => Self::NotFound(what),
+            CartFailure::Unauthorized => Self::Unauthorized,
+            CartFailure::Refused(refusal) => refusal.into(),
+            CartFailure::TooManyLines => Self::BadRequest(e.to_string()),
+            CartFailure::Fault(_) => Self::GuestFault,
+            CartFailure::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
+        }
+    }
+}
+
+impl From<ShopError> for ApiError {
+    fn from(e: ShopError) -> Self {
+        match e {
+            ShopError::Cart(failure) => failure.into(),
+            ShopError::Write(w) => w.into(),
+            ShopError::Read(e) => Self::Unavailable(format!("{e:#}")),
         }
     }
 }
@@ -133,10 +160,6 @@ impl From<crate::modules::DeployError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Guest(fault) => {
-                tracing::warn!("guest fault: {fault}");
-                Self::GuestFault
-            }
             WriteError::Overloaded => Self::Overloaded,
             WriteError::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
             WriteError::Stopped => Self::Unavailable("shutting down".into()),

@@ -1,15 +1,19 @@
 //! The flash-sale edge host.
 //!
-//! A storefront's request arrives at [`api`], which checks it and turns it into one typed call;
-//! the [`writer`] runs that call in the cart component ([`wasm`]) inside a savepoint of a group
-//! commit on the edge's SQLite ([`edge_db`]); the component's events land in the outbox, which
-//! [`edge`] delivers to the [`central`] database, from which [`allotment`] draws units.
+//! A storefront's request arrives at [`api`], which checks it and hands it to [`shop`]; each cart
+//! operation is one job of the [`writer`] (a savepoint in a group commit on the edge's SQLite,
+//! [`edge_db`]), in which [`carts`] loads what the cart rules need, asks them ([`rules`]: the
+//! component run by [`wasm`], or the same rules compiled in, [`native`]), and applies their
+//! decision with its stock moves and outbox event. [`edge`] delivers the outbox to the
+//! [`central`] database, from which [`allotment`] draws units.
 //!
 //! - [`api`]: routes, input checks, JSON views; [`error`]: the one place errors become HTTP.
+//! - [`shop`]: each shopper operation, and the escrow retry before `sold_out`.
+//! - [`carts`]: the cart store: load, decide, check, apply; the cart's view.
 //! - [`writer`]: the single writer thread, batching and group commit.
-//! - [`wasm`]: engine, linker, modules, and the host side of each WIT interface;
-//!   [`bindings`]: the generated bindings, generated once.
-//! - [`edge_db`]: the edge's schema, guest fence and host SQL.
+//! - [`rules`]: the seam to the cart rules; [`wasm`]: engine, modules, a fresh instance per
+//!   call; [`bindings`]: the generated bindings, generated once.
+//! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
 //! - [`edge`]: an edge's configuration, start-up and background tasks (sync, sweep, top-ups).
 //! - [`allotment`]: grants of units from central, idempotent by grant id.
 //! - [`modules`]: deploying cart components: signatures, validation, versions, rollback.
@@ -17,8 +21,7 @@
 //! - [`events`]: the outbox's event format; [`sale`]: the sale file and catalog.
 //! - [`server`]: serving an edge on a listener until shutdown; [`demo`]: `cart-host demo`;
 //!   [`audit`]: `cart-host audit`; [`deploy`]: `cart-host deploy`; [`http_client`]: the client those commands use.
-//! - [`load`]: the flash-sale load generator (`cart-host load`); [`bench`]: `make bench`; [`native`]: the rules compiled
-//!   into the host without WebAssembly, the benchmarks' baseline.
+//! - [`load`]: the flash-sale load generator (`cart-host load`); [`bench`]: `make bench`.
 //! - [`pg_cluster`]: a throwaway PostgreSQL cluster, for the tests and benchmarks.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
@@ -27,6 +30,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod bindings;
+pub mod carts;
 pub mod central;
 pub mod clock;
 pub mod demo;
@@ -42,7 +46,9 @@ pub mod metrics;
 pub mod modules;
 pub mod native;
 pub mod pg_cluster;
+pub mod rules;
 pub mod sale;
 pub mod server;
+pub mod shop;
 pub mod wasm;
 pub mod writer;

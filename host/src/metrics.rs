@@ -19,6 +19,7 @@ pub struct Metrics {
     pub request_seconds: Family<RequestLabels, Histogram>,
     pub writer_batch: Histogram,
     pub guest_faults: Counter,
+    pub failed_batches: Counter,
     pub outbox_backlog: Gauge,
     pub events_delivered: Counter,
     pub grants_received: Counter,
@@ -33,6 +34,7 @@ impl Default for Metrics {
         });
         let writer_batch = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let guest_faults = Counter::default();
+        let failed_batches = Counter::default();
         let outbox_backlog = Gauge::default();
         let events_delivered = Counter::default();
         let grants_received = Counter::default();
@@ -49,8 +51,13 @@ impl Default for Metrics {
         );
         registry.register(
             "guest_faults",
-            "Guest calls that trapped",
+            "Rules calls that trapped, ran out of time or memory, or decided the impossible",
             guest_faults.clone(),
+        );
+        registry.register(
+            "writer_failed_batches",
+            "Group commits that failed as a whole (nothing of them kept)",
+            failed_batches.clone(),
         );
         registry.register(
             "outbox_backlog",
@@ -73,6 +80,7 @@ impl Default for Metrics {
             request_seconds,
             writer_batch,
             guest_faults,
+            failed_batches,
             outbox_backlog,
             events_delivered,
             grants_received,

@@ -1,22 +1,24 @@
 //! Deploying cart components to a running edge: signatures, validation (a component, the right
-//! world, a smoke call on real data that is rolled back), storage by version with its sha256,
+//! world, a smoke check of its decisions), storage by version with its sha256 and signature,
 //! atomic activation, and rollback to any stored version.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+use cart_rules::{
+    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, SetRequest, SkuInfo,
+};
 use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::bindings::{CartError, CartStatus};
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::edge_db;
-use crate::sale::Catalog;
-use crate::wasm::{GuestFault, LoadedModule, ModuleError, Runtime, sha256_hex};
-use crate::writer::{GuestCall, GuestOutcome, WriteError, WriterHandle};
+use crate::rules::{ActiveRules, CartRules};
+use crate::wasm::{LoadedModule, ModuleError, Runtime, sha256_hex};
+use crate::writer::{WriteError, WriterHandle};
 
 /// The largest module an edge takes.
 pub const MAX_MODULE_BYTES: usize = 32 << 20;
@@ -27,12 +29,16 @@ pub enum DeployError {
     Unsigned,
     #[error("the module's signature does not verify against any trusted key")]
     BadSignature,
+    #[error("module {0} is stored without a signature from a trusted key; deploy it again signed")]
+    StoredUnsigned(String),
     #[error(transparent)]
     Invalid(#[from] ModuleError),
     #[error("bad module version {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")]
     BadVersion(String),
-    #[error("version {0} is already taken by a module with sha256 {1}")]
-    VersionTaken(String, String),
+    #[error("version {version} already holds another module (sha256 {sha256})")]
+    VersionTaken { version: String, sha256: String },
+    #[error("these bytes are already stored as version {0}; activate that version instead")]
+    StoredAs(String),
     #[error("no module with version {0}")]
     UnknownVersion(String),
     #[error(transparent)]
@@ -49,129 +55,34 @@ pub struct ModuleInfo {
     pub deployed_at: String,
 }
 
+/// What a deploy did.
+#[derive(Debug)]
+pub enum Deployed {
+    /// A new module, stored and active.
+    Created(ModuleInfo),
+    /// The same bytes under the same version were stored already; now active.
+    Unchanged(ModuleInfo),
+}
+
 /// Reads an ed25519 public key in SPKI PEM (as `openssl pkey -pubout` writes it).
 pub fn read_public_key(pem: &str) -> anyhow::Result<VerifyingKey> {
     VerifyingKey::from_public_key_pem(pem.trim())
         .map_err(|e| anyhow::anyhow!("not an ed25519 public key in SPKI PEM: {e}"))
 }
 
-/// The modules of one edge.
-pub struct Modules {
-    runtime: Arc<Runtime>,
-    writer: WriterHandle,
-    catalog: Arc<Catalog>,
-    clock: Clock,
-    trusted: Vec<VerifyingKey>,
-    /// Compiled modules by version, so a rollback does not compile again.
-    compiled: Mutex<HashMap<String, Arc<LoadedModule>>>,
+/// Who may vouch for a module: keys, and the module the operator started the edge with.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// With any, only modules signed by one of these keys run (besides `started_with`).
+    pub keys: Vec<VerifyingKey>,
+    /// The sha256 of the module given at start (`--module`, or the one built in).
+    pub started_with: String,
 }
 
-impl Modules {
-    pub fn new(
-        runtime: Arc<Runtime>,
-        writer: WriterHandle,
-        catalog: Arc<Catalog>,
-        clock: Clock,
-        trusted: Vec<VerifyingKey>,
-    ) -> Self {
-        let active = runtime.active();
-        let compiled = HashMap::from([(active.version.clone(), active)]);
-        Self {
-            runtime,
-            writer,
-            catalog,
-            clock,
-            trusted,
-            compiled: Mutex::new(compiled),
-        }
-    }
-
-    /// Validates, stores and activates a module. Nothing changes unless every check passes.
-    pub async fn deploy(
-        &self,
-        bytes: Vec<u8>,
-        version: Option<String>,
-        signature: Option<&str>,
-    ) -> Result<ModuleInfo, DeployError> {
-        self.verify(&bytes, signature)?;
-        let sha256 = sha256_hex(&bytes);
-        let version = version.unwrap_or_else(|| default_version(&sha256));
-        if !is_version(&version) {
-            return Err(DeployError::BadVersion(version));
-        }
-        let v = version.clone();
-        if let Some(stored) = self.writer.host(move |c| stored_sha(c, &v)).await? {
-            if stored != sha256 {
-                return Err(DeployError::VersionTaken(version, stored));
-            }
-            // The same module again: deploying it is activating it.
-            return self.activate(&version).await;
-        }
-        let runtime = Arc::clone(&self.runtime);
-        let v = version.clone();
-        let bytes = Arc::new(bytes);
-        let to_compile = Arc::clone(&bytes);
-        let module =
-            Arc::new(tokio::task::spawn_blocking(move || runtime.load(&to_compile, &v)).await??);
-        self.writer
-            .smoke(Arc::clone(&module), self.smoke_time())
-            .await?
-            .map_err(ModuleError::SmokeFailed)?;
-        let (v, now) = (version.clone(), self.clock.now());
-        let info = self
-            .writer
-            .host(move |c| {
-                store(c, &v, &bytes, now)?;
-                edge_db::set_meta(c, "active_module", &v)?;
-                Ok(ModuleInfo {
-                    version: v,
-                    sha256,
-                    deployed_at: rfc3339(now),
-                })
-            })
-            .await?;
-        self.remember(Arc::clone(&module));
-        self.runtime.activate(module);
-        tracing::info!(version = %info.version, sha256 = %info.sha256, "module deployed");
-        Ok(info)
-    }
-
-    /// Makes a stored version the active one (rollback or roll forward).
-    pub async fn activate(&self, version: &str) -> Result<ModuleInfo, DeployError> {
-        let v = version.to_owned();
-        let (bytes, info) = self
-            .writer
-            .host(move |c| load_stored(c, &v))
-            .await?
-            .ok_or_else(|| DeployError::UnknownVersion(version.to_owned()))?;
-        let cached = self.cached(version);
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let (runtime, v) = (Arc::clone(&self.runtime), version.to_owned());
-                let m =
-                    Arc::new(tokio::task::spawn_blocking(move || runtime.load(&bytes, &v)).await??);
-                self.remember(Arc::clone(&m));
-                m
-            }
-        };
-        let v = version.to_owned();
-        self.writer
-            .host(move |c| edge_db::set_meta(c, "active_module", &v))
-            .await?;
-        self.runtime.activate(module);
-        tracing::info!(version, "module activated");
-        Ok(info)
-    }
-
-    /// The active version and every stored module, oldest first.
-    pub async fn list(&self) -> Result<(String, Vec<ModuleInfo>), DeployError> {
-        let modules = self.writer.host(list_stored).await?;
-        Ok((self.runtime.active().version.clone(), modules))
-    }
-
+impl Trust {
+    /// Checks a base64 ed25519 signature over `bytes` when keys are configured.
     fn verify(&self, bytes: &[u8], signature: Option<&str>) -> Result<(), DeployError> {
-        if self.trusted.is_empty() {
+        if self.keys.is_empty() {
             return Ok(());
         }
         let signature = signature.ok_or(DeployError::Unsigned)?;
@@ -180,7 +91,7 @@ impl Modules {
             .map_err(|_| DeployError::BadSignature)?;
         let signature = Signature::from_slice(&raw).map_err(|_| DeployError::BadSignature)?;
         if self
-            .trusted
+            .keys
             .iter()
             .any(|k| k.verify(bytes, &signature).is_ok())
         {
@@ -190,16 +101,146 @@ impl Modules {
         }
     }
 
-    /// The smoke call runs as if the sale had started, whenever the operator deploys.
-    fn smoke_time(&self) -> Millis {
-        let start = self
-            .catalog
-            .skus
-            .values()
-            .map(|s| s.sale_starts_at)
-            .max()
-            .unwrap_or(0);
-        self.clock.now().max(start)
+    /// Whether a stored module may run: signed by a trusted key, or the one the operator
+    /// started this edge with.
+    fn admits(&self, stored: &Stored) -> Result<(), DeployError> {
+        if self.keys.is_empty() || stored.info.sha256 == self.started_with {
+            return Ok(());
+        }
+        self.verify(&stored.bytes, stored.signature.as_deref())
+            .map_err(|_| DeployError::StoredUnsigned(stored.info.version.clone()))
+    }
+}
+
+/// The modules of one edge.
+pub struct Modules {
+    runtime: Runtime,
+    active: Arc<ActiveRules>,
+    writer: WriterHandle,
+    clock: Clock,
+    trust: Trust,
+    /// Compiled modules by version, so a rollback does not compile again.
+    compiled: Mutex<HashMap<String, Arc<LoadedModule>>>,
+}
+
+impl Modules {
+    pub fn new(
+        runtime: Runtime,
+        active: Arc<ActiveRules>,
+        first: Arc<LoadedModule>,
+        writer: WriterHandle,
+        clock: Clock,
+        trust: Trust,
+    ) -> Self {
+        let compiled = HashMap::from([(first.version().to_owned(), first)]);
+        Self {
+            runtime,
+            active,
+            writer,
+            clock,
+            trust,
+            compiled: Mutex::new(compiled),
+        }
+    }
+
+    /// Validates, stores and activates a module. Nothing changes unless every check passes.
+    pub async fn deploy(
+        &self,
+        bytes: Vec<u8>,
+        version: Option<String>,
+        signature: Option<String>,
+    ) -> Result<Deployed, DeployError> {
+        self.trust.verify(&bytes, signature.as_deref())?;
+        let sha256 = sha256_hex(&bytes);
+        let version = version.unwrap_or_else(|| default_version(&sha256));
+        if !is_version(&version) {
+            return Err(DeployError::BadVersion(version));
+        }
+        let (v, sha) = (version.clone(), sha256.clone());
+        let (by_version, by_sha) = self
+            .writer
+            .host(move |c| Ok((stored_sha(c, &v)?, version_of(c, &sha)?)))
+            .await?;
+        match (by_version, by_sha) {
+            // The same module again: deploying it is activating it, so a re-run resumes.
+            (Some(stored), _) if stored == sha256 => {
+                return self.activate(&version).await.map(Deployed::Unchanged);
+            }
+            (Some(stored), _) => {
+                return Err(DeployError::VersionTaken {
+                    version,
+                    sha256: stored,
+                });
+            }
+            (None, Some(other)) => return Err(DeployError::StoredAs(other)),
+            (None, None) => {}
+        }
+        let module = self.compile(Arc::new(bytes.clone()), &version).await?;
+        let checked = Arc::clone(&module);
+        let now = self.clock.now();
+        tokio::task::spawn_blocking(move || smoke(&*checked, now))
+            .await?
+            .map_err(ModuleError::SmokeFailed)?;
+        let (v, at) = (version.clone(), now);
+        let info = self
+            .writer
+            .host(move |c| {
+                store(c, &v, &bytes, signature.as_deref(), at)?;
+                edge_db::set_meta(c, "active_module", &v)?;
+                Ok(ModuleInfo {
+                    version: v,
+                    sha256,
+                    deployed_at: rfc3339(at),
+                })
+            })
+            .await?;
+        self.active.set(module);
+        tracing::info!(version = %info.version, sha256 = %info.sha256, "module deployed");
+        Ok(Deployed::Created(info))
+    }
+
+    /// Makes a stored version the active one (rollback or roll forward).
+    pub async fn activate(&self, version: &str) -> Result<ModuleInfo, DeployError> {
+        let v = version.to_owned();
+        let stored = self
+            .writer
+            .host(move |c| load_stored(c, &v))
+            .await?
+            .ok_or_else(|| DeployError::UnknownVersion(version.to_owned()))?;
+        self.trust.admits(&stored)?;
+        let module = match self.cached(version) {
+            Some(m) => m,
+            None => self.compile(Arc::new(stored.bytes), version).await?,
+        };
+        let v = version.to_owned();
+        self.writer
+            .host(move |c| edge_db::set_meta(c, "active_module", &v))
+            .await?;
+        self.active.set(module);
+        tracing::info!(version, "module activated");
+        Ok(stored.info)
+    }
+
+    /// The active version and every stored module, oldest first.
+    pub async fn list(&self) -> Result<(String, Vec<ModuleInfo>), DeployError> {
+        let modules = self.writer.host(list_stored).await?;
+        Ok((self.active.get().version().to_owned(), modules))
+    }
+
+    /// Compiles off the async workers, and remembers the result by version.
+    async fn compile(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        version: &str,
+    ) -> Result<Arc<LoadedModule>, DeployError> {
+        let (runtime, v) = (self.runtime.clone(), version.to_owned());
+        let module =
+            Arc::new(tokio::task::spawn_blocking(move || runtime.load(&bytes, &v)).await??);
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(version.to_owned(), Arc::clone(&module));
+        Ok(module)
     }
 
     fn cached(&self, version: &str) -> Option<Arc<LoadedModule>> {
@@ -208,13 +249,6 @@ impl Modules {
             .unwrap_or_else(|p| p.into_inner())
             .get(version)
             .cloned()
-    }
-
-    fn remember(&self, module: Arc<LoadedModule>) {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(module.version.clone(), module);
     }
 }
 
@@ -229,69 +263,96 @@ fn is_version(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// What a new module must get right before it may serve: a cart's life from creation to a
-/// replayed checkout, and a sweep, on this edge's real data (the caller rolls it all back).
-pub fn smoke(
-    call: &mut dyn FnMut(GuestCall) -> Result<GuestOutcome, GuestFault>,
-    sku: &str,
-) -> Result<(), String> {
-    let cart_id = crate::ids::new_id("c");
-    let token_hash = crate::ids::token_hash("smoke");
-    let mut cart = |c: GuestCall, what: &str| match call(c) {
-        Ok(GuestOutcome::Cart(Ok(cart))) => Ok(cart),
-        Ok(other) => Err(format!("{what} answered {other:?}")),
-        Err(fault) => Err(format!("{what} failed: {fault}")),
+/// What new rules must get right before they may serve: a hold, a sold-out, the limit, the
+/// sale's window, a checkout and its replay under the same key, and a closed cart.
+pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
+    let sku = SkuInfo {
+        sku: "SMOKE-1".into(),
+        price_cents: 1_000,
+        limit_per_customer: 2,
+        starts_at: now - 1,
+        ends_at: now + 3_600_000,
+        hold_ttl_ms: 600_000,
     };
-    let created = cart(
-        GuestCall::Create {
-            cart_id: cart_id.clone(),
-            customer_id: "smoke-test".into(),
-            token_hash: token_hash.clone(),
-        },
-        "create-cart",
-    )?;
-    if created.cart_id != cart_id || created.status != CartStatus::Open || !created.lines.is_empty()
-    {
-        return Err(format!("create-cart made {created:?}"));
-    }
-    let held = cart(
-        GuestCall::SetQuantity {
-            cart_id: cart_id.clone(),
-            token_hash: token_hash.clone(),
-            sku: sku.into(),
-            quantity: 1,
-        },
-        "set-quantity",
-    )?;
-    if held.lines.len() != 1 || held.lines[0].quantity != 1 || held.lines[0].sku != sku {
-        return Err(format!("set-quantity of one {sku} made {held:?}"));
-    }
-    match call(GuestCall::Get {
-        cart_id: cart_id.clone(),
-        token_hash: "wrong".into(),
-    }) {
-        Ok(GuestOutcome::Cart(Err(CartError::Unauthorized))) => {}
-        other => return Err(format!("get-cart with a wrong token answered {other:?}")),
-    }
-    let checkout = |call: &mut dyn FnMut(GuestCall) -> Result<GuestOutcome, GuestFault>| match call(
-        GuestCall::Checkout {
-            cart_id: cart_id.clone(),
-            token_hash: token_hash.clone(),
-            idempotency_key: "smoke".into(),
-        },
-    ) {
-        Ok(GuestOutcome::Checkout(Ok(done))) => Ok(done),
-        other => Err(format!("checkout answered {other:?}")),
+    let set = |line: Option<&Line>, quantity, free, elsewhere| {
+        rules
+            .set_quantity(&SetRequest {
+                now,
+                status: CartStatus::Open,
+                sku: &sku,
+                line,
+                quantity,
+                free,
+                customer_elsewhere: elsewhere,
+            })
+            .map_err(|fault| format!("set-quantity failed: {fault}"))
     };
-    let first = checkout(call)?;
-    let replay = checkout(call)?;
-    if first.replayed || !replay.replayed || first.order != replay.order {
-        return Err("checkout is not idempotent by its key".into());
+    let held = match set(None, 1, 5, 0)? {
+        Ok(Some(line)) if line.quantity == 1 && line.held && line.sku == sku.sku => line,
+        other => return Err(format!("holding one of five free units answered {other:?}")),
+    };
+    match set(None, 2, 1, 0)? {
+        Err(CartError::SoldOut(_)) => {}
+        other => return Err(format!("holding two of one free unit answered {other:?}")),
     }
-    match call(GuestCall::Sweep) {
-        Ok(GuestOutcome::Swept(_)) => Ok(()),
-        other => Err(format!("sweep answered {other:?}")),
+    match set(None, 1, 5, 2)? {
+        Err(CartError::LimitExceeded(2)) => {}
+        other => return Err(format!("passing the limit of 2 answered {other:?}")),
     }
+    let early = SkuInfo {
+        starts_at: now + 60_000,
+        ..sku.clone()
+    };
+    let before_start = rules.set_quantity(&SetRequest {
+        now,
+        status: CartStatus::Open,
+        sku: &early,
+        line: None,
+        quantity: 1,
+        free: 5,
+        customer_elsewhere: 0,
+    });
+    if !matches!(before_start, Ok(Err(CartError::SaleNotStarted(_)))) {
+        return Err(format!("holding before the sale answered {before_start:?}"));
+    }
+    let lines = [held];
+    let checkout = |status, placed_with| {
+        rules
+            .checkout(&CheckoutRequest {
+                now,
+                status,
+                lines: &lines,
+                skus: std::slice::from_ref(&sku),
+                idempotency_key: "smoke",
+                placed_with,
+            })
+            .map_err(|fault| format!("checkout failed: {fault}"))
+    };
+    match checkout(CartStatus::Open, None)? {
+        Ok(CheckoutOutcome::Place) => {}
+        other => return Err(format!("checking out a held line answered {other:?}")),
+    }
+    match checkout(CartStatus::CheckedOut, Some("smoke"))? {
+        Ok(CheckoutOutcome::Replay) => {}
+        other => {
+            return Err(format!(
+                "checkout is not idempotent by its key: a replay answered {other:?}"
+            ));
+        }
+    }
+    match checkout(CartStatus::CheckedOut, Some("another key"))? {
+        Err(CartError::CartClosed) => Ok(()),
+        other => Err(format!(
+            "a second checkout under another key answered {other:?}"
+        )),
+    }
+}
+
+/// A stored module.
+struct Stored {
+    info: ModuleInfo,
+    bytes: Vec<u8>,
+    signature: Option<String>,
 }
 
 fn stored_sha(conn: &Connection, version: &str) -> rusqlite::Result<Option<String>> {
@@ -300,30 +361,43 @@ fn stored_sha(conn: &Connection, version: &str) -> rusqlite::Result<Option<Strin
         .optional()
 }
 
-fn store(conn: &Connection, version: &str, bytes: &[u8], now: Millis) -> rusqlite::Result<()> {
+fn version_of(conn: &Connection, sha256: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT version FROM modules WHERE sha256 = ?1")?
+        .query_row([sha256], |r| r.get(0))
+        .optional()
+}
+
+fn store(
+    conn: &Connection,
+    version: &str,
+    bytes: &[u8],
+    signature: Option<&str>,
+    now: Millis,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO modules (version, sha256, bytes, deployed_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO modules (version, sha256, bytes, signature, deployed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![version, sha256_hex(bytes), bytes, now])?;
+    .execute(params![version, sha256_hex(bytes), bytes, signature, now])?;
     Ok(())
 }
 
-fn load_stored(
-    conn: &Connection,
-    version: &str,
-) -> rusqlite::Result<Option<(Vec<u8>, ModuleInfo)>> {
-    conn.prepare_cached("SELECT bytes, sha256, deployed_at FROM modules WHERE version = ?1")?
-        .query_row([version], |r| {
-            Ok((
-                r.get(0)?,
-                ModuleInfo {
-                    version: version.to_owned(),
-                    sha256: r.get(1)?,
-                    deployed_at: rfc3339(r.get(2)?),
-                },
-            ))
+fn load_stored(conn: &Connection, version: &str) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT bytes, sha256, signature, deployed_at FROM modules WHERE version = ?1",
+    )?
+    .query_row([version], |r| {
+        Ok(Stored {
+            bytes: r.get(0)?,
+            info: ModuleInfo {
+                version: version.to_owned(),
+                sha256: r.get(1)?,
+                deployed_at: rfc3339(r.get(3)?),
+            },
+            signature: r.get(2)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 fn list_stored(conn: &Connection) -> rusqlite::Result<Vec<ModuleInfo>> {
@@ -340,28 +414,39 @@ fn list_stored(conn: &Connection) -> rusqlite::Result<Vec<ModuleInfo>> {
     .collect()
 }
 
-/// The module an edge starts on: the active stored one, else the one in `file`, which becomes
-/// the first stored version once the runtime has taken it.
-pub fn start_runtime(
+/// The module an edge starts on: the active stored one if the trust admits it, else `initial`,
+/// the module the edge was started with (stored under its default version if new).
+pub fn start_module(
     conn: &Connection,
-    file: &std::path::Path,
-    limits: crate::wasm::SandboxLimits,
+    runtime: &Runtime,
+    initial: &[u8],
+    trust: &Trust,
     now: Millis,
-) -> anyhow::Result<Runtime> {
+) -> anyhow::Result<LoadedModule> {
     if let Some(version) = edge_db::meta(conn, "active_module")?
-        && let Some((bytes, _)) = load_stored(conn, &version)?
+        && let Some(stored) = load_stored(conn, &version)?
     {
-        return Runtime::new(limits, &bytes, &version)
-            .map_err(|e| e.context(format!("loading the stored module {version}")));
+        match trust.admits(&stored) {
+            Ok(()) => {
+                return runtime.load(&stored.bytes, &version).map_err(|e| {
+                    anyhow::Error::new(e).context(format!("loading the stored module {version}"))
+                });
+            }
+            Err(e) => tracing::warn!("{e}: starting on the module given at start instead"),
+        }
     }
-    let bytes = std::fs::read(file)
-        .map_err(|e| anyhow::anyhow!("reading the module {}: {e}", file.display()))?;
-    let version = default_version(&sha256_hex(&bytes));
-    let runtime = Runtime::new(limits, &bytes, &version)
-        .map_err(|e| e.context(format!("loading the module {}", file.display())))?;
-    if stored_sha(conn, &version)?.is_none() {
-        store(conn, &version, &bytes, now)?;
-    }
+    let sha256 = sha256_hex(initial);
+    let version = match version_of(conn, &sha256)? {
+        Some(v) => v,
+        None => {
+            let v = default_version(&sha256);
+            store(conn, &v, initial, None, now)?;
+            v
+        }
+    };
+    let module = runtime
+        .load(initial, &version)
+        .map_err(|e| anyhow::Error::new(e).context("loading the cart module"))?;
     edge_db::set_meta(conn, "active_module", &version)?;
-    Ok(runtime)
+    Ok(module)
 }

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use cart_rules::MAX_PRICE_CENTS;
+
 use crate::clock::{Millis, parse_rfc3339};
 
 /// A sale as written by an operator.
@@ -54,15 +56,32 @@ pub struct Sale {
     pub skus: Vec<SkuEntry>,
 }
 
-/// One SKU of the sale.
+/// One SKU of a sale.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct SkuEntry {
+    pub sale_id: String,
     pub sku: String,
     pub name: String,
     pub price_cents: i64,
     pub limit_per_customer: u32,
     pub sale_starts_at: Millis,
+    pub ends_at: Millis,
+    pub hold_ttl_ms: i64,
     pub stock_total: u32,
+}
+
+impl SkuEntry {
+    /// The SKU as the cart rules see it.
+    pub fn info(&self) -> cart_rules::SkuInfo {
+        cart_rules::SkuInfo {
+            sku: self.sku.clone(),
+            price_cents: self.price_cents,
+            limit_per_customer: self.limit_per_customer,
+            starts_at: self.sale_starts_at,
+            ends_at: self.ends_at,
+            hold_ttl_ms: self.hold_ttl_ms,
+        }
+    }
 }
 
 /// Most units of one SKU a sale may have.
@@ -122,8 +141,11 @@ impl Sale {
             if s.name.trim().is_empty() || s.name.len() > 200 {
                 return Err(refuse(at("name"), "must be 1 to 200 characters"));
             }
-            if s.price_cents < 0 {
-                return Err(refuse(at("price_cents"), "must not be negative"));
+            if !(0..=MAX_PRICE_CENTS).contains(&s.price_cents) {
+                return Err(refuse(
+                    at("price_cents"),
+                    format!("must be 0 to {MAX_PRICE_CENTS}"),
+                ));
             }
             if s.stock > MAX_STOCK {
                 return Err(refuse(at("stock"), format!("must be at most {MAX_STOCK}")));
@@ -137,6 +159,9 @@ impl Sale {
                     .ok_or_else(|| refuse(at("sale_starts_at"), "must be an RFC 3339 time"))?,
             };
             skus.push(SkuEntry {
+                sale_id: file.sale_id.clone(),
+                ends_at: Millis::MAX,
+                hold_ttl_ms: i64::from(file.hold_ttl_seconds) * 1000,
                 sku: s.sku,
                 name: s.name,
                 price_cents: s.price_cents,
@@ -154,29 +179,31 @@ impl Sale {
     }
 
     pub fn catalog(&self) -> Catalog {
-        Catalog {
-            sale_id: self.sale_id.clone(),
-            hold_ttl_ms: self.hold_ttl_ms,
-            skus: self
-                .skus
-                .iter()
-                .map(|s| (s.sku.clone(), s.clone()))
-                .collect(),
-        }
+        Catalog::new(self.skus.clone())
     }
 }
 
-/// What an edge sells: the sale's SKUs by id and its hold TTL.
+/// What an edge sells: each SKU on sale, by its code.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    pub sale_id: String,
-    pub hold_ttl_ms: i64,
     pub skus: BTreeMap<String, SkuEntry>,
 }
 
 impl Catalog {
+    pub fn new(entries: impl IntoIterator<Item = SkuEntry>) -> Self {
+        Self {
+            skus: entries.into_iter().map(|s| (s.sku.clone(), s)).collect(),
+        }
+    }
+
+    /// The SKU on sale under this code.
     pub fn sku(&self, sku: &str) -> Option<&SkuEntry> {
         self.skus.get(sku)
+    }
+
+    /// A SKU of a given sale.
+    pub fn entry(&self, sale_id: &str, sku: &str) -> Option<&SkuEntry> {
+        self.sku(sku).filter(|e| e.sale_id == sale_id)
     }
 }
 
@@ -218,6 +245,10 @@ mod tests {
                 "skus[0].limit_per_customer",
             ),
             (GOOD.replace("\"name\"", "\"nmae\""), "skus[0]"),
+            (
+                GOOD.replace("129900", "9223372036854775807"),
+                "skus[0].price_cents",
+            ),
             ("{".to_owned(), "sale file"),
         ];
         for (text, field) in cases {

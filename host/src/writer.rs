@@ -1,83 +1,25 @@
-//! The single writer: one thread owns the edge's write connection and runs every mutation.
+//! The single writer: one thread owns the edge's write connection and runs every change.
 //!
 //! It takes every job that is waiting, opens one transaction, runs each job in its own savepoint
 //! (a failing job rolls back only itself), commits once (group commit), and only then answers
-//! the jobs. Nothing is acknowledged before its commit is on disk.
+//! the jobs. Nothing is acknowledged before its commit is on disk. If the transaction ends under
+//! a batch (SQLite rolls it back itself on a full disk or an I/O error), no later job of the
+//! batch runs and every job of it is answered with the failure: none is half-applied.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::bindings::{CartError, CartView, CheckoutResult};
-use crate::clock::Millis;
-use crate::edge_db::GuestFence;
+use crate::clock::{Millis, wall_ms};
 use crate::metrics::Metrics;
-use crate::sale::Catalog;
-use crate::wasm::{GuestFault, Live, LoadedModule, Runtime};
-
-/// A cart operation for the guest.
-#[derive(Clone, Debug)]
-pub enum GuestCall {
-    Create {
-        cart_id: String,
-        customer_id: String,
-        token_hash: String,
-    },
-    Get {
-        cart_id: String,
-        token_hash: String,
-    },
-    SetQuantity {
-        cart_id: String,
-        token_hash: String,
-        sku: String,
-        quantity: u32,
-    },
-    Remove {
-        cart_id: String,
-        token_hash: String,
-        sku: String,
-    },
-    Checkout {
-        cart_id: String,
-        token_hash: String,
-        idempotency_key: String,
-    },
-    Sweep,
-}
-
-/// What the guest answered.
-#[derive(Debug)]
-pub enum GuestOutcome {
-    Cart(Result<CartView, CartError>),
-    Checkout(Result<CheckoutResult, CartError>),
-    Swept(u32),
-}
-
-impl GuestOutcome {
-    fn is_ok(&self) -> bool {
-        match self {
-            Self::Cart(r) => r.is_ok(),
-            Self::Checkout(r) => r.is_ok(),
-            Self::Swept(_) => true,
-        }
-    }
-}
-
-/// A committed guest call, with the module version it ran on.
-#[derive(Debug)]
-pub struct Answer {
-    pub outcome: GuestOutcome,
-    pub module_version: String,
-}
 
 /// Why a job got no committed answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("the cart component failed: {0}")]
-    Guest(#[from] GuestFault),
     #[error("edge database: {0}")]
     Storage(String),
     #[error("the writer's queue is full")]
@@ -86,25 +28,24 @@ pub enum WriteError {
     Stopped,
 }
 
-/// Sends a job's answer once its batch has committed (or failed to).
-type Completion = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriterState) -> Completion + Send>;
-
-/// The cloneable way in to the writer.
-#[derive(Clone)]
-pub struct WriterHandle {
-    tx: SyncSender<Job>,
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
 }
 
-/// The writer's queue and batch sizes, and what it runs.
+/// Sends a job's answer once its batch has committed (or failed to).
+type Completion = Box<dyn FnOnce(Result<(), &WriteError>) + Send>;
+/// Runs on the connection, or, when its batch failed before its turn, on `None`.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
+
+/// The writer's queue and batch sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterConfig {
     /// Jobs waiting beyond this are refused (`503 overloaded`) rather than queued without bound.
     pub queue: usize,
     /// Most jobs in one transaction.
     pub batch: usize,
-    /// Run the rules compiled into the host instead of the module: the benchmarks' baseline.
-    pub native_baseline: bool,
 }
 
 impl Default for WriterConfig {
@@ -112,280 +53,122 @@ impl Default for WriterConfig {
         Self {
             queue: 8192,
             batch: 512,
-            native_baseline: false,
         }
     }
 }
 
-/// What the writer thread owns.
-pub struct WriterState {
-    /// The write connection when no instance holds it.
-    conn: Option<Connection>,
-    /// The instance serving calls, holding the connection, when one is live.
-    live: Option<Live>,
-    /// Run the rules compiled into the host instead of the module (the benchmark baseline).
-    native: bool,
-    metrics: Arc<Metrics>,
-    fence: GuestFence,
-    runtime: Arc<Runtime>,
-    catalog: Arc<Catalog>,
+/// Whether the writer thread is alive and moving, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Pulse {
+    stopped: AtomicBool,
+    /// When the job now running started (0: none is running).
+    job_since: AtomicI64,
+}
+
+impl Pulse {
+    /// Alive, and no job has run longer than `stuck_after`.
+    pub fn healthy(&self, stuck_after: Duration) -> bool {
+        let since = self.job_since.load(Ordering::Relaxed);
+        let stuck_ms = Millis::try_from(stuck_after.as_millis()).unwrap_or(Millis::MAX);
+        !self.stopped.load(Ordering::Relaxed) && (since == 0 || wall_ms() - since < stuck_ms)
+    }
+}
+
+/// The cloneable way in to the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Job>,
+    pulse: Arc<Pulse>,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub fn spawn(
         conn: Connection,
-        fence: GuestFence,
-        runtime: Arc<Runtime>,
-        catalog: Arc<Catalog>,
-        limits: WriterConfig,
+        config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(limits.queue);
-        let state = WriterState {
-            conn: Some(conn),
-            live: None,
-            native: limits.native_baseline,
-            metrics: Arc::clone(&metrics),
-            fence,
-            runtime,
-            catalog,
-        };
+        let (tx, rx) = sync_channel(config.queue);
+        let pulse = Arc::new(Pulse::default());
+        let beat = Arc::clone(&pulse);
         std::thread::Builder::new()
             .name("edge-writer".into())
-            .spawn(move || run(state, rx, limits.batch, &metrics))?;
-        Ok(Self { tx })
+            .spawn(move || {
+                run(&conn, &rx, config.batch, &metrics, &beat);
+                beat.stopped.store(true, Ordering::Relaxed);
+            })?;
+        Ok(Self { tx, pulse })
     }
 
-    /// Runs a cart operation on the active module, at `now`, in the next batch.
-    pub async fn guest(&self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
-        self.job(move |w| w.run_guest(call, now)).await
+    pub fn pulse(&self) -> &Pulse {
+        &self.pulse
     }
 
-    /// Runs host SQL in its own savepoint of the next batch; answers after the commit.
-    pub async fn host<R: Send + 'static>(
+    /// Runs `f` in its own savepoint of the next batch: its writes are kept if it returns `Ok`
+    /// and rolled back if it returns `Err`. Answers once the batch has committed.
+    pub async fn run<T, E>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-    ) -> Result<R, WriteError> {
-        self.job(move |w| w.in_savepoint(|w| f(w.conn()).map_err(WriteError::from), |_| true))
-            .await
-    }
-
-    /// Tries a module that is not active yet on real data, in a savepoint that is always rolled
-    /// back; see [`crate::modules::smoke`] for what it checks.
-    pub async fn smoke(
-        &self,
-        module: Arc<LoadedModule>,
-        now: Millis,
-    ) -> Result<Result<(), String>, WriteError> {
-        self.job(move |w| w.smoke(&module, now)).await
-    }
-
-    /// Runs `f` on the writer thread in the next batch; answers once the batch has committed.
-    async fn job<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut WriterState) -> Result<R, WriteError> + Send + 'static,
-    ) -> Result<R, WriteError> {
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<Result<T, E>, WriteError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(move |w: &mut WriterState| {
-            let result = f(w);
-            Box::new(move |committed: Result<(), &rusqlite::Error>| {
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(WriteError::Storage(
+                    "the batch failed before this job ran".into(),
+                )),
+            };
+            Box::new(move |committed: Result<(), &WriteError>| {
                 let sent = match committed {
                     Ok(()) => result,
-                    Err(e) => Err(WriteError::Storage(e.to_string())),
+                    Err(e) => Err(e.clone()),
                 };
                 // The request may have gone away; its update stands all the same.
                 let _ = reply.send(sent);
             })
-        }))?;
-        answer.await.map_err(|_| WriteError::Stopped)?
-    }
-
-    fn submit(&self, job: Job) -> Result<(), WriteError> {
+        });
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => WriteError::Overloaded,
             TrySendError::Disconnected(_) => WriteError::Stopped,
-        })
-    }
-}
-
-impl WriterState {
-    /// The write connection: at home, or lent to the live instance.
-    fn conn(&self) -> &Connection {
-        match (&self.conn, &self.live) {
-            (Some(conn), _) => conn,
-            (None, Some(live)) => live.conn(),
-            (None, None) => unreachable!("the connection is home or with the live instance"),
-        }
+        })?;
+        answer.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Drops the live instance, if any, and brings the connection home.
-    fn retire(&mut self) {
-        if let Some(live) = self.live.take() {
-            self.conn = Some(live.retire());
-        }
-    }
-
-    /// Runs `f` inside `SAVEPOINT job`; keeps its writes if `keep` says so, else rolls them back.
-    fn in_savepoint<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, WriteError>,
-        keep: impl FnOnce(&T) -> bool,
+    /// Runs host SQL that cannot be refused, in its own savepoint of the next batch.
+    pub async fn host<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, WriteError> {
-        self.conn().prepare_cached("SAVEPOINT job")?.execute([])?;
-        let result = f(self);
-        let kept = matches!(&result, Ok(v) if keep(v));
-        if !kept {
-            self.conn().prepare_cached("ROLLBACK TO job")?.execute([])?;
-        }
-        self.conn().prepare_cached("RELEASE job")?.execute([])?;
-        result
-    }
-
-    fn run_guest(&mut self, call: GuestCall, now: Millis) -> Result<Answer, WriteError> {
-        let module = self.runtime.active();
-        let outcome = self.in_savepoint(
-            |w| Ok(w.call_on(&module, call, now)?),
-            // A business error changes nothing, even if the guest wrote before deciding.
-            GuestOutcome::is_ok,
-        )?;
-        let module_version = if self.native {
-            crate::native::VERSION.to_owned()
-        } else {
-            module.version.clone()
-        };
-        Ok(Answer {
-            outcome,
-            module_version,
-        })
-    }
-
-    /// Calls `module` on this transaction, as it stands.
-    ///
-    /// The live instance serves the call if it is of `module` and has calls left; otherwise a
-    /// fresh one does. A fault retires the instance.
-    fn call_on(
-        &mut self,
-        module: &Arc<LoadedModule>,
-        call: GuestCall,
-        now: Millis,
-    ) -> Result<GuestOutcome, GuestFault> {
-        let (fence, catalog) = (self.fence.clone(), Arc::clone(&self.catalog));
-        if self.native {
-            self.retire();
-            let conn = self.conn.take().expect("the connection is home");
-            let (conn, result) = crate::native::call(conn, fence, now, catalog, call);
-            self.conn = Some(conn);
-            return result;
-        }
-        let reuse = self.runtime.reuse();
-        if self
-            .live
-            .as_ref()
-            .is_some_and(|l| !Arc::ptr_eq(l.module(), module) || l.calls() >= reuse)
-        {
-            self.retire();
-        }
-        let live = match self.live.take() {
-            Some(live) => live,
-            None => {
-                let conn = self.conn.take().expect("the connection is home");
-                match self.runtime.instantiate(module, conn, fence, catalog) {
-                    Ok(live) => live,
-                    Err(refused) => {
-                        let (conn, fault) = *refused;
-                        self.conn = Some(conn);
-                        return Err(fault);
-                    }
-                }
-            }
-        };
-        let live = self.live.insert(live);
-        let result = live.call(now, |cart, store| dispatch(cart, store, call));
-        if result.is_err() {
-            self.metrics.guest_faults.inc();
-        }
-        if result.is_err() || live.calls() >= reuse {
-            self.retire();
-        }
-        result
-    }
-
-    fn smoke(
-        &mut self,
-        module: &Arc<LoadedModule>,
-        now: Millis,
-    ) -> Result<Result<(), String>, WriteError> {
-        let catalog = Arc::clone(&self.catalog);
-        self.in_savepoint(
-            |w| {
-                // One unit of the first SKU, for the candidate to hold and sell; rolled back.
-                let sku = catalog.skus.keys().next().cloned().unwrap_or_default();
-                w.conn()
-                    .prepare_cached("UPDATE stock SET free = free + 1 WHERE sku = ?1")?
-                    .execute([&sku])?;
-                let mut call = |c: GuestCall| w.call_on(module, c, now);
-                Ok(crate::modules::smoke(&mut call, &sku))
-            },
-            |_| false,
-        )
+        Ok(self.run(f).await??)
     }
 }
 
-fn dispatch(
-    cart: &crate::bindings::Cart,
-    store: &mut wasmtime::Store<crate::wasm::HostState>,
-    call: GuestCall,
-) -> wasmtime::Result<GuestOutcome> {
-    let api = cart.flashsale_cart_cart_api();
-    Ok(match call {
-        GuestCall::Create {
-            cart_id,
-            customer_id,
-            token_hash,
-        } => {
-            GuestOutcome::Cart(api.call_create_cart(store, &cart_id, &customer_id, &token_hash)?)
-        }
-        GuestCall::Get {
-            cart_id,
-            token_hash,
-        } => GuestOutcome::Cart(api.call_get_cart(store, &cart_id, &token_hash)?),
-        GuestCall::SetQuantity {
-            cart_id,
-            token_hash,
-            sku,
-            quantity,
-        } => GuestOutcome::Cart(api.call_set_quantity(
-            store,
-            &cart_id,
-            &token_hash,
-            &sku,
-            quantity,
-        )?),
-        GuestCall::Remove {
-            cart_id,
-            token_hash,
-            sku,
-        } => GuestOutcome::Cart(api.call_remove_line(store, &cart_id, &token_hash, &sku)?),
-        GuestCall::Checkout {
-            cart_id,
-            token_hash,
-            idempotency_key,
-        } => GuestOutcome::Checkout(api.call_checkout(
-            store,
-            &cart_id,
-            &token_hash,
-            &idempotency_key,
-        )?),
-        GuestCall::Sweep => {
-            let now = store.data().now;
-            GuestOutcome::Swept(api.call_sweep(store, now)?)
-        }
-    })
+/// Runs `f` inside `SAVEPOINT job`; keeps its writes if it succeeds, else rolls them back.
+fn in_savepoint<T, E>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<Result<T, E>, WriteError> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = f(conn);
+    if conn.is_autocommit() {
+        // The job's statements ended the transaction: what it wrote is gone with the batch.
+        return Err(WriteError::Storage(
+            "the transaction was rolled back under the job".into(),
+        ));
+    }
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    Ok(result)
 }
 
 /// The writer thread's loop: batch, run, commit, answer; until every handle is dropped.
-fn run(mut state: WriterState, rx: Receiver<Job>, max_batch: usize, metrics: &Metrics) {
+fn run(conn: &Connection, rx: &Receiver<Job>, max_batch: usize, metrics: &Metrics, pulse: &Pulse) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
@@ -397,32 +180,41 @@ fn run(mut state: WriterState, rx: Receiver<Job>, max_batch: usize, metrics: &Me
             }
         }
         metrics.writer_batch.observe(batch.len() as f64);
-        let begun = state.conn().execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = begun {
-            tracing::error!("cannot begin a transaction: {e}");
-            for job in batch.drain(..) {
-                drop(job);
+        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    // Once the transaction is gone, no job may run outside it.
+                    let runnable = (!conn.is_autocommit()).then_some(conn);
+                    pulse.job_since.store(wall_ms(), Ordering::Relaxed);
+                    completions.push(job(runnable));
+                    pulse.job_since.store(0, Ordering::Relaxed);
+                }
+                finish(conn)
             }
-            continue;
-        }
-        for job in batch.drain(..) {
-            completions.push(job(&mut state));
-        }
-        // No instance outlives its batch, however many calls it had left.
-        state.retire();
-        let committed = state.conn().execute_batch("COMMIT");
-        if let Err(e) = &committed {
-            tracing::error!("commit failed, the batch is lost: {e}");
-            let _ = state.conn().execute_batch("ROLLBACK");
+            Err(e) => {
+                completions.extend(batch.drain(..).map(|job| job(None)));
+                Err(WriteError::from(e))
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::error!("a batch of {} jobs failed: {e}", completions.len());
+            metrics.failed_batches.inc();
         }
         for done in completions.drain(..) {
-            done(committed.as_ref().map(|_| ()));
+            done(outcome.as_ref().map(|_| ()));
         }
     }
 }
 
-impl From<rusqlite::Error> for WriteError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Storage(e.to_string())
+/// Commits the batch, unless its transaction has already ended.
+fn finish(conn: &Connection) -> Result<(), WriteError> {
+    if conn.is_autocommit() {
+        return Err(WriteError::Storage(
+            "the transaction was rolled back mid-batch; nothing of the batch was kept".into(),
+        ));
     }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        WriteError::from(e)
+    })
 }

@@ -1,35 +1,41 @@
--- The edge's local database: host tables first, then the cart component's own tables.
--- The host reaches every table; the guest only `carts`, `cart_lines` and `orders`
--- (enforced by SQLite's authorizer in host/src/edge_db.rs).
+-- The edge's local database (schema of cart-host 0.2). The host owns every table: the cart
+-- component sees none of them; it decides on what the host loads and hands it.
 
--- Key/value facts about this edge: its id, the sale's hold TTL, the outbox delivery mark.
+-- Key/value facts about this edge: the outbox delivery mark, the active module.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- The sale's SKUs as pulled from central, so an edge restarts without central.
+-- The SKUs of the sales this edge serves, as pulled from central, so an edge restarts without it.
 CREATE TABLE catalog (
-    sku                TEXT PRIMARY KEY,
+    sale_id            TEXT NOT NULL,
+    sku                TEXT NOT NULL,
     name               TEXT NOT NULL,
     price_cents        INTEGER NOT NULL,
     limit_per_customer INTEGER NOT NULL,
-    sale_starts_at     INTEGER NOT NULL,
-    stock_total        INTEGER NOT NULL
+    starts_at          INTEGER NOT NULL,
+    ends_at            INTEGER NOT NULL,
+    hold_ttl_ms        INTEGER NOT NULL,
+    stock_total        INTEGER NOT NULL,
+    PRIMARY KEY (sale_id, sku)
 ) WITHOUT ROWID;
 
 -- This edge's escrowed units: granted by central, then free, held or sold.
 CREATE TABLE stock (
-    sku  TEXT PRIMARY KEY,
-    free INTEGER NOT NULL DEFAULT 0 CHECK (free >= 0),
-    held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
-    sold INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0)
+    sale_id TEXT NOT NULL,
+    sku     TEXT NOT NULL,
+    free    INTEGER NOT NULL DEFAULT 0 CHECK (free >= 0),
+    held    INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    sold    INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0),
+    PRIMARY KEY (sale_id, sku)
 ) WITHOUT ROWID;
 
 -- Grant requests, stored before central is asked, so a retry reuses the id.
 -- `granted` is NULL until central's answer has been added to `stock.free`.
 CREATE TABLE grants (
     grant_id     TEXT PRIMARY KEY,
+    sale_id      TEXT NOT NULL,
     sku          TEXT NOT NULL,
     requested    INTEGER NOT NULL CHECK (requested > 0),
     granted      INTEGER,
@@ -42,6 +48,7 @@ CREATE INDEX grants_pending ON grants (requested_at) WHERE granted IS NULL;
 -- so a retry reuses the id. `confirmed_at` is NULL until central has taken them.
 CREATE TABLE unit_returns (
     return_id    TEXT PRIMARY KEY,
+    sale_id      TEXT NOT NULL,
     sku          TEXT NOT NULL,
     quantity     INTEGER NOT NULL CHECK (quantity > 0),
     created_at   INTEGER NOT NULL,
@@ -57,7 +64,7 @@ CREATE TABLE outbox (
     event      TEXT NOT NULL
 );
 
--- The guest's tables.
+-- Carts, their lines and their orders, as the cart rules decided them.
 CREATE TABLE carts (
     cart_id     TEXT PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -67,16 +74,19 @@ CREATE TABLE carts (
 ) WITHOUT ROWID;
 CREATE INDEX carts_by_customer ON carts (customer_id);
 
+-- A line is `held` while units of its SKU are reserved for it in `stock.held`; a lapsed hold
+-- keeps them until the sweep releases them, and a checked-out cart's lines are its order's.
 CREATE TABLE cart_lines (
     cart_id          TEXT NOT NULL,
     sku              TEXT NOT NULL,
+    sale_id          TEXT NOT NULL,
     quantity         INTEGER NOT NULL CHECK (quantity > 0),
     unit_price_cents INTEGER NOT NULL,
     hold_expires_at  INTEGER NOT NULL,
     held             INTEGER NOT NULL CHECK (held IN (0, 1)),
     PRIMARY KEY (cart_id, sku)
 ) WITHOUT ROWID;
-CREATE INDEX cart_lines_lapsing ON cart_lines (held, hold_expires_at);
+CREATE INDEX cart_lines_lapsing ON cart_lines (hold_expires_at) WHERE held = 1;
 
 CREATE TABLE orders (
     order_id        TEXT PRIMARY KEY,
@@ -85,4 +95,14 @@ CREATE TABLE orders (
     idempotency_key TEXT NOT NULL,
     total_cents     INTEGER NOT NULL,
     placed_at       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Cart components deployed to this edge, by version, with the signature they came with;
+-- `meta.active_module` names the one in use.
+CREATE TABLE modules (
+    version     TEXT PRIMARY KEY,
+    sha256      TEXT NOT NULL UNIQUE,
+    bytes       BLOB NOT NULL,
+    signature   TEXT,
+    deployed_at INTEGER NOT NULL
 ) WITHOUT ROWID;

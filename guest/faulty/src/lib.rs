@@ -1,58 +1,39 @@
 //! A deliberately broken cart component, for the host's tests only.
 //!
-//! It runs the real rules, except for three magic quantities in `set-quantity`:
-//! - [`TRAP_AFTER_WRITES`]: applies the real update (stock, line, outbox), then panics, so the host
-//!   must roll back writes the guest already made;
+//! It runs the real rules (`guest/cart/src/rules.rs`, included by path), except for four magic
+//! quantities in `set-quantity`:
+//! - [`TRAP`]: decides the update, then panics, so the host must apply nothing;
 //! - [`LOOP_FOREVER`]: never returns, so the host's epoch deadline must stop it;
-//! - [`GROW_FOREVER`]: allocates until the host's memory cap refuses.
+//! - [`GROW_FOREVER`]: allocates until the host's memory cap refuses;
+//! - [`HOLD_TOO_MUCH`]: decides a hold of more units than are free, which the host must refuse.
 //!
 //! Built with the `smoke-fail` feature, its checkout forgets idempotency (a replay places the
-//! order again), which the host's smoke call must catch before such a module serves.
+//! order again), which the host's smoke check must catch before such a module serves.
 
 mod bindings {
     wit_bindgen::generate!({ path: "../../wit", world: "cart" });
 }
-// The real rules, compiled into this component too.
-#[path = "../../src/db.rs"]
-mod db;
-#[path = "../../src/rules.rs"]
+#[path = "../../cart/src/rules.rs"]
 mod rules;
 
-use bindings::exports::flashsale::cart::cart_api::Guest;
-use bindings::flashsale::cart::types::{Cart, CartError, CheckoutResult};
+use bindings::exports::flashsale::cart::rules::{
+    CheckoutOutcome, CheckoutRequest, Guest, SetRequest,
+};
+use bindings::flashsale::cart::types::{CartError, CartStatus, Line};
 
-pub const TRAP_AFTER_WRITES: u32 = 13;
+pub const TRAP: u32 = 13;
 pub const LOOP_FOREVER: u32 = 14;
 pub const GROW_FOREVER: u32 = 15;
+pub const HOLD_TOO_MUCH: u32 = 16;
 
 struct Faulty;
 
 impl Guest for Faulty {
-    fn create_cart(
-        cart_id: String,
-        customer_id: String,
-        token_hash: String,
-    ) -> Result<Cart, CartError> {
-        rules::create_cart(&cart_id, &customer_id, &token_hash)
-    }
-
-    fn get_cart(cart_id: String, token_hash: String) -> Result<Cart, CartError> {
-        rules::get_cart(&cart_id, &token_hash)
-    }
-
-    fn set_quantity(
-        cart_id: String,
-        token_hash: String,
-        sku: String,
-        quantity: u32,
-    ) -> Result<Cart, CartError> {
-        match quantity {
-            TRAP_AFTER_WRITES => {
-                let applied = rules::set_quantity(&cart_id, &token_hash, &sku, quantity);
-                panic!(
-                    "deliberate trap after the update applied: {:?}",
-                    applied.is_ok()
-                );
+    fn set_quantity(req: SetRequest) -> Result<Option<Line>, CartError> {
+        match req.quantity {
+            TRAP => {
+                let decided = rules::set_quantity(req);
+                panic!("deliberate trap after deciding: {:?}", decided.is_ok());
             }
             LOOP_FOREVER => loop {
                 std::hint::spin_loop();
@@ -63,32 +44,22 @@ impl Guest for Faulty {
                     hoard.push(vec![1; 1 << 20]);
                 }
             }
-            _ => rules::set_quantity(&cart_id, &token_hash, &sku, quantity),
+            HOLD_TOO_MUCH => Ok(Some(Line {
+                quantity: req.free.saturating_add(1).max(HOLD_TOO_MUCH),
+                unit_price_cents: req.sku.price_cents,
+                hold_expires_at: req.now + req.sku.hold_ttl_ms,
+                held: true,
+                sku: req.sku.sku,
+            })),
+            _ => rules::set_quantity(req),
         }
     }
 
-    fn remove_line(cart_id: String, token_hash: String, sku: String) -> Result<Cart, CartError> {
-        rules::set_quantity(&cart_id, &token_hash, &sku, 0)
-    }
-
-    fn checkout(
-        cart_id: String,
-        token_hash: String,
-        idempotency_key: String,
-    ) -> Result<CheckoutResult, CartError> {
-        let done = rules::checkout(&cart_id, &token_hash, &idempotency_key);
-        if cfg!(feature = "smoke-fail") {
-            done.map(|d| CheckoutResult {
-                replayed: false,
-                ..d
-            })
-        } else {
-            done
+    fn checkout(req: CheckoutRequest) -> Result<CheckoutOutcome, CartError> {
+        if cfg!(feature = "smoke-fail") && req.status == CartStatus::CheckedOut {
+            return Ok(CheckoutOutcome::Place);
         }
-    }
-
-    fn sweep(now: i64) -> u32 {
-        rules::sweep(now)
+        rules::checkout(req)
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cart_host::central::Central;
 use cart_host::edge::EdgeConfig;
+use cart_host::rules::FixedRules;
 use cart_host::sale::Sale;
 use cart_host::wasm::SandboxLimits;
-use cart_host::writer::WriterConfig;
 use cart_host::{audit, demo, deploy, load, server};
 use clap::{Args, Parser, Subcommand};
 
@@ -68,10 +68,6 @@ struct ServeArgs {
     /// Most linear memory a guest instance may use, in MiB.
     #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
     guest_memory_mib: usize,
-    /// Calls one guest instance may serve within a group commit (1: a fresh instance per
-    /// call). More is faster; calls then share the instance's memory (see SandboxLimits::reuse).
-    #[arg(long, env = "CART_GUEST_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    guest_reuse: u32,
     /// Benchmarks only: run the cart rules compiled into this binary instead of the module.
     #[arg(long, env = "CART_NATIVE_BASELINE")]
     native_baseline: bool,
@@ -308,12 +304,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sandbox: SandboxLimits {
             deadline: Duration::from_millis(args.guest_deadline_ms),
             memory_bytes: args.guest_memory_mib << 20,
-            reuse: args.guest_reuse,
         },
-        writer: WriterConfig {
-            native_baseline: args.native_baseline,
-            ..WriterConfig::default()
-        },
+        fixed_rules: args
+            .native_baseline
+            .then(|| FixedRules(std::sync::Arc::new(cart_host::native::NativeRules))),
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -126,6 +126,9 @@ impl PgCentral {
         let skus = rows
             .iter()
             .map(|r| SkuEntry {
+                sale_id: sale_id.clone(),
+                ends_at: crate::clock::Millis::MAX,
+                hold_ttl_ms: head.get::<_, i64>(2) * 1000,
                 sku: r.get(0),
                 name: r.get(1),
                 price_cents: r.get(2),
@@ -321,6 +324,7 @@ async fn apply_event(
             sku,
             quantity,
             expires_at,
+            ..
         } => {
             if *quantity == 0 {
                 tx.execute(

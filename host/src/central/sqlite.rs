@@ -113,6 +113,9 @@ impl SqliteCentral {
             let skus = stmt
                 .query_map([&sale_id], |r| {
                     Ok(SkuEntry {
+                        sale_id: sale_id.clone(),
+                        ends_at: crate::clock::Millis::MAX,
+                        hold_ttl_ms: ttl_s * 1000,
                         sku: r.get(0)?,
                         name: r.get(1)?,
                         price_cents: r.get(2)?,
@@ -327,6 +330,7 @@ fn apply_event(conn: &Connection, edge_id: &str, event: &OutboxEvent) -> rusqlit
             sku,
             quantity,
             expires_at,
+            ..
         } => {
             if *quantity == 0 {
                 conn.prepare_cached(

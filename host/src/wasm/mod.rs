@@ -1,32 +1,25 @@
-//! The WebAssembly side of the host: one engine and linker, the loaded cart modules, and the
-//! per-request store in which a guest runs under an epoch deadline and a memory cap.
+//! The WebAssembly side of the host: one engine and linker, compiled cart modules, and the
+//! fresh instance in which each rules call runs under an epoch deadline and a memory cap.
 //!
-//! One submodule per imported WIT interface: [`store`], [`stock`], [`outbox`], [`clock`] and
-//! [`catalog`], each a thin trait impl over plain functions elsewhere.
+//! - [`convert`]: the rules' types to the WIT's and back.
 
-mod catalog;
-mod clock;
-mod outbox;
-mod stock;
-pub(crate) mod store;
+mod convert;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use cart_rules::{CartError, CheckoutOutcome, CheckoutRequest, Line, SetRequest};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{Cart, CartPre};
-use crate::clock::Millis;
-use crate::edge_db::GuestFence;
-use crate::sale::Catalog;
+use crate::rules::{CartRules, GuestFault};
 
-/// Instances alive at once: the writer runs one at a time; deploys' smoke calls and compiles
-/// need a few more.
+/// Instances alive at once: each rules call has its own, and calls run on the writer and on
+/// deploys' smoke checks.
 const POOL_SLOTS: u32 = 16;
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
@@ -39,11 +32,6 @@ pub struct SandboxLimits {
     pub deadline: Duration,
     /// Linear memory one guest instance may grow to.
     pub memory_bytes: usize,
-    /// Calls one instance may serve, all within one group commit, before a fresh one takes
-    /// over. 1 (the default): a fresh instance per call, so no call can see another's memory.
-    /// More trades that isolation for speed: instantiating and resetting memory is most of a
-    /// call's cost. A fault always retires the instance.
-    pub reuse: u32,
 }
 
 impl Default for SandboxLimits {
@@ -51,7 +39,6 @@ impl Default for SandboxLimits {
         Self {
             deadline: Duration::from_millis(100),
             memory_bytes: 16 << 20,
-            reuse: 1,
         }
     }
 }
@@ -61,36 +48,19 @@ impl Default for SandboxLimits {
 pub enum ModuleError {
     #[error("not a WebAssembly component: {0:#}")]
     NotAComponent(anyhow::Error),
-    #[error("the component does not implement the flashsale:cart world: {0:#}")]
+    #[error("the component does not implement the flashsale:cart@0.2.0 world: {0:#}")]
     WrongWorld(anyhow::Error),
-    #[error("the component failed the smoke call: {0}")]
+    #[error("the component failed the smoke check: {0}")]
     SmokeFailed(String),
 }
 
-/// A compiled, linked cart component, ready to instantiate once per request.
-pub struct LoadedModule {
-    pub version: String,
-    pre: CartPre<HostState>,
-}
-
-/// The guest failed: trapped, ran past its deadline, or outgrew its memory.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct GuestFault(pub String);
-
-/// Everything a guest instance reaches during one call.
+/// Everything a guest instance reaches: the WASI context Rust's standard library links against
+/// (no files, no network, no environment; stderr kept for fault messages), and its limits.
 pub struct HostState {
-    pub conn: Connection,
-    pub fence: GuestFence,
-    pub now: Millis,
-    pub catalog: Arc<Catalog>,
     limits: StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
 }
-
-/// The `types` interface has no functions, only types.
-impl crate::bindings::flashsale::cart::types::Host for HostState {}
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -101,21 +71,21 @@ impl WasiView for HostState {
     }
 }
 
-/// The engine, the linker and the active module. Shared by the writer and the operator API.
+/// The engine and linker every module is compiled and linked with.
+#[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Arc<Linker<HostState>>,
     limits: SandboxLimits,
-    active: RwLock<Arc<LoadedModule>>,
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker; `initial` (bytes and version) becomes the
-    /// active module.
-    pub fn new(limits: SandboxLimits, initial: &[u8], version: &str) -> anyhow::Result<Self> {
+    /// Builds the engine (pooled instances, copy-on-write memory images) and starts its epoch
+    /// ticker.
+    pub fn new(limits: SandboxLimits) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
-        // A fresh instance per request costs a fresh mmap and munmap of its memory, unless
+        // A fresh instance per call costs a fresh mmap and munmap of its memory, unless
         // instances come from a pool: slots are reused, memory is reset from its copy-on-write
         // image, and the first pages stay resident (zeroed in place, not faulted in again).
         let mut pool = wasmtime::PoolingAllocationConfig::new();
@@ -131,48 +101,46 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Cart::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         spawn_epoch_ticker(&engine);
-        let first = load(&engine, &linker, initial, version)?;
         Ok(Self {
             engine,
-            linker,
+            linker: Arc::new(linker),
             limits,
-            active: RwLock::new(Arc::new(first)),
         })
     }
 
-    /// Compiles and links a module without activating it. Compiling takes a while: call this
-    /// off the async workers.
+    /// Compiles and links a module. Compiling takes a while: call this off the async workers.
     pub fn load(&self, bytes: &[u8], version: &str) -> Result<LoadedModule, ModuleError> {
-        load(&self.engine, &self.linker, bytes, version)
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::NotAComponent(e.into()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(CartPre::new)
+            .map_err(|e| ModuleError::WrongWorld(e.into()))?;
+        Ok(LoadedModule {
+            version: version.to_owned(),
+            pre,
+            limits: self.limits,
+        })
     }
+}
 
-    /// The module new requests run on.
-    pub fn active(&self) -> Arc<LoadedModule> {
-        Arc::clone(&self.active.read().unwrap_or_else(|p| p.into_inner()))
-    }
+/// A compiled, linked cart component: the rules, run in a fresh instance per call.
+pub struct LoadedModule {
+    version: String,
+    pre: CartPre<HostState>,
+    limits: SandboxLimits,
+}
 
-    /// Switches new requests to `module`; calls already running finish on the old one.
-    pub fn activate(&self, module: Arc<LoadedModule>) {
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = module;
-    }
-
-    /// Instantiates `module` on `conn`; the instance serves calls until it is retired, and
-    /// gives the connection back then (or at once if it cannot start).
-    pub fn instantiate(
+impl LoadedModule {
+    /// Runs `f` in a fresh instance, under the deadline and the memory cap.
+    fn call<R>(
         &self,
-        module: &Arc<LoadedModule>,
-        conn: Connection,
-        fence: GuestFence,
-        catalog: Arc<Catalog>,
-    ) -> Result<Live, Box<(Connection, GuestFault)>> {
+        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
         let stderr = MemoryOutputPipe::new(4096);
         let state = HostState {
-            conn,
-            fence,
-            now: 0,
-            catalog,
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
                 .trap_on_grow_failure(true)
@@ -180,70 +148,42 @@ impl Runtime {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match module.pre.instantiate(&mut store) {
-            Ok(cart) => Ok(Live {
-                module: Arc::clone(module),
-                store,
-                cart,
-                stderr,
-                calls: 0,
-                deadline: deadline_ticks(self.limits.deadline),
-            }),
-            Err(e) => {
-                let fault = fault(&e, &stderr);
-                Err(Box::new((store.into_data().conn, fault)))
-            }
-        }
-    }
-
-    /// Calls one instance may serve before it is retired (1: a fresh instance per call).
-    pub fn reuse(&self) -> u32 {
-        self.limits.reuse.max(1)
+        let cart = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| fault(&e, &stderr))?;
+        f(&cart, &mut store).map_err(|e| fault(&e, &stderr))
     }
 }
 
-/// A live instance of a module, holding the writer's connection while it lives.
-pub struct Live {
-    module: Arc<LoadedModule>,
-    store: Store<HostState>,
-    cart: Cart,
-    stderr: MemoryOutputPipe,
-    calls: u32,
-    deadline: u64,
-}
-
-impl Live {
-    /// Runs `f` on this instance at `now`, under a fresh epoch deadline. After a fault the
-    /// instance must be retired: its state is whatever the trap left.
-    pub fn call<R>(
-        &mut self,
-        now: Millis,
-        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, GuestFault> {
-        self.calls += 1;
-        self.store.data_mut().now = now;
-        self.store.set_epoch_deadline(self.deadline);
-        f(&self.cart, &mut self.store).map_err(|e| fault(&e, &self.stderr))
+impl CartRules for LoadedModule {
+    fn version(&self) -> &str {
+        &self.version
     }
 
-    pub fn module(&self) -> &Arc<LoadedModule> {
-        &self.module
+    fn set_quantity(
+        &self,
+        req: &SetRequest<'_>,
+    ) -> Result<Result<Option<Line>, CartError>, GuestFault> {
+        let req = convert::set_request(req);
+        let decided =
+            self.call(|cart, store| cart.flashsale_cart_rules().call_set_quantity(store, &req))?;
+        Ok(decided
+            .map(|line| line.map(convert::line))
+            .map_err(convert::error))
     }
 
-    pub fn calls(&self) -> u32 {
-        self.calls
-    }
-
-    pub fn conn(&self) -> &Connection {
-        &self.store.data().conn
-    }
-
-    /// Drops the instance, giving its connection back.
-    pub fn retire(self) -> Connection {
-        self.store.into_data().conn
+    fn checkout(
+        &self,
+        req: &CheckoutRequest<'_>,
+    ) -> Result<Result<CheckoutOutcome, CartError>, GuestFault> {
+        let req = convert::checkout_request(req);
+        let decided =
+            self.call(|cart, store| cart.flashsale_cart_rules().call_checkout(store, &req))?;
+        Ok(decided.map(convert::outcome).map_err(convert::error))
     }
 }
 
@@ -256,24 +196,6 @@ fn fault(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFault {
         format!("{e:#}")
     } else {
         format!("{e:#}: {said}")
-    })
-}
-
-fn load(
-    engine: &Engine,
-    linker: &Linker<HostState>,
-    bytes: &[u8],
-    version: &str,
-) -> Result<LoadedModule, ModuleError> {
-    let component =
-        Component::new(engine, bytes).map_err(|e| ModuleError::NotAComponent(e.into()))?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .and_then(CartPre::new)
-        .map_err(|e| ModuleError::WrongWorld(e.into()))?;
-    Ok(LoadedModule {
-        version: version.to_owned(),
-        pre,
     })
 }
 

@@ -94,11 +94,11 @@ async fn broken_modules_are_refused_and_change_nothing() {
         .collect();
     let cases = [
         ("random bytes", random, "not a WebAssembly component"),
-        ("another world", other_world(), "flashsale:cart/cart-api"),
+        ("another world", other_world(), "flashsale:cart/rules"),
         (
             "a failing smoke call",
             std::fs::read(smoke_fail_wasm()).expect("module"),
-            "smoke call",
+            "smoke check",
         ),
     ];
     for (what, bytes, says) in cases {
@@ -112,7 +112,7 @@ async fn broken_modules_are_refused_and_change_nothing() {
             "{what} changed the edge's modules"
         );
     }
-    // The smoke call left no trace in the edge's data.
+    // The smoke check left no trace in the edge's data.
     let status = edge.status().await;
     assert_eq!(status["skus"]["BAG-1"]["held"], 0);
     assert_eq!(status["skus"]["BAG-1"]["sold"], 0);

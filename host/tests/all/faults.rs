@@ -7,9 +7,10 @@ use hyper::StatusCode;
 use crate::support::{Fleet, faulty_wasm, sale};
 
 /// The faulty component's magic quantities (see guest/faulty/src/lib.rs).
-const TRAP_AFTER_WRITES: i64 = 13;
+const TRAP: i64 = 13;
 const LOOP_FOREVER: i64 = 14;
 const GROW_FOREVER: i64 = 15;
+const HOLD_TOO_MUCH: i64 = 16;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_guest_rolls_back_only_its_request() {
@@ -21,8 +22,8 @@ async fn a_trapping_guest_rolls_back_only_its_request() {
     assert_eq!(edge.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
     let before = edge.status().await;
 
-    // The guest reserves 13 units, writes the line and the outbox event, then traps.
-    let (status, body) = edge.set(&cart, "BAG-1", TRAP_AFTER_WRITES).await;
+    // The guest decides to hold 13 units, then traps before answering.
+    let (status, body) = edge.set(&cart, "BAG-1", TRAP).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert_eq!(body["error"]["code"], "guest_fault");
 
@@ -109,7 +110,8 @@ async fn a_full_queue_sheds_load_with_503() {
     }
     let cart = cart.expect("a cart");
     // One request keeps the writer busy for two seconds (it waits its turn if background work
-    // holds the queue's one place); the requests behind it are shed while it runs.
+    // holds the queue's one place); the updates behind it are shed while it runs. (Reads never
+    // queue for the writer.)
     let busy = tokio::spawn({
         let (edge, cart) = (edge.client.clone(), cart.clone());
         async move {
@@ -129,9 +131,15 @@ async fn a_full_queue_sheds_load_with_503() {
             .map(|_| {
                 let (edge, cart) = (edge.client.clone(), cart.clone());
                 tokio::spawn(async move {
-                    let path = format!("/v1/carts/{}", cart.id);
-                    edge.send(hyper::Method::GET, &path, Some(&cart.token), &[], "")
-                        .await
+                    let path = format!("/v1/carts/{}/items/BAG-1", cart.id);
+                    edge.send(
+                        hyper::Method::PUT,
+                        &path,
+                        Some(&cart.token),
+                        &[],
+                        r#"{"quantity": 1}"#,
+                    )
+                    .await
                 })
             })
             .collect();
@@ -157,11 +165,10 @@ async fn a_full_queue_sheds_load_with_503() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reused_instance_is_retired_by_its_fault() {
+async fn a_trap_in_a_group_commit_costs_only_itself() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 1000)], -60)).await;
     let mut config = fleet.config("edge-a");
     config.module = faulty_wasm();
-    config.sandbox.reuse = 64;
     let edge = fleet.edge_with(config).await;
     let carts: Vec<_> = {
         let mut carts = Vec::new();
@@ -176,13 +183,13 @@ async fn a_reused_instance_is_retired_by_its_fault() {
         .enumerate()
         .map(|(i, cart)| {
             let (edge, cart) = (edge.client.clone(), cart.clone());
-            let quantity = if i % 5 == 0 { TRAP_AFTER_WRITES } else { 2 };
+            let quantity = if i % 5 == 0 { TRAP } else { 2 };
             tokio::spawn(async move { (quantity, edge.set(&cart, "BAG-1", quantity).await) })
         })
         .collect();
     for call in calls {
         let (quantity, (status, body)) = call.await.expect("call");
-        let expected = if quantity == TRAP_AFTER_WRITES {
+        let expected = if quantity == TRAP {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
             StatusCode::OK
@@ -190,4 +197,21 @@ async fn a_reused_instance_is_retired_by_its_fault() {
         assert_eq!(status, expected, "{body}");
     }
     assert_eq!(edge.status().await["skus"]["BAG-1"]["held"], 16 * 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_that_hold_more_than_is_free_are_refused_by_the_books() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 20, 1000)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = faulty_wasm();
+    let edge = fleet.edge_with(config).await;
+    let cart = edge.create_cart("c").await;
+    // The faulty rules claim a hold of one more unit than the edge has free.
+    let (status, body) = edge.set(&cart, "BAG-1", HOLD_TOO_MUCH).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "guest_fault");
+    let stock = &edge.status().await["skus"]["BAG-1"];
+    assert_eq!(stock["held"], 0, "nothing was held: {stock}");
+    let (_, got) = edge.get_cart(&cart).await;
+    assert_eq!(got["lines"], serde_json::json!([]));
 }

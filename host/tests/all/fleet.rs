@@ -279,6 +279,7 @@ async fn a_redelivered_batch_changes_nothing() {
             event: OutboxEvent::HoldChanged {
                 cart_id: cart.into(),
                 customer_id: "c".into(),
+                sale_id: "test-sale".into(),
                 sku: "BAG-1".into(),
                 quantity,
                 expires_at: 1,
