@@ -33,23 +33,22 @@ guest: setup
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty
 
 build: guest
-	$(CARGO) build --release -p cart-host
+	$(CARGO) build --release -p cart-host -p cart-bench
 
 # The demo: a SQLite central under ./data, a sale starting now, two edges on localhost.
 run: build
 	$(HOST) demo --data data --module $(GUEST)
 
+# In release mode, like `make run`: one build of wasmtime serves both.
 test: guest postgres
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
-		$(CARGO) test -p cart-host
+		$(CARGO) test --release
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy -p cart-host --all-targets -- -D warnings
-	$(CARGO) clippy -p cart-rules --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest-faulty --all-features -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) -p cart-guest -p hello-http -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings
 
 # One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.
 # The first run installs the wasmtime CLI (about 13 minutes).

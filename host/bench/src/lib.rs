@@ -1,0 +1,11 @@
+//! Benchmarks of the flash-sale edge.
+//!
+//! - [`load`]: the flash-sale load generator (`cart-host load`): open-loop arrivals, HDR
+//!   histograms, errors by code, sell-through, a JSON report and a latency plot.
+//! - [`native`]: the cart rules compiled into the host, the baseline the component is measured
+//!   against; `cart-bench edge` serves an edge on it.
+//! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`.
+
+pub mod load;
+pub mod native;
+pub mod suite;

@@ -1,0 +1,153 @@
+//! `cart-bench` (what `make bench` runs): runs the benchmark suite, or serves one edge on the
+//! natively compiled rules for the suite to measure (`cart-bench edge`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cart_bench::native::NativeRules;
+use cart_bench::suite::{self, BenchConfig};
+use cart_edge::edge::EdgeConfig;
+use cart_edge::rules::FixedRules;
+use clap::{Args, Parser, Subcommand};
+
+/// Measures the edge, a native baseline, `wasmtime serve` and a three-edge PostgreSQL sale in
+/// one run on this machine, and writes BENCHMARKS.md.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    suite: SuiteArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one edge deciding carts with the rules compiled into this binary: the baseline.
+    Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+struct SuiteArgs {
+    /// The cart component.
+    #[arg(long, default_value = "target/wasm32-wasip2/release/cart_guest.wasm")]
+    module: PathBuf,
+    /// The hello-world wasi:http component for `wasmtime serve`.
+    #[arg(long, default_value = "target/wasm32-wasip2/release/hello_http.wasm")]
+    hello: PathBuf,
+    /// The wasmtime CLI (skipped when missing).
+    #[arg(long, default_value = "wasmtime")]
+    wasmtime: PathBuf,
+    /// Seconds per measured step.
+    #[arg(long, default_value_t = 8.0)]
+    step_secs: f64,
+    /// Folder for reports, plots and databases.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Where to write the summary.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    summary: PathBuf,
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    #[arg(long)]
+    listen: String,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    edge_id: String,
+    #[arg(long)]
+    central: String,
+    /// The component stored as the edge's module (its rules are not called).
+    #[arg(long)]
+    module: PathBuf,
+    #[arg(long)]
+    admin_token_file: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CART_LOG")
+                .unwrap_or_else(|_| "info,refinery_core=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Some(Command::Edge(args)) => runtime.block_on(native_edge(args)),
+        None => runtime.block_on(suite::run(&suite_config(cli.suite))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn suite_config(args: SuiteArgs) -> BenchConfig {
+    let bench_bin = std::env::current_exe().unwrap_or_else(|_| "target/release/cart-bench".into());
+    let host_bin = bench_bin
+        .parent()
+        .map(|d| d.join("cart-host"))
+        .unwrap_or_else(|| PathBuf::from("target/release/cart-host"));
+    let hello = match (args.hello.exists(), which(&args.wasmtime)) {
+        (true, Some(w)) => Some((args.hello.clone(), w)),
+        _ => {
+            eprintln!("no wasmtime CLI or hello component: skipping the runtime anchor");
+            None
+        }
+    };
+    BenchConfig {
+        out_dir: args.out,
+        host_bin,
+        bench_bin,
+        module: args.module,
+        hello,
+        step_secs: args.step_secs,
+        summary: args.summary,
+        command: "make bench".into(),
+    }
+}
+
+/// An edge on the native rules, until Ctrl-C or SIGTERM.
+async fn native_edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.admin_token_file)?;
+    let config = EdgeConfig {
+        edge_id: args.edge_id,
+        data_dir: args.data,
+        central_url: args.central,
+        module: args.module,
+        admin_token: Some(token.trim().to_owned()),
+        fixed_rules: Some(FixedRules(Arc::new(NativeRules))),
+        ..EdgeConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    cart_edge::server::run(listener, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// The program's path, looked up on PATH when it is a bare name.
+fn which(program: &std::path::Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.exists().then(|| program.to_owned());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}

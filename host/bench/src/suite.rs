@@ -1,0 +1,617 @@
+//! `make bench` (the `cart-bench` binary): one run on one machine of the edge's sustained rate of
+//! durable cart updates and its latency at fixed rates, the same rules compiled natively as a
+//! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
+//! three-edge sale against PostgreSQL; results in `BENCHMARKS.md`, reports and plots beside.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
+use cart_central::Central;
+use cart_central::sale::Sale;
+use cart_central::time::{rfc3339, wall_ms};
+use cart_edge::http_client::HttpClient;
+use cart_testkit::Postgres;
+
+pub struct BenchConfig {
+    /// Where reports, plots and the edges' databases go.
+    pub out_dir: PathBuf,
+    /// The `cart-host` binary to run edges and the audit with.
+    pub host_bin: PathBuf,
+    /// This `cart-bench` binary, which serves the native baseline (`cart-bench edge`).
+    pub bench_bin: PathBuf,
+    /// The cart component.
+    pub module: PathBuf,
+    /// The hello-world `wasi:http` component and a `wasmtime` CLI, for the runtime anchor.
+    pub hello: Option<(PathBuf, PathBuf)>,
+    /// Seconds per measured step.
+    pub step_secs: f64,
+    /// Where to write the summary.
+    pub summary: PathBuf,
+    /// The command that ran this, for the summary.
+    pub command: String,
+}
+
+/// Fixed rates at which latency is reported.
+const FIXED_RATES: [f64; 3] = [2_000.0, 5_000.0, 10_000.0];
+/// Rates tried, in order, for the highest sustained one.
+const RAMP: [f64; 16] = [
+    1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_000.0, 8_000.0, 9_000.0, 10_000.0,
+    12_000.0, 14_000.0, 16_000.0, 20_000.0, 25_000.0, 30_000.0,
+];
+/// A step is sustained when it is answered at 95% of its rate, without errors, with p99 at
+/// most the design's response budget.
+const BUDGET_MS: f64 = 250.0;
+
+/// Everything after this line of BENCHMARKS.md is written by hand and kept across runs.
+const KEPT: &str = "<!-- Written by hand below this line; `make bench` keeps it. -->";
+
+fn sustained(r: &LoadReport) -> bool {
+    r.throughput >= 0.95 * r.target_rate && r.errors_total() == 0 && r.latency_ms.p99 <= BUDGET_MS
+}
+
+/// What an edge process decides carts with.
+#[derive(Clone, Copy, Debug)]
+enum Rules {
+    /// The cart component (`cart-host serve`).
+    Component,
+    /// The same rules compiled in (`cart-bench edge`).
+    Native,
+}
+
+/// An edge process for the benchmark.
+struct Edge {
+    /// Held, not read: dropping it kills the edge (`kill_on_drop`).
+    _child: Child,
+    url: String,
+}
+
+impl Edge {
+    async fn start(
+        cfg: &BenchConfig,
+        dir: &Path,
+        id: &str,
+        central: &str,
+        rules: Rules,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
+        let token = dir.join("admin-token");
+        std::fs::write(&token, "bench-token")?;
+        let (program, command) = match rules {
+            Rules::Component => (&cfg.host_bin, "serve"),
+            Rules::Native => (&cfg.bench_bin, "edge"),
+        };
+        let child = Command::new(program)
+            .arg(command)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(dir.join(id))
+            .args(["--edge-id", id, "--central", central])
+            .arg("--module")
+            .arg(&cfg.module)
+            .arg("--admin-token-file")
+            .arg(&token)
+            .env("CART_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_healthy(&format!("{url}/healthz")).await?;
+        Ok(Self { _child: child, url })
+    }
+}
+
+async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+    let client = HttpClient::new(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client
+            .get(url, None)
+            .await
+            .is_ok_and(|r| r.status.is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not come up")
+}
+
+fn bench_sale(units: u32, limit: u32, skus: usize) -> anyhow::Result<Sale> {
+    let skus: Vec<_> = (0..skus)
+        .map(|i| {
+            json!({"sku": format!("SKU-{i}"), "name": format!("Item {i}"), "price_cents": 1999,
+                   "stock": units, "limit_per_customer": limit})
+        })
+        .collect();
+    let text = json!({"sale_id": "bench", "starts_at": rfc3339(wall_ms() - 60_000),
+                      "hold_ttl_seconds": 600, "skus": skus});
+    Ok(Sale::parse(&text.to_string())?)
+}
+
+async fn measure(cfg: &BenchConfig, name: &str, config: LoadConfig) -> anyhow::Result<LoadReport> {
+    eprintln!(
+        "  {name}: {:?} at {:.0}/s for {:.0}s",
+        config.scenario,
+        config.rate,
+        config.duration.as_secs_f64()
+    );
+    let report = load::run(config).await?;
+    eprint!("    {report}");
+    load::write_json(&report, &cfg.out_dir.join(format!("{name}.json")))?;
+    load::write_plot(&report, &cfg.out_dir.join(format!("{name}.svg")))?;
+    Ok(report)
+}
+
+/// The ramp's outcome: the highest sustained step, and the first one that was not.
+struct Ramp {
+    best: Option<LoadReport>,
+    failed: Option<LoadReport>,
+}
+
+/// Steps up the rate (skipping steps below `from`) until a step is not sustained.
+async fn highest_sustained(
+    cfg: &BenchConfig,
+    name: &str,
+    base: &LoadConfig,
+    from: f64,
+) -> anyhow::Result<Ramp> {
+    let mut ramp = Ramp {
+        best: None,
+        failed: None,
+    };
+    for rate in RAMP.into_iter().filter(|r| *r >= from) {
+        let step = LoadConfig {
+            rate,
+            ..base.clone()
+        };
+        let report = measure(cfg, &format!("{name}-{rate:.0}"), step).await?;
+        if !sustained(&report) {
+            ramp.failed = Some(report);
+            break;
+        }
+        ramp.best = Some(report);
+    }
+    Ok(ramp)
+}
+
+/// What one system under test did.
+struct Measured {
+    fixed: Vec<LoadReport>,
+    max: Ramp,
+}
+
+async fn cart_updates(cfg: &BenchConfig, name: &str, rules: Rules) -> anyhow::Result<Measured> {
+    let dir = cfg.out_dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let central = format!("sqlite:{}", dir.join("central.db").display());
+    Central::connect(&central)
+        .await?
+        .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
+        .await?;
+    let edge = Edge::start(cfg, &dir, "edge-1", &central, rules).await?;
+    let base = LoadConfig {
+        edges: vec![edge.url.clone()],
+        scenario: Scenario::Updates,
+        duration: Duration::from_secs_f64(cfg.step_secs),
+        ..LoadConfig::default()
+    };
+    // Warm up: compile caches, SQLite pages, connection pools.
+    load::run(LoadConfig {
+        rate: 2_000.0,
+        duration: Duration::from_secs(3),
+        ..base.clone()
+    })
+    .await?;
+    let mut fixed = Vec::new();
+    for rate in FIXED_RATES {
+        fixed.push(
+            measure(
+                cfg,
+                &format!("{name}-fixed-{rate:.0}"),
+                LoadConfig {
+                    rate,
+                    ..base.clone()
+                },
+            )
+            .await?,
+        );
+    }
+    // Start the ramp at the highest fixed rate that was sustained.
+    let from = fixed
+        .iter()
+        .filter(|r| sustained(r))
+        .map(|r| r.target_rate)
+        .fold(1_000.0, f64::max);
+    let max = highest_sustained(cfg, &format!("{name}-ramp"), &base, from).await?;
+    drop(edge);
+    Ok(Measured { fixed, max })
+}
+
+async fn wasmtime_hello(cfg: &BenchConfig) -> anyhow::Result<Option<Ramp>> {
+    let Some((hello, wasmtime)) = &cfg.hello else {
+        return Ok(None);
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _server = Command::new(wasmtime)
+        .args([
+            "serve",
+            "-S",
+            "cli=y",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg(hello)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", wasmtime.display()))?;
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_healthy(&url).await?;
+    let base = LoadConfig {
+        edges: vec![url],
+        scenario: Scenario::Get,
+        duration: Duration::from_secs_f64(cfg.step_secs),
+        ..LoadConfig::default()
+    };
+    load::run(LoadConfig {
+        rate: 2_000.0,
+        duration: Duration::from_secs(2),
+        ..base.clone()
+    })
+    .await?;
+    highest_sustained(cfg, "wasmtime-serve-hello", &base, 1_000.0)
+        .await
+        .map(Some)
+}
+
+/// The three-edge sale against PostgreSQL, and how far behind central the outboxes got.
+struct FleetRun {
+    report: LoadReport,
+    max_sync_lag_ms: i64,
+    drained_after: Duration,
+    audit: String,
+    postgres: String,
+}
+
+async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
+    let dir = cfg.out_dir.join("fleet");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let pg = Postgres::start()?;
+    let central = pg.database("bench").await?;
+    Central::connect(&central)
+        .await?
+        .load_sale(&bench_sale(2_000, 2, 3)?)
+        .await?;
+    let mut edges = Vec::new();
+    for id in ["edge-1", "edge-2", "edge-3"] {
+        edges.push(Edge::start(cfg, &dir, id, &central, Rules::Component).await?);
+    }
+    let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();
+    let client = HttpClient::default();
+    let worst_lag = Arc::new(AtomicI64::new(0));
+    let sampler = {
+        let (client, urls, worst) = (client.clone(), urls.clone(), Arc::clone(&worst_lag));
+        tokio::spawn(async move {
+            loop {
+                for u in &urls {
+                    if let Ok(r) = client
+                        .get(&format!("{u}/admin/status"), Some("bench-token"))
+                        .await
+                        && let Ok(v) = r.json()
+                    {
+                        worst.fetch_max(v["sync_lag_ms"].as_i64().unwrap_or(0), Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let report = measure(
+        cfg,
+        "fleet-sale-postgres",
+        LoadConfig {
+            edges: urls.clone(),
+            scenario: Scenario::Sale,
+            curve: Curve::Noon,
+            rate: 1_500.0,
+            duration: Duration::from_secs_f64(cfg.step_secs * 2.0),
+            admin_token: Some("bench-token".into()),
+            ..LoadConfig::default()
+        },
+    )
+    .await?;
+    let ended = Instant::now();
+    let audit = Command::new(&cfg.host_bin)
+        .args(["audit", "--central", &central, "--wait-secs", "60"])
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
+        .args(urls.iter().flat_map(|u| ["--edge", u.as_str()]))
+        .output()
+        .await
+        .context("running cart-host audit")?;
+    let drained_after = ended.elapsed();
+    sampler.abort();
+    let max_sync_lag_ms = worst_lag.load(Ordering::Relaxed);
+    drop(edges);
+    Ok(FleetRun {
+        report,
+        max_sync_lag_ms,
+        drained_after,
+        audit: if audit.status.success() {
+            "passed".into()
+        } else {
+            format!("FAILED\n{}", String::from_utf8_lossy(&audit.stdout))
+        },
+        postgres: pg.version(),
+    })
+}
+
+pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.out_dir)?;
+    eprintln!("edge (WebAssembly component)");
+    let wasm = cart_updates(cfg, "edge-wasm", Rules::Component).await?;
+    eprintln!("edge (rules compiled natively, no WebAssembly)");
+    let native = cart_updates(cfg, "edge-native", Rules::Native).await?;
+    eprintln!("wasmtime serve, hello world");
+    let hello = wasmtime_hello(cfg).await?;
+    eprintln!("three edges, PostgreSQL, a noon sale");
+    let fleet = fleet_sale(cfg).await?;
+    let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &fleet);
+    // What people wrote below the marker (the optimisation log) survives a new run.
+    let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
+    match earlier.find(KEPT) {
+        Some(at) => text.push_str(&earlier[at..]),
+        None => text.push_str(&format!("\n{KEPT}\n")),
+    }
+    std::fs::write(&cfg.summary, text)
+        .with_context(|| format!("writing {}", cfg.summary.display()))?;
+    eprintln!("wrote {}", cfg.summary.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb: u64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!(
+        "{cores} cores ({cpu}), {:.1} GiB memory, Linux {}",
+        mem_kb as f64 / 1_048_576.0,
+        kernel.trim()
+    )
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "rustc (unknown)".into())
+}
+
+fn row(name: &str, r: &LoadReport) -> String {
+    let l = &r.latency_ms;
+    format!(
+        "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+        r.target_rate,
+        r.throughput,
+        l.p50,
+        l.p99,
+        l.p999,
+        l.max,
+        r.errors_total()
+    )
+}
+
+const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
+                          | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+
+fn ramp_rows(s: &mut String, ramp: &Ramp) {
+    match &ramp.best {
+        Some(r) => s.push_str(&row("highest sustained", r)),
+        None => s.push_str("| highest sustained | none of the steps | | | | | | |\n"),
+    }
+    if let Some(r) = &ramp.failed {
+        s.push_str(&row("next step (not sustained)", r));
+    }
+}
+
+fn summary(
+    cfg: &BenchConfig,
+    wasm: &Measured,
+    native: &Measured,
+    hello: Option<&Ramp>,
+    fleet: &FleetRun,
+) -> String {
+    let mut s = String::new();
+    let rate = |m: Option<&LoadReport>| m.map_or(0.0, |r| r.throughput);
+    let wasm_max = rate(wasm.max.best.as_ref());
+    let native_max = rate(native.max.best.as_ref());
+    let hello_max = hello.map_or(0.0, |h| rate(h.best.as_ref()));
+    let p99_at = |m: &Measured| {
+        m.fixed
+            .iter()
+            .find(|r| r.target_rate == 10_000.0)
+            .map(|r| r.latency_ms.p99)
+    };
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Written by `{}` on {}. Every figure below is from that one run; reports (JSON) and \
+         latency-over-time plots (SVG) for each step are in `target/bench/`.\n",
+        cfg.command,
+        rfc3339(wall_ms())
+    );
+    let _ = writeln!(s, "- machine: {}", machine());
+    let _ = writeln!(
+        s,
+        "- versions: {}, wasmtime 48.0.8, SQLite {}, {}",
+        rustc_version(),
+        rusqlite::version(),
+        fleet.postgres
+    );
+    let _ = writeln!(
+        s,
+        "- load: `cart-host load` in the same process as the benchmark driver, on the same \
+         machine as the edge, open-loop (latency from each request's scheduled time), {:.0} s \
+         per step; every acknowledged update durable (SQLite WAL, `synchronous=FULL`, group \
+         commit)\n",
+        cfg.step_secs
+    );
+    let _ = writeln!(s, "## Goals\n");
+    let _ = writeln!(s, "Default configuration: a fresh instance per call.\n");
+    let _ = writeln!(
+        s,
+        "| goal | measured | ratio | met |\n| --- | --- | --- | --- |"
+    );
+    let goal = |s: &mut String, what: &str, got: String, ratio: f64, met: bool| {
+        let met = if met { "yes" } else { "no" };
+        let _ = writeln!(s, "| {what} | {got} | {ratio:.2} | {met} |");
+    };
+    goal(
+        &mut s,
+        "≥ 20,000 durable cart updates/s at one edge",
+        format!("{wasm_max:.0}/s"),
+        wasm_max / 20_000.0,
+        wasm_max >= 20_000.0,
+    );
+    if let Some(p99) = p99_at(wasm) {
+        goal(
+            &mut s,
+            "p99 ≤ 20 ms at 10,000 updates/s",
+            format!("{p99:.2} ms"),
+            20.0 / p99.max(0.001),
+            p99 <= 20.0,
+        );
+    }
+    let r = if native_max > 0.0 {
+        wasm_max / native_max
+    } else {
+        0.0
+    };
+    goal(
+        &mut s,
+        "WebAssembly ≥ 0.8 × native throughput",
+        format!("{wasm_max:.0} vs {native_max:.0}/s"),
+        r,
+        r >= 0.8,
+    );
+    if hello.is_some() {
+        let r = if hello_max > 0.0 {
+            wasm_max / hello_max
+        } else {
+            f64::INFINITY
+        };
+        goal(
+            &mut s,
+            "≥ `wasmtime serve` hello world",
+            format!("{wasm_max:.0} vs {hello_max:.0}/s"),
+            r,
+            wasm_max >= hello_max,
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nThe highest sustained rate is the highest step of {RAMP:?}/s answered at ≥ 95% of its \
+         rate with no errors and p99 ≤ {BUDGET_MS} ms; ratios are taken between those.\n"
+    );
+    let table = |s: &mut String, title: &str, m: &Measured| {
+        let _ = writeln!(s, "## {title}\n");
+        s.push_str(TABLE_HEAD);
+        for r in &m.fixed {
+            s.push_str(&row("fixed rate", r));
+        }
+        ramp_rows(s, &m.max);
+        s.push('\n');
+    };
+    table(
+        &mut s,
+        "Edge: durable cart updates (`PUT /v1/carts/{id}/items/{sku}`), a fresh instance per call",
+        wasm,
+    );
+    table(
+        &mut s,
+        "Baseline: the same rules compiled natively into the same host",
+        native,
+    );
+    let _ = writeln!(
+        s,
+        "## Runtime anchor: `wasmtime serve` with a hello-world `wasi:http` component\n"
+    );
+    match hello {
+        Some(h) => {
+            let _ = writeln!(s, "`GET /`, the same load tool and criteria.\n");
+            s.push_str(TABLE_HEAD);
+            ramp_rows(&mut s, h);
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "Not measured in this run: no `wasmtime` CLI or hello component."
+            );
+        }
+    }
+    let f = &fleet.report;
+    let _ = writeln!(s, "\n## Three edges, PostgreSQL central, a noon sale\n");
+    let _ = writeln!(
+        s,
+        "Shoppers arrive on a noon curve peaking at {:.0}/s for {:.0} s across three edges; each \
+         creates a cart, holds a unit, a third raise to two, half check out. 3 SKUs × 2,000 units, \
+         limit 2 per customer.\n",
+        f.target_rate, f.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "| requests | answered 2xx | p50 ms | p99 ms | p99.9 ms | max ms | sell-through | max outbox lag | drained after | audit |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let _ = writeln!(
+        s,
+        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}% | {} ms | {:.1} s | {} |",
+        f.sent,
+        f.ok,
+        f.latency_ms.p50,
+        f.latency_ms.p99,
+        f.latency_ms.p999,
+        f.latency_ms.max,
+        f.sell_through.unwrap_or(0.0) * 100.0,
+        fleet.max_sync_lag_ms,
+        fleet.drained_after.as_secs_f64(),
+        fleet.audit
+    );
+    let _ = writeln!(s, "\nBusiness answers by code: {:?}", f.errors);
+    s
+}

@@ -1,0 +1,267 @@
+//! The sale file (see `schema/sale.schema.json`): parsing, validation that names the bad field,
+//! and the catalog an edge serves from.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use cart_rules::MAX_PRICE_CENTS;
+
+use crate::time::{Millis, parse_rfc3339};
+
+/// A sale as written by an operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaleFile {
+    sale_id: String,
+    starts_at: String,
+    hold_ttl_seconds: u32,
+    skus: Vec<SkuFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkuFile {
+    sku: String,
+    name: String,
+    price_cents: i64,
+    stock: u32,
+    limit_per_customer: u32,
+    /// Defaults to the sale's `starts_at`.
+    #[serde(default)]
+    sale_starts_at: Option<String>,
+}
+
+/// A refused sale file; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SaleError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn refuse(field: impl Into<String>, problem: impl Into<String>) -> SaleError {
+    SaleError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A validated sale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sale {
+    pub sale_id: String,
+    pub starts_at: Millis,
+    pub hold_ttl_ms: i64,
+    pub skus: Vec<SkuEntry>,
+}
+
+/// One SKU of a sale.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct SkuEntry {
+    pub sale_id: String,
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub limit_per_customer: u32,
+    pub sale_starts_at: Millis,
+    pub ends_at: Millis,
+    pub hold_ttl_ms: i64,
+    pub stock_total: u32,
+}
+
+impl SkuEntry {
+    /// The SKU as the cart rules see it.
+    pub fn info(&self) -> cart_rules::SkuInfo {
+        cart_rules::SkuInfo {
+            sku: self.sku.clone(),
+            price_cents: self.price_cents,
+            limit_per_customer: self.limit_per_customer,
+            starts_at: self.sale_starts_at,
+            ends_at: self.ends_at,
+            hold_ttl_ms: self.hold_ttl_ms,
+        }
+    }
+}
+
+/// Most units of one SKU a sale may have.
+pub const MAX_STOCK: u32 = 1_000_000_000;
+/// Longest hold: one day.
+pub const MAX_HOLD_TTL_SECONDS: u32 = 86_400;
+
+/// `A-Z a-z 0-9 _ -`, 1 to 64 characters: the shape of customer ids, SKUs and sale ids.
+pub fn is_plain_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Sale {
+    /// Parses and validates a sale file's text.
+    pub fn parse(text: &str) -> Result<Self, SaleError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let file: SaleFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // The root has no field name: serde_path_to_error writes it "." or "?".
+            let field = if path == "." || path == "?" {
+                "sale file".to_owned()
+            } else {
+                path
+            };
+            refuse(field, e.into_inner().to_string())
+        })?;
+        Self::validate(file)
+    }
+
+    fn validate(file: SaleFile) -> Result<Self, SaleError> {
+        if !is_plain_id(&file.sale_id) {
+            return Err(refuse("sale_id", "must be 1 to 64 of A-Z a-z 0-9 _ -"));
+        }
+        let starts_at = parse_rfc3339(&file.starts_at)
+            .ok_or_else(|| refuse("starts_at", "must be an RFC 3339 time"))?;
+        if !(1..=MAX_HOLD_TTL_SECONDS).contains(&file.hold_ttl_seconds) {
+            return Err(refuse(
+                "hold_ttl_seconds",
+                format!("must be 1 to {MAX_HOLD_TTL_SECONDS}"),
+            ));
+        }
+        if file.skus.is_empty() {
+            return Err(refuse("skus", "a sale needs at least one SKU"));
+        }
+        let mut seen = HashSet::new();
+        let mut skus = Vec::with_capacity(file.skus.len());
+        for (i, s) in file.skus.into_iter().enumerate() {
+            let at = |f: &str| format!("skus[{i}].{f}");
+            if !is_plain_id(&s.sku) {
+                return Err(refuse(at("sku"), "must be 1 to 64 of A-Z a-z 0-9 _ -"));
+            }
+            if !seen.insert(s.sku.clone()) {
+                return Err(refuse(at("sku"), format!("{} appears twice", s.sku)));
+            }
+            if s.name.trim().is_empty() || s.name.len() > 200 {
+                return Err(refuse(at("name"), "must be 1 to 200 characters"));
+            }
+            if !(0..=MAX_PRICE_CENTS).contains(&s.price_cents) {
+                return Err(refuse(
+                    at("price_cents"),
+                    format!("must be 0 to {MAX_PRICE_CENTS}"),
+                ));
+            }
+            if s.stock > MAX_STOCK {
+                return Err(refuse(at("stock"), format!("must be at most {MAX_STOCK}")));
+            }
+            if s.limit_per_customer == 0 {
+                return Err(refuse(at("limit_per_customer"), "must be at least 1"));
+            }
+            let sale_starts_at = match &s.sale_starts_at {
+                None => starts_at,
+                Some(t) => parse_rfc3339(t)
+                    .ok_or_else(|| refuse(at("sale_starts_at"), "must be an RFC 3339 time"))?,
+            };
+            skus.push(SkuEntry {
+                sale_id: file.sale_id.clone(),
+                ends_at: Millis::MAX,
+                hold_ttl_ms: i64::from(file.hold_ttl_seconds) * 1000,
+                sku: s.sku,
+                name: s.name,
+                price_cents: s.price_cents,
+                limit_per_customer: s.limit_per_customer,
+                sale_starts_at,
+                stock_total: s.stock,
+            });
+        }
+        Ok(Self {
+            sale_id: file.sale_id,
+            starts_at,
+            hold_ttl_ms: i64::from(file.hold_ttl_seconds) * 1000,
+            skus,
+        })
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.skus.clone())
+    }
+}
+
+/// What an edge sells: each SKU on sale, by its code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub skus: BTreeMap<String, SkuEntry>,
+}
+
+impl Catalog {
+    pub fn new(entries: impl IntoIterator<Item = SkuEntry>) -> Self {
+        Self {
+            skus: entries.into_iter().map(|s| (s.sku.clone(), s)).collect(),
+        }
+    }
+
+    /// The SKU on sale under this code.
+    pub fn sku(&self, sku: &str) -> Option<&SkuEntry> {
+        self.skus.get(sku)
+    }
+
+    /// A SKU of a given sale.
+    pub fn entry(&self, sale_id: &str, sku: &str) -> Option<&SkuEntry> {
+        self.sku(sku).filter(|e| e.sale_id == sale_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"sale_id": "noon-drop", "starts_at": "2026-11-27T12:00:00Z",
+        "hold_ttl_seconds": 600, "skus": [{"sku": "BAG-1", "name": "Leather tote",
+        "price_cents": 129900, "stock": 100, "limit_per_customer": 2}]}"#;
+
+    #[test]
+    fn the_contract_example_loads() {
+        let sale = Sale::parse(GOOD).expect("valid");
+        assert_eq!(sale.hold_ttl_ms, 600_000);
+        assert_eq!(sale.skus[0].sale_starts_at, sale.starts_at);
+        assert_eq!(
+            sale.catalog().sku("BAG-1").map(|s| s.stock_total),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_naming_the_field() {
+        let cases = [
+            (
+                GOOD.replace("\"stock\": 100", "\"stock\": -1"),
+                "skus[0].stock",
+            ),
+            (
+                GOOD.replace("\"stock\": 100", "\"stock\": \"many\""),
+                "skus[0].stock",
+            ),
+            (GOOD.replace("2026-11-27T12:00:00Z", "noon"), "starts_at"),
+            (GOOD.replace("600", "0"), "hold_ttl_seconds"),
+            (GOOD.replace("BAG-1", "BAG 1"), "skus[0].sku"),
+            (
+                GOOD.replace("\"limit_per_customer\": 2", "\"limit_per_customer\": 0"),
+                "skus[0].limit_per_customer",
+            ),
+            (GOOD.replace("\"name\"", "\"nmae\""), "skus[0]"),
+            (
+                GOOD.replace("129900", "9223372036854775807"),
+                "skus[0].price_cents",
+            ),
+            ("{".to_owned(), "sale file"),
+        ];
+        for (text, field) in cases {
+            let err = Sale::parse(&text).expect_err(field);
+            assert!(err.field.starts_with(field), "{field}: got {err}");
+        }
+    }
+
+    #[test]
+    fn plain_ids() {
+        assert!(is_plain_id("c-42_A"));
+        assert!(!is_plain_id(""));
+        assert!(!is_plain_id("a b"));
+        assert!(!is_plain_id(&"x".repeat(65)));
+    }
+}

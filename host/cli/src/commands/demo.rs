@@ -1,0 +1,144 @@
+//! `cart-host demo` (what `make run` runs): a SQLite central under the data folder, a demo sale
+//! starting now, and two edges on localhost, with their URLs and a ready `curl` line.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use std::process::ExitCode;
+
+use cart_central::Central;
+use cart_central::sale::Sale;
+use cart_central::time::{rfc3339, wall_ms};
+use cart_edge::edge::EdgeConfig;
+use cart_edge::server;
+use clap::Args;
+
+/// Where `make build` puts the cart component.
+pub const DEFAULT_MODULE: &str = "target/wasm32-wasip2/release/cart_guest.wasm";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's databases; emptied of an earlier demo first.
+    #[arg(long, env = "CART_DATA", default_value = "data")]
+    data: PathBuf,
+    /// The cart component.
+    #[arg(long, env = "CART_MODULE", default_value = DEFAULT_MODULE)]
+    module: PathBuf,
+    /// Port of the first edge; the second listens on the next one.
+    #[arg(long, env = "CART_DEMO_PORT", default_value_t = 8081)]
+    port: u16,
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let config = DemoConfig {
+        data_dir: args.data,
+        module: args.module,
+        port: args.port,
+    };
+    run(&config, super::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct DemoConfig {
+    pub data_dir: PathBuf,
+    pub module: PathBuf,
+    /// The first edge's port; the second edge takes the next.
+    pub port: u16,
+}
+
+/// The demo sale: three SKUs, on sale from now, holds of ten minutes.
+pub fn demo_sale(now_ms: i64) -> Sale {
+    let text = serde_json::json!({
+        "sale_id": "demo-noon-drop",
+        "starts_at": rfc3339(now_ms - now_ms % 1000),
+        "hold_ttl_seconds": 600,
+        "skus": [
+            {"sku": "BAG-1", "name": "Leather tote", "price_cents": 129_900, "stock": 100, "limit_per_customer": 2},
+            {"sku": "SNEAKER-42", "name": "Limited sneaker, size 42", "price_cents": 24_900, "stock": 300, "limit_per_customer": 1},
+            {"sku": "WATCH-7", "name": "Diver watch", "price_cents": 499_000, "stock": 20, "limit_per_customer": 1}
+        ]
+    });
+    Sale::parse(&text.to_string()).expect("the demo sale is valid")
+}
+
+pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.module.exists(),
+        "no cart component at {}: run `make build` first",
+        config.module.display()
+    );
+    let dir = &config.data_dir;
+    // A demo starts from nothing: drop an earlier demo's databases (only those).
+    for stale in [
+        "central.db",
+        "central.db-wal",
+        "central.db-shm",
+        "edge-1",
+        "edge-2",
+        "admin-token",
+    ] {
+        let path = dir.join(stale);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let central_url = format!("sqlite:{}", dir.join("central.db").display());
+    let central = Central::connect(&central_url).await?;
+    let sale = demo_sale(wall_ms());
+    central.load_sale(&sale).await?;
+    let token = cart_edge::ids::new_token();
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, &token)?;
+
+    let mut edges = Vec::new();
+    for (i, edge_id) in ["edge-1", "edge-2"].into_iter().enumerate() {
+        let port = config.port.saturating_add(u16::try_from(i).unwrap_or(0));
+        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(_) => TcpListener::bind(("127.0.0.1", 0)).await?,
+        };
+        let edge_config = EdgeConfig {
+            edge_id: edge_id.into(),
+            data_dir: dir.join(edge_id),
+            central_url: central_url.clone(),
+            module: config.module.clone(),
+            admin_token: Some(token.clone()),
+            ..EdgeConfig::default()
+        };
+        edges.push(server::start(listener, edge_config).await?);
+    }
+
+    println!(
+        "demo sale {} is on: {} SKUs, started {}",
+        sale.sale_id,
+        sale.skus.len(),
+        rfc3339(sale.starts_at)
+    );
+    println!("central database: {central_url}");
+    for e in &edges {
+        println!("edge {}: {}", e.edge.config.edge_id, e.url);
+    }
+    let url = &edges[0].url;
+    println!("operator token: {} (in {})", token, token_file.display());
+    println!();
+    println!("try:");
+    println!("  curl -s {url}/v1/skus");
+    println!(
+        "  TOKEN=$(curl -s -X POST {url}/v1/carts -H 'content-type: application/json' -d '{{\"customer_id\":\"c-42\"}}' | tee /dev/stderr | sed -E 's/.*\"cart_token\":\"([^\"]+)\".*/\\1/')"
+    );
+    println!("  curl -s {url}/admin/status -H \"authorization: Bearer {token}\"");
+    println!();
+    println!("Ctrl-C stops the demo.");
+    shutdown.await;
+    for e in edges {
+        e.stop().await?;
+    }
+    Ok(())
+}

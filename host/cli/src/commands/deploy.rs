@@ -1,0 +1,240 @@
+//! `cart-host deploy`: a rolling deploy of a cart component, one edge after another, each
+//! checked healthy on the new version before the next; stops at the first failure.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::{Signer, SigningKey};
+use hyper::{Method, StatusCode};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use std::process::ExitCode;
+
+use cart_edge::http_client::HttpClient;
+use cart_edge::modules::default_version;
+use cart_edge::wasm::sha256_hex;
+use clap::Args;
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The component to deploy.
+    #[arg(long, env = "CART_MODULE")]
+    module: PathBuf,
+    /// An edge's URL; repeat for each, in the order to deploy.
+    #[arg(
+        long = "edge",
+        env = "CART_EDGES",
+        value_delimiter = ',',
+        required = true
+    )]
+    edges: Vec<String>,
+    /// File holding the operator token the edges accept.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// ed25519 private key (PKCS#8 PEM) to sign the module with.
+    #[arg(long, env = "CART_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Version to deploy as (default: the first 12 hex digits of the module's sha256).
+    #[arg(long, env = "CART_MODULE_VERSION")]
+    version: Option<String>,
+}
+
+/// Deploys, prints where each edge got to, and fails unless every edge took the module.
+pub async fn run_command(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    let report = run(&DeployConfig {
+        module: args.module,
+        edges: args.edges,
+        admin_token: super::admin_token(args.admin_token_file.as_deref())?,
+        signing_key: args.signing_key,
+        version: args.version,
+        progress: std::io::stderr().is_terminal(),
+    })
+    .await?;
+    print!("{report}");
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub struct DeployConfig {
+    pub module: PathBuf,
+    pub edges: Vec<String>,
+    pub admin_token: Option<String>,
+    /// An ed25519 private key in PKCS#8 PEM; the module is sent with its signature.
+    pub signing_key: Option<PathBuf>,
+    /// The version to deploy as; by default the module's sha256's first twelve hex digits.
+    pub version: Option<String>,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// Where the deploy got to, and which version each edge runs now.
+#[derive(Debug)]
+pub struct DeployReport {
+    pub version: String,
+    pub sha256: String,
+    /// The edges updated, in order.
+    pub updated: Vec<String>,
+    /// The edge where the deploy stopped, and why.
+    pub failed: Option<(String, String)>,
+    /// Every edge's active version afterwards (or why it could not be read).
+    pub running: Vec<(String, String)>,
+}
+
+impl DeployReport {
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+impl fmt::Display for DeployReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "module {} (sha256 {})", self.version, self.sha256)?;
+        for (edge, version) in &self.running {
+            writeln!(f, "  {edge}: {version}")?;
+        }
+        match &self.failed {
+            None => writeln!(f, "deployed to all {} edge(s)", self.updated.len()),
+            Some((edge, why)) => writeln!(
+                f,
+                "stopped at {edge} after {} edge(s): {why}",
+                self.updated.len()
+            ),
+        }
+    }
+}
+
+/// Signs module bytes with a PKCS#8 PEM ed25519 key; the signature, base64.
+pub fn sign(key_pem: &str, bytes: &[u8]) -> anyhow::Result<String> {
+    let key = SigningKey::from_pkcs8_pem(key_pem.trim())
+        .map_err(|e| anyhow::anyhow!("not an ed25519 private key in PKCS#8 PEM: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.sign(bytes).to_bytes()))
+}
+
+pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
+    anyhow::ensure!(!config.edges.is_empty(), "name at least one --edge");
+    let bytes = std::fs::read(&config.module)
+        .with_context(|| format!("reading {}", config.module.display()))?;
+    let sha256 = sha256_hex(&bytes);
+    let version = config
+        .version
+        .clone()
+        .unwrap_or_else(|| default_version(&sha256));
+    let signature = match &config.signing_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(sign(&pem, &bytes).with_context(|| format!("signing with {}", path.display()))?)
+        }
+        None => None,
+    };
+    let client = HttpClient::new(Duration::from_secs(120));
+    let auth = config.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+    let bar = if config.progress {
+        ProgressBar::new(config.edges.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let mut report = DeployReport {
+        version,
+        sha256,
+        updated: Vec::new(),
+        failed: None,
+        running: Vec::new(),
+    };
+    for edge in &config.edges {
+        bar.set_message(format!("{edge}: uploading {}", report.version));
+        let mut headers = vec![("x-module-version", report.version.as_str())];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        if let Some(s) = &signature {
+            headers.push(("x-module-signature", s));
+        }
+        let url = format!("{edge}/admin/modules");
+        let outcome = match client
+            .send(Method::PUT, &url, &headers, bytes.clone())
+            .await
+        {
+            // 201: stored now; 200: these bytes were stored under this version already.
+            Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => {
+                bar.set_message(format!("{edge}: checking health on {}", report.version));
+                healthy_on(&client, edge, auth.as_deref(), &report.version).await
+            }
+            Ok(r) => Err(format!(
+                "{}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body).trim()
+            )),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match outcome {
+            Ok(()) => {
+                report.updated.push(edge.clone());
+                bar.inc(1);
+            }
+            Err(why) => {
+                report.failed = Some((edge.clone(), why));
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for edge in &config.edges {
+        let running = active_version(&client, edge, auth.as_deref())
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        report.running.push((edge.clone(), running));
+    }
+    Ok(report)
+}
+
+/// Waits until the edge serves and reports `version` as active.
+async fn healthy_on(
+    client: &HttpClient,
+    edge: &str,
+    auth: Option<&str>,
+    version: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = client.get(&format!("{edge}/healthz"), None).await;
+        let active = active_version(client, edge, auth).await;
+        match (health, active) {
+            (Ok(h), Ok(v)) if h.status == StatusCode::OK && v == version => return Ok(()),
+            (h, v) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "not healthy on {version}: health {:?}, active {v:?}",
+                    h.map(|r| r.status)
+                ));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn active_version(
+    client: &HttpClient,
+    edge: &str,
+    auth: Option<&str>,
+) -> anyhow::Result<String> {
+    let token = auth.and_then(|a| a.strip_prefix("Bearer "));
+    let r = client.get(&format!("{edge}/admin/modules"), token).await?;
+    anyhow::ensure!(r.status == StatusCode::OK, "{}", r.status);
+    r.json()?["active"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no active version in the answer")
+}

@@ -1,0 +1,72 @@
+//! `cart-host load`: drive edges with flash-sale load (the generator is `cart_bench::load`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cart_bench::load::{self, Curve, LoadConfig, Scenario};
+use clap::Args;
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// An edge's URL; repeat for each (for `get`, the full URL to fetch).
+    #[arg(
+        long = "edge",
+        env = "CART_EDGES",
+        value_delimiter = ',',
+        required = true
+    )]
+    edges: Vec<String>,
+    /// What each arrival does.
+    #[arg(long, value_enum, default_value = "updates")]
+    scenario: Scenario,
+    /// Arrivals per second (at the peak of the curve).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// How the rate moves over the run.
+    #[arg(long, value_enum, default_value = "flat")]
+    curve: Curve,
+    /// `updates`: carts to spread the updates over.
+    #[arg(long, default_value_t = 2000)]
+    carts: usize,
+    /// SKUs to use (default: the first for `updates`, all for `sale`).
+    #[arg(long = "sku", value_delimiter = ',')]
+    skus: Vec<String>,
+    /// Operator token file, to read sell-through from the edges.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Write the full report (JSON) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write a latency-over-time plot (SVG) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    let report = load::run(LoadConfig {
+        edges: args.edges,
+        scenario: args.scenario,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        curve: args.curve,
+        carts: args.carts,
+        skus: args.skus,
+        admin_token: super::admin_token(args.admin_token_file.as_deref())?,
+        progress: std::io::stderr().is_terminal(),
+        ..LoadConfig::default()
+    })
+    .await?;
+    print!("{report}");
+    if let Some(path) = &args.report {
+        load::write_json(&report, path)?;
+    }
+    if let Some(path) = &args.plot {
+        load::write_plot(&report, path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+//! The commands of `cart-host`.
+//!
+//! - [`serve`]: run one edge host.
+//! - [`sale`]: load sales into the central database.
+//! - [`deploy`]: roll a cart component out to edges, one at a time.
+//! - [`audit`]: check conservation and exactly-once delivery across central and edges.
+//! - [`load`]: drive edges with flash-sale load and report.
+//! - [`demo`]: the embedded default: a SQLite central, a sale, two edges.
+
+pub mod audit;
+pub mod demo;
+pub mod deploy;
+pub mod load;
+pub mod sale;
+pub mod serve;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Reads a secret from a file: its text, trimmed, must not be empty.
+pub fn read_secret(file: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the {what} {}", file.display()))?;
+    let secret = text.trim();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the {what} file {} is empty",
+        file.display()
+    );
+    Ok(secret.to_owned())
+}
+
+/// The operator token from `--admin-token-file`, if one was given.
+pub fn admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    file.map(|f| read_secret(f, "admin token")).transpose()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

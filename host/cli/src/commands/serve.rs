@@ -1,0 +1,76 @@
+//! `cart-host serve`: run one edge host until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cart_edge::edge::EdgeConfig;
+use cart_edge::wasm::SandboxLimits;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CART_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Folder for this edge's SQLite database.
+    #[arg(long, env = "CART_DATA")]
+    data: PathBuf,
+    /// This edge's id, unique in the fleet.
+    #[arg(long, env = "CART_EDGE_ID")]
+    edge_id: String,
+    /// Central database: sqlite:PATH or postgres://user@host:port/db.
+    #[arg(long, env = "CART_CENTRAL")]
+    central: String,
+    /// The cart component to run while the edge has none stored.
+    #[arg(long, env = "CART_MODULE")]
+    module: PathBuf,
+    /// File holding the operator token; without it the operator API answers 403.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The URL central records for this edge (default: http:// and the listen address).
+    #[arg(long, env = "CART_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Longest a guest call may run, in milliseconds.
+    #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
+    guest_deadline_ms: u64,
+    /// Most linear memory a guest instance may use, in MiB.
+    #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
+    guest_memory_mib: usize,
+    /// An ed25519 public key (SPKI PEM); with any, only modules signed by one are deployed.
+    #[arg(long = "trusted-key", env = "CART_TRUSTED_KEYS", value_delimiter = ',')]
+    trusted_keys: Vec<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let trusted_keys = args
+        .trusted_keys
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            cart_edge::modules::read_public_key(&pem)
+                .with_context(|| format!("trusted key {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = EdgeConfig {
+        trusted_keys,
+        edge_id: args.edge_id,
+        data_dir: args.data,
+        central_url: args.central,
+        module: args.module,
+        admin_token: super::admin_token(args.admin_token_file.as_deref())?,
+        public_url: args.public_url,
+        sandbox: SandboxLimits {
+            deadline: Duration::from_millis(args.guest_deadline_ms),
+            memory_bytes: args.guest_memory_mib << 20,
+        },
+        ..EdgeConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    cart_edge::server::run(listener, config, super::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! `cart-host`: parses the command line and runs the command (see the library's `commands`).
+
+use std::process::ExitCode;
+
+use cart_host::commands::{audit, demo, deploy, load, sale, serve};
+use clap::{Parser, Subcommand};
+
+/// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one edge host.
+    Serve(serve::ServeArgs),
+    /// Manage sales in the central database.
+    #[command(subcommand)]
+    Sale(sale::SaleCommand),
+    /// Deploy a cart component to edges, one after another; stop at the first failure.
+    Deploy(deploy::DeployArgs),
+    /// Check conservation of stock and exactly-once delivery across central and edges.
+    Audit(audit::AuditArgs),
+    /// Drive edges with flash-sale load at a set rate; report latency, throughput, errors.
+    Load(load::LoadArgs),
+    /// Run the embedded demo: a SQLite central, a sale starting now, two edges on localhost.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CART_LOG")
+                .unwrap_or_else(|_| "info,refinery_core=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Sale(command) => sale::run(command).await,
+            Command::Deploy(args) => deploy::run_command(args).await,
+            Command::Audit(args) => audit::run_command(args).await,
+            Command::Load(args) => load::run(args).await,
+            Command::Demo(args) => demo::run_command(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Many edges, one stock: three `cart-host serve` processes selling from escrowed units, against
+//! PostgreSQL (and the SQLite default), with kills and a central outage. `audit` must pass.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cart_central::Central;
+use cart_central::events::{Delivery, OutboxEvent};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, audit_passes, sale};
+use cart_testkit::Postgres;
+
+/// How a crowd of shoppers fared.
+#[derive(Debug, Default)]
+struct Crowd {
+    /// Carts whose hold was acknowledged.
+    won: Vec<CartRef>,
+    refused: usize,
+    /// Answers of 500 and above.
+    server_errors: usize,
+    /// Requests that got no answer (the edge was killed under them).
+    unanswered: usize,
+}
+
+/// `n` shoppers, `parallel` at a time, spread over `edges`; each wants one unit of BAG-1 and
+/// retries `sold_out` a few times.
+async fn shop(edges: &[Client], first: usize, n: usize, parallel: usize) -> Crowd {
+    let gate = Arc::new(Semaphore::new(parallel));
+    let tasks: Vec<_> = (first..first + n)
+        .map(|i| {
+            let (edge, gate) = (edges[i % edges.len()].clone(), Arc::clone(&gate));
+            tokio::spawn(async move {
+                let _turn = gate.acquire().await.expect("gate");
+                one_shopper(&edge, i).await
+            })
+        })
+        .collect();
+    let mut crowd = Crowd::default();
+    for t in tasks {
+        match t.await.expect("shopper") {
+            Outcome::Won(cart) => crowd.won.push(cart),
+            Outcome::Refused => crowd.refused += 1,
+            Outcome::ServerError => crowd.server_errors += 1,
+            Outcome::Unanswered => crowd.unanswered += 1,
+        }
+    }
+    crowd
+}
+
+enum Outcome {
+    Won(CartRef),
+    Refused,
+    ServerError,
+    Unanswered,
+}
+
+async fn one_shopper(edge: &Client, i: usize) -> Outcome {
+    let created = edge
+        .try_send(
+            Method::POST,
+            "/v1/carts",
+            None,
+            &[],
+            json!({"customer_id": format!("s-{i}")}).to_string(),
+        )
+        .await;
+    let Ok(created) = created else {
+        return Outcome::Unanswered;
+    };
+    if created.status.is_server_error() {
+        return Outcome::ServerError;
+    }
+    let body = created.json().expect("JSON");
+    let cart = CartRef {
+        id: body["cart_id"].as_str().expect("cart_id").into(),
+        token: body["cart_token"].as_str().expect("cart_token").into(),
+    };
+    let path = format!("/v1/carts/{}/items/BAG-1", cart.id);
+    for attempt in 0..6u64 {
+        let r = edge
+            .try_send(
+                Method::PUT,
+                &path,
+                Some(&cart.token),
+                &[],
+                r#"{"quantity": 1}"#,
+            )
+            .await;
+        let Ok(r) = r else { return Outcome::Unanswered };
+        match r.status {
+            StatusCode::OK => return Outcome::Won(cart),
+            StatusCode::CONFLICT => {
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await
+            }
+            s if s.is_server_error() => return Outcome::ServerError,
+            s => panic!("unexpected {s}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    Outcome::Refused
+}
+
+/// Samples held + sold across the edges until dropped; keeps the largest sum seen.
+fn watch_units(edges: Vec<Client>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let most = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&most);
+    let task = tokio::spawn(async move {
+        loop {
+            let mut sum = 0;
+            for e in &edges {
+                let r = e
+                    .try_send(Method::GET, "/admin/status", Some(ADMIN_TOKEN), &[], "")
+                    .await;
+                if let Ok(body) = r.and_then(|r| r.json()) {
+                    let b = &body["skus"]["BAG-1"];
+                    sum += b["held"].as_u64().unwrap_or(0) + b["sold"].as_u64().unwrap_or(0);
+                }
+            }
+            seen.fetch_max(sum, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    (most, task)
+}
+
+/// Every acknowledged hold is still in its cart.
+async fn holds_kept(edges: &[Client], won: &[CartRef]) {
+    for (i, cart) in won.iter().enumerate() {
+        let mut found = false;
+        for e in edges {
+            let (status, body) = e.get_cart(cart).await;
+            if status == StatusCode::OK {
+                assert_eq!(body["lines"][0]["quantity"], 1, "cart {i}: {body}");
+                found = true;
+            }
+        }
+        assert!(found, "acknowledged cart {} is gone", cart.id);
+    }
+}
+
+async fn three_edges(fleet: &Fleet) -> Vec<EdgeProcess> {
+    let mut edges = Vec::new();
+    for id in ["edge-1", "edge-2", "edge-3"] {
+        edges.push(EdgeProcess::start(fleet, id).await);
+    }
+    edges
+}
+
+async fn sell_out_across_three_edges(fleet: Fleet, shoppers: usize, units: u64) {
+    let edges = three_edges(&fleet).await;
+    let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
+    let (most, watcher) = watch_units(clients.clone());
+    let crowd = shop(&clients, 0, shoppers, 200).await;
+    watcher.abort();
+    assert_eq!((crowd.server_errors, crowd.unanswered), (0, 0), "{crowd:?}");
+    assert!(
+        most.load(Ordering::Relaxed) <= units,
+        "oversold: {} of {units}",
+        most.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        crowd.won.len() as u64,
+        units,
+        "every unit taken, none stranded: {crowd:?}"
+    );
+    holds_kept(&clients, &crowd.won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_shoppers_on_three_edges_take_exactly_the_hundred_units() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("sell_out").await.expect("database");
+    let fleet = Fleet::on(url, &sale(&[("BAG-1", 100, 1)], -60)).await;
+    sell_out_across_three_edges(fleet, 1000, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sqlite_central_sells_out_three_edges_exactly_too() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 30, 1)], -60)).await;
+    sell_out_across_three_edges(fleet, 300, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_edge_mid_sale_loses_nothing_and_audit_passes() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("kill_edge").await.expect("database");
+    let fleet = Fleet::on(url, &sale(&[("BAG-1", 100, 1)], -60)).await;
+    let mut edges = three_edges(&fleet).await;
+    let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
+    let (most, watcher) = watch_units(clients.clone());
+
+    let crowd = tokio::spawn({
+        let clients = clients.clone();
+        async move { shop(&clients, 0, 600, 100).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    edges.remove(0).kill().await;
+    let first = crowd.await.expect("crowd");
+    let restarted = EdgeProcess::start(&fleet, "edge-1").await;
+    let clients = vec![
+        restarted.client.clone(),
+        clients[1].clone(),
+        clients[2].clone(),
+    ];
+    let second = shop(&clients, 600, 400, 100).await;
+    watcher.abort();
+
+    assert!(most.load(Ordering::Relaxed) <= 100, "oversold");
+    assert_eq!(first.server_errors + second.server_errors, 0);
+    let won: Vec<CartRef> = first.won.into_iter().chain(second.won).collect();
+    assert!(won.len() <= 100);
+    holds_kept(&clients, &won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+    drop(edges);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thirty_second_central_outage_degrades_to_local_units() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("outage").await.expect("database");
+    let fleet = Fleet::on(url, &sale(&[("BAG-1", 300, 1)], -60)).await;
+    let edges = three_edges(&fleet).await;
+    let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
+    let before = shop(&clients, 0, 60, 30).await;
+    assert_eq!(before.won.len(), 60, "{before:?}");
+
+    pg.halt().expect("PostgreSQL stops");
+    let down_since = std::time::Instant::now();
+    let during = shop(&clients, 60, 90, 30).await;
+    assert_eq!(
+        (during.server_errors, during.unanswered),
+        (0, 0),
+        "no 5xx during the outage"
+    );
+    assert!(
+        !during.won.is_empty(),
+        "edges kept selling their own units: {during:?}"
+    );
+    let backlog: i64 = {
+        let mut sum = 0;
+        for c in &clients {
+            sum += c.status().await["outbox_backlog"].as_i64().unwrap_or(0);
+        }
+        sum
+    };
+    assert!(backlog > 0, "the outage only grows the backlog");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed())).await;
+    pg.resume().expect("PostgreSQL starts again");
+
+    let won: Vec<CartRef> = before.won.into_iter().chain(during.won).collect();
+    holds_kept(&clients, &won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+/// Central committed a batch but the edge died before marking it delivered: the edge sends it
+/// again, and nothing changes. Tested on both databases.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_batch_changes_nothing() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let pg_url = pg.database("redelivery").await.expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite_url = format!("sqlite:{}", dir.path().join("central.db").display());
+    for url in [sqlite_url, pg_url] {
+        let central = Central::connect(&url).await.expect("central");
+        central
+            .load_sale(&sale(&[("BAG-1", 10, 5)], -60))
+            .await
+            .expect("sale");
+        central
+            .register_edge("edge-1", "http://edge-1")
+            .await
+            .expect("register");
+        let hold = |seq: i64, cart: &str, quantity: u32| Delivery {
+            seq,
+            event: OutboxEvent::HoldChanged {
+                cart_id: cart.into(),
+                customer_id: "c".into(),
+                sale_id: "test-sale".into(),
+                sku: "BAG-1".into(),
+                quantity,
+                expires_at: 1,
+            },
+        };
+        let batch: Vec<Delivery> = (1..=5).map(|s| hold(s, &format!("cart-{s}"), 1)).collect();
+        assert_eq!(central.apply("edge-1", &batch).await.expect("apply"), 5);
+        let once = central.snapshot().await.expect("snapshot");
+        // The same batch again, after the "crash": the mark stays, the ledger is unchanged.
+        assert_eq!(
+            central.apply("edge-1", &batch).await.expect("apply again"),
+            5
+        );
+        let twice = central.snapshot().await.expect("snapshot");
+        assert_eq!(format!("{once:?}"), format!("{twice:?}"), "{url}");
+        // An overlapping batch applies only what is new.
+        let overlap: Vec<Delivery> = (4..=7)
+            .map(|s| hold(s, &format!("cart-{s}"), if s > 5 { 2 } else { 1 }))
+            .collect();
+        assert_eq!(
+            central
+                .apply("edge-1", &overlap)
+                .await
+                .expect("apply overlap"),
+            7
+        );
+        let after = central.snapshot().await.expect("snapshot");
+        assert_eq!(after.edges["edge-1"].events_applied, 7, "{url}");
+        assert_eq!(
+            after.skus["BAG-1"].held.get("edge-1"),
+            Some(&(5 + 2 * 2)),
+            "{url}"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! The test harness: a SQLite central in a temporary folder, edges served in-process on
+//! `127.0.0.1:0` with the real component, or as real `cart-host` processes, and a client.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cart_central::Central;
+use cart_central::sale::Sale;
+use cart_edge::clock::{Clock, rfc3339, wall_ms};
+use cart_edge::edge::EdgeConfig;
+use cart_edge::http_client::{HttpClient, HttpResponse};
+use cart_edge::server::{self, RunningEdge};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+fn built(var: &str, file: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release")
+            .join(file)
+    });
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `make test`, which builds the components",
+        path.display()
+    );
+    path
+}
+
+/// The real cart component, as `make guest` builds it.
+pub fn guest_wasm() -> PathBuf {
+    built("CART_GUEST_WASM", "cart_guest.wasm")
+}
+
+/// The component whose checkout forgets idempotency (`guest/faulty`, feature `smoke-fail`).
+pub fn smoke_fail_wasm() -> PathBuf {
+    built("CART_SMOKE_FAIL_WASM", "cart_guest_smoke_fail.wasm")
+}
+
+/// The deliberately broken component (`guest/faulty`).
+pub fn faulty_wasm() -> PathBuf {
+    built("CART_FAULTY_WASM", "cart_guest_faulty.wasm")
+}
+
+/// A sale starting `starts_in_secs` from now (negative: already started).
+pub fn sale(skus: &[(&str, u32, u32)], starts_in_secs: i64) -> Sale {
+    let now = wall_ms();
+    let skus: Vec<Value> = skus
+        .iter()
+        .map(|(sku, stock, limit)| {
+            json!({"sku": sku, "name": format!("{sku} item"), "price_cents": 1000,
+                   "stock": stock, "limit_per_customer": limit})
+        })
+        .collect();
+    let text = json!({"sale_id": "test-sale", "starts_at": rfc3339(now + starts_in_secs * 1000),
+                      "hold_ttl_seconds": 600, "skus": skus});
+    Sale::parse(&text.to_string()).expect("test sale")
+}
+
+/// A central database (SQLite) with a sale loaded, in its own temporary folder.
+pub struct Fleet {
+    pub dir: TempDir,
+    pub central_url: String,
+}
+
+impl Fleet {
+    /// A fleet around a SQLite central in its temporary folder.
+    pub async fn new(sale: &Sale) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central_url = format!("sqlite:{}", dir.path().join("central.db").display());
+        Self::with_dir(dir, central_url, sale).await
+    }
+
+    /// A fleet around the central database at `central_url` (PostgreSQL, say).
+    pub async fn on(central_url: String, sale: &Sale) -> Self {
+        Self::with_dir(tempfile::tempdir().expect("tempdir"), central_url, sale).await
+    }
+
+    async fn with_dir(dir: TempDir, central_url: String, sale: &Sale) -> Self {
+        let central = Central::connect(&central_url).await.expect("central");
+        central.load_sale(sale).await.expect("load sale");
+        Self { dir, central_url }
+    }
+
+    pub fn config(&self, edge_id: &str) -> EdgeConfig {
+        EdgeConfig {
+            edge_id: edge_id.into(),
+            data_dir: self.dir.path().join(edge_id),
+            central_url: self.central_url.clone(),
+            module: guest_wasm(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            // The suite runs many edges at once on two cores: central may be slow to answer,
+            // and "exactly N sold" must not depend on it answering within 150 ms.
+            shortage_wait: Duration::from_secs(5),
+            ..EdgeConfig::default()
+        }
+    }
+
+    /// An edge served in-process on 127.0.0.1:0.
+    pub async fn edge(&self, edge_id: &str) -> TestEdge {
+        self.edge_with(self.config(edge_id)).await
+    }
+
+    pub async fn edge_with(&self, config: EdgeConfig) -> TestEdge {
+        let clock = config.clock.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = server::start(listener, config).await.expect("edge starts");
+        let client = Client::new(&running.url);
+        TestEdge {
+            client,
+            clock,
+            running,
+        }
+    }
+
+    pub async fn central(&self) -> Central {
+        Central::connect(&self.central_url).await.expect("central")
+    }
+}
+
+/// An in-process edge and a client for it.
+pub struct TestEdge {
+    pub client: Client,
+    pub clock: Clock,
+    /// Dropping it shuts the edge down.
+    running: RunningEdge,
+}
+
+impl TestEdge {
+    /// Stops serving and waits for the edge to wind down.
+    pub async fn stop(self) {
+        self.running.stop().await.expect("the edge stops");
+    }
+}
+
+impl std::ops::Deref for TestEdge {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// A storefront's view of one edge.
+#[derive(Clone)]
+pub struct Client {
+    pub url: String,
+    http: HttpClient,
+}
+
+/// A cart a test created: its id and token.
+#[derive(Clone, Debug)]
+pub struct CartRef {
+    pub id: String,
+    pub token: String,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            http: HttpClient::new(Duration::from_secs(30)),
+        }
+    }
+
+    /// Sends a request; `token` goes in `Authorization: Bearer`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpResponse {
+        self.try_send(method, path, token, extra, body)
+            .await
+            .expect("the edge answers")
+    }
+
+    /// Like [`Self::send`], for edges that may be gone.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<HttpResponse> {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        headers.extend_from_slice(extra);
+        self.http
+            .send(method, &format!("{}{path}", self.url), &headers, body)
+            .await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let bytes = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        let r = self.send(method, path, token, &[], bytes).await;
+        let json = if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json().expect("JSON")
+        };
+        (r.status, json)
+    }
+
+    pub async fn create_cart(&self, customer: &str) -> CartRef {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/carts",
+                None,
+                json!({"customer_id": customer}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        CartRef {
+            id: body["cart_id"].as_str().expect("cart_id").to_owned(),
+            token: body["cart_token"].as_str().expect("cart_token").to_owned(),
+        }
+    }
+
+    pub async fn set(&self, cart: &CartRef, sku: &str, quantity: i64) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/v1/carts/{}/items/{sku}", cart.id),
+            Some(&cart.token),
+            json!({ "quantity": quantity }),
+        )
+        .await
+    }
+
+    pub async fn get_cart(&self, cart: &CartRef) -> (StatusCode, Value) {
+        self.call(
+            Method::GET,
+            &format!("/v1/carts/{}", cart.id),
+            Some(&cart.token),
+            Value::Null,
+        )
+        .await
+    }
+
+    pub async fn checkout(&self, cart: &CartRef, key: &str) -> (StatusCode, Value) {
+        let r = self
+            .send(
+                Method::POST,
+                &format!("/v1/carts/{}/checkout", cart.id),
+                Some(&cart.token),
+                &[("idempotency-key", key)],
+                "{}",
+            )
+            .await;
+        (r.status, r.json().expect("JSON"))
+    }
+
+    pub async fn available(&self, sku: &str) -> u64 {
+        let (status, body) = self
+            .call(Method::GET, &format!("/v1/skus/{sku}"), None, Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["available_here"].as_u64().expect("available_here")
+    }
+
+    pub async fn status(&self) -> Value {
+        let (status, body) = self
+            .call(Method::GET, "/admin/status", Some(ADMIN_TOKEN), Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn healthy(&self) -> bool {
+        self.http
+            .get(&format!("{}/healthz", self.url), None)
+            .await
+            .is_ok_and(|r| r.status == StatusCode::OK)
+    }
+}
+
+/// Runs the audit against the fleet's central and these edges; fails with its report unless it
+/// passes.
+pub async fn audit_passes(fleet: &Fleet, edges: impl IntoIterator<Item = String>) {
+    let report = cart_host::commands::audit::run(&cart_host::commands::audit::AuditConfig {
+        central: fleet.central_url.clone(),
+        edges: edges.into_iter().collect(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        wait: Duration::from_secs(60),
+    })
+    .await
+    .expect("audit runs");
+    assert!(report.passed(), "{report}");
+}
+
+/// Polls `check` until it returns true, failing after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real `cart-host serve` process.
+pub struct EdgeProcess {
+    pub child: tokio::process::Child,
+    pub client: Client,
+}
+
+impl EdgeProcess {
+    /// Starts `cart-host serve` on a free port and waits until it answers `/healthz`.
+    pub async fn start(fleet: &Fleet, edge_id: &str) -> Self {
+        let port = free_port();
+        let token_file = fleet.dir.path().join("admin-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--data",
+                &fleet.dir.path().join(edge_id).display().to_string(),
+            ])
+            .args(["--edge-id", edge_id])
+            .args(["--central", &fleet.central_url])
+            .args(["--module", &guest_wasm().display().to_string()])
+            .args(["--admin-token-file", &token_file.display().to_string()])
+            .env("CART_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log_file(fleet, edge_id))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cart-host starts");
+        let client = Client::new(&format!("http://127.0.0.1:{port}"));
+        let probe = client.clone();
+        eventually("the edge process to serve", Duration::from_secs(60), || {
+            let probe = probe.clone();
+            async move { probe.healthy().await }
+        })
+        .await;
+        Self { child, client }
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+}
+
+/// The edge process's log, appended across restarts, kept in the fleet's folder.
+fn log_file(fleet: &Fleet, edge_id: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(fleet.dir.path().join(format!("{edge_id}.log")))
+        .map_or_else(|_| Stdio::inherit(), Stdio::from)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,0 +1,544 @@
+//! The HTTP API: routing, input checks, and the JSON views of carts, orders and SKUs.
+//! Bad input stops here with a 4xx; everything else becomes one typed guest call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cart_rules::{CartStatus, Line, MAX_QUANTITY};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::carts::{CartView, Order, SetQuantity};
+use crate::clock::rfc3339;
+use crate::edge::Edge;
+use crate::edge_db::StockLine;
+use crate::error::ApiError;
+use crate::ids;
+use crate::metrics::RequestLabels;
+use crate::modules::Deployed;
+use crate::shop::{self, Served};
+use crate::status::EdgeStatus;
+use cart_central::sale::is_plain_id;
+
+/// Storefront bodies larger than this are refused with `413`.
+pub const MAX_BODY: usize = 16 * 1024;
+/// `/healthz` fails when one writer job has run longer than this: the writer is stuck.
+const WRITER_STUCK_AFTER: Duration = Duration::from_secs(10);
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/v1/carts", post(create_cart))
+        .route("/v1/carts/{cart_id}", get(get_cart))
+        .route(
+            "/v1/carts/{cart_id}/items/{sku}",
+            put(set_item).delete(remove_item),
+        )
+        .route("/v1/carts/{cart_id}/checkout", post(checkout))
+        .route("/v1/skus", get(list_skus))
+        .route("/v1/skus/{sku}", get(get_sku))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/status", get(status))
+        .route("/admin/modules", get(list_modules).put(deploy_module))
+        .route("/admin/modules/{version}/activate", post(activate_module))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(Arc::clone(&edge), observe))
+        .with_state(edge)
+}
+
+/// Counts and times every request by route and status.
+async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| route_label(p.as_str()));
+    let response = next.run(req).await;
+    let labels = RequestLabels {
+        route,
+        status: response.status().as_u16(),
+    };
+    edge.metrics.requests.get_or_create(&labels).inc();
+    edge.metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/carts" => "create_cart",
+        "/v1/carts/{cart_id}" => "get_cart",
+        "/v1/carts/{cart_id}/items/{sku}" => "cart_item",
+        "/v1/carts/{cart_id}/checkout" => "checkout",
+        "/v1/skus" => "list_skus",
+        "/v1/skus/{sku}" => "get_sku",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        p if p.starts_with("/admin") => "admin",
+        _ => "other",
+    }
+}
+
+// ---- storefront ------------------------------------------------------------------------------
+
+async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
+    let body = read_json(body).await?;
+    let customer_id = match body.get("customer_id") {
+        Some(Value::String(s)) if is_plain_id(s) => s.clone(),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
+        None => return Err(ApiError::BadRequest("customer_id is required".into())),
+    };
+    let (served, token) = shop::create(&edge, customer_id).await?;
+    let mut view = CartJson::new(served.value, &edge.config.edge_id);
+    view.cart_token = Some(token);
+    Ok(with_module(StatusCode::CREATED, view, &served.module))
+}
+
+async fn get_cart(
+    State(edge): State<Arc<Edge>>,
+    Path(cart_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let token_hash = cart_token(&headers)?;
+    check_cart_id(&cart_id)?;
+    let cart = shop::get(&edge, cart_id, token_hash).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
+}
+
+async fn set_item(
+    State(edge): State<Arc<Edge>>,
+    Path((cart_id, sku)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let token_hash = cart_token(&headers)?;
+    check_cart_id(&cart_id)?;
+    check_sku(&edge, &sku)?;
+    let quantity = parse_quantity(&read_json(body).await?)?;
+    let ask = SetQuantity {
+        cart_id,
+        token_hash,
+        sku,
+        quantity,
+    };
+    let cart = shop::set_quantity(&edge, ask).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
+}
+
+async fn remove_item(
+    State(edge): State<Arc<Edge>>,
+    Path((cart_id, sku)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let token_hash = cart_token(&headers)?;
+    check_cart_id(&cart_id)?;
+    check_sku(&edge, &sku)?;
+    let ask = SetQuantity {
+        cart_id,
+        token_hash,
+        sku,
+        quantity: 0,
+    };
+    let cart = shop::set_quantity(&edge, ask).await?;
+    Ok(cart_response(StatusCode::OK, cart, &edge))
+}
+
+async fn checkout(
+    State(edge): State<Arc<Edge>>,
+    Path(cart_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let token_hash = cart_token(&headers)?;
+    check_cart_id(&cart_id)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| ApiError::BadRequest("an Idempotency-Key header is required".into()))?
+        .to_owned();
+    let bytes = read_body(body).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) && !parse_json(&bytes)?.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    let done = shop::checkout(&edge, cart_id, token_hash, idempotency_key).await?;
+    let (order, replayed) = done.value;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let order = OrderJson::new(order, &edge.config.edge_id);
+    Ok(with_module(status, order, &done.module))
+}
+
+async fn list_skus(State(edge): State<Arc<Edge>>) -> ApiResult {
+    let stock = edge.stock().await.map_err(unavailable)?;
+    let skus: Vec<SkuJson> = stock
+        .iter()
+        .filter_map(
+            |StockLine {
+                 sale_id,
+                 sku,
+                 units,
+             }| {
+                edge.catalog
+                    .entry(sale_id, sku)
+                    .map(|e| SkuJson::new(e, units.free))
+            },
+        )
+        .collect();
+    Ok(Json(serde_json::json!({ "skus": skus })).into_response())
+}
+
+async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> ApiResult {
+    check_sku(&edge, &sku)?;
+    let entry = edge.catalog.sku(&sku).ok_or(ApiError::NotFound("SKU"))?;
+    let (sale_id, code) = (entry.sale_id.clone(), entry.sku.clone());
+    let free = edge
+        .read(move |c| crate::edge_db::free(c, &sale_id, &code))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(SkuJson::new(entry, free)).into_response())
+}
+
+// ---- operators -------------------------------------------------------------------------------
+
+/// Liveness: the process serves and its writer is alive and moving.
+async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
+    if edge.writer.pulse().healthy(WRITER_STUCK_AFTER) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        ApiError::Unavailable("the writer is stopped or stuck".into()).into_response()
+    }
+}
+
+async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        edge.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let (stock, backlog, delivered, (grants_in_flight, returns_in_flight), oldest) = edge
+        .read(|c| {
+            use crate::edge_db::{delivered_seq, in_flight, oldest_undelivered, outbox_backlog};
+            Ok((
+                crate::edge_db::stock_rows(c)?,
+                outbox_backlog(c)?,
+                delivered_seq(c)?,
+                in_flight(c)?,
+                oldest_undelivered(c)?,
+            ))
+        })
+        .await
+        .map_err(unavailable)?;
+    let sync = edge.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let status = EdgeStatus {
+        edge_id: edge.config.edge_id.clone(),
+        module_version: edge.rules.get().version().to_owned(),
+        skus: stock.into_iter().map(|l| (l.sku, l.units)).collect(),
+        stock_total: edge
+            .catalog
+            .skus
+            .values()
+            .map(|s| (s.sku.clone(), u64::from(s.stock_total)))
+            .collect(),
+        outbox_backlog: backlog,
+        delivered_seq: delivered,
+        grants_in_flight,
+        returns_in_flight,
+        sync_lag_ms: oldest.map_or(0, |t| (edge.clock.now() - t).max(0)),
+        last_sync: sync.last_sync_at.map(rfc3339),
+        last_sync_error: sync.last_error,
+    };
+    Ok(Json(status).into_response())
+}
+
+async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let (active, modules) = edge.modules.list().await?;
+    Ok(Json(serde_json::json!({ "active": active, "modules": modules })).into_response())
+}
+
+async fn deploy_module(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let limit = crate::modules::MAX_MODULE_BYTES;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let deployed = edge
+        .modules
+        .deploy(
+            bytes.to_vec(),
+            text("x-module-version"),
+            text("x-module-signature"),
+        )
+        .await?;
+    Ok(match deployed {
+        Deployed::Created(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Deployed::Unchanged(info) => (StatusCode::OK, Json(info)).into_response(),
+    })
+}
+
+async fn activate_module(
+    State(edge): State<Arc<Edge>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let info = edge.modules.activate(&version).await?;
+    Ok(Json(info).into_response())
+}
+
+/// Checks the operator token: `403` when none is configured, `401` when missing or wrong.
+pub fn admin_auth(edge: &Edge, headers: &HeaderMap) -> Result<(), ApiError> {
+    let expected = edge
+        .config
+        .admin_token
+        .as_deref()
+        .ok_or(ApiError::Forbidden)?;
+    let given = bearer(headers).ok_or(ApiError::Unauthorized)?;
+    // Compare digests, so the time taken says nothing about the token.
+    if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+// ---- input -----------------------------------------------------------------------------------
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn cart_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    bearer(headers)
+        .map(ids::token_hash)
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn check_cart_id(cart_id: &str) -> Result<(), ApiError> {
+    if ids::is_id(cart_id, "c") {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("cart"))
+    }
+}
+
+fn check_sku(edge: &Edge, sku: &str) -> Result<(), ApiError> {
+    if is_plain_id(sku) && edge.catalog.sku(sku).is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("SKU"))
+    }
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit: MAX_BODY })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+/// Reads a JSON object body.
+async fn read_json(body: Body) -> Result<Value, ApiError> {
+    let value = parse_json(&read_body(body).await?)?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ))
+    }
+}
+
+fn parse_quantity(body: &Value) -> Result<u32, ApiError> {
+    let invalid = ApiError::InvalidQuantity { max: MAX_QUANTITY };
+    match body.get("quantity") {
+        None => Err(ApiError::BadRequest("quantity is required".into())),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|q| u32::try_from(q).ok())
+            .filter(|q| *q <= MAX_QUANTITY)
+            .ok_or(invalid),
+        Some(_) => Err(invalid),
+    }
+}
+
+fn cart_response(status: StatusCode, cart: Served<CartView>, edge: &Edge) -> Response {
+    with_module(
+        status,
+        CartJson::new(cart.value, &edge.config.edge_id),
+        &cart.module,
+    )
+}
+
+/// A JSON response saying, in `X-Module-Version`, which module version answered it.
+fn with_module(status: StatusCode, body: impl Serialize, module: &str) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(module) {
+        response.headers_mut().insert(MODULE_VERSION, v);
+    }
+    response
+}
+
+const MODULE_VERSION: &str = "x-module-version";
+
+fn unavailable(e: anyhow::Error) -> ApiError {
+    ApiError::Unavailable(format!("{e:#}"))
+}
+
+// ---- views -----------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct CartJson {
+    cart_id: String,
+    customer_id: String,
+    status: &'static str,
+    lines: Vec<CartLineJson>,
+    total_cents: i64,
+    edge_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cart_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CartLineJson {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: i64,
+    hold_expires_at: String,
+}
+
+impl CartJson {
+    fn new(c: CartView, edge_id: &str) -> Self {
+        Self {
+            cart_id: c.cart_id,
+            customer_id: c.customer_id,
+            status: match c.status {
+                CartStatus::Open => "open",
+                CartStatus::CheckedOut => "checked_out",
+            },
+            lines: c.lines.into_iter().map(CartLineJson::from).collect(),
+            total_cents: c.total_cents,
+            edge_id: edge_id.to_owned(),
+            cart_token: None,
+        }
+    }
+}
+
+impl From<Line> for CartLineJson {
+    fn from(l: Line) -> Self {
+        Self {
+            sku: l.sku,
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+            hold_expires_at: rfc3339(l.hold_expires_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OrderJson {
+    order_id: String,
+    cart_id: String,
+    customer_id: String,
+    lines: Vec<OrderLineJson>,
+    total_cents: i64,
+    placed_at: String,
+    edge_id: String,
+}
+
+#[derive(Serialize)]
+struct OrderLineJson {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: i64,
+}
+
+impl OrderJson {
+    fn new(o: Order, edge_id: &str) -> Self {
+        Self {
+            order_id: o.order_id,
+            cart_id: o.cart_id,
+            customer_id: o.customer_id,
+            lines: o
+                .lines
+                .into_iter()
+                .map(|l| OrderLineJson {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: o.total_cents,
+            placed_at: rfc3339(o.placed_at),
+            edge_id: edge_id.to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SkuJson<'a> {
+    sku: &'a str,
+    name: &'a str,
+    price_cents: i64,
+    limit_per_customer: u32,
+    sale_starts_at: String,
+    available_here: u32,
+}
+
+impl<'a> SkuJson<'a> {
+    fn new(e: &'a cart_central::sale::SkuEntry, free: u32) -> Self {
+        Self {
+            sku: &e.sku,
+            name: &e.name,
+            price_cents: e.price_cents,
+            limit_per_customer: e.limit_per_customer,
+            sale_starts_at: rfc3339(e.sale_starts_at),
+            available_here: free,
+        }
+    }
+}

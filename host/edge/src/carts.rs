@@ -1,0 +1,517 @@
+//! The cart store: carts, lines and orders in the edge's SQLite, and the three things done to
+//! them. Each operation loads what the rules need in the caller's transaction, asks the rules,
+//! checks the decision, and applies it; the stock moves and the outbox event are derived from
+//! the decision here, never taken from the guest. The cart's view is defined here, once, for
+//! answers from the writer and from read connections alike.
+
+use cart_rules::{
+    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, MAX_CART_LINES, MAX_PRICE_CENTS,
+    MAX_QUANTITY, SetRequest,
+};
+use rusqlite::{Connection, params};
+
+use crate::clock::Millis;
+use crate::edge_db;
+use crate::rules::{CartRules, GuestFault};
+use cart_central::events::{EventLine, OutboxEvent};
+use cart_central::sale::Catalog;
+
+/// A cart as stored.
+#[derive(Clone, Debug)]
+pub struct StoredCart {
+    pub cart_id: String,
+    pub customer_id: String,
+    token_hash: String,
+    pub status: CartStatus,
+    pub lines: Vec<StoredLine>,
+}
+
+/// A line and the sale its SKU belongs to.
+#[derive(Clone, Debug)]
+pub struct StoredLine {
+    pub sale_id: String,
+    pub line: Line,
+}
+
+/// What a shopper sees of a cart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CartView {
+    pub cart_id: String,
+    pub customer_id: String,
+    pub status: CartStatus,
+    pub lines: Vec<Line>,
+    pub total_cents: i64,
+}
+
+/// An order: a checked-out cart's lines, sold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub cart_id: String,
+    pub customer_id: String,
+    pub lines: Vec<EventLine>,
+    pub total_cents: i64,
+    pub placed_at: Millis,
+}
+
+/// Why a cart operation changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CartFailure {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("missing or wrong cart token")]
+    Unauthorized,
+    #[error("refused by the cart rules: {0:?}")]
+    Refused(CartError),
+    #[error("a cart holds at most {MAX_CART_LINES} lines")]
+    TooManyLines,
+    #[error("the cart rules failed: {0}")]
+    Fault(#[from] GuestFault),
+    #[error("edge database: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+/// A decision the books cannot take is the module's fault, like a trap.
+fn bad_decision(what: String) -> CartFailure {
+    CartFailure::Fault(GuestFault(format!("the rules decided {what}")))
+}
+
+impl StoredCart {
+    /// Checks the shopper's token; compares digests whose equality says nothing of the token.
+    pub fn authorize(&self, token_hash: &str) -> Result<(), CartFailure> {
+        let (a, b) = (self.token_hash.as_bytes(), token_hash.as_bytes());
+        let differ = a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0;
+        if differ {
+            Err(CartFailure::Unauthorized)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The shopper's view: every line, and their total.
+    pub fn view(&self) -> CartView {
+        let lines: Vec<Line> = self.lines.iter().map(|l| l.line.clone()).collect();
+        CartView {
+            cart_id: self.cart_id.clone(),
+            customer_id: self.customer_id.clone(),
+            status: self.status,
+            total_cents: total(lines.iter().map(|l| (l.quantity, l.unit_price_cents))),
+            lines,
+        }
+    }
+}
+
+/// `Σ quantity × price`. The sale file bounds prices, the rules quantities and the store the
+/// lines per cart, so this never overflows; if it ever did, it saturates rather than wraps.
+fn total(lines: impl Iterator<Item = (u32, i64)>) -> i64 {
+    lines.fold(0i64, |sum, (q, p)| {
+        sum.saturating_add(i64::from(q).saturating_mul(p))
+    })
+}
+
+/// Loads a cart with its lines, in SKU order.
+pub fn load(conn: &Connection, cart_id: &str) -> rusqlite::Result<Option<StoredCart>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.customer_id, c.token_hash, c.status, l.sku, l.sale_id, l.quantity, \
+                l.unit_price_cents, l.hold_expires_at, l.held \
+         FROM carts c LEFT JOIN cart_lines l ON l.cart_id = c.cart_id \
+         WHERE c.cart_id = ?1 ORDER BY l.sku",
+    )?;
+    let mut rows = stmt.query([cart_id])?;
+    let mut cart: Option<StoredCart> = None;
+    while let Some(r) = rows.next()? {
+        let cart = match &mut cart {
+            Some(c) => c,
+            None => cart.insert(StoredCart {
+                cart_id: cart_id.to_owned(),
+                customer_id: r.get(0)?,
+                token_hash: r.get(1)?,
+                status: if r.get_ref(2)?.as_str()? == "open" {
+                    CartStatus::Open
+                } else {
+                    CartStatus::CheckedOut
+                },
+                lines: Vec::new(),
+            }),
+        };
+        if let Some(sku) = r.get::<_, Option<String>>(3)? {
+            cart.lines.push(StoredLine {
+                sale_id: r.get(4)?,
+                line: Line {
+                    sku,
+                    quantity: r.get(5)?,
+                    unit_price_cents: r.get(6)?,
+                    hold_expires_at: r.get(7)?,
+                    held: r.get(8)?,
+                },
+            });
+        }
+    }
+    Ok(cart)
+}
+
+/// Loads a cart the shopper may see.
+pub fn load_authorized(
+    conn: &Connection,
+    cart_id: &str,
+    token_hash: &str,
+) -> Result<StoredCart, CartFailure> {
+    let cart = load(conn, cart_id)?.ok_or(CartFailure::NotFound("cart"))?;
+    cart.authorize(token_hash)?;
+    Ok(cart)
+}
+
+/// Creates an empty open cart.
+pub fn create(
+    conn: &Connection,
+    cart_id: &str,
+    customer_id: &str,
+    token_hash: &str,
+    now: Millis,
+) -> rusqlite::Result<CartView> {
+    conn.prepare_cached(
+        "INSERT INTO carts (cart_id, customer_id, token_hash, status, created_at) \
+         VALUES (?1, ?2, ?3, 'open', ?4)",
+    )?
+    .execute(params![cart_id, customer_id, token_hash, now])?;
+    Ok(CartView {
+        cart_id: cart_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        status: CartStatus::Open,
+        lines: Vec::new(),
+        total_cents: 0,
+    })
+}
+
+/// What a shopper asks of a cart line.
+#[derive(Clone, Debug)]
+pub struct SetQuantity {
+    pub cart_id: String,
+    pub token_hash: String,
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// A line set: the cart as it is now, and how many units the change reserved.
+#[derive(Debug)]
+pub struct Set {
+    pub view: CartView,
+    pub reserved_more: u32,
+}
+
+/// Sets the quantity of a SKU in a cart, as the rules decide.
+pub fn set_quantity(
+    conn: &Connection,
+    rules: &dyn CartRules,
+    catalog: &Catalog,
+    now: Millis,
+    ask: &SetQuantity,
+) -> Result<Set, CartFailure> {
+    let mut cart = load_authorized(conn, &ask.cart_id, &ask.token_hash)?;
+    let entry = catalog.sku(&ask.sku).ok_or(CartFailure::NotFound("SKU"))?;
+    let at = cart.lines.iter().position(|l| l.line.sku == ask.sku);
+    if at.is_none() && ask.quantity > 0 && cart.lines.len() >= MAX_CART_LINES {
+        return Err(CartFailure::TooManyLines);
+    }
+    let current = at.map(|i| &cart.lines[i].line);
+    let free = edge_db::free(conn, &entry.sale_id, &entry.sku)?;
+    let elsewhere = customer_elsewhere(conn, &cart, &entry.sale_id, &entry.sku, now)?;
+    let info = entry.info();
+    let decided = rules
+        .set_quantity(&SetRequest {
+            now,
+            status: cart.status,
+            sku: &info,
+            line: current,
+            quantity: ask.quantity,
+            free,
+            customer_elsewhere: elsewhere,
+        })?
+        .map_err(CartFailure::Refused)?;
+
+    if let Some(l) = &decided {
+        let sane = l.sku == ask.sku
+            && (1..=MAX_QUANTITY).contains(&l.quantity)
+            && (0..=MAX_PRICE_CENTS).contains(&l.unit_price_cents);
+        if !sane {
+            return Err(bad_decision(format!("an impossible line {l:?}")));
+        }
+    }
+    let before = current.map_or(0, Line::reserved);
+    let after = decided.as_ref().map_or(0, Line::reserved);
+    if after > before {
+        let more = after - before;
+        if edge_db::reserve(conn, &entry.sale_id, &entry.sku, more)?.is_err() {
+            return Err(bad_decision(format!(
+                "to hold {more} more units of {} with {free} free",
+                ask.sku
+            )));
+        }
+    } else if before > after {
+        edge_db::release(conn, &entry.sale_id, &entry.sku, before - after)?;
+    }
+    match &decided {
+        Some(l) => {
+            conn.prepare_cached(
+                "INSERT INTO cart_lines \
+                   (cart_id, sku, sale_id, quantity, unit_price_cents, hold_expires_at, held) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (cart_id, sku) DO UPDATE SET sale_id = excluded.sale_id, \
+                   quantity = excluded.quantity, unit_price_cents = excluded.unit_price_cents, \
+                   hold_expires_at = excluded.hold_expires_at, held = excluded.held",
+            )?
+            .execute(params![
+                ask.cart_id,
+                l.sku,
+                entry.sale_id,
+                l.quantity,
+                l.unit_price_cents,
+                l.hold_expires_at,
+                l.held
+            ])?;
+        }
+        None if at.is_some() => {
+            conn.prepare_cached("DELETE FROM cart_lines WHERE cart_id = ?1 AND sku = ?2")?
+                .execute(params![ask.cart_id, ask.sku])?;
+        }
+        None => {}
+    }
+    // Central hears of every change to what the line holds, and of every new expiry.
+    let expires = |l: Option<&Line>| l.filter(|l| l.held).map_or(0, |l| l.hold_expires_at);
+    if before != after || expires(current) != expires(decided.as_ref()) {
+        emit(
+            conn,
+            now,
+            &OutboxEvent::HoldChanged {
+                cart_id: cart.cart_id.clone(),
+                customer_id: cart.customer_id.clone(),
+                sale_id: entry.sale_id.clone(),
+                sku: ask.sku.clone(),
+                quantity: after,
+                expires_at: expires(decided.as_ref()),
+            },
+        )?;
+    }
+    let stored = decided.map(|line| StoredLine {
+        sale_id: entry.sale_id.clone(),
+        line,
+    });
+    match (at, stored) {
+        (Some(i), Some(l)) => cart.lines[i] = l,
+        (Some(i), None) => {
+            cart.lines.remove(i);
+        }
+        (None, Some(l)) => {
+            cart.lines.push(l);
+            cart.lines.sort_by(|a, b| a.line.sku.cmp(&b.line.sku));
+        }
+        (None, None) => {}
+    }
+    Ok(Set {
+        view: cart.view(),
+        reserved_more: after.saturating_sub(before),
+    })
+}
+
+/// Units of a SKU the customer holds in their other open carts or bought, on this edge.
+fn customer_elsewhere(
+    conn: &Connection,
+    cart: &StoredCart,
+    sale_id: &str,
+    sku: &str,
+    now: Millis,
+) -> rusqlite::Result<u32> {
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(l.quantity), 0) FROM carts c \
+         JOIN cart_lines l ON l.cart_id = c.cart_id \
+         WHERE c.customer_id = ?1 AND l.sale_id = ?2 AND l.sku = ?3 AND c.cart_id <> ?4 \
+         AND (c.status = 'checked_out' OR (l.held = 1 AND l.hold_expires_at > ?5))",
+    )?
+    .query_row(
+        params![cart.customer_id, sale_id, sku, cart.cart_id, now],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Checks a cart out under an idempotency key: the order, and whether it was placed before.
+pub fn checkout(
+    conn: &Connection,
+    rules: &dyn CartRules,
+    catalog: &Catalog,
+    now: Millis,
+    cart_id: &str,
+    token_hash: &str,
+    idempotency_key: &str,
+) -> Result<(Order, bool), CartFailure> {
+    let cart = load_authorized(conn, cart_id, token_hash)?;
+    let placed = match cart.status {
+        CartStatus::CheckedOut => Some(load_order(conn, &cart)?),
+        CartStatus::Open => None,
+    };
+    let lines: Vec<Line> = cart.lines.iter().map(|l| l.line.clone()).collect();
+    let skus: Vec<_> = cart
+        .lines
+        .iter()
+        .filter(|l| l.line.held)
+        .filter_map(|l| catalog.entry(&l.sale_id, &l.line.sku).map(|e| e.info()))
+        .collect();
+    let outcome = rules
+        .checkout(&CheckoutRequest {
+            now,
+            status: cart.status,
+            lines: &lines,
+            skus: &skus,
+            idempotency_key,
+            placed_with: placed.as_ref().map(|(_, key)| key.as_str()),
+        })?
+        .map_err(CartFailure::Refused)?;
+    match (outcome, placed) {
+        (CheckoutOutcome::Replay, Some((order, _))) => Ok((order, true)),
+        (CheckoutOutcome::Place, None) => Ok((place(conn, &cart, idempotency_key, now)?, false)),
+        (outcome, _) => Err(bad_decision(format!(
+            "{outcome:?} for a {:?} cart",
+            cart.status
+        ))),
+    }
+}
+
+/// Sells every line of an open cart, as held, and records the order.
+fn place(
+    conn: &Connection,
+    cart: &StoredCart,
+    idempotency_key: &str,
+    now: Millis,
+) -> Result<Order, CartFailure> {
+    if let Some(l) = cart.lines.iter().find(|l| !l.line.held) {
+        return Err(bad_decision(format!(
+            "to sell {}, whose hold was released",
+            l.line.sku
+        )));
+    }
+    for l in &cart.lines {
+        edge_db::sell(conn, &l.sale_id, &l.line.sku, l.line.quantity)?;
+    }
+    let lines: Vec<EventLine> = cart
+        .lines
+        .iter()
+        .map(|l| EventLine {
+            sale_id: l.sale_id.clone(),
+            sku: l.line.sku.clone(),
+            quantity: l.line.quantity,
+            unit_price_cents: l.line.unit_price_cents,
+        })
+        .collect();
+    let order = Order {
+        order_id: order_id(&cart.cart_id),
+        cart_id: cart.cart_id.clone(),
+        customer_id: cart.customer_id.clone(),
+        total_cents: total(lines.iter().map(|l| (l.quantity, l.unit_price_cents))),
+        lines,
+        placed_at: now,
+    };
+    conn.prepare_cached(
+        "INSERT INTO orders (order_id, cart_id, customer_id, idempotency_key, total_cents, placed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        order.order_id,
+        order.cart_id,
+        order.customer_id,
+        idempotency_key,
+        order.total_cents,
+        now
+    ])?;
+    conn.prepare_cached("UPDATE carts SET status = 'checked_out' WHERE cart_id = ?1")?
+        .execute([&cart.cart_id])?;
+    // The lines' units are sold now, not held: the sweep must not return them.
+    conn.prepare_cached("UPDATE cart_lines SET held = 0 WHERE cart_id = ?1")?
+        .execute([&cart.cart_id])?;
+    emit(
+        conn,
+        now,
+        &OutboxEvent::OrderPlaced {
+            order_id: order.order_id.clone(),
+            cart_id: order.cart_id.clone(),
+            customer_id: order.customer_id.clone(),
+            lines: order.lines.clone(),
+            total_cents: order.total_cents,
+            placed_at: now,
+        },
+    )?;
+    Ok(order)
+}
+
+/// The order of a checked-out cart, and the idempotency key it was placed under.
+fn load_order(conn: &Connection, cart: &StoredCart) -> rusqlite::Result<(Order, String)> {
+    let (order_id, key, total_cents, placed_at) = conn
+        .prepare_cached(
+            "SELECT order_id, idempotency_key, total_cents, placed_at FROM orders WHERE cart_id = ?1",
+        )?
+        .query_row([&cart.cart_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let lines = cart
+        .lines
+        .iter()
+        .map(|l| EventLine {
+            sale_id: l.sale_id.clone(),
+            sku: l.line.sku.clone(),
+            quantity: l.line.quantity,
+            unit_price_cents: l.line.unit_price_cents,
+        })
+        .collect();
+    let order = Order {
+        order_id,
+        cart_id: cart.cart_id.clone(),
+        customer_id: cart.customer_id.clone(),
+        lines,
+        total_cents,
+        placed_at,
+    };
+    Ok((order, key))
+}
+
+/// Releases up to `limit` holds that lapsed at or before `now`, in order of expiry; how many.
+pub fn sweep(conn: &Connection, now: Millis, limit: u32) -> rusqlite::Result<u32> {
+    let lapsed: Vec<(String, String, String, String, u32)> = conn
+        .prepare_cached(
+            "SELECT l.cart_id, c.customer_id, l.sale_id, l.sku, l.quantity FROM cart_lines l \
+             JOIN carts c ON c.cart_id = l.cart_id \
+             WHERE l.held = 1 AND l.hold_expires_at <= ?1 \
+             ORDER BY l.hold_expires_at LIMIT ?2",
+        )?
+        .query_map(params![now, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (cart_id, customer_id, sale_id, sku, quantity) in &lapsed {
+        edge_db::release(conn, sale_id, sku, *quantity)?;
+        conn.prepare_cached("UPDATE cart_lines SET held = 0 WHERE cart_id = ?1 AND sku = ?2")?
+            .execute(params![cart_id, sku])?;
+        emit(
+            conn,
+            now,
+            &OutboxEvent::HoldChanged {
+                cart_id: cart_id.clone(),
+                customer_id: customer_id.clone(),
+                sale_id: sale_id.clone(),
+                sku: sku.clone(),
+                quantity: 0,
+                expires_at: 0,
+            },
+        )?;
+    }
+    Ok(u32::try_from(lapsed.len()).unwrap_or(u32::MAX))
+}
+
+fn emit(conn: &Connection, now: Millis, event: &OutboxEvent) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(event)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    edge_db::append_outbox(conn, now, &json)
+}
+
+/// One order per cart, so the order's id follows from the cart's.
+fn order_id(cart_id: &str) -> String {
+    format!("o_{}", cart_id.strip_prefix("c_").unwrap_or(cart_id))
+}

@@ -1,0 +1,518 @@
+//! The edge's SQLite database: opening it, its versioned schema, and the host's statements on
+//! stock, grants, returns, the outbox and meta. (Carts, lines and orders: [`crate::carts`].)
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::clock::Millis;
+
+mod migrations {
+    refinery::embed_migrations!("../../schema/edge");
+}
+
+/// The edge database's file name inside the data directory.
+pub const FILE_NAME: &str = "edge.db";
+
+/// The writer's connection: WAL, full fsync at commit, schema migrated.
+pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(FILE_NAME);
+    let mut conn =
+        Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged update survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    tune(&conn)?;
+    migrations::migrations::runner()
+        .run(&mut conn)
+        .context("migrating the edge schema (a data folder from before cart-host 0.2 cannot be migrated: start the edge on a fresh folder)")?;
+    Ok(conn)
+}
+
+/// A read-only connection: reads see the last commit (WAL snapshots) and never wait for the
+/// writer.
+pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
+    let path = dir.join(FILE_NAME);
+    let conn = Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {} to read", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    tune(&conn)?;
+    Ok(conn)
+}
+
+/// Read-only connections, opened as needed and kept for the next read.
+pub struct Readers {
+    dir: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// Reads at once; each holds a connection on a blocking thread.
+    gate: tokio::sync::Semaphore,
+}
+
+/// Read connections an edge keeps (and reads it runs at once).
+const READERS: usize = 8;
+
+impl Readers {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            gate: tokio::sync::Semaphore::new(READERS),
+        }
+    }
+
+    /// Runs `f` on a read connection, off the async workers.
+    pub async fn read<T: Send + 'static, E: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> anyhow::Result<Result<T, E>> {
+        let _turn = self.gate.acquire().await?;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let idle = this.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&this.dir)?,
+            };
+            let result = f(&conn);
+            this.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            Ok(result)
+        })
+        .await?
+    }
+}
+
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(128);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares a cached statement
+    // whenever a value it planned with changes (the request's `now`, a cart id), every request.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
+// ---- stock -----------------------------------------------------------------------------------
+
+/// Free, held and sold units of one SKU at this edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StockRow {
+    pub free: u32,
+    pub held: u32,
+    pub sold: u32,
+}
+
+/// Makes sure a SKU of a sale has a stock row (with nothing in it yet).
+pub fn add_stock(conn: &Connection, sale_id: &str, sku: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO stock (sale_id, sku) VALUES (?1, ?2)")?
+        .execute([sale_id, sku])?;
+    Ok(())
+}
+
+/// Moves `qty` free units to held; `Err(free)` when there are not enough.
+pub fn reserve(
+    conn: &Connection,
+    sale_id: &str,
+    sku: &str,
+    qty: u32,
+) -> rusqlite::Result<Result<(), u32>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE stock SET free = free - ?3, held = held + ?3 \
+             WHERE sale_id = ?1 AND sku = ?2 AND free >= ?3",
+        )?
+        .execute(params![sale_id, sku, qty])?;
+    if changed == 1 {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(free(conn, sale_id, sku)?))
+    }
+}
+
+/// Moves held units back to free. Fails (a host bug) if fewer are held.
+pub fn release(conn: &Connection, sale_id: &str, sku: &str, qty: u32) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE stock SET free = free + ?3, held = held - ?3 WHERE sale_id = ?1 AND sku = ?2",
+        )?
+        .execute(params![sale_id, sku, qty])?;
+    expect_one(changed)
+}
+
+/// Moves held units to sold. Fails (a host bug) if fewer are held.
+pub fn sell(conn: &Connection, sale_id: &str, sku: &str, qty: u32) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE stock SET held = held - ?3, sold = sold + ?3 WHERE sale_id = ?1 AND sku = ?2",
+        )?
+        .execute(params![sale_id, sku, qty])?;
+    expect_one(changed)
+}
+
+/// Free units of a SKU at this edge.
+pub fn free(conn: &Connection, sale_id: &str, sku: &str) -> rusqlite::Result<u32> {
+    conn.prepare_cached("SELECT free FROM stock WHERE sale_id = ?1 AND sku = ?2")?
+        .query_row([sale_id, sku], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+fn expect_one(changed: usize) -> rusqlite::Result<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        // No such SKU in this edge's stock: something was moved that was never reserved.
+        Err(rusqlite::Error::QueryReturnedNoRows)
+    }
+}
+
+/// One SKU's stock at this edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockLine {
+    pub sale_id: String,
+    pub sku: String,
+    pub units: StockRow,
+}
+
+/// Every SKU's stock, by sale and SKU.
+pub fn stock_rows(conn: &Connection) -> rusqlite::Result<Vec<StockLine>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT sale_id, sku, free, held, sold FROM stock ORDER BY sale_id, sku")?;
+    stmt.query_map([], |r| {
+        Ok(StockLine {
+            sale_id: r.get(0)?,
+            sku: r.get(1)?,
+            units: StockRow {
+                free: r.get(2)?,
+                held: r.get(3)?,
+                sold: r.get(4)?,
+            },
+        })
+    })?
+    .collect()
+}
+
+// ---- grants ----------------------------------------------------------------------------------
+
+/// Records a grant request before central is asked, so a retry after a crash reuses its id.
+pub fn record_grant_request(
+    conn: &Connection,
+    grant_id: &str,
+    sale_id: &str,
+    sku: &str,
+    requested: u32,
+    now: Millis,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO grants (grant_id, sale_id, sku, requested, requested_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![grant_id, sale_id, sku, requested, now])?;
+    Ok(())
+}
+
+/// Adds central's answer to a grant request to the free units, once.
+pub fn apply_grant(
+    conn: &Connection,
+    grant_id: &str,
+    granted: u32,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE grants SET granted = ?2, applied_at = ?3 WHERE grant_id = ?1 AND granted IS NULL",
+        )?
+        .execute(params![grant_id, granted, now])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE stock SET free = free + ?2 \
+         WHERE (sale_id, sku) = (SELECT sale_id, sku FROM grants WHERE grant_id = ?1)",
+    )?
+    .execute(params![grant_id, granted])?;
+    Ok(true)
+}
+
+/// A grant request central has not answered yet, or whose answer was never applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingGrant {
+    pub grant_id: String,
+    pub sale_id: String,
+    pub sku: String,
+    pub requested: u32,
+}
+
+/// Grant requests recorded at or before `before` and still unanswered.
+pub fn pending_grants(conn: &Connection, before: Millis) -> rusqlite::Result<Vec<PendingGrant>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT grant_id, sale_id, sku, requested FROM grants \
+         WHERE granted IS NULL AND requested_at <= ?1 ORDER BY requested_at",
+    )?;
+    stmt.query_map([before], |r| {
+        Ok(PendingGrant {
+            grant_id: r.get(0)?,
+            sale_id: r.get(1)?,
+            sku: r.get(2)?,
+            requested: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+// ---- returns ---------------------------------------------------------------------------------
+
+/// Takes up to `quantity` free units out of stock to give back to central, recorded under
+/// `return_id` before central is told. Returns how many were taken (0: none were free).
+pub fn record_return(
+    conn: &Connection,
+    return_id: &str,
+    sale_id: &str,
+    sku: &str,
+    quantity: u32,
+    now: Millis,
+) -> rusqlite::Result<u32> {
+    let n = quantity.min(free(conn, sale_id, sku)?);
+    if n == 0 {
+        return Ok(0);
+    }
+    conn.prepare_cached("UPDATE stock SET free = free - ?3 WHERE sale_id = ?1 AND sku = ?2")?
+        .execute(params![sale_id, sku, n])?;
+    conn.prepare_cached(
+        "INSERT INTO unit_returns (return_id, sale_id, sku, quantity, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![return_id, sale_id, sku, n, now])?;
+    Ok(n)
+}
+
+/// Central has taken the units of this return.
+pub fn confirm_return(conn: &Connection, return_id: &str, now: Millis) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE unit_returns SET confirmed_at = ?2 WHERE return_id = ?1 AND confirmed_at IS NULL",
+    )?
+    .execute(params![return_id, now])?;
+    Ok(())
+}
+
+/// A return central has not confirmed yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingReturn {
+    pub return_id: String,
+    pub sale_id: String,
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// Returns recorded at or before `before` and not yet confirmed.
+pub fn pending_returns(conn: &Connection, before: Millis) -> rusqlite::Result<Vec<PendingReturn>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT return_id, sale_id, sku, quantity FROM unit_returns \
+         WHERE confirmed_at IS NULL AND created_at <= ?1 ORDER BY created_at",
+    )?;
+    stmt.query_map([before], |r| {
+        Ok(PendingReturn {
+            return_id: r.get(0)?,
+            sale_id: r.get(1)?,
+            sku: r.get(2)?,
+            quantity: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+/// Grant requests and returns central has not answered yet.
+pub fn in_flight(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT COUNT(*) FROM grants WHERE granted IS NULL), \
+                (SELECT COUNT(*) FROM unit_returns WHERE confirmed_at IS NULL)",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// When the oldest undelivered outbox event was written, if any is.
+pub fn oldest_undelivered(conn: &Connection) -> rusqlite::Result<Option<Millis>> {
+    conn.prepare_cached("SELECT MIN(created_at) FROM outbox")?
+        .query_row([], |r| r.get(0))
+}
+
+// ---- outbox ----------------------------------------------------------------------------------
+
+/// Appends one event (JSON) to the outbox.
+pub fn append_outbox(conn: &Connection, now: Millis, event_json: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO outbox (created_at, event) VALUES (?1, ?2)")?
+        .execute(params![now, event_json])?;
+    Ok(())
+}
+
+/// One undelivered outbox row.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event: String,
+}
+
+/// Up to `limit` events after `after`, in order.
+pub fn outbox_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<OutboxRow>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, event FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    stmt.query_map(params![after, limit], |r| {
+        Ok(OutboxRow {
+            seq: r.get(0)?,
+            event: r.get(1)?,
+        })
+    })?
+    .collect()
+}
+
+/// Records that central applied everything up to `seq`, and prunes what it applied.
+pub fn mark_delivered(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    set_meta(conn, "delivered_seq", &seq.to_string())?;
+    conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
+pub fn delivered_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(meta(conn, "delivered_seq")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Events written but not yet applied by central.
+pub fn outbox_backlog(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM outbox")?
+        .query_row([], |r| r.get(0))
+}
+
+// ---- meta ------------------------------------------------------------------------------------
+
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_writer(dir.path()).expect("open");
+        (dir, conn)
+    }
+
+    fn seed(conn: &Connection, free: u32, held: u32) {
+        conn.execute(
+            "INSERT INTO stock (sale_id, sku, free, held) VALUES ('S', 'A', ?1, ?2)",
+            [free, held],
+        )
+        .expect("seed");
+    }
+
+    fn units(conn: &Connection) -> StockRow {
+        stock_rows(conn).expect("rows")[0].units
+    }
+
+    #[test]
+    fn reserve_reports_the_free_units_when_short() {
+        let (_dir, conn) = fresh();
+        seed(&conn, 3, 0);
+        assert_eq!(reserve(&conn, "S", "A", 2).expect("sql"), Ok(()));
+        assert_eq!(reserve(&conn, "S", "A", 2).expect("sql"), Err(1));
+        sell(&conn, "S", "A", 1).expect("sell");
+        release(&conn, "S", "A", 1).expect("release");
+        assert!(
+            release(&conn, "S", "A", 1).is_err(),
+            "released more than held"
+        );
+        assert!(release(&conn, "T", "A", 1).is_err(), "another sale's SKU");
+        assert_eq!(
+            units(&conn),
+            StockRow {
+                free: 2,
+                held: 0,
+                sold: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_return_takes_only_free_units_and_is_confirmed_once() {
+        let (_dir, conn) = fresh();
+        seed(&conn, 3, 2);
+        assert_eq!(
+            record_return(&conn, "r1", "S", "A", 5, 0).expect("return"),
+            3
+        );
+        assert_eq!(
+            record_return(&conn, "r2", "S", "A", 1, 0).expect("return"),
+            0
+        );
+        assert_eq!(in_flight(&conn).expect("in flight"), (0, 1));
+        assert_eq!(pending_returns(&conn, 0).expect("pending").len(), 1);
+        confirm_return(&conn, "r1", 1).expect("confirm");
+        assert!(pending_returns(&conn, 0).expect("pending").is_empty());
+        assert_eq!(
+            units(&conn),
+            StockRow {
+                free: 0,
+                held: 2,
+                sold: 0
+            }
+        );
+    }
+
+    #[test]
+    fn cached_statements_are_not_prepared_again() {
+        let (_dir, conn) = fresh();
+        // A join and an ORDER BY over bound values: both re-prepared on every new binding
+        // without the query planner stability guarantee.
+        let sql = "SELECT l.sku FROM carts c JOIN cart_lines l ON l.cart_id = c.cart_id \
+                   WHERE c.customer_id = ?1 AND l.hold_expires_at > ?2 ORDER BY l.sku";
+        for now in 0..3i64 {
+            let mut stmt = conn.prepare_cached(sql).expect("prepare");
+            let mut rows = stmt.query(params![format!("c-{now}"), now]).expect("query");
+            while rows.next().expect("row").is_some() {}
+            drop(rows);
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        }
+    }
+
+    #[test]
+    fn a_grant_is_applied_once() {
+        let (_dir, conn) = fresh();
+        add_stock(&conn, "S", "A").expect("stock row");
+        record_grant_request(&conn, "g1", "S", "A", 5, 0).expect("record");
+        assert_eq!(pending_grants(&conn, 0).expect("pending").len(), 1);
+        assert!(apply_grant(&conn, "g1", 4, 1).expect("apply"));
+        assert!(!apply_grant(&conn, "g1", 4, 2).expect("apply again"));
+        assert_eq!(free(&conn, "S", "A").expect("free"), 4);
+        assert!(pending_grants(&conn, 0).expect("pending").is_empty());
+    }
+}

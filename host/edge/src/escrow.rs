@@ -1,0 +1,299 @@
+//! The edge's side of escrow: asking central for units, before the shelf runs empty and when a
+//! shopper finds it empty, with grant ids stored before asking so a retry never leaks units.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::{Clock, Millis};
+use crate::edge_db;
+use crate::metrics::Metrics;
+use crate::writer::{WriteError, WriterHandle};
+use cart_central::sale::SkuEntry;
+use cart_central::{Central, CentralError, GrantRequest, UnitReturn};
+
+/// After central answered 0 for a SKU, how long before asking again.
+const EXHAUSTED_BACKOFF_MS: Millis = 500;
+/// Demand is counted over windows of this length.
+const DEMAND_WINDOW_MS: Millis = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(transparent)]
+    Central(#[from] CentralError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Per-SKU bookkeeping for grants.
+#[derive(Default)]
+struct SkuState {
+    /// The sale the SKU's units belong to.
+    sale_id: String,
+    /// One grant request in flight per SKU; waiters reuse its result.
+    lock: tokio::sync::Mutex<()>,
+    /// Bumped whenever units arrive, so a waiter can tell it need not ask again.
+    generation: AtomicU64,
+    /// When central last had nothing left for us.
+    exhausted_at: Mutex<Option<Millis>>,
+    /// Units shoppers asked for: (window start, units this window, units last window).
+    demand: Mutex<(Millis, u64, u64)>,
+}
+
+pub struct Allotments {
+    edge_id: String,
+    central: Arc<Central>,
+    writer: WriterHandle,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    skus: HashMap<String, Arc<SkuState>>,
+}
+
+/// What a shopper's request should do after finding too few units.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterShortage {
+    /// More units arrived: try again.
+    Retry,
+    /// None to be had now: the shopper is told `sold_out`.
+    SoldOut,
+}
+
+impl Allotments {
+    pub fn new(
+        edge_id: String,
+        skus: impl IntoIterator<Item = SkuEntry>,
+        central: Arc<Central>,
+        writer: WriterHandle,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let skus = skus
+            .into_iter()
+            .map(|s| {
+                let state = SkuState {
+                    sale_id: s.sale_id,
+                    ..SkuState::default()
+                };
+                (s.sku, Arc::new(state))
+            })
+            .collect();
+        Self {
+            edge_id,
+            central,
+            writer,
+            clock,
+            metrics,
+            skus,
+        }
+    }
+
+    /// The grant generation of a SKU; read before a request, passed to [`Self::after_shortage`].
+    pub fn generation(&self, sku: &str) -> u64 {
+        self.skus
+            .get(sku)
+            .map_or(0, |s| s.generation.load(Ordering::Acquire))
+    }
+
+    /// Counts units a shopper asked for, to size top-ups to demand.
+    pub fn note_demand(&self, sku: &str, units: u32) {
+        let Some(state) = self.skus.get(sku) else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut d = state.demand.lock().unwrap_or_else(|p| p.into_inner());
+        if now - d.0 >= DEMAND_WINDOW_MS {
+            *d = (
+                now,
+                0,
+                if now - d.0 < 2 * DEMAND_WINDOW_MS {
+                    d.1
+                } else {
+                    0
+                },
+            );
+        }
+        d.1 += u64::from(units);
+    }
+
+    /// Units asked for in about the last second.
+    pub fn recent_demand(&self, sku: &str) -> u32 {
+        self.skus.get(sku).map_or(0, |s| {
+            let d = s.demand.lock().unwrap_or_else(|p| p.into_inner());
+            u32::try_from(d.1.max(d.2)).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// A shopper found too few units of `sku`: get more from central unless someone just did.
+    ///
+    /// The work runs in its own task, so a shopper who stops waiting never leaves a grant
+    /// half-done: it finishes, and the units arrive for the next shopper.
+    pub async fn after_shortage(
+        self: &Arc<Self>,
+        sku: &str,
+        wanted: u32,
+        seen_generation: u64,
+    ) -> Result<AfterShortage, GrantError> {
+        let (this, sku) = (Arc::clone(self), sku.to_owned());
+        tokio::spawn(async move { this.refill(&sku, wanted, seen_generation).await })
+            .await
+            .unwrap_or(Ok(AfterShortage::SoldOut))
+    }
+
+    async fn refill(
+        &self,
+        sku: &str,
+        wanted: u32,
+        seen_generation: u64,
+    ) -> Result<AfterShortage, GrantError> {
+        let Some(state) = self.skus.get(sku) else {
+            return Ok(AfterShortage::SoldOut);
+        };
+        let _one_at_a_time = state.lock.lock().await;
+        if state.generation.load(Ordering::Acquire) != seen_generation {
+            return Ok(AfterShortage::Retry);
+        }
+        if self.recently_exhausted(state) {
+            return Ok(AfterShortage::SoldOut);
+        }
+        let want = wanted.max(self.recent_demand(sku)).max(1);
+        Ok(if self.request(sku, state, want).await? > 0 {
+            AfterShortage::Retry
+        } else {
+            AfterShortage::SoldOut
+        })
+    }
+
+    /// Asks for `want` units of `sku` unless a request is already in flight or central is dry.
+    pub async fn top_up(&self, sku: &str, want: u32) -> Result<u32, GrantError> {
+        let Some(state) = self.skus.get(sku) else {
+            return Ok(0);
+        };
+        let Ok(_one_at_a_time) = state.lock.try_lock() else {
+            return Ok(0);
+        };
+        if self.recently_exhausted(state) {
+            return Ok(0);
+        }
+        self.request(sku, state, want).await
+    }
+
+    /// Finishes grant requests a crash or an outage left unanswered (`pending`, as read from
+    /// the edge's database), with their own ids.
+    pub async fn resume(&self, pending: Vec<edge_db::PendingGrant>) -> Result<(), GrantError> {
+        for edge_db::PendingGrant {
+            grant_id,
+            sku,
+            requested,
+            ..
+        } in pending
+        {
+            let req = GrantRequest {
+                grant_id,
+                edge_id: self.edge_id.clone(),
+                sku,
+                requested,
+            };
+            self.finish(&req).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives up to `quantity` free units of `sku` back to central; returns how many went.
+    pub async fn give_back(&self, sku: &str, quantity: u32) -> Result<u32, GrantError> {
+        let Some(state) = self.skus.get(sku) else {
+            return Ok(0);
+        };
+        let sale_id = state.sale_id.clone();
+        let ret = UnitReturn {
+            return_id: crate::ids::new_id("r"),
+            edge_id: self.edge_id.clone(),
+            sku: sku.to_owned(),
+            quantity,
+        };
+        let (id, s, now) = (ret.return_id.clone(), ret.sku.clone(), self.clock.now());
+        let taken = self
+            .writer
+            .host(move |conn| edge_db::record_return(conn, &id, &sale_id, &s, quantity, now))
+            .await?;
+        if taken > 0 {
+            self.confirm(&UnitReturn {
+                quantity: taken,
+                ..ret
+            })
+            .await?;
+        }
+        Ok(taken)
+    }
+
+    /// Finishes returns a crash or an outage left unconfirmed.
+    pub async fn resume_returns(
+        &self,
+        pending: Vec<edge_db::PendingReturn>,
+    ) -> Result<(), GrantError> {
+        for edge_db::PendingReturn {
+            return_id,
+            sku,
+            quantity,
+            ..
+        } in pending
+        {
+            let ret = UnitReturn {
+                return_id,
+                edge_id: self.edge_id.clone(),
+                sku,
+                quantity,
+            };
+            self.confirm(&ret).await?;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, ret: &UnitReturn) -> Result<(), GrantError> {
+        self.central.return_units(ret).await?;
+        let (id, now) = (ret.return_id.clone(), self.clock.now());
+        self.writer
+            .host(move |conn| edge_db::confirm_return(conn, &id, now))
+            .await?;
+        Ok(())
+    }
+
+    fn recently_exhausted(&self, state: &SkuState) -> bool {
+        let at = *state.exhausted_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|t| self.clock.now() - t < EXHAUSTED_BACKOFF_MS)
+    }
+
+    async fn request(&self, sku: &str, state: &SkuState, want: u32) -> Result<u32, GrantError> {
+        let req = GrantRequest {
+            grant_id: crate::ids::new_id("g"),
+            edge_id: self.edge_id.clone(),
+            sku: sku.to_owned(),
+            requested: want,
+        };
+        let (id, s, now) = (req.grant_id.clone(), req.sku.clone(), self.clock.now());
+        let sale_id = state.sale_id.clone();
+        self.writer
+            .host(move |conn| edge_db::record_grant_request(conn, &id, &sale_id, &s, want, now))
+            .await?;
+        let granted = self.finish(&req).await?;
+        *state.exhausted_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            (granted == 0).then(|| self.clock.now());
+        Ok(granted)
+    }
+
+    /// Asks central for a recorded grant and adds the answer to the free units.
+    async fn finish(&self, req: &GrantRequest) -> Result<u32, GrantError> {
+        let granted = self.central.grant(req).await?;
+        let (id, now) = (req.grant_id.clone(), self.clock.now());
+        let applied = self
+            .writer
+            .host(move |conn| edge_db::apply_grant(conn, &id, granted, now))
+            .await?;
+        if applied && granted > 0 {
+            self.metrics.grants_received.inc_by(u64::from(granted));
+            if let Some(state) = self.skus.get(&req.sku) {
+                state.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(granted)
+    }
+}
