@@ -5,6 +5,8 @@
 //! - [`sale`]: the sale file and the catalog edges serve from; [`events`]: the outbox's events;
 //!   [`time`]: milliseconds and RFC 3339.
 
+mod db;
+mod ledger;
 mod postgres;
 mod sqlite;
 
@@ -13,14 +15,12 @@ pub mod sale;
 pub mod time;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::Serialize;
-
+use crate::db::Tx;
 use crate::events::Delivery;
 use crate::sale::Sale;
-
-pub use postgres::PgCentral;
-pub use sqlite::SqliteCentral;
+use crate::time::{Millis, wall_ms};
 
 /// How long after an edge asked for more than was left central keeps asking others to give
 /// their spare units back.
@@ -30,12 +30,34 @@ pub const WANTED_FOR_MS: i64 = 2_000;
 pub enum CentralError {
     #[error("unsupported central URL {0:?}: use sqlite:PATH or postgres://user@host:port/db")]
     BadUrl(String),
-    #[error("the central database already holds sale {0:?}")]
-    SaleExists(String),
-    #[error("the central database holds no sale yet: run `cart-host sale load` first")]
-    NoSale,
+    #[error("sale {sale_id} has started and differs from the one loaded: {}", differences.join("; "))]
+    SaleChanged {
+        sale_id: String,
+        differences: Vec<String>,
+    },
+    #[error(
+        "sale {sale_id} shares SKU codes with sale {other}, which runs at the same time: {}",
+        skus.join(", ")
+    )]
+    SaleOverlaps {
+        sale_id: String,
+        other: String,
+        skus: Vec<String>,
+    },
+    #[error("{granted} units of {sku} are granted to edges already; its stock cannot be {stock}")]
+    Granted {
+        sku: String,
+        granted: i64,
+        stock: u32,
+    },
+    #[error("no sale {0:?}")]
+    UnknownSale(String),
+    #[error("no SKU {1:?} in sale {0:?}")]
+    UnknownSku(String, String),
     #[error("edge {0:?} has not registered with central")]
     UnknownEdge(String),
+    #[error("central database: {0}")]
+    Decode(String),
     #[error("central SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("central PostgreSQL: {0}")]
@@ -50,11 +72,34 @@ pub enum CentralError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// A SKU of a sale.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SkuKey {
+    pub sale_id: String,
+    pub sku: String,
+}
+
+impl SkuKey {
+    pub fn new(sale_id: impl Into<String>, sku: impl Into<String>) -> Self {
+        Self {
+            sale_id: sale_id.into(),
+            sku: sku.into(),
+        }
+    }
+}
+
+impl fmt::Display for SkuKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.sale_id, self.sku)
+    }
+}
+
 /// A grant request: the id is the edge's, chosen and stored before asking.
 #[derive(Clone, Debug)]
 pub struct GrantRequest {
     pub grant_id: String,
     pub edge_id: String,
+    pub sale_id: String,
     pub sku: String,
     pub requested: u32,
 }
@@ -64,28 +109,47 @@ pub struct GrantRequest {
 pub struct UnitReturn {
     pub return_id: String,
     pub edge_id: String,
+    pub sale_id: String,
     pub sku: String,
     pub quantity: u32,
 }
 
+/// What loading a sale did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    New,
+    /// The same sale was loaded already.
+    Unchanged,
+    /// A scheduled sale, changed before its start.
+    Replaced,
+}
+
 /// What central knows, for the audit.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub skus: BTreeMap<String, SkuLedger>,
+    pub sales: BTreeMap<String, SaleLedger>,
+    pub skus: BTreeMap<SkuKey, SkuLedger>,
     /// Per edge: how far its outbox was applied, and how many events that was.
     pub edges: BTreeMap<String, EdgeLedger>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SaleLedger {
+    pub starts_at: Millis,
+    pub ends_at: Millis,
+}
+
+/// One SKU's units. Sums are signed: a negative one is a broken ledger, not zero.
+#[derive(Clone, Debug, Default)]
 pub struct SkuLedger {
-    pub stock_total: u64,
-    pub unallocated: u64,
+    pub stock_total: i64,
+    pub unallocated: i64,
     /// Per edge: units granted less units returned.
-    pub allotted: BTreeMap<String, u64>,
+    pub allotted: BTreeMap<String, i64>,
     /// Per edge: units held, from the holds the edge reported.
-    pub held: BTreeMap<String, u64>,
+    pub held: BTreeMap<String, i64>,
     /// Per edge: units sold, from the orders the edge reported.
-    pub sold: BTreeMap<String, u64>,
+    pub sold: BTreeMap<String, i64>,
 }
 
 /// Which per-edge sum of a [`SkuLedger`].
@@ -97,7 +161,7 @@ pub enum PerEdge {
 }
 
 impl SkuLedger {
-    pub fn per_edge(&mut self, which: PerEdge) -> &mut BTreeMap<String, u64> {
+    pub fn per_edge(&mut self, which: PerEdge) -> &mut BTreeMap<String, i64> {
         match which {
             PerEdge::Allotted => &mut self.allotted,
             PerEdge::Held => &mut self.held,
@@ -106,33 +170,7 @@ impl SkuLedger {
     }
 }
 
-/// The audit's per-edge sums `(sku, edge_id, n)`, in SQL both databases take.
-const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
-    (
-        "SELECT sku, edge_id, CAST(SUM(n) AS BIGINT) FROM (\
-           SELECT sku, edge_id, granted AS n FROM grants \
-           UNION ALL SELECT sku, edge_id, -quantity FROM unit_returns) AS moves \
-         GROUP BY sku, edge_id",
-        PerEdge::Allotted,
-    ),
-    (
-        "SELECT sku, edge_id, CAST(SUM(quantity) AS BIGINT) FROM holds GROUP BY sku, edge_id",
-        PerEdge::Held,
-    ),
-    (
-        "SELECT l.sku, o.edge_id, CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l \
-         JOIN orders o ON o.order_id = l.order_id GROUP BY l.sku, o.edge_id",
-        PerEdge::Sold,
-    ),
-];
-
-/// Each edge's registration and delivery ledger `(edge_id, url, high_water, applied, orders)`.
-const EDGE_LEDGER_SQL: &str = "SELECT e.edge_id, e.url, e.high_water, \
-       (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
-       (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id) \
-     FROM edges e";
-
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct EdgeLedger {
     pub url: String,
     pub high_water: i64,
@@ -141,69 +179,111 @@ pub struct EdgeLedger {
 }
 
 /// A central database, by URL.
-pub enum Central {
-    Sqlite(SqliteCentral),
-    Postgres(PgCentral),
+pub struct Central {
+    db: Db,
 }
 
-/// Calls the same method on whichever database this is.
-macro_rules! on_db {
-    ($self:ident, $c:ident => $call:expr) => {
-        match $self {
-            Central::Sqlite($c) => $call,
-            Central::Postgres($c) => $call,
-        }
-    };
+enum Db {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
+
+/// PostgreSQL connections an edge keeps open by default.
+const PG_CONNECTIONS: usize = 8;
 
 impl Central {
     /// Opens the database at `url` and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Self, CentralError> {
-        if let Some(path) = url.strip_prefix("sqlite:") {
-            return Ok(Self::Sqlite(SqliteCentral::open(path.into()).await?));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(PgCentral::open(url).await?));
-        }
-        Err(CentralError::BadUrl(url.to_owned()))
+        Self::connect_with(url, PG_CONNECTIONS).await
     }
 
-    /// Loads a sale: its SKUs and all their units, unallocated.
-    pub async fn load_sale(&self, sale: &Sale) -> Result<(), CentralError> {
-        on_db!(self, c => c.load_sale(sale).await)
+    /// [`Self::connect`] with at most `connections` PostgreSQL connections.
+    pub async fn connect_with(url: &str, connections: usize) -> Result<Self, CentralError> {
+        let db = if let Some(path) = url.strip_prefix("sqlite:") {
+            Db::Sqlite(sqlite::Sqlite::open(path.into()).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Db::Postgres(postgres::Postgres::open(url, connections.max(1)).await?)
+        } else {
+            return Err(CentralError::BadUrl(url.to_owned()));
+        };
+        Ok(Self { db })
     }
 
-    /// The sale central holds, if any.
-    pub async fn sale(&self) -> Result<Option<Sale>, CentralError> {
-        on_db!(self, c => c.sale().await)
+    /// Runs `f` in one transaction.
+    async fn transact<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
+    ) -> Result<T, CentralError> {
+        match &self.db {
+            Db::Sqlite(db) => db.transact(f).await,
+            Db::Postgres(db) => db.transact(f).await,
+        }
+    }
+
+    /// Adds a sale to the calendar (or replaces one not started yet).
+    pub async fn load_sale(&self, sale: &Sale) -> Result<Loaded, CentralError> {
+        let sale = sale.clone();
+        self.transact(move |tx| ledger::load_sale(tx, &sale, wall_ms()))
+            .await
+    }
+
+    /// One sale, as loaded.
+    pub async fn sale(&self, sale_id: &str) -> Result<Option<Sale>, CentralError> {
+        let id = sale_id.to_owned();
+        self.transact(move |tx| ledger::read_sale(tx, &id)).await
+    }
+
+    /// Sales ending after `after` (running, scheduled, and ended since), by start.
+    pub async fn sales_ending_after(&self, after: Millis) -> Result<Vec<Sale>, CentralError> {
+        self.transact(move |tx| ledger::sales_ending_after(tx, after))
+            .await
+    }
+
+    /// Ends a sale now; when it ended.
+    pub async fn end_sale(&self, sale_id: &str) -> Result<Millis, CentralError> {
+        let id = sale_id.to_owned();
+        self.transact(move |tx| ledger::end_sale(tx, &id, wall_ms()))
+            .await
+    }
+
+    /// Changes whenever a sale is loaded, replaced or ended.
+    pub async fn catalog_version(&self) -> Result<i64, CentralError> {
+        self.transact(ledger::catalog_version).await
     }
 
     pub async fn register_edge(&self, edge_id: &str, url: &str) -> Result<(), CentralError> {
-        on_db!(self, c => c.register_edge(edge_id, url).await)
+        let (edge_id, url) = (edge_id.to_owned(), url.to_owned());
+        self.transact(move |tx| ledger::register_edge(tx, &edge_id, &url, wall_ms()))
+            .await
     }
 
-    /// Grants up to `requested` units; the same grant id always gets the same answer.
+    /// Grants up to the requested units; the same grant id always gets the same answer.
     pub async fn grant(&self, req: &GrantRequest) -> Result<u32, CentralError> {
-        on_db!(self, c => c.grant(req).await)
+        let req = req.clone();
+        self.transact(move |tx| ledger::grant(tx, &req, wall_ms()))
+            .await
     }
 
-    /// Applies a batch of one edge's outbox in one transaction; returns the edge's new
-    /// high-water mark. Events at or below the old mark are skipped.
+    /// Applies a batch of an edge's outbox; returns the edge's new high-water mark.
     pub async fn apply(&self, edge_id: &str, batch: &[Delivery]) -> Result<i64, CentralError> {
-        on_db!(self, c => c.apply(edge_id, batch).await)
+        let (edge_id, batch) = (edge_id.to_owned(), batch.to_vec());
+        self.transact(move |tx| ledger::apply(tx, &edge_id, &batch, wall_ms()))
+            .await
     }
 
     /// Takes back units an edge returns; the same return id is taken once.
     pub async fn return_units(&self, ret: &UnitReturn) -> Result<(), CentralError> {
-        on_db!(self, c => c.return_units(ret).await)
+        let ret = ret.clone();
+        self.transact(move |tx| ledger::return_units(tx, &ret, wall_ms()))
+            .await
     }
 
     /// SKUs some edge recently asked for when none were left: spare units should come back.
-    pub async fn wanted_skus(&self) -> Result<Vec<String>, CentralError> {
-        on_db!(self, c => c.wanted_skus().await)
+    pub async fn wanted_skus(&self) -> Result<Vec<SkuKey>, CentralError> {
+        self.transact(|tx| ledger::wanted(tx, wall_ms())).await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {
-        on_db!(self, c => c.snapshot().await)
+        self.transact(ledger::snapshot).await
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use cart_rules::MAX_PRICE_CENTS;
 
-use crate::time::{Millis, parse_rfc3339};
+use crate::time::{Millis, parse_rfc3339, rfc3339};
 
 /// A sale as written by an operator.
 #[derive(Debug, Deserialize)]
@@ -15,6 +15,9 @@ use crate::time::{Millis, parse_rfc3339};
 struct SaleFile {
     sale_id: String,
     starts_at: String,
+    /// Defaults to 24 hours after `starts_at`.
+    #[serde(default)]
+    ends_at: Option<String>,
     hold_ttl_seconds: u32,
     skus: Vec<SkuFile>,
 }
@@ -52,6 +55,7 @@ fn refuse(field: impl Into<String>, problem: impl Into<String>) -> SaleError {
 pub struct Sale {
     pub sale_id: String,
     pub starts_at: Millis,
+    pub ends_at: Millis,
     pub hold_ttl_ms: i64,
     pub skus: Vec<SkuEntry>,
 }
@@ -86,6 +90,10 @@ impl SkuEntry {
 
 /// Most units of one SKU a sale may have.
 pub const MAX_STOCK: u32 = 1_000_000_000;
+/// Most SKUs one sale may have.
+pub const MAX_SKUS: usize = 10_000;
+/// How long a sale lasts when its file does not say.
+pub const DEFAULT_LENGTH_MS: Millis = 24 * 3_600_000;
 /// Longest hold: one day.
 pub const MAX_HOLD_TTL_SECONDS: u32 = 86_400;
 
@@ -119,14 +127,23 @@ impl Sale {
         }
         let starts_at = parse_rfc3339(&file.starts_at)
             .ok_or_else(|| refuse("starts_at", "must be an RFC 3339 time"))?;
+        let ends_at = match &file.ends_at {
+            None => starts_at.saturating_add(DEFAULT_LENGTH_MS),
+            Some(t) => {
+                parse_rfc3339(t).ok_or_else(|| refuse("ends_at", "must be an RFC 3339 time"))?
+            }
+        };
+        if ends_at <= starts_at {
+            return Err(refuse("ends_at", "must be after starts_at"));
+        }
         if !(1..=MAX_HOLD_TTL_SECONDS).contains(&file.hold_ttl_seconds) {
             return Err(refuse(
                 "hold_ttl_seconds",
                 format!("must be 1 to {MAX_HOLD_TTL_SECONDS}"),
             ));
         }
-        if file.skus.is_empty() {
-            return Err(refuse("skus", "a sale needs at least one SKU"));
+        if file.skus.is_empty() || file.skus.len() > MAX_SKUS {
+            return Err(refuse("skus", format!("a sale has 1 to {MAX_SKUS} SKUs")));
         }
         let mut seen = HashSet::new();
         let mut skus = Vec::with_capacity(file.skus.len());
@@ -158,9 +175,12 @@ impl Sale {
                 Some(t) => parse_rfc3339(t)
                     .ok_or_else(|| refuse(at("sale_starts_at"), "must be an RFC 3339 time"))?,
             };
+            if sale_starts_at >= ends_at {
+                return Err(refuse(at("sale_starts_at"), "must be before the sale ends"));
+            }
             skus.push(SkuEntry {
                 sale_id: file.sale_id.clone(),
-                ends_at: Millis::MAX,
+                ends_at,
                 hold_ttl_ms: i64::from(file.hold_ttl_seconds) * 1000,
                 sku: s.sku,
                 name: s.name,
@@ -173,6 +193,7 @@ impl Sale {
         Ok(Self {
             sale_id: file.sale_id,
             starts_at,
+            ends_at,
             hold_ttl_ms: i64::from(file.hold_ttl_seconds) * 1000,
             skus,
         })
@@ -180,6 +201,70 @@ impl Sale {
 
     pub fn catalog(&self) -> Catalog {
         Catalog::new(self.skus.clone())
+    }
+
+    /// Whether the two sales' windows meet.
+    pub fn overlaps(&self, other: &Sale) -> bool {
+        self.starts_at < other.ends_at && other.starts_at < self.ends_at
+    }
+
+    /// What differs between this sale and `new`, in words naming each field.
+    pub fn differences(&self, new: &Sale) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut field = |name: &str, old: String, new: String| {
+            if old != new {
+                out.push(format!("{name}: {old} -> {new}"));
+            }
+        };
+        field("starts_at", rfc3339(self.starts_at), rfc3339(new.starts_at));
+        field("ends_at", rfc3339(self.ends_at), rfc3339(new.ends_at));
+        field(
+            "hold_ttl_seconds",
+            (self.hold_ttl_ms / 1000).to_string(),
+            (new.hold_ttl_ms / 1000).to_string(),
+        );
+        for old in &self.skus {
+            match new.skus.iter().find(|s| s.sku == old.sku) {
+                None => out.push(format!("skus: {} removed", old.sku)),
+                Some(s) => {
+                    let at = |f: &str| format!("{}.{f}", old.sku);
+                    let mut sku_field = |f: &str, a: String, b: String| {
+                        if a != b {
+                            out.push(format!("{}: {a} -> {b}", at(f)));
+                        }
+                    };
+                    sku_field("name", old.name.clone(), s.name.clone());
+                    sku_field(
+                        "price_cents",
+                        old.price_cents.to_string(),
+                        s.price_cents.to_string(),
+                    );
+                    sku_field(
+                        "stock",
+                        old.stock_total.to_string(),
+                        s.stock_total.to_string(),
+                    );
+                    sku_field(
+                        "limit_per_customer",
+                        old.limit_per_customer.to_string(),
+                        s.limit_per_customer.to_string(),
+                    );
+                    sku_field(
+                        "sale_starts_at",
+                        rfc3339(old.sale_starts_at),
+                        rfc3339(s.sale_starts_at),
+                    );
+                }
+            }
+        }
+        for s in new
+            .skus
+            .iter()
+            .filter(|s| !self.skus.iter().any(|o| o.sku == s.sku))
+        {
+            out.push(format!("skus: {} added", s.sku));
+        }
+        out
     }
 }
 
@@ -238,6 +323,13 @@ mod tests {
                 "skus[0].stock",
             ),
             (GOOD.replace("2026-11-27T12:00:00Z", "noon"), "starts_at"),
+            (
+                GOOD.replace(
+                    "\"hold_ttl_seconds\"",
+                    "\"ends_at\": \"2026-11-27T11:00:00Z\", \"hold_ttl_seconds\"",
+                ),
+                "ends_at",
+            ),
             (GOOD.replace("600", "0"), "hold_ttl_seconds"),
             (GOOD.replace("BAG-1", "BAG 1"), "skus[0].sku"),
             (
@@ -255,6 +347,22 @@ mod tests {
             let err = Sale::parse(&text).expect_err(field);
             assert!(err.field.starts_with(field), "{field}: got {err}");
         }
+    }
+
+    #[test]
+    fn a_sale_lasts_a_day_unless_it_says_and_differences_name_their_field() {
+        let sale = Sale::parse(GOOD).expect("valid");
+        assert_eq!(sale.ends_at - sale.starts_at, DEFAULT_LENGTH_MS);
+        let changed =
+            Sale::parse(&GOOD.replace("129900", "99900").replace("100", "120")).expect("valid");
+        assert_eq!(
+            sale.differences(&changed),
+            [
+                "BAG-1.price_cents: 129900 -> 99900",
+                "BAG-1.stock: 100 -> 120"
+            ]
+        );
+        assert!(sale.differences(&sale).is_empty());
     }
 
     #[test]

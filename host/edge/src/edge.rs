@@ -17,9 +17,9 @@ use crate::modules::{self, Modules, Trust};
 use crate::rules::{ActiveRules, CartRules, FixedRules};
 use crate::wasm::{Runtime, SandboxLimits, sha256_hex};
 use crate::writer::{WriterConfig, WriterHandle};
-use cart_central::Central;
 use cart_central::events::{Delivery, OutboxEvent};
 use cart_central::sale::{Catalog, Sale};
+use cart_central::{Central, SkuKey};
 
 /// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
 #[derive(Clone, Debug)]
@@ -102,12 +102,12 @@ impl Edge {
                 .await
                 .with_context(|| format!("opening central {}", config.central_url))?,
         );
-        // Central's sale if it answers; else the copy this edge stored last time.
-        let sale = match central.sale().await {
-            Ok(sale) => sale,
+        // Central's sales if it answers; else the copy this edge stored last time.
+        let sales = match central.sales_ending_after(config.clock.now()).await {
+            Ok(sales) => sales,
             Err(e) => {
                 tracing::warn!("central unreachable at start, using the stored catalog: {e}");
-                None
+                Vec::new()
             }
         };
         let initial = std::fs::read(&config.module)
@@ -122,7 +122,7 @@ impl Edge {
             let (runtime, trust) = (runtime.clone(), trust.clone());
             tokio::task::spawn_blocking(move || {
                 let conn = edge_db::open_writer(&dir)?;
-                if let Some(sale) = &sale {
+                for sale in &sales {
                     store_catalog(&conn, sale)?;
                 }
                 let catalog = load_catalog(&conn)?;
@@ -417,7 +417,7 @@ async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
             edge.allotments
                 .top_up(&sku, demand.saturating_mul(2))
                 .await?;
-        } else if wanted.contains(&sku) && row.free > demand {
+        } else if wanted.contains(&SkuKey::new(&sale_id, &sku)) && row.free > demand {
             // Another edge's shoppers are refused while these units sit here.
             edge.allotments.give_back(&sku, row.free - demand).await?;
         } else if demand == 0 && row.free > reserve {

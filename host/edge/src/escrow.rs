@@ -182,14 +182,15 @@ impl Allotments {
     pub async fn resume(&self, pending: Vec<edge_db::PendingGrant>) -> Result<(), GrantError> {
         for edge_db::PendingGrant {
             grant_id,
+            sale_id,
             sku,
             requested,
-            ..
         } in pending
         {
             let req = GrantRequest {
                 grant_id,
                 edge_id: self.edge_id.clone(),
+                sale_id,
                 sku,
                 requested,
             };
@@ -203,14 +204,19 @@ impl Allotments {
         let Some(state) = self.skus.get(sku) else {
             return Ok(0);
         };
-        let sale_id = state.sale_id.clone();
         let ret = UnitReturn {
             return_id: crate::ids::new_id("r"),
             edge_id: self.edge_id.clone(),
+            sale_id: state.sale_id.clone(),
             sku: sku.to_owned(),
             quantity,
         };
-        let (id, s, now) = (ret.return_id.clone(), ret.sku.clone(), self.clock.now());
+        let (id, sale_id, s, now) = (
+            ret.return_id.clone(),
+            ret.sale_id.clone(),
+            ret.sku.clone(),
+            self.clock.now(),
+        );
         let taken = self
             .writer
             .host(move |conn| edge_db::record_return(conn, &id, &sale_id, &s, quantity, now))
@@ -232,14 +238,15 @@ impl Allotments {
     ) -> Result<(), GrantError> {
         for edge_db::PendingReturn {
             return_id,
+            sale_id,
             sku,
             quantity,
-            ..
         } in pending
         {
             let ret = UnitReturn {
                 return_id,
                 edge_id: self.edge_id.clone(),
+                sale_id,
                 sku,
                 quantity,
             };
@@ -266,11 +273,16 @@ impl Allotments {
         let req = GrantRequest {
             grant_id: crate::ids::new_id("g"),
             edge_id: self.edge_id.clone(),
+            sale_id: state.sale_id.clone(),
             sku: sku.to_owned(),
             requested: want,
         };
-        let (id, s, now) = (req.grant_id.clone(), req.sku.clone(), self.clock.now());
-        let sale_id = state.sale_id.clone();
+        let (id, sale_id, s, now) = (
+            req.grant_id.clone(),
+            req.sale_id.clone(),
+            req.sku.clone(),
+            self.clock.now(),
+        );
         self.writer
             .host(move |conn| edge_db::record_grant_request(conn, &id, &sale_id, &s, want, now))
             .await?;

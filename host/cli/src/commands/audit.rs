@@ -162,10 +162,10 @@ pub fn compare(snapshot: &cart_central::Snapshot, edges: &[EdgeStatus]) -> Audit
     ));
 
     for (sku, ledger) in &snapshot.skus {
-        let mut at_edges = 0u64;
+        let mut at_edges = 0i64;
         for e in edges {
-            let here = e.skus.get(sku).map_or((0, 0, 0), |s| {
-                (u64::from(s.free), u64::from(s.held), u64::from(s.sold))
+            let here = e.skus.get(&sku.sku).map_or((0, 0, 0), |s| {
+                (i64::from(s.free), i64::from(s.held), i64::from(s.sold))
             });
             let units = here.0 + here.1 + here.2;
             at_edges += units;
@@ -193,7 +193,7 @@ pub fn compare(snapshot: &cart_central::Snapshot, edges: &[EdgeStatus]) -> Audit
             );
         }
         // Units allotted to edges this audit was not told about still count.
-        let elsewhere: u64 = ledger
+        let elsewhere: i64 = ledger
             .allotted
             .iter()
             .filter(|(id, _)| !edges.iter().any(|e| &e.edge_id == *id))

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use cart_central::Central;
 use cart_central::sale::Sale;
+use cart_central::time::rfc3339;
+use cart_central::{Central, Loaded};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -32,12 +33,19 @@ async fn load(central: &str, file: &Path) -> anyhow::Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let sale = Sale::parse(&text).with_context(|| format!("refusing {}", file.display()))?;
     let db = Central::connect(central).await?;
-    db.load_sale(&sale).await?;
+    let done = db.load_sale(&sale).await?;
     let units: u64 = sale.skus.iter().map(|s| u64::from(s.stock_total)).sum();
+    let what = match done {
+        Loaded::New => "loaded",
+        Loaded::Replaced => "replaced (it had not started)",
+        Loaded::Unchanged => "unchanged (already loaded)",
+    };
     println!(
-        "loaded sale {} ({} SKUs, {units} units) into {central}",
+        "sale {} ({} SKUs, {units} units, {} to {}): {what}",
         sale.sale_id,
-        sale.skus.len()
+        sale.skus.len(),
+        rfc3339(sale.starts_at),
+        rfc3339(sale.ends_at)
     );
     Ok(())
 }

@@ -308,10 +308,25 @@ async fn a_redelivered_batch_changes_nothing() {
         );
         let after = central.snapshot().await.expect("snapshot");
         assert_eq!(after.edges["edge-1"].events_applied, 7, "{url}");
+        // A batch with a gap is applied up to the gap, never past it.
+        let gapped: Vec<Delivery> = [8, 10]
+            .into_iter()
+            .map(|s| hold(s, &format!("cart-{s}"), 1))
+            .collect();
         assert_eq!(
-            after.skus["BAG-1"].held.get("edge-1"),
+            crate::support::ledger(&after, "BAG-1").held.get("edge-1"),
             Some(&(5 + 2 * 2)),
             "{url}"
         );
+        assert_eq!(
+            central
+                .apply("edge-1", &gapped)
+                .await
+                .expect("apply gapped"),
+            8,
+            "{url}"
+        );
+        let last = central.snapshot().await.expect("snapshot");
+        assert_eq!(last.edges["edge-1"].events_applied, 8, "{url}");
     }
 }

@@ -62,6 +62,11 @@ pub fn sale(skus: &[(&str, u32, u32)], starts_in_secs: i64) -> Sale {
     Sale::parse(&text.to_string()).expect("test sale")
 }
 
+/// The ledger of one of the test sale's SKUs in a central snapshot.
+pub fn ledger<'a>(snapshot: &'a cart_central::Snapshot, sku: &str) -> &'a cart_central::SkuLedger {
+    &snapshot.skus[&cart_central::SkuKey::new("test-sale", sku)]
+}
+
 /// A central database (SQLite) with a sale loaded, in its own temporary folder.
 pub struct Fleet {
     pub dir: TempDir,

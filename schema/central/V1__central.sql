@@ -1,26 +1,38 @@
--- The central database (PostgreSQL): owns the stock and receives every hold
--- and order the edges commit. Kept in step with ../sqlite/V1__central.sql.
+-- The central database (schema of cart-host 0.2): owns the stock and receives every hold and
+-- order the edges commit. The same SQL runs on PostgreSQL and on SQLite (the embedded default),
+-- so only types both take are used: BIGINT and TEXT.
 
+-- The calendar: every sale loaded, past, running and scheduled.
 CREATE TABLE sales (
     sale_id          TEXT PRIMARY KEY,
     starts_at        BIGINT NOT NULL,
+    -- Moved earlier by `cart-host sale end`.
+    ends_at          BIGINT NOT NULL,
     hold_ttl_seconds BIGINT NOT NULL,
     loaded_at        BIGINT NOT NULL
 );
 
--- Per SKU: the stock it was loaded with and the units no edge has been granted.
+-- Per SKU of a sale: the stock it was loaded with and the units no edge has been granted.
 CREATE TABLE skus (
-    sku                TEXT PRIMARY KEY,
     sale_id            TEXT NOT NULL REFERENCES sales (sale_id),
+    sku                TEXT NOT NULL,
     name               TEXT NOT NULL,
     price_cents        BIGINT NOT NULL,
     limit_per_customer BIGINT NOT NULL,
-    sale_starts_at     BIGINT NOT NULL,
+    starts_at          BIGINT NOT NULL,
     stock_total        BIGINT NOT NULL CHECK (stock_total >= 0),
     unallocated        BIGINT NOT NULL CHECK (unallocated >= 0),
     -- When an edge last asked for more than was left: edges with spare units give them back.
-    wanted_at          BIGINT NOT NULL DEFAULT 0
+    wanted_at          BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (sale_id, sku)
 );
+
+-- Counters edges watch: `catalog` changes whenever a sale is loaded, replaced or ended.
+CREATE TABLE versions (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO versions (name, value) VALUES ('catalog', 1);
 
 -- Edges that have registered, and how far each one's outbox has been applied.
 CREATE TABLE edges (
@@ -34,19 +46,23 @@ CREATE TABLE edges (
 CREATE TABLE grants (
     grant_id   TEXT PRIMARY KEY,
     edge_id    TEXT NOT NULL,
-    sku        TEXT NOT NULL REFERENCES skus (sku),
+    sale_id    TEXT NOT NULL,
+    sku        TEXT NOT NULL,
     requested  BIGINT NOT NULL,
     granted    BIGINT NOT NULL,
-    granted_at BIGINT NOT NULL
+    granted_at BIGINT NOT NULL,
+    FOREIGN KEY (sale_id, sku) REFERENCES skus (sale_id, sku)
 );
 
 -- Units edges gave back, by the id the edge chose.
 CREATE TABLE unit_returns (
     return_id   TEXT PRIMARY KEY,
     edge_id     TEXT NOT NULL,
-    sku         TEXT NOT NULL REFERENCES skus (sku),
+    sale_id     TEXT NOT NULL,
+    sku         TEXT NOT NULL,
     quantity    BIGINT NOT NULL,
-    returned_at BIGINT NOT NULL
+    returned_at BIGINT NOT NULL,
+    FOREIGN KEY (sale_id, sku) REFERENCES skus (sale_id, sku)
 );
 
 -- Every outbox event applied, once: the primary key refuses a second application.
@@ -58,15 +74,16 @@ CREATE TABLE applied_events (
     PRIMARY KEY (edge_id, seq)
 );
 
--- Holds as the edges last reported them.
+-- Holds as the edges last reported them, by cart (a cart's owner may change).
 CREATE TABLE holds (
-    edge_id     TEXT NOT NULL,
     cart_id     TEXT NOT NULL,
+    sale_id     TEXT NOT NULL,
     sku         TEXT NOT NULL,
+    edge_id     TEXT NOT NULL,
     customer_id TEXT NOT NULL,
     quantity    BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
-    PRIMARY KEY (edge_id, cart_id, sku)
+    PRIMARY KEY (cart_id, sale_id, sku)
 );
 
 CREATE TABLE orders (
@@ -80,8 +97,9 @@ CREATE TABLE orders (
 
 CREATE TABLE order_lines (
     order_id         TEXT NOT NULL REFERENCES orders (order_id),
+    sale_id          TEXT NOT NULL,
     sku              TEXT NOT NULL,
     quantity         BIGINT NOT NULL,
     unit_price_cents BIGINT NOT NULL,
-    PRIMARY KEY (order_id, sku)
+    PRIMARY KEY (order_id, sale_id, sku)
 );

@@ -1,0 +1,575 @@
+//! The stock ledger, written once for both databases: the calendar of sales, grants and returns
+//! of units, outbox events applied exactly once, and the snapshot the audit reads.
+
+use std::collections::BTreeMap;
+
+use crate::db::{Dialect, Row, Tx, params};
+use crate::events::{Delivery, OutboxEvent};
+use crate::sale::{Sale, SkuEntry};
+use crate::time::Millis;
+use crate::{
+    CentralError, EdgeLedger, GrantRequest, Loaded, PerEdge, SaleLedger, SkuKey, Snapshot,
+    UnitReturn, WANTED_FOR_MS,
+};
+
+// ---- the calendar ----------------------------------------------------------------------------
+
+/// Adds a sale to the calendar, or replaces one that has not started yet.
+pub fn load_sale(tx: &mut dyn Tx, sale: &Sale, now: Millis) -> Result<Loaded, CentralError> {
+    if tx.dialect() == Dialect::Postgres {
+        // One load at a time: the overlap check must see every other load's sale.
+        tx.exec("LOCK TABLE sales IN SHARE ROW EXCLUSIVE MODE", &[])?;
+    }
+    let existing = read_sale(tx, &sale.sale_id)?;
+    if let Some(old) = &existing {
+        let differences = old.differences(sale);
+        if differences.is_empty() {
+            return Ok(Loaded::Unchanged);
+        }
+        if now >= old.starts_at {
+            return Err(CentralError::SaleChanged {
+                sale_id: sale.sale_id.clone(),
+                differences,
+            });
+        }
+    }
+    check_overlaps(tx, sale)?;
+    let ttl_s = sale.hold_ttl_ms / 1000;
+    let loaded = if existing.is_some() {
+        tx.exec(
+            "UPDATE sales SET starts_at = $2, ends_at = $3, hold_ttl_seconds = $4, loaded_at = $5 \
+             WHERE sale_id = $1",
+            params![&sale.sale_id, sale.starts_at, sale.ends_at, ttl_s, now],
+        )?;
+        replace_skus(tx, sale)?;
+        Loaded::Replaced
+    } else {
+        tx.exec(
+            "INSERT INTO sales (sale_id, starts_at, ends_at, hold_ttl_seconds, loaded_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            params![&sale.sale_id, sale.starts_at, sale.ends_at, ttl_s, now],
+        )?;
+        for s in &sale.skus {
+            insert_sku(tx, s)?;
+        }
+        Loaded::New
+    };
+    bump_catalog(tx)?;
+    Ok(loaded)
+}
+
+/// Refuses a sale sharing a SKU code with another sale whose window meets its own.
+fn check_overlaps(tx: &mut dyn Tx, sale: &Sale) -> Result<(), CentralError> {
+    let rows = tx.query(
+        "SELECT s.sale_id, k.sku FROM sales s JOIN skus k ON k.sale_id = s.sale_id \
+         WHERE s.sale_id <> $1 AND s.starts_at < $3 AND $2 < s.ends_at ORDER BY s.sale_id, k.sku",
+        params![&sale.sale_id, sale.starts_at, sale.ends_at],
+    )?;
+    let mut clashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows {
+        let (other, sku) = (r.text(0)?, r.text(1)?);
+        if sale.skus.iter().any(|s| s.sku == sku) {
+            clashes.entry(other).or_default().push(sku);
+        }
+    }
+    match clashes.into_iter().next() {
+        None => Ok(()),
+        Some((other, skus)) => Err(CentralError::SaleOverlaps {
+            sale_id: sale.sale_id.clone(),
+            other,
+            skus,
+        }),
+    }
+}
+
+fn insert_sku(tx: &mut dyn Tx, s: &SkuEntry) -> Result<(), CentralError> {
+    tx.exec(
+        "INSERT INTO skus (sale_id, sku, name, price_cents, limit_per_customer, starts_at, \
+           stock_total, unallocated) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        params![
+            &s.sale_id,
+            &s.sku,
+            &s.name,
+            s.price_cents,
+            s.limit_per_customer,
+            s.sale_starts_at,
+            s.stock_total
+        ],
+    )?;
+    Ok(())
+}
+
+/// Replaces a scheduled sale's SKUs; units already granted ahead of its start stay granted.
+fn replace_skus(tx: &mut dyn Tx, sale: &Sale) -> Result<(), CentralError> {
+    let allotted: BTreeMap<String, i64> = tx
+        .query(
+            "SELECT sku, CAST(SUM(n) AS BIGINT) FROM (\
+               SELECT sku, granted AS n FROM grants WHERE sale_id = $1 \
+               UNION ALL SELECT sku, -quantity FROM unit_returns WHERE sale_id = $1) AS moves \
+             GROUP BY sku",
+            params![&sale.sale_id],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.int(1)?)))
+        .collect::<Result<_, CentralError>>()?;
+    let current: Vec<String> = tx
+        .query(
+            "SELECT sku FROM skus WHERE sale_id = $1",
+            params![&sale.sale_id],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<_, _>>()?;
+    for sku in current
+        .iter()
+        .filter(|c| !sale.skus.iter().any(|s| &s.sku == *c))
+    {
+        let out = allotted.get(sku).copied().unwrap_or(0);
+        if out > 0 {
+            return Err(CentralError::Granted {
+                sku: sku.clone(),
+                granted: out,
+                stock: 0,
+            });
+        }
+        tx.exec(
+            "DELETE FROM skus WHERE sale_id = $1 AND sku = $2",
+            params![&sale.sale_id, sku],
+        )?;
+    }
+    for s in &sale.skus {
+        let out = allotted.get(&s.sku).copied().unwrap_or(0);
+        if out > i64::from(s.stock_total) {
+            return Err(CentralError::Granted {
+                sku: s.sku.clone(),
+                granted: out,
+                stock: s.stock_total,
+            });
+        }
+        let changed = tx.exec(
+            "UPDATE skus SET name = $3, price_cents = $4, limit_per_customer = $5, starts_at = $6, \
+               stock_total = $7, unallocated = $7 - $8 WHERE sale_id = $1 AND sku = $2",
+            params![
+                &s.sale_id,
+                &s.sku,
+                &s.name,
+                s.price_cents,
+                s.limit_per_customer,
+                s.sale_starts_at,
+                s.stock_total,
+                out
+            ],
+        )?;
+        if changed == 0 {
+            insert_sku(tx, s)?;
+        }
+    }
+    Ok(())
+}
+
+fn bump_catalog(tx: &mut dyn Tx) -> Result<(), CentralError> {
+    tx.exec(
+        "UPDATE versions SET value = value + 1 WHERE name = 'catalog'",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// The catalog's version: it changes whenever a sale is loaded, replaced or ended.
+pub fn catalog_version(tx: &mut dyn Tx) -> Result<i64, CentralError> {
+    tx.query_opt("SELECT value FROM versions WHERE name = 'catalog'", &[])?
+        .map_or(Ok(0), |r| r.int(0))
+}
+
+/// Which sales to read.
+enum Which<'a> {
+    One(&'a str),
+    EndingAfter(Millis),
+}
+
+/// A sale as loaded (with its end as it stands now).
+pub fn read_sale(tx: &mut dyn Tx, sale_id: &str) -> Result<Option<Sale>, CentralError> {
+    Ok(read_sales(tx, Which::One(sale_id))?.pop())
+}
+
+/// Sales that end after `after`: running, scheduled, and those ended since; by start.
+pub fn sales_ending_after(tx: &mut dyn Tx, after: Millis) -> Result<Vec<Sale>, CentralError> {
+    read_sales(tx, Which::EndingAfter(after))
+}
+
+fn read_sales(tx: &mut dyn Tx, which: Which<'_>) -> Result<Vec<Sale>, CentralError> {
+    const SELECT: &str = "SELECT s.sale_id, s.starts_at, s.ends_at, s.hold_ttl_seconds, k.sku, \
+          k.name, k.price_cents, k.limit_per_customer, k.starts_at, k.stock_total \
+        FROM sales s JOIN skus k ON k.sale_id = s.sale_id";
+    let rows = match which {
+        Which::One(id) => tx.query(
+            &format!("{SELECT} WHERE s.sale_id = $1 ORDER BY k.sku"),
+            params![id],
+        )?,
+        Which::EndingAfter(after) => tx.query(
+            &format!("{SELECT} WHERE s.ends_at > $1 ORDER BY s.starts_at, s.sale_id, k.sku"),
+            params![after],
+        )?,
+    };
+    let mut sales: Vec<Sale> = Vec::new();
+    for r in rows {
+        let sale_id = r.text(0)?;
+        if sales.last().is_none_or(|s| s.sale_id != sale_id) {
+            sales.push(Sale {
+                sale_id: sale_id.clone(),
+                starts_at: r.int(1)?,
+                ends_at: r.int(2)?,
+                hold_ttl_ms: r.int(3)? * 1000,
+                skus: Vec::new(),
+            });
+        }
+        if let Some(sale) = sales.last_mut() {
+            let entry = sku_entry(&r, sale)?;
+            sale.skus.push(entry);
+        }
+    }
+    Ok(sales)
+}
+
+fn sku_entry(r: &Row, sale: &Sale) -> Result<SkuEntry, CentralError> {
+    Ok(SkuEntry {
+        sale_id: sale.sale_id.clone(),
+        sku: r.text(4)?,
+        name: r.text(5)?,
+        price_cents: r.int(6)?,
+        limit_per_customer: r.count(7)?,
+        sale_starts_at: r.int(8)?,
+        ends_at: sale.ends_at,
+        hold_ttl_ms: sale.hold_ttl_ms,
+        stock_total: r.count(9)?,
+    })
+}
+
+/// Ends a sale now (or leaves an ended one as it is); when it ends.
+pub fn end_sale(tx: &mut dyn Tx, sale_id: &str, now: Millis) -> Result<Millis, CentralError> {
+    let ends_at = tx
+        .query_opt(
+            "SELECT ends_at FROM sales WHERE sale_id = $1",
+            params![sale_id],
+        )?
+        .ok_or_else(|| CentralError::UnknownSale(sale_id.to_owned()))?
+        .int(0)?;
+    if ends_at <= now {
+        return Ok(ends_at);
+    }
+    tx.exec(
+        "UPDATE sales SET ends_at = $2 WHERE sale_id = $1",
+        params![sale_id, now],
+    )?;
+    bump_catalog(tx)?;
+    Ok(now)
+}
+
+// ---- edges and units -------------------------------------------------------------------------
+
+pub fn register_edge(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    url: &str,
+    now: Millis,
+) -> Result<(), CentralError> {
+    tx.exec(
+        "INSERT INTO edges (edge_id, url, last_seen) VALUES ($1, $2, $3) \
+         ON CONFLICT (edge_id) DO UPDATE SET url = excluded.url, last_seen = excluded.last_seen",
+        params![edge_id, url, now],
+    )?;
+    Ok(())
+}
+
+/// Grants up to the requested units from what is unallocated; the same grant id always gets
+/// the same answer. A sale that has ended grants nothing.
+pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, CentralError> {
+    // The SKU's row lock orders every grant of it, retries of the same id included.
+    let locked = tx.exec(
+        "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
+        params![&req.sale_id, &req.sku],
+    )?;
+    if locked == 0 {
+        return Err(CentralError::UnknownSku(
+            req.sale_id.clone(),
+            req.sku.clone(),
+        ));
+    }
+    if let Some(earlier) = tx.query_opt(
+        "SELECT granted FROM grants WHERE grant_id = $1",
+        params![&req.grant_id],
+    )? {
+        return earlier.count(0);
+    }
+    let row = tx
+        .query_opt(
+            "SELECT k.unallocated, s.ends_at FROM skus k JOIN sales s ON s.sale_id = k.sale_id \
+             WHERE k.sale_id = $1 AND k.sku = $2",
+            params![&req.sale_id, &req.sku],
+        )?
+        .ok_or_else(|| CentralError::UnknownSku(req.sale_id.clone(), req.sku.clone()))?;
+    let (unallocated, ends_at) = (row.int(0)?, row.int(1)?);
+    let requested = i64::from(req.requested);
+    let granted = if now >= ends_at {
+        0
+    } else {
+        requested.min(unallocated)
+    };
+    // Asked for more than was left: others should give back what they are not selling.
+    tx.exec(
+        "UPDATE skus SET unallocated = unallocated - $3, \
+           wanted_at = CASE WHEN $4 THEN $5 ELSE wanted_at END \
+         WHERE sale_id = $1 AND sku = $2",
+        params![
+            &req.sale_id,
+            &req.sku,
+            granted,
+            granted < requested && now < ends_at,
+            now
+        ],
+    )?;
+    tx.exec(
+        "INSERT INTO grants (grant_id, edge_id, sale_id, sku, requested, granted, granted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        params![
+            &req.grant_id,
+            &req.edge_id,
+            &req.sale_id,
+            &req.sku,
+            requested,
+            granted,
+            now
+        ],
+    )?;
+    touch_edge(tx, &req.edge_id, now)?;
+    u32::try_from(granted).map_err(|_| CentralError::Decode(format!("granted {granted}")))
+}
+
+/// Takes back units an edge returns; the same return id is taken once.
+pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<(), CentralError> {
+    let inserted = tx.exec(
+        "INSERT INTO unit_returns (return_id, edge_id, sale_id, sku, quantity, returned_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (return_id) DO NOTHING",
+        params![
+            &ret.return_id,
+            &ret.edge_id,
+            &ret.sale_id,
+            &ret.sku,
+            ret.quantity,
+            now
+        ],
+    )?;
+    if inserted == 1 {
+        tx.exec(
+            "UPDATE skus SET unallocated = unallocated + $3 WHERE sale_id = $1 AND sku = $2",
+            params![&ret.sale_id, &ret.sku, ret.quantity],
+        )?;
+    }
+    Ok(())
+}
+
+/// SKUs some edge recently asked for when none were left: spare units should come back.
+pub fn wanted(tx: &mut dyn Tx, now: Millis) -> Result<Vec<SkuKey>, CentralError> {
+    tx.query(
+        "SELECT sale_id, sku FROM skus WHERE wanted_at > $1 AND unallocated = 0 \
+         ORDER BY sale_id, sku",
+        params![now - WANTED_FOR_MS],
+    )?
+    .iter()
+    .map(|r| Ok(SkuKey::new(r.text(0)?, r.text(1)?)))
+    .collect()
+}
+
+fn touch_edge(tx: &mut dyn Tx, edge_id: &str, now: Millis) -> Result<(), CentralError> {
+    tx.exec(
+        "UPDATE edges SET last_seen = $2 WHERE edge_id = $1",
+        params![edge_id, now],
+    )?;
+    Ok(())
+}
+
+// ---- the outbox ------------------------------------------------------------------------------
+
+/// Applies a batch of an edge's outbox in one transaction: each event after the edge's
+/// high-water mark, strictly in sequence (a gap stops the batch there), once. The new mark.
+pub fn apply(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    batch: &[Delivery],
+    now: Millis,
+) -> Result<i64, CentralError> {
+    // The edge's row lock orders its batches: a redelivery waits, then skips.
+    let mark = tx
+        .query_opt(
+            "UPDATE edges SET last_seen = $2 WHERE edge_id = $1 RETURNING high_water",
+            params![edge_id, now],
+        )?
+        .ok_or_else(|| CentralError::UnknownEdge(edge_id.to_owned()))?
+        .int(0)?;
+    let mut high = mark;
+    for d in batch.iter().filter(|d| d.seq > mark) {
+        if d.seq != high + 1 {
+            break;
+        }
+        tx.exec(
+            "INSERT INTO applied_events (edge_id, seq, kind, applied_at) VALUES ($1, $2, $3, $4)",
+            params![edge_id, d.seq, d.event.kind(), now],
+        )?;
+        apply_event(tx, edge_id, &d.event)?;
+        high = d.seq;
+    }
+    if high != mark {
+        tx.exec(
+            "UPDATE edges SET high_water = $2 WHERE edge_id = $1",
+            params![edge_id, high],
+        )?;
+    }
+    Ok(high)
+}
+
+fn apply_event(tx: &mut dyn Tx, edge_id: &str, event: &OutboxEvent) -> Result<(), CentralError> {
+    match event {
+        OutboxEvent::HoldChanged {
+            cart_id,
+            sale_id,
+            sku,
+            quantity: 0,
+            ..
+        } => {
+            tx.exec(
+                "DELETE FROM holds WHERE cart_id = $1 AND sale_id = $2 AND sku = $3",
+                params![cart_id, sale_id, sku],
+            )?;
+        }
+        OutboxEvent::HoldChanged {
+            cart_id,
+            customer_id,
+            sale_id,
+            sku,
+            quantity,
+            expires_at,
+        } => {
+            tx.exec(
+                "INSERT INTO holds (cart_id, sale_id, sku, edge_id, customer_id, quantity, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (cart_id, sale_id, sku) DO UPDATE SET edge_id = excluded.edge_id, \
+                   quantity = excluded.quantity, expires_at = excluded.expires_at",
+                params![
+                    cart_id,
+                    sale_id,
+                    sku,
+                    edge_id,
+                    customer_id,
+                    *quantity,
+                    *expires_at
+                ],
+            )?;
+        }
+        OutboxEvent::OrderPlaced {
+            order_id,
+            cart_id,
+            customer_id,
+            lines,
+            total_cents,
+            placed_at,
+        } => {
+            tx.exec(
+                "INSERT INTO orders (order_id, edge_id, cart_id, customer_id, total_cents, placed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                params![
+                    order_id,
+                    edge_id,
+                    cart_id,
+                    customer_id,
+                    *total_cents,
+                    *placed_at
+                ],
+            )?;
+            for l in lines {
+                tx.exec(
+                    "INSERT INTO order_lines (order_id, sale_id, sku, quantity, unit_price_cents) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    params![order_id, &l.sale_id, &l.sku, l.quantity, l.unit_price_cents],
+                )?;
+            }
+            // The cart's holds became this order.
+            tx.exec("DELETE FROM holds WHERE cart_id = $1", params![cart_id])?;
+        }
+    }
+    Ok(())
+}
+
+// ---- the audit's view ------------------------------------------------------------------------
+
+/// The audit's per-edge sums `(sale_id, sku, edge_id, n)`.
+const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
+    (
+        "SELECT sale_id, sku, edge_id, CAST(SUM(n) AS BIGINT) FROM (\
+           SELECT sale_id, sku, edge_id, granted AS n FROM grants \
+           UNION ALL SELECT sale_id, sku, edge_id, -quantity FROM unit_returns) AS moves \
+         GROUP BY sale_id, sku, edge_id",
+        PerEdge::Allotted,
+    ),
+    (
+        "SELECT sale_id, sku, edge_id, CAST(SUM(quantity) AS BIGINT) FROM holds \
+         GROUP BY sale_id, sku, edge_id",
+        PerEdge::Held,
+    ),
+    (
+        "SELECT l.sale_id, l.sku, o.edge_id, CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l \
+         JOIN orders o ON o.order_id = l.order_id GROUP BY l.sale_id, l.sku, o.edge_id",
+        PerEdge::Sold,
+    ),
+];
+
+/// What central knows, for the audit.
+pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
+    let mut snap = Snapshot::default();
+    for sale in sales_ending_after(tx, Millis::MIN)? {
+        snap.sales.insert(
+            sale.sale_id.clone(),
+            SaleLedger {
+                starts_at: sale.starts_at,
+                ends_at: sale.ends_at,
+            },
+        );
+    }
+    for r in tx.query(
+        "SELECT sale_id, sku, stock_total, unallocated FROM skus",
+        &[],
+    )? {
+        let ledger = snap
+            .skus
+            .entry(SkuKey::new(r.text(0)?, r.text(1)?))
+            .or_default();
+        ledger.stock_total = r.int(2)?;
+        ledger.unallocated = r.int(3)?;
+    }
+    for (sql, which) in PER_EDGE_SUMS {
+        for r in tx.query(sql, &[])? {
+            let ledger = snap
+                .skus
+                .entry(SkuKey::new(r.text(0)?, r.text(1)?))
+                .or_default();
+            ledger.per_edge(*which).insert(r.text(2)?, r.int(3)?);
+        }
+    }
+    for r in tx.query(
+        "SELECT e.edge_id, e.url, e.high_water, \
+           (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
+           (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id) \
+         FROM edges e",
+        &[],
+    )? {
+        snap.edges.insert(
+            r.text(0)?,
+            EdgeLedger {
+                url: r.text(1)?,
+                high_water: r.int(2)?,
+                events_applied: r.int(3)?,
+                orders: r.int(4)?,
+            },
+        );
+    }
+    Ok(snap)
+}
