@@ -35,9 +35,10 @@ guest: setup
 build: guest
 	$(CARGO) build --release -p cart-host -p cart-bench
 
-# The demo: a SQLite central under ./data, a sale starting now, two edges on localhost.
+# The demo: a SQLite central under ./data, a sale starting now, two edges on localhost, on the
+# cart component built into cart-host.
 run: build
-	$(HOST) demo --data data --module $(GUEST)
+	$(HOST) demo --data data
 
 # In release mode, like `make run`: one build of wasmtime serves both.
 test: guest postgres
@@ -45,7 +46,7 @@ test: guest postgres
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		$(CARGO) test --release
 
-lint: setup
+lint: guest
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cart_bench::native::NativeRules;
 use cart_bench::suite::{self, BenchConfig};
-use cart_edge::edge::EdgeConfig;
+use cart_edge::edge::{EdgeConfig, ModuleBytes};
 use cart_edge::rules::FixedRules;
 use clap::{Args, Parser, Subcommand};
 
@@ -128,7 +128,7 @@ async fn native_edge(args: EdgeArgs) -> anyhow::Result<()> {
         edge_id: args.edge_id,
         data_dir: args.data,
         central_url: args.central,
-        module: args.module,
+        module: ModuleBytes::read(&args.module)?,
         admin_token: Some(token.trim().to_owned()),
         fixed_rules: Some(FixedRules(Arc::new(NativeRules))),
         ..EdgeConfig::default()

@@ -5,6 +5,9 @@
 //! - [`sale`]: the sale file and the catalog edges serve from; [`events`]: the outbox's events;
 //!   [`time`]: milliseconds and RFC 3339.
 
+// Server code answers errors; it does not panic on them.
+#![warn(clippy::expect_used)]
+
 mod db;
 mod ledger;
 mod postgres;

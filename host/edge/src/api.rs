@@ -398,8 +398,14 @@ fn parse_quantity(body: &Value) -> Result<u32, ApiError> {
     let invalid = ApiError::InvalidQuantity { max: MAX_QUANTITY };
     match body.get("quantity") {
         None => Err(ApiError::BadRequest("quantity is required".into())),
+        // JSON Schema counts 2.0 as an integer, and so does the edge.
         Some(Value::Number(n)) => n
             .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(MAX_QUANTITY)).contains(f))
+                    .map(|f| f as u64)
+            })
             .and_then(|q| u32::try_from(q).ok())
             .filter(|q| *q <= MAX_QUANTITY)
             .ok_or(invalid),

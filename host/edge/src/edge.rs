@@ -1,7 +1,7 @@
-//! One edge host: its configuration, its start-up (schema, catalog, module, writer), and the
-//! background work that keeps it stocked, swept and in sync with central.
+//! One edge host: its shared parts, its start-up (schema, catalog, module, writer), and the
+//! background tasks that keep it in sync ([`crate::sync`]), stocked ([`crate::escrow`]) and
+//! swept.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,73 +9,18 @@ use anyhow::Context as _;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use crate::clock::{Clock, Millis};
+use crate::clock::Clock;
+pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::edge_db::{self, StockLine};
 use crate::escrow::Allotments;
 use crate::metrics::Metrics;
 use crate::modules::{self, Modules, Trust};
 use crate::rules::{ActiveRules, CartRules, FixedRules};
-use crate::wasm::{Runtime, SandboxLimits, sha256_hex};
-use crate::writer::{WriterConfig, WriterHandle};
-use cart_central::events::{Delivery, OutboxEvent};
+use crate::sync::SyncStatus;
+use crate::wasm::{Runtime, sha256_hex};
+use crate::writer::WriterHandle;
+use cart_central::Central;
 use cart_central::sale::{Catalog, Sale};
-use cart_central::{Central, SkuKey};
-
-/// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
-#[derive(Clone, Debug)]
-pub struct EdgeConfig {
-    pub edge_id: String,
-    pub data_dir: PathBuf,
-    pub central_url: String,
-    /// The module used when the edge has none stored yet.
-    pub module: PathBuf,
-    /// The operator token; without one the operator API answers `403`.
-    pub admin_token: Option<String>,
-    /// The URL central records for this edge; by default `http://` and the listener's address.
-    pub public_url: Option<String>,
-    pub sandbox: SandboxLimits,
-    pub writer: WriterConfig,
-    pub clock: Clock,
-    pub sweep_every: Duration,
-    pub sync_every: Duration,
-    /// Outbox events per central transaction.
-    pub sync_batch: usize,
-    /// How long a shopper who found too few units may wait for a grant before `sold_out`.
-    pub shortage_wait: Duration,
-    /// With any, only modules signed by one of these keys are deployed.
-    pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
-    /// Rules to start on instead of the stored module (the benchmarks' native baseline).
-    pub fixed_rules: Option<FixedRules>,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        Self {
-            edge_id: "edge-1".into(),
-            data_dir: "data/edge-1".into(),
-            central_url: "sqlite:data/central.db".into(),
-            module: "target/wasm32-wasip2/release/cart_guest.wasm".into(),
-            admin_token: None,
-            public_url: None,
-            sandbox: SandboxLimits::default(),
-            writer: WriterConfig::default(),
-            clock: Clock::default(),
-            sweep_every: Duration::from_secs(1),
-            sync_every: Duration::from_millis(50),
-            sync_batch: 500,
-            shortage_wait: Duration::from_millis(150),
-            trusted_keys: Vec::new(),
-            fixed_rules: None,
-        }
-    }
-}
-
-/// How the outbox delivery is doing, for `/admin/status`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SyncStatus {
-    pub last_sync_at: Option<Millis>,
-    pub last_error: Option<String>,
-}
 
 /// A running edge's shared parts.
 pub struct Edge {
@@ -110,8 +55,8 @@ impl Edge {
                 Vec::new()
             }
         };
-        let initial = std::fs::read(&config.module)
-            .with_context(|| format!("reading the module {}", config.module.display()))?;
+        let initial = Arc::clone(&config.module.0);
+        anyhow::ensure!(!initial.is_empty(), "no cart module given to start on");
         let trust = Trust {
             keys: config.trusted_keys.clone(),
             started_with: sha256_hex(&initial),
@@ -197,9 +142,15 @@ impl Edge {
 
     /// Starts the background tasks; they stop when `shutdown` turns true.
     pub fn spawn_tasks(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) {
-        tokio::spawn(deliver_outbox(Arc::clone(self), shutdown.clone()));
+        tokio::spawn(crate::sync::deliver_outbox(
+            Arc::clone(self),
+            shutdown.clone(),
+        ));
         tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone()));
-        tokio::spawn(keep_stocked(Arc::clone(self), shutdown.clone()));
+        tokio::spawn(crate::escrow::keep_stocked(
+            Arc::clone(self),
+            shutdown.clone(),
+        ));
     }
 }
 
@@ -255,105 +206,11 @@ fn load_catalog(conn: &Connection) -> rusqlite::Result<Catalog> {
 }
 
 /// Waits `period`, or returns false when shutdown was asked for.
-async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         () = tokio::time::sleep(period) => true,
         _ = shutdown.changed() => false,
     }
-}
-
-/// A grant request unanswered this long was interrupted, not slow.
-const STALE_GRANT_MS: Millis = 5_000;
-
-/// Delivers the outbox to central in order, in batches, each applied in one central
-/// transaction; retries with backoff while central is away.
-async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut registered = false;
-    let mut backoff = edge.config.sync_every;
-    let max_backoff = Duration::from_secs(5);
-    loop {
-        let result = async {
-            if !registered {
-                edge.central
-                    .register_edge(&edge.config.edge_id, &edge.url)
-                    .await?;
-                registered = true;
-            }
-            // Grant requests a crash or an outage interrupted (not the ones in flight now).
-            let before = edge.clock.now() - STALE_GRANT_MS;
-            let (grants, returns) = edge
-                .read(move |c| {
-                    let grants = edge_db::pending_grants(c, before)?;
-                    Ok((grants, edge_db::pending_returns(c, before)?))
-                })
-                .await?;
-            edge.allotments.resume(grants).await?;
-            edge.allotments.resume_returns(returns).await?;
-            deliver_once(&edge).await
-        }
-        .await;
-        let period = match result {
-            Ok(delivered) => {
-                backoff = edge.config.sync_every;
-                if delivered > 0 {
-                    Duration::ZERO
-                } else {
-                    edge.config.sync_every
-                }
-            }
-            Err(e) => {
-                tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
-                edge.sync
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .last_error = Some(format!("{e:#}"));
-                backoff = (backoff * 2).min(max_backoff);
-                backoff
-            }
-        };
-        if !pause(period, &mut shutdown).await {
-            return;
-        }
-    }
-}
-
-/// Delivers one batch; returns how many events central applied.
-async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
-    let limit = edge.config.sync_batch;
-    let (rows, backlog) = edge
-        .read(move |c| {
-            let after = edge_db::delivered_seq(c)?;
-            Ok((
-                edge_db::outbox_after(c, after, limit)?,
-                edge_db::outbox_backlog(c)?,
-            ))
-        })
-        .await?;
-    edge.metrics.outbox_backlog.set(backlog);
-    let Some(last) = rows.last().map(|r| r.seq) else {
-        return Ok(0);
-    };
-    let batch = rows
-        .iter()
-        .map(|r| {
-            let event: OutboxEvent = serde_json::from_str(&r.event)
-                .with_context(|| format!("outbox event {} is not readable", r.seq))?;
-            Ok(Delivery { seq: r.seq, event })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let high_water = edge.central.apply(&edge.config.edge_id, &batch).await?;
-    // Central may be ahead of us (a crash after its commit, before ours): skip to its mark.
-    let mark = high_water.max(last);
-    edge.writer
-        .host(move |c| edge_db::mark_delivered(c, mark))
-        .await?;
-    edge.metrics.events_delivered.inc_by(batch.len() as u64);
-    let mut status = edge.sync.lock().unwrap_or_else(|p| p.into_inner());
-    *status = SyncStatus {
-        last_sync_at: Some(edge.clock.now()),
-        last_error: None,
-    };
-    Ok(batch.len())
 }
 
 /// Releases lapsed holds on a timer, a batch per transaction, until none are left.
@@ -379,55 +236,3 @@ async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
 
 /// Lapsed holds released per transaction.
 const SWEEP_BATCH: u32 = 500;
-
-/// Keeps each SKU's free units near its demand: a first grant per SKU, top-ups when free units
-/// fall below about a second of demand, and units given back when this edge is not selling
-/// them, or when another edge is out and central has none left.
-async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut first = true;
-    loop {
-        if let Err(e) = balance(&edge, first).await {
-            tracing::warn!("keeping stock balanced: {e:#}");
-        } else {
-            first = false;
-        }
-        if !pause(Duration::from_millis(200), &mut shutdown).await {
-            return;
-        }
-    }
-}
-
-async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
-    let stock = edge.stock().await?;
-    let wanted = edge.central.wanted_skus().await?;
-    for StockLine {
-        sale_id,
-        sku,
-        units: row,
-    } in stock
-    {
-        let Some(entry) = edge.catalog.entry(&sale_id, &sku) else {
-            continue;
-        };
-        let demand = edge.allotments.recent_demand(&sku);
-        let reserve = initial_grant(entry.stock_total);
-        if first && row.free + row.held + row.sold == 0 {
-            edge.allotments.top_up(&sku, reserve).await?;
-        } else if row.free < demand {
-            edge.allotments
-                .top_up(&sku, demand.saturating_mul(2))
-                .await?;
-        } else if wanted.contains(&SkuKey::new(&sale_id, &sku)) && row.free > demand {
-            // Another edge's shoppers are refused while these units sit here.
-            edge.allotments.give_back(&sku, row.free - demand).await?;
-        } else if demand == 0 && row.free > reserve {
-            edge.allotments.give_back(&sku, row.free - reserve).await?;
-        }
-    }
-    Ok(())
-}
-
-/// An edge's first grant of a SKU: a tenth of the stock, at least one unit.
-fn initial_grant(stock_total: u32) -> u32 {
-    (stock_total / 10).max(1).min(stock_total)
-}

@@ -1,16 +1,22 @@
 //! The edge's side of escrow: asking central for units, before the shelf runs empty and when a
-//! shopper finds it empty, with grant ids stored before asking so a retry never leaks units.
+//! shopper finds it empty, with grant ids stored before asking so a retry never leaks units;
+//! and the loop that keeps each SKU's free units near its demand.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::clock::{Clock, Millis};
+use crate::edge::{Edge, pause};
 use crate::edge_db;
+use crate::edge_db::StockLine;
 use crate::metrics::Metrics;
 use crate::writer::{WriteError, WriterHandle};
 use cart_central::sale::SkuEntry;
-use cart_central::{Central, CentralError, GrantRequest, UnitReturn};
+use cart_central::{Central, CentralError, GrantRequest, SkuKey, UnitReturn};
 
 /// After central answered 0 for a SKU, how long before asking again.
 const EXHAUSTED_BACKOFF_MS: Millis = 500;
@@ -308,4 +314,56 @@ impl Allotments {
         }
         Ok(granted)
     }
+}
+
+/// Keeps each SKU's free units near its demand: a first grant per SKU, top-ups when free units
+/// fall below about a second of demand, and units given back when this edge is not selling
+/// them, or when another edge is out and central has none left.
+pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let mut first = true;
+    loop {
+        if let Err(e) = balance(&edge, first).await {
+            tracing::warn!("keeping stock balanced: {e:#}");
+        } else {
+            first = false;
+        }
+        if !pause(Duration::from_millis(200), &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
+    let stock = edge.stock().await?;
+    let wanted = edge.central.wanted_skus().await?;
+    for StockLine {
+        sale_id,
+        sku,
+        units: row,
+    } in stock
+    {
+        let Some(entry) = edge.catalog.entry(&sale_id, &sku) else {
+            continue;
+        };
+        let demand = edge.allotments.recent_demand(&sku);
+        let reserve = initial_grant(entry.stock_total);
+        if first && row.free + row.held + row.sold == 0 {
+            edge.allotments.top_up(&sku, reserve).await?;
+        } else if row.free < demand {
+            edge.allotments
+                .top_up(&sku, demand.saturating_mul(2))
+                .await?;
+        } else if wanted.contains(&SkuKey::new(&sale_id, &sku)) && row.free > demand {
+            // Another edge's shoppers are refused while these units sit here.
+            edge.allotments.give_back(&sku, row.free - demand).await?;
+        } else if demand == 0 && row.free > reserve {
+            edge.allotments.give_back(&sku, row.free - reserve).await?;
+        }
+    }
+    Ok(())
+}
+
+/// An edge's first grant of a SKU: a tenth of the stock, at least one unit.
+fn initial_grant(stock_total: u32) -> u32 {
+    (stock_total / 10).max(1).min(stock_total)
 }

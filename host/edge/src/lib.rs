@@ -1,34 +1,35 @@
-//! The flash-sale edge host.
+//! The flash-sale edge: the product library behind `cart-host serve`.
 //!
 //! A storefront's request arrives at [`api`], which checks it and hands it to [`shop`]; each cart
 //! operation is one job of the [`writer`] (a savepoint in a group commit on the edge's SQLite,
 //! [`edge_db`]), in which [`carts`] loads what the cart rules need, asks them ([`rules`]: the
-//! component run by [`wasm`], or the same rules compiled in, [`native`]), and applies their
-//! decision with its stock moves and outbox event. [`edge`] delivers the outbox to the
-//! [`central`] database, from which [`allotment`] draws units.
+//! deployed component, run by [`wasm`]), and applies their decision with its stock moves and
+//! outbox event. [`sync`] delivers the outbox to the central database (crate `cart-central`),
+//! from which [`escrow`] draws units.
 //!
-//! - [`api`]: routes, input checks, JSON views; [`error`]: the one place errors become HTTP.
+//! - [`server`]: serving an edge on a listener until shutdown; [`config`]: what it is told.
+//! - [`api`]: routes, input checks, JSON views; [`error`]: the one place errors become HTTP;
+//!   [`status`]: the operator's `/admin/status`.
 //! - [`shop`]: each shopper operation, and the escrow retry before `sold_out`.
 //! - [`carts`]: the cart store: load, decide, check, apply; the cart's view.
 //! - [`writer`]: the single writer thread, batching and group commit.
 //! - [`rules`]: the seam to the cart rules; [`wasm`]: engine, modules, a fresh instance per
 //!   call; [`bindings`]: the generated bindings, generated once.
-//! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
-//! - [`edge`]: an edge's configuration, start-up and background tasks (sync, sweep, top-ups).
-//! - [`allotment`]: grants of units from central, idempotent by grant id.
 //! - [`modules`]: deploying cart components: signatures, validation, versions, rollback.
-//! - [`central`]: the central database (SQLite file by default).
-//! - [`events`]: the outbox's event format; [`sale`]: the sale file and catalog.
-//! - [`server`]: serving an edge on a listener until shutdown; [`demo`]: `cart-host demo`;
-//!   [`audit`]: `cart-host audit`; [`deploy`]: `cart-host deploy`; [`http_client`]: the client those commands use.
-//! - [`load`]: the flash-sale load generator (`cart-host load`); [`bench`]: `make bench`.
-//! - [`pg_cluster`]: a throwaway PostgreSQL cluster, for the tests and benchmarks.
+//! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
+//! - [`edge`]: a running edge's shared parts, its start-up and its background tasks.
+//! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing.
+//! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
+
+// Server code answers errors; it does not panic on them.
+#![warn(clippy::expect_used)]
 
 pub mod api;
 pub mod bindings;
 pub mod carts;
 pub mod clock;
+pub mod config;
 pub mod edge;
 pub mod edge_db;
 pub mod error;
@@ -41,5 +42,6 @@ pub mod rules;
 pub mod server;
 pub mod shop;
 pub mod status;
+pub mod sync;
 pub mod wasm;
 pub mod writer;

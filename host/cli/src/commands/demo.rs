@@ -12,21 +12,18 @@ use std::process::ExitCode;
 use cart_central::Central;
 use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
-use cart_edge::edge::EdgeConfig;
+use cart_edge::edge::{EdgeConfig, ModuleBytes};
 use cart_edge::server;
 use clap::Args;
-
-/// Where `make build` puts the cart component.
-pub const DEFAULT_MODULE: &str = "target/wasm32-wasip2/release/cart_guest.wasm";
 
 #[derive(Args)]
 pub struct DemoArgs {
     /// Folder for the demo's databases; emptied of an earlier demo first.
     #[arg(long, env = "CART_DATA", default_value = "data")]
     data: PathBuf,
-    /// The cart component.
-    #[arg(long, env = "CART_MODULE", default_value = DEFAULT_MODULE)]
-    module: PathBuf,
+    /// The cart component (default: the one built in).
+    #[arg(long, env = "CART_MODULE")]
+    module: Option<PathBuf>,
     /// Port of the first edge; the second listens on the next one.
     #[arg(long, env = "CART_DEMO_PORT", default_value_t = 8081)]
     port: u16,
@@ -36,7 +33,7 @@ pub struct DemoArgs {
 pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config = DemoConfig {
         data_dir: args.data,
-        module: args.module,
+        module: crate::module_or_built_in(args.module.as_deref())?,
         port: args.port,
     };
     run(&config, super::shutdown_signal()).await?;
@@ -45,7 +42,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 pub struct DemoConfig {
     pub data_dir: PathBuf,
-    pub module: PathBuf,
+    pub module: ModuleBytes,
     /// The first edge's port; the second edge takes the next.
     pub port: u16,
 }
@@ -66,11 +63,6 @@ pub fn demo_sale(now_ms: i64) -> Sale {
 }
 
 pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        config.module.exists(),
-        "no cart component at {}: run `make build` first",
-        config.module.display()
-    );
     let dir = &config.data_dir;
     // A demo starts from nothing: drop an earlier demo's databases (only those).
     for stale in [

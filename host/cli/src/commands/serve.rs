@@ -23,9 +23,9 @@ pub struct ServeArgs {
     /// Central database: sqlite:PATH or postgres://user@host:port/db.
     #[arg(long, env = "CART_CENTRAL")]
     central: String,
-    /// The cart component to run while the edge has none stored.
+    /// The cart component to run while the edge has none stored (default: the one built in).
     #[arg(long, env = "CART_MODULE")]
-    module: PathBuf,
+    module: Option<PathBuf>,
     /// File holding the operator token; without it the operator API answers 403.
     #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -59,7 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         edge_id: args.edge_id,
         data_dir: args.data,
         central_url: args.central,
-        module: args.module,
+        module: crate::module_or_built_in(args.module.as_deref())?,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         public_url: args.public_url,
         sandbox: SandboxLimits {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 
-use crate::support::{Fleet, faulty_wasm, sale};
+use crate::support::{Fleet, faulty_wasm, module, sale};
 
 /// The faulty component's magic quantities (see guest/faulty/src/lib.rs).
 const TRAP: i64 = 13;
@@ -16,7 +16,7 @@ const HOLD_TOO_MUCH: i64 = 16;
 async fn a_trapping_guest_rolls_back_only_its_request() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
     let mut config = fleet.config("edge-a");
-    config.module = faulty_wasm();
+    config.module = module(faulty_wasm());
     let edge = fleet.edge_with(config).await;
     let cart = edge.create_cart("c").await;
     assert_eq!(edge.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
@@ -53,7 +53,7 @@ async fn a_trapping_guest_rolls_back_only_its_request() {
 async fn a_looping_or_greedy_guest_is_stopped_and_the_host_serves_on() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
     let mut config = fleet.config("edge-a");
-    config.module = faulty_wasm();
+    config.module = module(faulty_wasm());
     config.sandbox.deadline = Duration::from_millis(200);
     config.sandbox.memory_bytes = 8 << 20;
     let edge = fleet.edge_with(config).await;
@@ -84,7 +84,7 @@ async fn a_full_queue_sheds_load_with_503() {
     // Stock enough that the first grant covers the demand: no top-up takes the queue's place.
     let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 50)], -60)).await;
     let mut config = fleet.config("edge-a");
-    config.module = faulty_wasm();
+    config.module = module(faulty_wasm());
     config.sandbox.deadline = Duration::from_secs(2);
     config.writer.queue = 1;
     // No sweeps to take the one place in the queue.
@@ -168,7 +168,7 @@ async fn a_full_queue_sheds_load_with_503() {
 async fn a_trap_in_a_group_commit_costs_only_itself() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 1000)], -60)).await;
     let mut config = fleet.config("edge-a");
-    config.module = faulty_wasm();
+    config.module = module(faulty_wasm());
     let edge = fleet.edge_with(config).await;
     let carts: Vec<_> = {
         let mut carts = Vec::new();
@@ -203,7 +203,7 @@ async fn a_trap_in_a_group_commit_costs_only_itself() {
 async fn rules_that_hold_more_than_is_free_are_refused_by_the_books() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 20, 1000)], -60)).await;
     let mut config = fleet.config("edge-a");
-    config.module = faulty_wasm();
+    config.module = module(faulty_wasm());
     let edge = fleet.edge_with(config).await;
     let cart = edge.create_cart("c").await;
     // The faulty rules claim a hold of one more unit than the edge has free.

@@ -18,3 +18,5 @@ mod crash;
 mod fleet;
 // Deploying modules: validation, signatures, rollback under load, the deploy command.
 mod deploy;
+// The commands as a user runs them: the demo from any folder, with the built-in component.
+mod commands;

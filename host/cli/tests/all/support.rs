@@ -32,6 +32,11 @@ fn built(var: &str, file: &str) -> PathBuf {
     path
 }
 
+/// A component's bytes, as an edge takes them.
+pub fn module(path: PathBuf) -> cart_edge::edge::ModuleBytes {
+    cart_edge::edge::ModuleBytes::read(&path).expect("the component")
+}
+
 /// The real cart component, as `make guest` builds it.
 pub fn guest_wasm() -> PathBuf {
     built("CART_GUEST_WASM", "cart_guest.wasm")
@@ -97,7 +102,7 @@ impl Fleet {
             edge_id: edge_id.into(),
             data_dir: self.dir.path().join(edge_id),
             central_url: self.central_url.clone(),
-            module: guest_wasm(),
+            module: module(guest_wasm()),
             admin_token: Some(ADMIN_TOKEN.into()),
             // The suite runs many edges at once on two cores: central may be slow to answer,
             // and "exactly N sold" must not depend on it answering within 150 ms.
@@ -350,7 +355,6 @@ impl EdgeProcess {
             ])
             .args(["--edge-id", edge_id])
             .args(["--central", &fleet.central_url])
-            .args(["--module", &guest_wasm().display().to_string()])
             .args(["--admin-token-file", &token_file.display().to_string()])
             .env("CART_LOG", "warn")
             .stdout(Stdio::null())
@@ -384,7 +388,7 @@ fn log_file(fleet: &Fleet, edge_id: &str) -> Stdio {
         .map_or_else(|_| Stdio::inherit(), Stdio::from)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,43 @@
+//! The `cart-host` commands as a user runs them, from outside the checkout.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::support::{Client, eventually, free_port};
+
+/// `cart-host demo` in an empty folder elsewhere, with no `--module`: the component built into
+/// the binary serves the sale.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args(["demo", "--data", "demo-data", "--port", &port.to_string()])
+        .current_dir(elsewhere.path())
+        .env("CART_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cart-host demo starts");
+    let edge = Client::new(&format!("http://127.0.0.1:{port}"));
+    eventually("the demo to serve", Duration::from_secs(60), || {
+        let edge = edge.clone();
+        async move { edge.healthy().await }
+    })
+    .await;
+    let cart = edge.create_cart("c-42").await;
+    eventually("the demo's first grant", Duration::from_secs(10), || {
+        let edge = edge.clone();
+        async move { edge.available("BAG-1").await > 0 }
+    })
+    .await;
+    let (status, body) = edge.set(&cart, "BAG-1", 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["lines"][0]["sku"], json!("BAG-1"));
+    assert!(elsewhere.path().join("demo-data/central.db").exists());
+    demo.start_kill().expect("stop the demo");
+}

@@ -1,0 +1,86 @@
+//! What `cart-host serve` tells an edge: its configuration, with defaults tests build on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::clock::Clock;
+use crate::rules::FixedRules;
+use crate::wasm::SandboxLimits;
+use crate::writer::WriterConfig;
+
+/// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    pub edge_id: String,
+    pub data_dir: PathBuf,
+    pub central_url: String,
+    /// The module used when the edge has none stored yet.
+    pub module: ModuleBytes,
+    /// The operator token; without one the operator API answers `403`.
+    pub admin_token: Option<String>,
+    /// The URL central records for this edge; by default `http://` and the listener's address.
+    pub public_url: Option<String>,
+    pub sandbox: SandboxLimits,
+    pub writer: WriterConfig,
+    pub clock: Clock,
+    pub sweep_every: Duration,
+    pub sync_every: Duration,
+    /// Outbox events per central transaction.
+    pub sync_batch: usize,
+    /// How long a shopper who found too few units may wait for a grant before `sold_out`.
+    pub shortage_wait: Duration,
+    /// With any, only modules signed by one of these keys are deployed.
+    pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Rules to start on instead of the stored module (the benchmarks' native baseline).
+    pub fixed_rules: Option<FixedRules>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            edge_id: "edge-1".into(),
+            data_dir: "data/edge-1".into(),
+            central_url: "sqlite:data/central.db".into(),
+            module: ModuleBytes::default(),
+            admin_token: None,
+            public_url: None,
+            sandbox: SandboxLimits::default(),
+            writer: WriterConfig::default(),
+            clock: Clock::default(),
+            sweep_every: Duration::from_secs(1),
+            sync_every: Duration::from_millis(50),
+            sync_batch: 500,
+            shortage_wait: Duration::from_millis(150),
+            trusted_keys: Vec::new(),
+            fixed_rules: None,
+        }
+    }
+}
+
+/// A cart component's bytes (shown by size, not printed).
+#[derive(Clone, Default)]
+pub struct ModuleBytes(pub Arc<[u8]>);
+
+impl ModuleBytes {
+    /// Reads a component from a file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the cart module {}", path.display()))?;
+        Ok(Self(bytes.into()))
+    }
+}
+
+impl From<&[u8]> for ModuleBytes {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl std::fmt::Debug for ModuleBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModuleBytes({} bytes)", self.0.len())
+    }
+}
