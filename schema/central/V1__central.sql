@@ -35,11 +35,18 @@ CREATE TABLE versions (
 INSERT INTO versions (name, value) VALUES ('catalog', 1);
 
 -- Edges that have registered, and how far each one's outbox has been applied.
+-- `history_id` names the data folder whose outbox this is; `incarnation` the process serving it
+-- now, whose lease its sync loop renews. A history an operator writes off (`serve --take-over`)
+-- stays here under a retired id, `<edge_id>~<history>`, with `retired_at` set and no URL.
 CREATE TABLE edges (
-    edge_id    TEXT PRIMARY KEY,
-    url        TEXT NOT NULL,
-    high_water BIGINT NOT NULL DEFAULT 0,
-    last_seen  BIGINT NOT NULL
+    edge_id     TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    history_id  TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    lease_until BIGINT NOT NULL,
+    high_water  BIGINT NOT NULL DEFAULT 0,
+    last_seen   BIGINT NOT NULL,
+    retired_at  BIGINT
 );
 
 -- Units granted to an edge, by the id the edge chose: a retried request finds its answer here.

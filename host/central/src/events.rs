@@ -15,14 +15,18 @@ pub enum OutboxEvent {
         expires_at: i64,
     },
     /// A cart became an order; its holds are now sales.
-    OrderPlaced {
-        order_id: String,
-        cart_id: String,
-        customer_id: String,
-        lines: Vec<EventLine>,
-        total_cents: i64,
-        placed_at: i64,
-    },
+    OrderPlaced(Order),
+}
+
+/// An order: a checked-out cart's lines, sold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub cart_id: String,
+    pub customer_id: String,
+    pub lines: Vec<EventLine>,
+    pub total_cents: i64,
+    pub placed_at: i64,
 }
 
 /// One line of an order.
@@ -38,7 +42,7 @@ impl OutboxEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::HoldChanged { .. } => "hold_changed",
-            Self::OrderPlaced { .. } => "order_placed",
+            Self::OrderPlaced(_) => "order_placed",
         }
     }
 }

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use crate::db::{Dialect, Row, Tx, params};
-use crate::events::{Delivery, OutboxEvent};
+use crate::events::{Delivery, EventLine, Order, OutboxEvent};
 use crate::sale::{Sale, SkuEntry};
 use crate::time::Millis;
 use crate::{
-    CentralError, EdgeLedger, GrantRequest, Loaded, PerEdge, SaleLedger, SkuKey, Snapshot,
-    UnitReturn, WANTED_FOR_MS,
+    CentralError, Claim, Claimed, EdgeLedger, GrantRequest, Loaded, PerEdge, SaleLedger, SkuKey,
+    Snapshot, UnitReturn, WANTED_FOR_MS,
 };
 
 // ---- the calendar ----------------------------------------------------------------------------
@@ -267,23 +267,175 @@ pub fn end_sale(tx: &mut dyn Tx, sale_id: &str, now: Millis) -> Result<Millis, C
 
 // ---- edges and units -------------------------------------------------------------------------
 
-pub fn register_edge(
+/// Claims an edge id for a process: records its history, incarnation, URL and lease. Refused
+/// while another process holds the lease, and when this folder's history is not the one
+/// central has applied (unless the operator takes over, writing the old history off).
+pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim, now: Millis) -> Result<Claimed, CentralError> {
+    let current = tx.query_opt(
+        "UPDATE edges SET last_seen = last_seen WHERE edge_id = $1 \
+         RETURNING history_id, incarnation, lease_until, high_water",
+        params![&claim.edge_id],
+    )?;
+    let mut retired = None;
+    if let Some(row) = current {
+        let (history, incarnation, lease_until, high_water) =
+            (row.text(0)?, row.text(1)?, row.int(2)?, row.int(3)?);
+        let ours = incarnation == claim.incarnation
+            || claim.previous_incarnation.as_deref() == Some(incarnation.as_str());
+        if !ours && lease_until > now {
+            return Err(CentralError::EdgeRunning {
+                edge_id: claim.edge_id.clone(),
+                incarnation,
+                lease_until,
+            });
+        }
+        let same_history = history == claim.history_id && claim.local_seq >= high_water;
+        if same_history {
+            tx.exec(
+                "UPDATE edges SET url = $2, incarnation = $3, lease_until = $4, last_seen = $5 \
+                 WHERE edge_id = $1",
+                params![
+                    &claim.edge_id,
+                    &claim.url,
+                    &claim.incarnation,
+                    now + claim.lease_ms,
+                    now
+                ],
+            )?;
+            return Ok(Claimed {
+                high_water,
+                retired: None,
+            });
+        }
+        if !claim.take_over {
+            return Err(CentralError::HistoryMismatch {
+                edge_id: claim.edge_id.clone(),
+                central_history: history,
+                central_seq: high_water,
+                local_history: claim.history_id.clone(),
+                local_seq: claim.local_seq,
+            });
+        }
+        retired = Some(retire(tx, &claim.edge_id, &history, now)?);
+    }
+    tx.exec(
+        "INSERT INTO edges (edge_id, url, history_id, incarnation, lease_until, last_seen) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        params![
+            &claim.edge_id,
+            &claim.url,
+            &claim.history_id,
+            &claim.incarnation,
+            now + claim.lease_ms,
+            now
+        ],
+    )?;
+    Ok(Claimed {
+        high_water: 0,
+        retired,
+    })
+}
+
+/// Writes a history off: its ledger moves to a retired id, the holds of its lost carts are
+/// released and its unsold units return to central; its orders stay sold. The retired id.
+fn retire(
     tx: &mut dyn Tx,
     edge_id: &str,
-    url: &str,
+    history: &str,
+    now: Millis,
+) -> Result<String, CentralError> {
+    let retired = format!("{edge_id}~{}", &history[..history.len().min(12)]);
+    for table in [
+        "grants",
+        "unit_returns",
+        "applied_events",
+        "holds",
+        "orders",
+    ] {
+        tx.exec(
+            &format!("UPDATE {table} SET edge_id = $2 WHERE edge_id = $1"),
+            params![edge_id, &retired],
+        )?;
+    }
+    tx.exec("DELETE FROM holds WHERE edge_id = $1", params![&retired])?;
+    let unsold = tx.query(
+        "SELECT sale_id, sku, CAST(SUM(n) AS BIGINT) FROM (\
+           SELECT sale_id, sku, granted AS n FROM grants WHERE edge_id = $1 \
+           UNION ALL SELECT sale_id, sku, -quantity FROM unit_returns WHERE edge_id = $1 \
+           UNION ALL SELECT l.sale_id, l.sku, -l.quantity FROM order_lines l \
+             JOIN orders o ON o.order_id = l.order_id WHERE o.edge_id = $1) AS units \
+         GROUP BY sale_id, sku",
+        params![&retired],
+    )?;
+    for r in unsold {
+        let (sale_id, sku, n) = (r.text(0)?, r.text(1)?, r.int(2)?);
+        if n <= 0 {
+            continue;
+        }
+        tx.exec(
+            "INSERT INTO unit_returns (return_id, edge_id, sale_id, sku, quantity, returned_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                &format!("retired:{retired}:{sale_id}:{sku}"),
+                &retired,
+                &sale_id,
+                &sku,
+                n,
+                now
+            ],
+        )?;
+        tx.exec(
+            "UPDATE skus SET unallocated = unallocated + $3 WHERE sale_id = $1 AND sku = $2",
+            params![&sale_id, &sku, n],
+        )?;
+    }
+    tx.exec(
+        "UPDATE edges SET edge_id = $2, url = '', lease_until = 0, retired_at = $3 \
+         WHERE edge_id = $1",
+        params![edge_id, &retired, now],
+    )?;
+    Ok(retired)
+}
+
+/// Extends a process's lease on its edge id; refused once another process has the id.
+pub fn renew_lease(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    incarnation: &str,
+    until: Millis,
     now: Millis,
 ) -> Result<(), CentralError> {
-    tx.exec(
-        "INSERT INTO edges (edge_id, url, last_seen) VALUES ($1, $2, $3) \
-         ON CONFLICT (edge_id) DO UPDATE SET url = excluded.url, last_seen = excluded.last_seen",
-        params![edge_id, url, now],
+    let renewed = tx.exec(
+        "UPDATE edges SET lease_until = $3, last_seen = $4 WHERE edge_id = $1 AND incarnation = $2",
+        params![edge_id, incarnation, until, now],
     )?;
+    if renewed == 0 {
+        return Err(CentralError::Superseded(edge_id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses calls from a process that no longer holds its edge id.
+fn fence(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    incarnation: &str,
+    now: Millis,
+) -> Result<(), CentralError> {
+    let current = tx.exec(
+        "UPDATE edges SET last_seen = $3 WHERE edge_id = $1 AND incarnation = $2",
+        params![edge_id, incarnation, now],
+    )?;
+    if current == 0 {
+        return Err(CentralError::Superseded(edge_id.to_owned()));
+    }
     Ok(())
 }
 
 /// Grants up to the requested units from what is unallocated; the same grant id always gets
 /// the same answer. A sale that has ended grants nothing.
 pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, CentralError> {
+    fence(tx, &req.edge_id, &req.incarnation, now)?;
     // The SKU's row lock orders every grant of it, retries of the same id included.
     let locked = tx.exec(
         "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
@@ -341,12 +493,12 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
             now
         ],
     )?;
-    touch_edge(tx, &req.edge_id, now)?;
     u32::try_from(granted).map_err(|_| CentralError::Decode(format!("granted {granted}")))
 }
 
 /// Takes back units an edge returns; the same return id is taken once.
 pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<(), CentralError> {
+    fence(tx, &ret.edge_id, &ret.incarnation, now)?;
     let inserted = tx.exec(
         "INSERT INTO unit_returns (return_id, edge_id, sale_id, sku, quantity, returned_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (return_id) DO NOTHING",
@@ -380,14 +532,6 @@ pub fn wanted(tx: &mut dyn Tx, now: Millis) -> Result<Vec<SkuKey>, CentralError>
     .collect()
 }
 
-fn touch_edge(tx: &mut dyn Tx, edge_id: &str, now: Millis) -> Result<(), CentralError> {
-    tx.exec(
-        "UPDATE edges SET last_seen = $2 WHERE edge_id = $1",
-        params![edge_id, now],
-    )?;
-    Ok(())
-}
-
 // ---- the outbox ------------------------------------------------------------------------------
 
 /// Applies a batch of an edge's outbox in one transaction: each event after the edge's
@@ -395,14 +539,17 @@ fn touch_edge(tx: &mut dyn Tx, edge_id: &str, now: Millis) -> Result<(), Central
 pub fn apply(
     tx: &mut dyn Tx,
     edge_id: &str,
+    history_id: &str,
     batch: &[Delivery],
     now: Millis,
 ) -> Result<i64, CentralError> {
-    // The edge's row lock orders its batches: a redelivery waits, then skips.
+    // The edge's row lock orders its batches: a redelivery waits, then skips. Events of a
+    // history central no longer keeps under this id are refused.
     let mark = tx
         .query_opt(
-            "UPDATE edges SET last_seen = $2 WHERE edge_id = $1 RETURNING high_water",
-            params![edge_id, now],
+            "UPDATE edges SET last_seen = $3 WHERE edge_id = $1 AND history_id = $2 \
+             RETURNING high_water",
+            params![edge_id, history_id, now],
         )?
         .ok_or_else(|| CentralError::UnknownEdge(edge_id.to_owned()))?
         .int(0)?;
@@ -465,14 +612,14 @@ fn apply_event(tx: &mut dyn Tx, edge_id: &str, event: &OutboxEvent) -> Result<()
                 ],
             )?;
         }
-        OutboxEvent::OrderPlaced {
+        OutboxEvent::OrderPlaced(Order {
             order_id,
             cart_id,
             customer_id,
             lines,
             total_cents,
             placed_at,
-        } => {
+        }) => {
             tx.exec(
                 "INSERT INTO orders (order_id, edge_id, cart_id, customer_id, total_cents, placed_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -557,7 +704,8 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
     for r in tx.query(
         "SELECT e.edge_id, e.url, e.high_water, \
            (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
-           (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id) \
+           (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id), \
+           CASE WHEN e.retired_at IS NULL THEN 0 ELSE 1 END \
          FROM edges e",
         &[],
     )? {
@@ -568,8 +716,42 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
                 high_water: r.int(2)?,
                 events_applied: r.int(3)?,
                 orders: r.int(4)?,
+                retired: r.int(5)? == 1,
             },
         );
     }
     Ok(snap)
+}
+
+/// The orders central holds for an edge, with their lines, by order id.
+pub fn orders_of(tx: &mut dyn Tx, edge_id: &str) -> Result<Vec<Order>, CentralError> {
+    let mut out: Vec<Order> = Vec::new();
+    for r in tx.query(
+        "SELECT o.order_id, o.cart_id, o.customer_id, o.total_cents, o.placed_at, \
+           l.sale_id, l.sku, l.quantity, l.unit_price_cents \
+         FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
+         WHERE o.edge_id = $1 ORDER BY o.order_id, l.sale_id, l.sku",
+        params![edge_id],
+    )? {
+        let order_id = r.text(0)?;
+        if out.last().is_none_or(|o| o.order_id != order_id) {
+            out.push(Order {
+                order_id,
+                cart_id: r.text(1)?,
+                customer_id: r.text(2)?,
+                total_cents: r.int(3)?,
+                placed_at: r.int(4)?,
+                lines: Vec::new(),
+            });
+        }
+        if let Some(order) = out.last_mut() {
+            order.lines.push(EventLine {
+                sale_id: r.text(5)?,
+                sku: r.text(6)?,
+                quantity: r.count(7)?,
+                unit_price_cents: r.int(8)?,
+            });
+        }
+    }
+    Ok(out)
 }

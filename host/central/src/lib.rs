@@ -57,8 +57,35 @@ pub enum CentralError {
     UnknownSale(String),
     #[error("no SKU {1:?} in sale {0:?}")]
     UnknownSku(String, String),
-    #[error("edge {0:?} has not registered with central")]
+    #[error("edge {0:?} has not registered with central (or not with this history)")]
     UnknownEdge(String),
+    #[error(
+        "edge {edge_id} is being served by another process (incarnation {incarnation}, lease \
+         until {}): stop that one first, or give this one another --edge-id",
+        crate::time::rfc3339(*lease_until)
+    )]
+    EdgeRunning {
+        edge_id: String,
+        incarnation: String,
+        lease_until: Millis,
+    },
+    #[error(
+        "edge {edge_id}: this data folder's history ({local_history}, outbox up to seq \
+         {local_seq}) is not the one central has applied ({central_history}, up to seq \
+         {central_seq}): a fresh or restored folder. It will not sell. To accept it, restart \
+         with --take-over: central then writes the old history off (its holds are released, \
+         its unsold units return to the sale, its orders stay sold under a retired name) and \
+         this folder starts a new history, discarding whatever it held"
+    )]
+    HistoryMismatch {
+        edge_id: String,
+        central_history: String,
+        central_seq: i64,
+        local_history: String,
+        local_seq: i64,
+    },
+    #[error("edge {0} is now served by another process: this one must stop selling")]
+    Superseded(String),
     #[error("central database: {0}")]
     Decode(String),
     #[error("central SQLite: {0}")]
@@ -73,6 +100,17 @@ pub enum CentralError {
     Io(#[from] std::io::Error),
     #[error("central task: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl CentralError {
+    /// Central answered, and the answer is no: another process holds the edge id, or the
+    /// histories differ. Retrying changes nothing until an operator acts.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::EdgeRunning { .. } | Self::HistoryMismatch { .. } | Self::Superseded(_)
+        )
+    }
 }
 
 /// A SKU of a sale.
@@ -97,11 +135,40 @@ impl fmt::Display for SkuKey {
     }
 }
 
+/// A process's claim on an edge id.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub edge_id: String,
+    pub url: String,
+    /// The data folder's history.
+    pub history_id: String,
+    /// This process.
+    pub incarnation: String,
+    /// The process that served this folder before, if any (it is gone: we hold the folder).
+    pub previous_incarnation: Option<String>,
+    /// The highest outbox sequence number this folder has ever used.
+    pub local_seq: i64,
+    pub lease_ms: i64,
+    /// Write the old history off if it does not match (`serve --take-over`).
+    pub take_over: bool,
+}
+
+/// What a claim found.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// How far central has applied this history's outbox.
+    pub high_water: i64,
+    /// The id the written-off history was retired under, after a take-over.
+    pub retired: Option<String>,
+}
+
 /// A grant request: the id is the edge's, chosen and stored before asking.
 #[derive(Clone, Debug)]
 pub struct GrantRequest {
     pub grant_id: String,
     pub edge_id: String,
+    /// The process asking, which must hold the edge id.
+    pub incarnation: String,
     pub sale_id: String,
     pub sku: String,
     pub requested: u32,
@@ -112,6 +179,7 @@ pub struct GrantRequest {
 pub struct UnitReturn {
     pub return_id: String,
     pub edge_id: String,
+    pub incarnation: String,
     pub sale_id: String,
     pub sku: String,
     pub quantity: u32,
@@ -179,6 +247,8 @@ pub struct EdgeLedger {
     pub high_water: i64,
     pub events_applied: i64,
     pub orders: i64,
+    /// A history written off by a take-over.
+    pub retired: bool,
 }
 
 /// A central database, by URL.
@@ -254,10 +324,26 @@ impl Central {
         self.transact(ledger::catalog_version).await
     }
 
-    pub async fn register_edge(&self, edge_id: &str, url: &str) -> Result<(), CentralError> {
-        let (edge_id, url) = (edge_id.to_owned(), url.to_owned());
-        self.transact(move |tx| ledger::register_edge(tx, &edge_id, &url, wall_ms()))
+    /// Claims an edge id for a process (see [`Claim`]).
+    pub async fn claim_edge(&self, claim: &Claim) -> Result<Claimed, CentralError> {
+        let claim = claim.clone();
+        self.transact(move |tx| ledger::claim_edge(tx, &claim, wall_ms()))
             .await
+    }
+
+    /// Extends a process's lease on its edge id.
+    pub async fn renew_lease(
+        &self,
+        edge_id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+    ) -> Result<(), CentralError> {
+        let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
+        self.transact(move |tx| {
+            let now = wall_ms();
+            ledger::renew_lease(tx, &edge_id, &incarnation, now + lease_ms, now)
+        })
+        .await
     }
 
     /// Grants up to the requested units; the same grant id always gets the same answer.
@@ -268,9 +354,15 @@ impl Central {
     }
 
     /// Applies a batch of an edge's outbox; returns the edge's new high-water mark.
-    pub async fn apply(&self, edge_id: &str, batch: &[Delivery]) -> Result<i64, CentralError> {
-        let (edge_id, batch) = (edge_id.to_owned(), batch.to_vec());
-        self.transact(move |tx| ledger::apply(tx, &edge_id, &batch, wall_ms()))
+    pub async fn apply(
+        &self,
+        edge_id: &str,
+        history_id: &str,
+        batch: &[Delivery],
+    ) -> Result<i64, CentralError> {
+        let (edge_id, history_id, batch) =
+            (edge_id.to_owned(), history_id.to_owned(), batch.to_vec());
+        self.transact(move |tx| ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms()))
             .await
     }
 
@@ -284,6 +376,12 @@ impl Central {
     /// SKUs some edge recently asked for when none were left: spare units should come back.
     pub async fn wanted_skus(&self) -> Result<Vec<SkuKey>, CentralError> {
         self.transact(|tx| ledger::wanted(tx, wall_ms())).await
+    }
+
+    /// The orders central holds for an edge.
+    pub async fn orders_of(&self, edge_id: &str) -> Result<Vec<events::Order>, CentralError> {
+        let id = edge_id.to_owned();
+        self.transact(move |tx| ledger::orders_of(tx, &id)).await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {

@@ -22,6 +22,9 @@ const MIGRATION_LOCK: i64 = 0x00ca_47ed;
 
 pub struct Postgres {
     pool: Pool,
+    /// Set once the schema is up to date: at open if PostgreSQL answers, else before the first
+    /// transaction that reaches it (an edge may start while central is down).
+    migrated: tokio::sync::OnceCell<()>,
 }
 
 impl Postgres {
@@ -44,8 +47,16 @@ impl Postgres {
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
             .map_err(|e| CentralError::Pool(e.to_string()))?;
-        let db = Self { pool };
-        db.migrate().await?;
+        let db = Self {
+            pool,
+            migrated: tokio::sync::OnceCell::new(),
+        };
+        if let Err(e) = db.migrated.get_or_try_init(|| db.migrate()).await {
+            match e {
+                CentralError::Pool(_) => {}
+                e => return Err(e),
+            }
+        }
         Ok(db)
     }
 
@@ -75,6 +86,7 @@ impl Postgres {
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
     ) -> Result<T, CentralError> {
+        self.migrated.get_or_try_init(|| self.migrate()).await?;
         let mut client = self.client().await?;
         let rt = Handle::current();
         tokio::task::spawn_blocking(move || {

@@ -2,7 +2,7 @@
 //! Bad input stops here with a 4xx; everything else becomes one typed guest call.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -25,13 +25,11 @@ use crate::ids;
 use crate::metrics::RequestLabels;
 use crate::modules::Deployed;
 use crate::shop::{self, Served};
-use crate::status::EdgeStatus;
+use crate::status::{EdgeBooks, EdgeStatus};
 use cart_central::sale::is_plain_id;
 
 /// Storefront bodies larger than this are refused with `413`.
 pub const MAX_BODY: usize = 16 * 1024;
-/// `/healthz` fails when one writer job has run longer than this: the writer is stuck.
-const WRITER_STUCK_AFTER: Duration = Duration::from_secs(10);
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -49,6 +47,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
+        .route("/admin/ledger", get(ledger))
         .route("/admin/modules", get(list_modules).put(deploy_module))
         .route("/admin/modules/{version}/activate", post(activate_module))
         .fallback(|| async { ApiError::NotFound("route") })
@@ -95,7 +94,7 @@ fn route_label(path: &str) -> &'static str {
 // ---- storefront ------------------------------------------------------------------------------
 
 async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
-    let body = read_json(body).await?;
+    let body = read_json(&edge, body).await?;
     let customer_id = match body.get("customer_id") {
         Some(Value::String(s)) if is_plain_id(s) => s.clone(),
         Some(_) => {
@@ -131,7 +130,7 @@ async fn set_item(
     let token_hash = cart_token(&headers)?;
     check_cart_id(&cart_id)?;
     check_sku(&edge, &sku)?;
-    let quantity = parse_quantity(&read_json(body).await?)?;
+    let quantity = parse_quantity(&read_json(&edge, body).await?)?;
     let ask = SetQuantity {
         cart_id,
         token_hash,
@@ -174,7 +173,7 @@ async fn checkout(
         .filter(|k| (1..=255).contains(&k.len()))
         .ok_or_else(|| ApiError::BadRequest("an Idempotency-Key header is required".into()))?
         .to_owned();
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&edge, body).await?;
     if !bytes.iter().all(u8::is_ascii_whitespace) && !parse_json(&bytes)?.is_object() {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -225,7 +224,7 @@ async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> ApiR
 
 /// Liveness: the process serves and its writer is alive and moving.
 async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
-    if edge.writer.pulse().healthy(WRITER_STUCK_AFTER) {
+    if edge.writer.pulse().healthy(edge.config.writer.stuck_after) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         ApiError::Unavailable("the writer is stopped or stuck".into()).into_response()
@@ -280,6 +279,28 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
     Ok(Json(status).into_response())
 }
 
+async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let (stock, carts, orders) = edge
+        .read(|c| {
+            Ok((
+                crate::edge_db::stock_rows(c)?,
+                crate::carts::units_in_carts(c)?,
+                crate::carts::orders(c)?,
+            ))
+        })
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(EdgeBooks {
+        edge_id: edge.config.edge_id.clone(),
+        history_id: edge.identity.history_id(),
+        stock,
+        carts,
+        orders,
+    })
+    .into_response())
+}
+
 async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let (active, modules) = edge.modules.list().await?;
@@ -289,9 +310,8 @@ async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiR
 async fn deploy_module(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let limit = crate::modules::MAX_MODULE_BYTES;
-    let bytes = to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    // A module may be large: it gets six body timeouts to arrive.
+    let bytes = read_limited(body, limit, edge.config.http.body_timeout * 6).await?;
     let text = |name: &str| {
         headers
             .get(name)
@@ -372,10 +392,20 @@ fn check_sku(edge: &Edge, sku: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    to_bytes(body, MAX_BODY)
+/// Reads a storefront body: at most [`MAX_BODY`], within the body timeout.
+async fn read_body(edge: &Edge, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    read_limited(body, MAX_BODY, edge.config.http.body_timeout).await
+}
+
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    tokio::time::timeout(within, to_bytes(body, limit))
         .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit: MAX_BODY })
+        .map_err(|_| ApiError::RequestTimeout)?
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -383,8 +413,8 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Reads a JSON object body.
-async fn read_json(body: Body) -> Result<Value, ApiError> {
-    let value = parse_json(&read_body(body).await?)?;
+async fn read_json(edge: &Edge, body: Body) -> Result<Value, ApiError> {
+    let value = parse_json(&read_body(edge, body).await?)?;
     if value.is_object() {
         Ok(value)
     } else {

@@ -13,6 +13,7 @@ use rusqlite::{Connection, params};
 use crate::clock::Millis;
 use crate::edge_db;
 use crate::rules::{CartRules, GuestFault};
+pub use cart_central::events::Order;
 use cart_central::events::{EventLine, OutboxEvent};
 use cart_central::sale::Catalog;
 
@@ -41,17 +42,6 @@ pub struct CartView {
     pub status: CartStatus,
     pub lines: Vec<Line>,
     pub total_cents: i64,
-}
-
-/// An order: a checked-out cart's lines, sold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Order {
-    pub order_id: String,
-    pub cart_id: String,
-    pub customer_id: String,
-    pub lines: Vec<EventLine>,
-    pub total_cents: i64,
-    pub placed_at: Millis,
 }
 
 /// Why a cart operation changed nothing.
@@ -227,7 +217,17 @@ pub fn set_quantity(
             free,
             customer_elsewhere: elsewhere,
         })?
-        .map_err(CartFailure::Refused)?;
+        .map_err(|refusal| {
+            // What a shopper is told comes from the rules, but only what the books can back.
+            let could = u64::from(free) + u64::from(current.map_or(0, Line::reserved));
+            match refusal {
+                CartError::SoldOut(n) if u64::from(n) > could => {
+                    bad_decision(format!("sold out with {n} available of {could}"))
+                }
+                CartError::HoldExpired(_) => bad_decision("hold_expired for a change".into()),
+                refusal => CartFailure::Refused(refusal),
+            }
+        })?;
 
     if let Some(l) = &decided {
         let sane = l.sku == ask.sku
@@ -365,7 +365,16 @@ pub fn checkout(
             idempotency_key,
             placed_with: placed.as_ref().map(|(_, key)| key.as_str()),
         })?
-        .map_err(CartFailure::Refused)?;
+        .map_err(|refusal| match refusal {
+            CartError::HoldExpired(skus)
+                if skus.is_empty()
+                    || skus.len() > lines.len()
+                    || skus.iter().any(|s| !lines.iter().any(|l| &l.sku == s)) =>
+            {
+                bad_decision(format!("hold_expired for SKUs not in the cart: {skus:?}"))
+            }
+            refusal => CartFailure::Refused(refusal),
+        })?;
     match (outcome, placed) {
         (CheckoutOutcome::Replay, Some((order, _))) => Ok((order, true)),
         (CheckoutOutcome::Place, None) => Ok((place(conn, &cart, idempotency_key, now)?, false)),
@@ -427,18 +436,7 @@ fn place(
     // The lines' units are sold now, not held: the sweep must not return them.
     conn.prepare_cached("UPDATE cart_lines SET held = 0 WHERE cart_id = ?1")?
         .execute([&cart.cart_id])?;
-    emit(
-        conn,
-        now,
-        &OutboxEvent::OrderPlaced {
-            order_id: order.order_id.clone(),
-            cart_id: order.cart_id.clone(),
-            customer_id: order.customer_id.clone(),
-            lines: order.lines.clone(),
-            total_cents: order.total_cents,
-            placed_at: now,
-        },
-    )?;
+    emit(conn, now, &OutboxEvent::OrderPlaced(order.clone()))?;
     Ok(order)
 }
 
@@ -514,4 +512,69 @@ fn emit(conn: &Connection, now: Millis, event: &OutboxEvent) -> rusqlite::Result
 /// One order per cart, so the order's id follows from the cart's.
 fn order_id(cart_id: &str) -> String {
     format!("o_{}", cart_id.strip_prefix("c_").unwrap_or(cart_id))
+}
+
+/// Held and sold units of one SKU, counted from the carts themselves.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CartUnits {
+    pub sale_id: String,
+    pub sku: String,
+    /// Units of lines whose hold is still reserved.
+    pub held: i64,
+    /// Units of the lines of checked-out carts.
+    pub sold: i64,
+}
+
+/// What the carts hold and sold, per SKU: the audit checks the stock's counters against it.
+pub fn units_in_carts(conn: &Connection) -> rusqlite::Result<Vec<CartUnits>> {
+    conn.prepare_cached(
+        "SELECT l.sale_id, l.sku, \
+           SUM(CASE WHEN l.held = 1 THEN l.quantity ELSE 0 END), \
+           SUM(CASE WHEN c.status = 'checked_out' THEN l.quantity ELSE 0 END) \
+         FROM cart_lines l JOIN carts c ON c.cart_id = l.cart_id \
+         GROUP BY l.sale_id, l.sku ORDER BY l.sale_id, l.sku",
+    )?
+    .query_map([], |r| {
+        Ok(CartUnits {
+            sale_id: r.get(0)?,
+            sku: r.get(1)?,
+            held: r.get(2)?,
+            sold: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+/// Every order placed here, with its lines, by order id.
+pub fn orders(conn: &Connection) -> rusqlite::Result<Vec<Order>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.order_id, o.cart_id, o.customer_id, o.total_cents, o.placed_at, \
+           l.sale_id, l.sku, l.quantity, l.unit_price_cents \
+         FROM orders o JOIN cart_lines l ON l.cart_id = o.cart_id \
+         ORDER BY o.order_id, l.sale_id, l.sku",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out: Vec<Order> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let order_id: String = r.get(0)?;
+        if out.last().is_none_or(|o| o.order_id != order_id) {
+            out.push(Order {
+                order_id,
+                cart_id: r.get(1)?,
+                customer_id: r.get(2)?,
+                total_cents: r.get(3)?,
+                placed_at: r.get(4)?,
+                lines: Vec::new(),
+            });
+        }
+        if let Some(order) = out.last_mut() {
+            order.lines.push(EventLine {
+                sale_id: r.get(5)?,
+                sku: r.get(6)?,
+                quantity: r.get(7)?,
+                unit_price_cents: r.get(8)?,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use crate::clock::Clock;
 use crate::rules::FixedRules;
+use crate::server::HttpLimits;
 use crate::wasm::SandboxLimits;
 use crate::writer::WriterConfig;
 
@@ -36,6 +37,19 @@ pub struct EdgeConfig {
     pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Rules to start on instead of the stored module (the benchmarks' native baseline).
     pub fixed_rules: Option<FixedRules>,
+    /// How long HTTP peers may take.
+    pub http: HttpLimits,
+    /// How long this process's claim on its edge id outlives it at central.
+    pub lease: Duration,
+    /// When central keeps another history for this edge id, write it off and start this
+    /// folder over (`serve --take-over`).
+    pub take_over: bool,
+}
+
+impl EdgeConfig {
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 impl Default for EdgeConfig {
@@ -56,6 +70,9 @@ impl Default for EdgeConfig {
             shortage_wait: Duration::from_millis(150),
             trusted_keys: Vec::new(),
             fixed_rules: None,
+            take_over: false,
+            http: HttpLimits::default(),
+            lease: Duration::from_secs(10),
         }
     }
 }

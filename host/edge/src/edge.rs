@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::Connection;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::edge_db::{self, StockLine};
 use crate::escrow::Allotments;
+use crate::identity::{Identity, Standing};
 use crate::metrics::Metrics;
 use crate::modules::{self, Modules, Trust};
 use crate::rules::{ActiveRules, CartRules, FixedRules};
@@ -36,6 +38,9 @@ pub struct Edge {
     pub modules: Modules,
     pub metrics: Arc<Metrics>,
     pub sync: Mutex<SyncStatus>,
+    /// Who this process is to central, and whether it may sell.
+    pub identity: Identity,
+    standing: Mutex<Standing>,
     readers: Arc<edge_db::Readers>,
 }
 
@@ -62,23 +67,26 @@ impl Edge {
             started_with: sha256_hex(&initial),
         };
         let runtime = Runtime::new(config.sandbox)?;
-        let (dir, now) = (config.data_dir.clone(), config.clock.now());
-        let (conn, catalog, first) = {
+        let (dir, edge_id, now) = (
+            config.data_dir.clone(),
+            config.edge_id.clone(),
+            config.clock.now(),
+        );
+        let (conn, identity, own_history, catalog, first) = {
             let (runtime, trust) = (runtime.clone(), trust.clone());
             tokio::task::spawn_blocking(move || {
                 let conn = edge_db::open_writer(&dir)?;
+                let identity = Identity::open(&dir, &edge_id, &conn)?;
+                let own_history = Identity::own_history(&conn)?;
                 for sale in &sales {
                     store_catalog(&conn, sale)?;
                 }
                 let catalog = load_catalog(&conn)?;
                 let first = modules::start_module(&conn, &runtime, &initial, &trust, now)?;
-                anyhow::Ok((conn, catalog, Arc::new(first)))
+                anyhow::Ok((conn, identity, own_history, catalog, Arc::new(first)))
             })
             .await??
         };
-        if catalog.skus.is_empty() {
-            anyhow::bail!("no sale to serve: load one with `cart-host sale load` first");
-        }
         let catalog = Arc::new(catalog);
         let rules = Arc::new(ActiveRules::new(match &config.fixed_rules {
             Some(FixedRules(rules)) => Arc::clone(rules),
@@ -97,13 +105,41 @@ impl Edge {
         );
         let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
+            identity.incarnation.clone(),
             catalog.skus.values().cloned(),
             Arc::clone(&central),
             writer.clone(),
             config.clock.clone(),
             Arc::clone(&metrics),
         ));
+        // Claim the edge id now: refusals end the start; an unreachable central does not.
+        let claimed = tokio::time::timeout(
+            CLAIM_WAIT,
+            identity.claim(&central, &writer, &url, config.lease_ms(), config.take_over),
+        )
+        .await;
+        let standing = match claimed {
+            Ok(Ok(())) => Standing::Claimed,
+            Ok(Err(e)) if e.is_refusal() => return Err(e.into()),
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".into(),
+                };
+                tracing::warn!(
+                    "central is unreachable ({why}): {}",
+                    if own_history {
+                        "selling from this edge's own units until it answers"
+                    } else {
+                        "this new edge sells nothing until it answers"
+                    }
+                );
+                Standing::Unclaimed { own_history }
+            }
+        };
         Ok(Arc::new(Self {
+            identity,
+            standing: Mutex::new(standing),
             url,
             clock: config.clock.clone(),
             catalog,
@@ -117,6 +153,18 @@ impl Edge {
             readers,
             config,
         }))
+    }
+
+    /// Whether this edge may sell now.
+    pub fn standing(&self) -> Standing {
+        self.standing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_standing(&self, standing: Standing) {
+        *self.standing.lock().unwrap_or_else(|p| p.into_inner()) = standing;
     }
 
     /// Runs a read on one of the edge's read-only connections, off the async workers. It sees
@@ -140,17 +188,19 @@ impl Edge {
         self.read(edge_db::stock_rows).await
     }
 
-    /// Starts the background tasks; they stop when `shutdown` turns true.
-    pub fn spawn_tasks(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) {
-        tokio::spawn(crate::sync::deliver_outbox(
-            Arc::clone(self),
-            shutdown.clone(),
-        ));
-        tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone()));
-        tokio::spawn(crate::escrow::keep_stocked(
-            Arc::clone(self),
-            shutdown.clone(),
-        ));
+    /// Starts the background tasks; they end when `shutdown` turns true.
+    pub fn spawn_tasks(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(crate::sync::deliver_outbox(
+                Arc::clone(self),
+                shutdown.clone(),
+            )),
+            tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone())),
+            tokio::spawn(crate::escrow::keep_stocked(
+                Arc::clone(self),
+                shutdown.clone(),
+            )),
+        ]
     }
 }
 
@@ -204,6 +254,9 @@ fn load_catalog(conn: &Connection) -> rusqlite::Result<Catalog> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Catalog::new(entries))
 }
+
+/// How long start-up waits for central to answer the claim before going on without it.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits `period`, or returns false when shutdown was asked for.
 pub(crate) async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {

@@ -177,7 +177,7 @@ fn expect_one(changed: usize) -> rusqlite::Result<()> {
 }
 
 /// One SKU's stock at this edge.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockLine {
     pub sale_id: String,
     pub sku: String,
@@ -392,6 +392,27 @@ pub fn delivered_seq(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(meta(conn, "delivered_seq")?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0))
+}
+
+/// The highest outbox sequence number this folder has ever used (0: none yet).
+pub fn highest_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Starts this folder over under a new history, after an operator's take-over wrote the old
+/// one off at central: carts, orders, units, grants, returns and outbox are discarded.
+pub fn start_over(conn: &Connection, history_id: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DELETE FROM cart_lines; DELETE FROM orders; DELETE FROM carts; DELETE FROM outbox; \
+         DELETE FROM grants; DELETE FROM unit_returns; \
+         UPDATE stock SET free = 0, held = 0, sold = 0; \
+         DELETE FROM sqlite_sequence WHERE name = 'outbox'; \
+         DELETE FROM meta WHERE key IN ('delivered_seq', 'claimed');",
+    )?;
+    set_meta(conn, "history_id", history_id)
 }
 
 /// Events written but not yet applied by central.

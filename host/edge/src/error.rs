@@ -39,6 +39,8 @@ pub enum ApiError {
     CartEmpty,
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("more than {limit} per customer")]
     LimitExceeded { limit: u32 },
     #[error("{0}")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::CartClosed => (StatusCode::CONFLICT, "cart_closed"),
             Self::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
             Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
@@ -141,6 +144,7 @@ impl From<ShopError> for ApiError {
             ShopError::Cart(failure) => failure.into(),
             ShopError::Write(w) => w.into(),
             ShopError::Read(e) => Self::Unavailable(format!("{e:#}")),
+            ShopError::NotSelling(why) => Self::Unavailable(why),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! and the loop that keeps each SKU's free units near its demand.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, Millis};
 use crate::edge::{Edge, pause};
 use crate::edge_db;
-use crate::edge_db::StockLine;
+use crate::edge_db::{StockLine, StockRow};
 use crate::metrics::Metrics;
 use crate::writer::{WriteError, WriterHandle};
 use cart_central::sale::SkuEntry;
@@ -44,10 +44,14 @@ struct SkuState {
     exhausted_at: Mutex<Option<Millis>>,
     /// Units shoppers asked for: (window start, units this window, units last window).
     demand: Mutex<(Millis, u64, u64)>,
+    /// Whether this edge has had its first grant of the SKU since it started.
+    stocked: AtomicBool,
 }
 
 pub struct Allotments {
     edge_id: String,
+    /// This process, as central fences it.
+    incarnation: String,
     central: Arc<Central>,
     writer: WriterHandle,
     clock: Clock,
@@ -67,6 +71,7 @@ pub enum AfterShortage {
 impl Allotments {
     pub fn new(
         edge_id: String,
+        incarnation: String,
         skus: impl IntoIterator<Item = SkuEntry>,
         central: Arc<Central>,
         writer: WriterHandle,
@@ -85,6 +90,7 @@ impl Allotments {
             .collect();
         Self {
             edge_id,
+            incarnation,
             central,
             writer,
             clock,
@@ -169,11 +175,47 @@ impl Allotments {
         })
     }
 
+    /// Keeps one SKU's free units near its demand: a first grant, top-ups when free units fall
+    /// below about a second of demand, and units given back when this edge is not selling them,
+    /// or when another edge is out (`wanted`) and central has none left.
+    pub async fn balance(
+        &self,
+        entry: &SkuEntry,
+        row: StockRow,
+        wanted: bool,
+    ) -> Result<(), GrantError> {
+        let Some(state) = self.skus.get(&entry.sku) else {
+            return Ok(());
+        };
+        let sku = entry.sku.as_str();
+        let demand = self.recent_demand(sku);
+        let reserve = initial_grant(entry.stock_total);
+        if !state.stocked.load(Ordering::Acquire) && row.free + row.held + row.sold == 0 {
+            if self.top_up(sku, reserve).await? > 0 {
+                state.stocked.store(true, Ordering::Release);
+            }
+        } else if row.free < demand {
+            self.top_up(sku, demand.saturating_mul(2)).await?;
+        } else if wanted && row.free > demand {
+            // Another edge's shoppers are refused while these units sit here.
+            self.give_back(sku, row.free - demand).await?;
+        } else if demand == 0 && row.free > reserve {
+            self.give_back(sku, row.free - reserve).await?;
+        }
+        state
+            .stocked
+            .fetch_or(row.free + row.held + row.sold > 0, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Asks for `want` units of `sku` unless a request is already in flight or central is dry.
     pub async fn top_up(&self, sku: &str, want: u32) -> Result<u32, GrantError> {
         let Some(state) = self.skus.get(sku) else {
             return Ok(0);
         };
+        if want == 0 {
+            return Ok(0);
+        }
         let Ok(_one_at_a_time) = state.lock.try_lock() else {
             return Ok(0);
         };
@@ -196,6 +238,7 @@ impl Allotments {
             let req = GrantRequest {
                 grant_id,
                 edge_id: self.edge_id.clone(),
+                incarnation: self.incarnation.clone(),
                 sale_id,
                 sku,
                 requested,
@@ -213,6 +256,7 @@ impl Allotments {
         let ret = UnitReturn {
             return_id: crate::ids::new_id("r"),
             edge_id: self.edge_id.clone(),
+            incarnation: self.incarnation.clone(),
             sale_id: state.sale_id.clone(),
             sku: sku.to_owned(),
             quantity,
@@ -252,6 +296,7 @@ impl Allotments {
             let ret = UnitReturn {
                 return_id,
                 edge_id: self.edge_id.clone(),
+                incarnation: self.incarnation.clone(),
                 sale_id,
                 sku,
                 quantity,
@@ -279,6 +324,7 @@ impl Allotments {
         let req = GrantRequest {
             grant_id: crate::ids::new_id("g"),
             edge_id: self.edge_id.clone(),
+            incarnation: self.incarnation.clone(),
             sale_id: state.sale_id.clone(),
             sku: sku.to_owned(),
             requested: want,
@@ -320,12 +366,9 @@ impl Allotments {
 /// fall below about a second of demand, and units given back when this edge is not selling
 /// them, or when another edge is out and central has none left.
 pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut first = true;
     loop {
-        if let Err(e) = balance(&edge, first).await {
+        if let Err(e) = balance(&edge).await {
             tracing::warn!("keeping stock balanced: {e:#}");
-        } else {
-            first = false;
         }
         if !pause(Duration::from_millis(200), &mut shutdown).await {
             return;
@@ -333,7 +376,9 @@ pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<
     }
 }
 
-async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
+/// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
+/// and never keeps the others from their units.
+async fn balance(edge: &Edge) -> anyhow::Result<()> {
     let stock = edge.stock().await?;
     let wanted = edge.central.wanted_skus().await?;
     for StockLine {
@@ -345,25 +390,15 @@ async fn balance(edge: &Edge, first: bool) -> anyhow::Result<()> {
         let Some(entry) = edge.catalog.entry(&sale_id, &sku) else {
             continue;
         };
-        let demand = edge.allotments.recent_demand(&sku);
-        let reserve = initial_grant(entry.stock_total);
-        if first && row.free + row.held + row.sold == 0 {
-            edge.allotments.top_up(&sku, reserve).await?;
-        } else if row.free < demand {
-            edge.allotments
-                .top_up(&sku, demand.saturating_mul(2))
-                .await?;
-        } else if wanted.contains(&SkuKey::new(&sale_id, &sku)) && row.free > demand {
-            // Another edge's shoppers are refused while these units sit here.
-            edge.allotments.give_back(&sku, row.free - demand).await?;
-        } else if demand == 0 && row.free > reserve {
-            edge.allotments.give_back(&sku, row.free - reserve).await?;
+        let wanted = wanted.contains(&SkuKey::new(&sale_id, &sku));
+        if let Err(e) = edge.allotments.balance(entry, row, wanted).await {
+            tracing::warn!("keeping {sale_id}/{sku} stocked: {e}");
         }
     }
     Ok(())
 }
 
-/// An edge's first grant of a SKU: a tenth of the stock, at least one unit.
+/// An edge's first grant of a SKU: a tenth of the stock, at least one unit (none of none).
 fn initial_grant(stock_total: u32) -> u32 {
     (stock_total / 10).max(1).min(stock_total)
 }

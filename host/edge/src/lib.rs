@@ -19,6 +19,7 @@
 //! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
 //! - [`edge`]: a running edge's shared parts, its start-up and its background tasks.
 //! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing.
+//! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
 //! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
@@ -35,6 +36,7 @@ pub mod edge_db;
 pub mod error;
 pub mod escrow;
 pub mod http_client;
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod modules;

@@ -1,29 +1,67 @@
-//! Serving one edge: bind nothing (the caller hands in a listener), start the edge, serve HTTP
-//! until the shutdown future resolves, then stop the background tasks.
+//! Serving one edge: the caller hands in a bound listener; the edge starts, serves HTTP/1.1
+//! until told to stop, then stops accepting, gives connections a bounded grace to finish, and
+//! waits for its background tasks to end.
+//!
+//! Every connection is bounded in time: a request head must arrive within the header timeout,
+//! which also closes a keep-alive connection left idle that long (hyper starts it again after
+//! each response), and a body within the body timeout (see `api`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tower::Service as _;
 
 use crate::api;
 use crate::edge::{Edge, EdgeConfig};
+
+/// How long HTTP peers may take.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// For a request head to arrive, and for a keep-alive connection to sit idle.
+    pub header_timeout: Duration,
+    /// For a request body to arrive.
+    pub body_timeout: Duration,
+    /// For connections to finish once the edge stops; then they are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
 
 /// An edge serving on its listener.
 pub struct RunningEdge {
     pub url: String,
     pub edge: Arc<Edge>,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningEdge {
-    /// Stops accepting, lets requests in flight finish, and stops the background tasks.
+    /// Stops accepting, lets requests in flight finish (within the grace), and waits for the
+    /// background tasks to end. The edge's data folder is free again when this returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.server.await??;
+        self.server.await?;
+        for task in self.tasks {
+            task.await?;
+        }
         Ok(())
     }
 }
@@ -35,24 +73,19 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let limits = config.http;
     let edge = Edge::start(config, url.clone()).await?;
     let (stop, stopped) = watch::channel(false);
-    edge.spawn_tasks(&stopped);
+    let tasks = edge.spawn_tasks(&stopped);
     let app = api::router(Arc::clone(&edge));
-    let mut on_stop = stopped.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = on_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(serve(listener, app, stopped, limits));
     tracing::info!(edge_id = %edge.config.edge_id, %url, "edge serving");
     Ok(RunningEdge {
         url,
         edge,
         stop,
         server,
+        tasks,
     })
 }
 
@@ -65,4 +98,67 @@ pub async fn run(
     let running = start(listener, config).await?;
     shutdown.await;
     running.stop().await
+}
+
+/// Accepts connections until `stopped`, then drains them within the grace.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+    limits: HttpLimits,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn(with_peer(app.clone(), peer));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(
+                "{} connection(s) still open after {:?}: closing them",
+                connections.len(),
+                limits.shutdown_grace
+            );
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// The router as a hyper service for one connection, telling handlers who the peer is.
+fn with_peer(
+    app: axum::Router,
+    peer: SocketAddr,
+) -> impl Fn(hyper::Request<Incoming>) -> axum::routing::future::RouteFuture<std::convert::Infallible>
++ Clone {
+    move |mut req| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().call(req)
+    }
 }

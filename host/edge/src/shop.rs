@@ -24,6 +24,16 @@ pub enum ShopError {
     Write(#[from] WriteError),
     #[error("reading the edge database: {0:#}")]
     Read(anyhow::Error),
+    #[error("this edge is not selling: {0}")]
+    NotSelling(String),
+}
+
+/// Refuses changes while the edge may not sell (see [`crate::identity::Standing`]).
+fn selling(edge: &Edge) -> Result<(), ShopError> {
+    match edge.standing().refusal() {
+        None => Ok(()),
+        Some(why) => Err(ShopError::NotSelling(why)),
+    }
 }
 
 /// An answer, and the version of the rules that gave it.
@@ -37,6 +47,7 @@ pub async fn create(
     edge: &Edge,
     customer_id: String,
 ) -> Result<(Served<CartView>, String), ShopError> {
+    selling(edge)?;
     let (cart_id, token) = (ids::new_id("c"), ids::new_token());
     let (hash, now) = (ids::token_hash(&token), edge.clock.now());
     let module = edge.rules.get().version().to_owned();
@@ -76,6 +87,7 @@ pub async fn set_quantity(
     edge: &Arc<Edge>,
     ask: SetQuantity,
 ) -> Result<Served<CartView>, ShopError> {
+    selling(edge)?;
     let mut generation = edge.allotments.generation(&ask.sku);
     let mut attempt = 0;
     loop {
@@ -135,6 +147,7 @@ pub async fn checkout(
     token_hash: String,
     idempotency_key: String,
 ) -> Result<Served<(Order, bool)>, ShopError> {
+    selling(edge)?;
     let rules = edge.rules.get();
     let (catalog, now) = (Arc::clone(&edge.catalog), edge.clock.now());
     let module = rules.version().to_owned();

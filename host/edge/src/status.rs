@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::edge_db::StockRow;
+use crate::carts::{CartUnits, Order};
+use crate::edge_db::{StockLine, StockRow};
 use crate::http_client::HttpClient;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,18 +36,50 @@ impl EdgeStatus {
     }
 }
 
+/// `/admin/ledger`: an edge's books as its own tables keep them, for the audit to check
+/// against each other and against central.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EdgeBooks {
+    pub edge_id: String,
+    pub history_id: String,
+    /// The stock's counters.
+    pub stock: Vec<StockLine>,
+    /// Held and sold units counted from the carts themselves.
+    pub carts: Vec<CartUnits>,
+    /// Every order placed here.
+    pub orders: Vec<Order>,
+}
+
 /// Fetches an edge's status with the operator token.
 pub async fn fetch(
     client: &HttpClient,
     url: &str,
     token: Option<&str>,
 ) -> anyhow::Result<EdgeStatus> {
-    let response = client.get(&format!("{url}/admin/status"), token).await?;
+    get_json(client, url, "/admin/status", token).await
+}
+
+/// Fetches an edge's books with the operator token.
+pub async fn fetch_books(
+    client: &HttpClient,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<EdgeBooks> {
+    get_json(client, url, "/admin/ledger", token).await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &HttpClient,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
+    let response = client.get(&format!("{url}{path}"), token).await?;
     anyhow::ensure!(
         response.status.is_success(),
-        "{url}/admin/status answered {}: {}",
+        "{url}{path} answered {}: {}",
         response.status,
         String::from_utf8_lossy(&response.body)
     );
-    serde_json::from_slice(&response.body).with_context(|| format!("{url}/admin/status"))
+    serde_json::from_slice(&response.body).with_context(|| format!("{url}{path}"))
 }

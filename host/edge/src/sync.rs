@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use crate::clock::Millis;
 use crate::edge::{Edge, pause};
 use crate::edge_db;
+use crate::identity::Standing;
+use cart_central::CentralError;
 use cart_central::events::{Delivery, OutboxEvent};
 
 /// How the outbox delivery is doing, for `/admin/status`.
@@ -25,16 +27,40 @@ const STALE_GRANT_MS: Millis = 5_000;
 /// Delivers the outbox to central in order, in batches, each applied in one central
 /// transaction; retries with backoff while central is away.
 pub(crate) async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut registered = false;
     let mut backoff = edge.config.sync_every;
     let max_backoff = Duration::from_secs(5);
+    let mut renewed_at = edge.clock.now();
     loop {
         let result = async {
-            if !registered {
-                edge.central
-                    .register_edge(&edge.config.edge_id, &edge.url)
-                    .await?;
-                registered = true;
+            match edge.standing() {
+                Standing::Refused(_) => return Ok(Idle::Refused),
+                Standing::Unclaimed { .. } => {
+                    edge.identity
+                        .claim(
+                            &edge.central,
+                            &edge.writer,
+                            &edge.url,
+                            edge.config.lease_ms(),
+                            edge.config.take_over,
+                        )
+                        .await?;
+                    edge.set_standing(Standing::Claimed);
+                    renewed_at = edge.clock.now();
+                }
+                // Renewed at a fifth of its length, so a slow central does not let it lapse.
+                Standing::Claimed
+                    if edge.clock.now() - renewed_at >= edge.config.lease_ms() / 5 =>
+                {
+                    edge.central
+                        .renew_lease(
+                            &edge.config.edge_id,
+                            &edge.identity.incarnation,
+                            edge.config.lease_ms(),
+                        )
+                        .await?;
+                    renewed_at = edge.clock.now();
+                }
+                Standing::Claimed => {}
             }
             // Grant requests a crash or an outage interrupted (not the ones in flight now).
             let before = edge.clock.now() - STALE_GRANT_MS;
@@ -46,19 +72,27 @@ pub(crate) async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receive
                 .await?;
             edge.allotments.resume(grants).await?;
             edge.allotments.resume_returns(returns).await?;
-            deliver_once(&edge).await
+            Ok(if deliver_once(&edge).await? > 0 {
+                Idle::Busy
+            } else {
+                Idle::Caught
+            })
         }
         .await;
         let period = match result {
-            Ok(delivered) => {
+            Ok(Idle::Busy) => Duration::ZERO,
+            Ok(Idle::Caught) => {
                 backoff = edge.config.sync_every;
-                if delivered > 0 {
-                    Duration::ZERO
-                } else {
-                    edge.config.sync_every
-                }
+                edge.config.sync_every
             }
+            Ok(Idle::Refused) => Duration::from_secs(3600),
             Err(e) => {
+                let e: anyhow::Error = e;
+                if let Some(refusal) = e.downcast_ref::<CentralError>().filter(|e| e.is_refusal()) {
+                    tracing::error!("{refusal}");
+                    edge.set_standing(Standing::Refused(refusal.to_string()));
+                    continue;
+                }
                 tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
                 edge.sync
                     .lock()
@@ -72,6 +106,16 @@ pub(crate) async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receive
             return;
         }
     }
+}
+
+/// What a pass of the sync loop found.
+enum Idle {
+    /// It delivered events: more may be waiting.
+    Busy,
+    /// Nothing left to deliver.
+    Caught,
+    /// Central refused this process its edge id: there is nothing it may deliver.
+    Refused,
 }
 
 /// Delivers one batch; returns how many events central applied.
@@ -98,17 +142,28 @@ async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
             Ok(Delivery { seq: r.seq, event })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let high_water = edge.central.apply(&edge.config.edge_id, &batch).await?;
-    // Central may be ahead of us (a crash after its commit, before ours): skip to its mark.
-    let mark = high_water.max(last);
-    edge.writer
-        .host(move |c| edge_db::mark_delivered(c, mark))
+    let first = batch.first().map_or(last, |d| d.seq);
+    let high_water = edge
+        .central
+        .apply(&edge.config.edge_id, &edge.identity.history_id(), &batch)
         .await?;
-    edge.metrics.events_delivered.inc_by(batch.len() as u64);
+    // Central applied at most what it was sent; after a crash between its commit and ours it
+    // is ahead of our mark, but never past what this outbox holds, nor short of the event
+    // before this batch. Anything else means central and this edge disagree on the history.
+    anyhow::ensure!(
+        (first - 1..=last).contains(&high_water),
+        "central has applied this edge's events up to {high_water}, but its outbox holds \
+         {first}..={last} undelivered: the histories differ"
+    );
+    edge.writer
+        .host(move |c| edge_db::mark_delivered(c, high_water))
+        .await?;
+    let applied = u64::try_from(high_water - (first - 1)).unwrap_or(0);
+    edge.metrics.events_delivered.inc_by(applied);
     let mut status = edge.sync.lock().unwrap_or_else(|p| p.into_inner());
     *status = SyncStatus {
         last_sync_at: Some(edge.clock.now()),
         last_error: None,
     };
-    Ok(batch.len())
+    Ok(usize::try_from(applied).unwrap_or(0))
 }

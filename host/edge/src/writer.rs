@@ -6,6 +6,7 @@
 //! a batch (SQLite rolls it back itself on a full disk or an I/O error), no later job of the
 //! batch runs and every job of it is answered with the failure: none is half-applied.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -46,6 +47,8 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Most jobs in one transaction.
     pub batch: usize,
+    /// A job running longer than this means the writer is stuck: `/healthz` answers 503.
+    pub stuck_after: Duration,
 }
 
 impl Default for WriterConfig {
@@ -53,6 +56,7 @@ impl Default for WriterConfig {
         Self {
             queue: 8192,
             batch: 512,
+            stuck_after: Duration::from_secs(10),
         }
     }
 }
@@ -66,11 +70,25 @@ pub struct Pulse {
 }
 
 impl Pulse {
+    /// Whether a job is running now.
+    pub fn busy(&self) -> bool {
+        self.job_since.load(Ordering::Relaxed) != 0
+    }
+
     /// Alive, and no job has run longer than `stuck_after`.
     pub fn healthy(&self, stuck_after: Duration) -> bool {
         let since = self.job_since.load(Ordering::Relaxed);
         let stuck_ms = Millis::try_from(stuck_after.as_millis()).unwrap_or(Millis::MAX);
         !self.stopped.load(Ordering::Relaxed) && (since == 0 || wall_ms() - since < stuck_ms)
+    }
+}
+
+/// Marks the writer stopped when dropped, on return or unwind.
+struct Stopped(Arc<Pulse>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Relaxed);
     }
 }
 
@@ -94,8 +112,9 @@ impl WriterHandle {
         std::thread::Builder::new()
             .name("edge-writer".into())
             .spawn(move || {
+                // However the loop ends, a panic included, `/healthz` learns the writer is gone.
+                let _gone = Stopped(Arc::clone(&beat));
                 run(&conn, &rx, config.batch, &metrics, &beat);
-                beat.stopped.store(true, Ordering::Relaxed);
             })?;
         Ok(Self { tx, pulse })
     }
@@ -105,14 +124,16 @@ impl WriterHandle {
     }
 
     /// Runs `f` in its own savepoint of the next batch: its writes are kept if it returns `Ok`
-    /// and rolled back if it returns `Err`. Answers once the batch has committed.
-    pub async fn run<T, E>(
+    /// and rolled back if it returns `Err`. The job is queued when this is called (so jobs run
+    /// in the order they were asked for); the answer comes once the batch has committed.
+    pub fn run<T, E, F>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-    ) -> Result<Result<T, E>, WriteError>
+        f: F,
+    ) -> impl Future<Output = Result<Result<T, E>, WriteError>> + use<T, E, F>
     where
         T: Send + 'static,
         E: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Connection>| {
@@ -131,19 +152,24 @@ impl WriterHandle {
                 let _ = reply.send(sent);
             })
         });
-        self.tx.try_send(job).map_err(|e| match e {
+        let queued = self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => WriteError::Overloaded,
             TrySendError::Disconnected(_) => WriteError::Stopped,
-        })?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        });
+        async move {
+            queued?;
+            answer.await.map_err(|_| WriteError::Stopped)?
+        }
     }
 
     /// Runs host SQL that cannot be refused, in its own savepoint of the next batch.
-    pub async fn host<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, WriteError> {
-        Ok(self.run(f).await??)
+    pub fn host<T, F>(&self, f: F) -> impl Future<Output = Result<T, WriteError>> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let done = self.run(f);
+        async move { Ok(done.await??) }
     }
 }
 
@@ -217,4 +243,82 @@ fn finish(conn: &Connection) -> Result<(), WriteError> {
         let _ = conn.execute_batch("ROLLBACK");
         WriteError::from(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, WriterHandle) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = crate::edge_db::open_writer(dir.path()).expect("open");
+        conn.execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect("table");
+        let writer =
+            WriterHandle::spawn(conn, WriterConfig::default(), Arc::default()).expect("writer");
+        (dir, writer)
+    }
+
+    fn rows(dir: &tempfile::TempDir) -> i64 {
+        let conn = crate::edge_db::open_reader(dir.path()).expect("reader");
+        conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    /// SQLite rolls a transaction back by itself on a full disk or an I/O error; a guest could
+    /// do it with `INSERT OR ROLLBACK` before the cart rules were made pure. Either way, no job
+    /// of the batch may run outside the transaction or be acknowledged.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_whose_transaction_ends_under_it_fails_whole_and_keeps_nothing() {
+        let (dir, writer) = writer();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let blocker = writer.host(move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !writer.pulse().busy() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // These three queue behind the blocker and share the next batch.
+        let first = writer.host(|c| c.execute("INSERT INTO t VALUES (1)", []));
+        let ender = writer.host(|c| c.execute_batch("ROLLBACK"));
+        let after = writer.host(|c| c.execute("INSERT INTO t VALUES (3)", []));
+        go.send(()).expect("release the blocker");
+        blocker.await.expect("the blocker's batch commits");
+        for (what, result) in [
+            ("the job before", first.await.map(drop)),
+            ("the job that ended it", ender.await.map(drop)),
+            ("the job after", after.await.map(drop)),
+        ] {
+            assert!(
+                matches!(result, Err(WriteError::Storage(_))),
+                "{what}: {result:?}"
+            );
+        }
+        assert_eq!(rows(&dir), 0, "a job ran outside the transaction");
+        // The writer serves on.
+        writer
+            .host(|c| c.execute("INSERT INTO t VALUES (4)", []))
+            .await
+            .expect("the next batch commits");
+        assert_eq!(rows(&dir), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_job_takes_the_writer_down_and_healthz_knows() {
+        let (_dir, writer) = writer();
+        assert!(writer.pulse().healthy(Duration::from_secs(1)));
+        let crash = writer.host(|_| -> rusqlite::Result<()> { panic!("a host bug") });
+        assert!(crash.await.is_err());
+        assert!(!writer.pulse().healthy(Duration::from_secs(1)));
+        assert!(matches!(
+            writer.host(|_| Ok(())).await,
+            Err(WriteError::Stopped)
+        ));
+    }
 }

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cart_central::Central;
+use std::collections::BTreeMap;
+
+use cart_central::events::Order;
+use cart_central::time::{Millis, wall_ms};
+use cart_central::{Central, SkuKey, SkuLedger, Snapshot};
 use cart_edge::http_client::HttpClient;
-use cart_edge::status::{self, EdgeStatus};
+use cart_edge::status::{self, EdgeBooks, EdgeStatus};
 use clap::Args;
 
 #[derive(Args)]
@@ -90,6 +94,13 @@ impl fmt::Display for AuditReport {
     }
 }
 
+/// What the audit read of one edge: its status, its books, and central's orders for it.
+pub struct AuditedEdge {
+    pub status: EdgeStatus,
+    pub books: EdgeBooks,
+    pub central_orders: Vec<Order>,
+}
+
 pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
     let central = Central::connect(&config.central).await?;
     let urls: Vec<String> = if config.edges.is_empty() {
@@ -98,6 +109,7 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
             .await?
             .edges
             .into_values()
+            .filter(|e| !e.retired)
             .map(|e| e.url)
             .collect()
     } else {
@@ -119,105 +131,255 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let mut edges = Vec::with_capacity(urls.len());
+    for (url, status) in urls.iter().zip(statuses) {
+        let books = status::fetch_books(&client, url, token).await?;
+        let central_orders = central.orders_of(&status.edge_id).await?;
+        edges.push(AuditedEdge {
+            status,
+            books,
+            central_orders,
+        });
+    }
     let snapshot = central.snapshot().await?;
-    Ok(compare(&snapshot, &statuses))
+    Ok(compare(&snapshot, &edges, wall_ms()))
 }
 
-/// The checks themselves, on what central and the edges said.
-pub fn compare(snapshot: &cart_central::Snapshot, edges: &[EdgeStatus]) -> AuditReport {
+/// The checks themselves, on what central and the edges said. Each edge's counters are
+/// checked against its own carts and orders, and both against central; every SKU's stock must
+/// be accounted for; every ended sale must be final.
+pub fn compare(snapshot: &Snapshot, edges: &[AuditedEdge], now: Millis) -> AuditReport {
     let mut report = AuditReport::default();
     for e in edges {
-        report.expect(
-            e.settled(),
-            format!(
-                "edge {}: not settled: {} outbox events, {} grants and {} returns in flight",
-                e.edge_id, e.outbox_backlog, e.grants_in_flight, e.returns_in_flight
-            ),
-        );
-        let Some(ledger) = snapshot.edges.get(&e.edge_id) else {
-            report
-                .problems
-                .push(format!("edge {} never registered with central", e.edge_id));
-            continue;
-        };
-        report.expect(
-            ledger.high_water == e.delivered_seq,
-            format!(
-                "edge {}: central applied up to seq {}, the edge delivered up to {}",
-                e.edge_id, ledger.high_water, e.delivered_seq
-            ),
-        );
-        // Sequence numbers run 1, 2, 3...: one applied event per number, none twice, none missed.
-        report.expect(
-            ledger.events_applied == ledger.high_water,
-            format!(
-                "edge {}: {} events applied for sequence numbers 1..={}",
-                e.edge_id, ledger.events_applied, ledger.high_water
-            ),
-        );
+        check_edge(&mut report, snapshot, e);
     }
     report.checked.push(format!(
-        "outboxes drained and applied once each on {} edge(s)",
+        "{} edge(s): outboxes drained and applied once each; stock counters agree with carts \
+         and orders, and with central; orders match central's line by line",
         edges.len()
     ));
-
-    for (sku, ledger) in &snapshot.skus {
-        let mut at_edges = 0i64;
-        for e in edges {
-            let here = e.skus.get(&sku.sku).map_or((0, 0, 0), |s| {
-                (i64::from(s.free), i64::from(s.held), i64::from(s.sold))
-            });
-            let units = here.0 + here.1 + here.2;
-            at_edges += units;
-            let id = &e.edge_id;
-            let allotted = ledger.allotted.get(id).copied().unwrap_or(0);
-            report.expect(
-                allotted == units,
-                format!("{sku} at {id}: central allotted {allotted}, the edge has {units} (free+held+sold)"),
-            );
-            let held = ledger.held.get(id).copied().unwrap_or(0);
-            report.expect(
-                held == here.1,
-                format!(
-                    "{sku} at {id}: central records {held} held, the edge {}",
-                    here.1
-                ),
-            );
-            let sold = ledger.sold.get(id).copied().unwrap_or(0);
-            report.expect(
-                sold == here.2,
-                format!(
-                    "{sku} at {id}: central records {sold} sold, the edge {}",
-                    here.2
-                ),
-            );
+    for (key, ledger) in &snapshot.skus {
+        check_sku(&mut report, snapshot, edges, key, ledger);
+    }
+    for (sale_id, sale) in &snapshot.sales {
+        if sale.ends_at <= now {
+            check_final(&mut report, snapshot, sale_id);
         }
-        // Units allotted to edges this audit was not told about still count.
-        let elsewhere: i64 = ledger
-            .allotted
-            .iter()
-            .filter(|(id, _)| !edges.iter().any(|e| &e.edge_id == *id))
-            .map(|(_, n)| n)
-            .sum();
-        let accounted = ledger.unallocated + at_edges + elsewhere;
-        report.expect(
-            ledger.stock_total == accounted,
-            format!(
-                "{sku}: stock_total {} but unallocated {} + edges {} + unaudited edges {elsewhere} = {accounted}",
-                ledger.stock_total, ledger.unallocated, at_edges
-            ),
-        );
-        report.checked.push(format!(
-            "{sku}: stock_total {} = unallocated {} + at edges {}{}",
-            ledger.stock_total,
-            ledger.unallocated,
-            at_edges,
-            if elsewhere > 0 {
-                format!(" + unaudited edges {elsewhere}")
-            } else {
-                String::new()
-            }
-        ));
     }
     report
+}
+
+fn check_edge(report: &mut AuditReport, snapshot: &Snapshot, e: &AuditedEdge) {
+    let (status, books) = (&e.status, &e.books);
+    let id = &status.edge_id;
+    report.expect(
+        status.settled(),
+        format!(
+            "edge {id}: not settled: {} outbox events, {} grants and {} returns in flight",
+            status.outbox_backlog, status.grants_in_flight, status.returns_in_flight
+        ),
+    );
+    let Some(ledger) = snapshot.edges.get(id) else {
+        report
+            .problems
+            .push(format!("edge {id} never registered with central"));
+        return;
+    };
+    report.expect(
+        ledger.high_water == status.delivered_seq,
+        format!(
+            "edge {id}: central applied its outbox up to seq {}, the edge marked {} delivered",
+            ledger.high_water, status.delivered_seq
+        ),
+    );
+    // Sequence numbers run 1, 2, 3...: one applied event per number, none twice, none missed.
+    report.expect(
+        ledger.events_applied == ledger.high_water,
+        format!(
+            "edge {id}: {} events applied for sequence numbers 1..={}",
+            ledger.events_applied, ledger.high_water
+        ),
+    );
+    for line in &books.stock {
+        let key = SkuKey::new(&line.sale_id, &line.sku);
+        let in_carts = books
+            .carts
+            .iter()
+            .find(|c| c.sale_id == line.sale_id && c.sku == line.sku)
+            .map_or((0, 0), |c| (c.held, c.sold));
+        let units = &line.units;
+        let (held, sold) = (i64::from(units.held), i64::from(units.sold));
+        report.expect(
+            held == in_carts.0,
+            format!(
+                "{key} at {id}: the stock counts {held} held, the carts hold {}",
+                in_carts.0
+            ),
+        );
+        report.expect(
+            sold == in_carts.1,
+            format!(
+                "{key} at {id}: the stock counts {sold} sold, the orders hold {}",
+                in_carts.1
+            ),
+        );
+        let central = snapshot.skus.get(&key);
+        let at =
+            |m: Option<&BTreeMap<String, i64>>| m.and_then(|m| m.get(id)).copied().unwrap_or(0);
+        let central_held = at(central.map(|c| &c.held));
+        report.expect(
+            central_held == in_carts.0,
+            format!(
+                "{key} at {id}: central records {central_held} held, the edge's carts hold {}",
+                in_carts.0
+            ),
+        );
+        let central_sold = at(central.map(|c| &c.sold));
+        report.expect(
+            central_sold == in_carts.1,
+            format!(
+                "{key} at {id}: central records {central_sold} sold, the edge's orders hold {}",
+                in_carts.1
+            ),
+        );
+        let allotted = at(central.map(|c| &c.allotted));
+        let here = i64::from(units.free) + held + sold;
+        report.expect(
+            allotted == here,
+            format!(
+                "{key} at {id}: central allotted {allotted}, the edge has {here} (free+held+sold)"
+            ),
+        );
+    }
+    for c in books.carts.iter().filter(|c| {
+        !books
+            .stock
+            .iter()
+            .any(|l| l.sale_id == c.sale_id && l.sku == c.sku)
+    }) {
+        report.problems.push(format!(
+            "{}/{} at {id}: carts hold {} and sold {} of a SKU the edge has no stock of",
+            c.sale_id, c.sku, c.held, c.sold
+        ));
+    }
+    compare_orders(report, id, &books.orders, &e.central_orders);
+}
+
+/// The edge's orders and central's, line by line.
+fn compare_orders(report: &mut AuditReport, id: &str, edge: &[Order], central: &[Order]) {
+    let at_central: BTreeMap<&str, &Order> =
+        central.iter().map(|o| (o.order_id.as_str(), o)).collect();
+    let at_edge: BTreeMap<&str, &Order> = edge.iter().map(|o| (o.order_id.as_str(), o)).collect();
+    for (order_id, order) in &at_edge {
+        match at_central.get(order_id) {
+            None => report.problems.push(format!(
+                "order {order_id} of edge {id} is missing at central"
+            )),
+            Some(c) if c != order => report.problems.push(format!(
+                "order {order_id} of edge {id} differs: the edge has {order:?}, central {c:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for order_id in at_central.keys().filter(|o| !at_edge.contains_key(*o)) {
+        report.problems.push(format!(
+            "central holds order {order_id} for edge {id}, which the edge never placed"
+        ));
+    }
+}
+
+fn check_sku(
+    report: &mut AuditReport,
+    snapshot: &Snapshot,
+    edges: &[AuditedEdge],
+    key: &SkuKey,
+    ledger: &SkuLedger,
+) {
+    for (what, per_edge) in [
+        ("allotted", &ledger.allotted),
+        ("held", &ledger.held),
+        ("sold", &ledger.sold),
+    ] {
+        for (edge, n) in per_edge.iter().filter(|(_, n)| **n < 0) {
+            report
+                .problems
+                .push(format!("{key}: central counts {n} {what} at {edge}"));
+        }
+    }
+    report.expect(
+        ledger.unallocated >= 0,
+        format!("{key}: central counts {} unallocated", ledger.unallocated),
+    );
+    let audited = |edge: &str| edges.iter().any(|e| e.status.edge_id == edge);
+    let retired = |edge: &str| snapshot.edges.get(edge).is_some_and(|l| l.retired);
+    let (mut at_edges, mut unaudited) = (0i64, 0i64);
+    for (edge, n) in &ledger.allotted {
+        if audited(edge) {
+            at_edges += n;
+        } else {
+            unaudited += n;
+        }
+        if retired(edge) {
+            let sold = ledger.sold.get(edge).copied().unwrap_or(0);
+            report.expect(
+                *n == sold,
+                format!("{key}: retired {edge} still has {} unsold units", n - sold),
+            );
+            let held = ledger.held.get(edge).copied().unwrap_or(0);
+            report.expect(
+                held == 0,
+                format!("{key}: retired {edge} still has {held} units held"),
+            );
+        }
+    }
+    let accounted = ledger.unallocated + at_edges + unaudited;
+    report.expect(
+        ledger.stock_total == accounted,
+        format!(
+            "{key}: stock_total {} but unallocated {} + audited edges {at_edges} + other edges \
+             {unaudited} = {accounted}",
+            ledger.stock_total, ledger.unallocated
+        ),
+    );
+    report.checked.push(format!(
+        "{key}: stock_total {} = unallocated {} + at edges {at_edges}{}",
+        ledger.stock_total,
+        ledger.unallocated,
+        if unaudited != 0 {
+            format!(" + unaudited or retired edges {unaudited}")
+        } else {
+            String::new()
+        }
+    ));
+}
+
+/// An ended sale's ledger is final: nothing held, and every unit sold or back at central.
+fn check_final(report: &mut AuditReport, snapshot: &Snapshot, sale_id: &str) {
+    let mut final_ok = true;
+    let (mut sold_total, mut back) = (0i64, 0i64);
+    for (key, ledger) in snapshot.skus.iter().filter(|(k, _)| k.sale_id == sale_id) {
+        let held: i64 = ledger.held.values().sum();
+        let sold: i64 = ledger.sold.values().sum();
+        let allotted: i64 = ledger.allotted.values().sum();
+        sold_total += sold;
+        back += ledger.unallocated;
+        if held != 0 {
+            final_ok = false;
+            report.problems.push(format!(
+                "{key}: the sale has ended, yet central records {held} held"
+            ));
+        }
+        if allotted != sold {
+            final_ok = false;
+            report.problems.push(format!(
+                "{key}: the sale has ended, yet {} unsold units are still at edges",
+                allotted - sold
+            ));
+        }
+    }
+    if final_ok {
+        report.checked.push(format!(
+            "sale {sale_id} has ended and is final: {sold_total} sold, {back} back at central"
+        ));
+    }
 }

@@ -41,6 +41,17 @@ pub struct ServeArgs {
     /// An ed25519 public key (SPKI PEM); with any, only modules signed by one are deployed.
     #[arg(long = "trusted-key", env = "CART_TRUSTED_KEYS", value_delimiter = ',')]
     trusted_keys: Vec<PathBuf>,
+    /// How long this process's claim on its edge id outlives it, in seconds: another process
+    /// may take the id over that long after this one stops renewing it.
+    #[arg(long, env = "CART_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_secs: u64,
+    /// When central keeps another history for this edge id (the data folder is new, or a
+    /// restored backup), write that history off and start this folder over: its holds are
+    /// released, its unsold units return to the sale, its orders stay sold under a retired
+    /// name, and whatever this folder held is discarded. Without it such an edge refuses to
+    /// start.
+    #[arg(long, env = "CART_TAKE_OVER")]
+    take_over: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -66,6 +77,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             deadline: Duration::from_millis(args.guest_deadline_ms),
             memory_bytes: args.guest_memory_mib << 20,
         },
+        lease: Duration::from_secs(args.lease_secs),
+        take_over: args.take_over,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -17,7 +17,7 @@ use crate::support::{
 };
 
 /// The same component with a custom section appended: other bytes, another sha256, same code.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -70,7 +70,7 @@ async fn put_module(
     (r.status, r.json().expect("JSON"))
 }
 
-async fn modules(edge: &Client) -> Value {
+pub(crate) async fn modules(edge: &Client) -> Value {
     let (status, body) = edge
         .call(
             Method::GET,
@@ -255,7 +255,7 @@ async fn five_deploys_and_two_rollbacks_while_shoppers_update_at_full_speed() {
 }
 
 /// A fixed ed25519 key pair, in the PEM forms openssl writes.
-fn key_pair(seed: u8) -> (String, String) {
+pub(crate) fn key_pair(seed: u8) -> (String, String) {
     let key = SigningKey::from_bytes(&[seed; 32]);
     let private = key
         .to_pkcs8_pem(LineEnding::LF)

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cart_central::Central;
 use cart_central::events::{Delivery, OutboxEvent};
+use cart_central::{Central, Claim};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -271,9 +271,18 @@ async fn a_redelivered_batch_changes_nothing() {
             .await
             .expect("sale");
         central
-            .register_edge("edge-1", "http://edge-1")
+            .claim_edge(&Claim {
+                edge_id: "edge-1".into(),
+                url: "http://edge-1".into(),
+                history_id: "h-1".into(),
+                incarnation: "i-1".into(),
+                previous_incarnation: None,
+                local_seq: 0,
+                lease_ms: 10_000,
+                take_over: false,
+            })
             .await
-            .expect("register");
+            .expect("claim");
         let hold = |seq: i64, cart: &str, quantity: u32| Delivery {
             seq,
             event: OutboxEvent::HoldChanged {
@@ -286,11 +295,17 @@ async fn a_redelivered_batch_changes_nothing() {
             },
         };
         let batch: Vec<Delivery> = (1..=5).map(|s| hold(s, &format!("cart-{s}"), 1)).collect();
-        assert_eq!(central.apply("edge-1", &batch).await.expect("apply"), 5);
+        assert_eq!(
+            central.apply("edge-1", "h-1", &batch).await.expect("apply"),
+            5
+        );
         let once = central.snapshot().await.expect("snapshot");
         // The same batch again, after the "crash": the mark stays, the ledger is unchanged.
         assert_eq!(
-            central.apply("edge-1", &batch).await.expect("apply again"),
+            central
+                .apply("edge-1", "h-1", &batch)
+                .await
+                .expect("apply again"),
             5
         );
         let twice = central.snapshot().await.expect("snapshot");
@@ -301,7 +316,7 @@ async fn a_redelivered_batch_changes_nothing() {
             .collect();
         assert_eq!(
             central
-                .apply("edge-1", &overlap)
+                .apply("edge-1", "h-1", &overlap)
                 .await
                 .expect("apply overlap"),
             7
@@ -320,7 +335,7 @@ async fn a_redelivered_batch_changes_nothing() {
         );
         assert_eq!(
             central
-                .apply("edge-1", &gapped)
+                .apply("edge-1", "h-1", &gapped)
                 .await
                 .expect("apply gapped"),
             8,

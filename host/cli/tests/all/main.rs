@@ -18,5 +18,13 @@ mod crash;
 mod fleet;
 // Deploying modules: validation, signatures, rollback under load, the deploy command.
 mod deploy;
+// A full disk, for real (a tmpfs): 503, nothing unacknowledged kept, recovery.
+mod storage;
+// Property tests of the rules and the store against a model of carts, holds and stock.
+mod model;
+// The audit fails on each kind of tampered ledger.
+mod audit;
+// Untrusted input: anonymous demand, modules, second processes, slow clients, redeploys.
+mod trust;
 // The commands as a user runs them: the demo from any folder, with the built-in component.
 mod commands;

@@ -144,6 +144,11 @@ pub struct TestEdge {
 }
 
 impl TestEdge {
+    /// The running edge's parts, for tests that reach past HTTP.
+    pub fn edge(&self) -> &std::sync::Arc<cart_edge::edge::Edge> {
+        &self.running.edge
+    }
+
     /// Stops serving and waits for the edge to wind down.
     pub async fn stop(self) {
         self.running.stop().await.expect("the edge stops");
@@ -310,15 +315,24 @@ impl Client {
 /// Runs the audit against the fleet's central and these edges; fails with its report unless it
 /// passes.
 pub async fn audit_passes(fleet: &Fleet, edges: impl IntoIterator<Item = String>) {
-    let report = cart_host::commands::audit::run(&cart_host::commands::audit::AuditConfig {
+    let report = audit_report(fleet, edges, Duration::from_secs(60)).await;
+    assert!(report.passed(), "{report}");
+}
+
+/// Runs the audit, waiting at most `wait` for the edges to settle; its report.
+pub async fn audit_report(
+    fleet: &Fleet,
+    edges: impl IntoIterator<Item = String>,
+    wait: Duration,
+) -> cart_host::commands::audit::AuditReport {
+    cart_host::commands::audit::run(&cart_host::commands::audit::AuditConfig {
         central: fleet.central_url.clone(),
         edges: edges.into_iter().collect(),
         admin_token: Some(ADMIN_TOKEN.into()),
-        wait: Duration::from_secs(60),
+        wait,
     })
     .await
-    .expect("audit runs");
-    assert!(report.passed(), "{report}");
+    .expect("audit runs")
 }
 
 /// Polls `check` until it returns true, failing after `within`.
@@ -343,33 +357,63 @@ pub struct EdgeProcess {
 impl EdgeProcess {
     /// Starts `cart-host serve` on a free port and waits until it answers `/healthz`.
     pub async fn start(fleet: &Fleet, edge_id: &str) -> Self {
+        Self::start_with(fleet, edge_id, edge_id, &[]).await
+    }
+
+    /// Starts `cart-host serve` for `edge_id` on the data folder `folder` (in the fleet's
+    /// folder), with `extra` flags; waits until it serves.
+    pub async fn start_with(fleet: &Fleet, edge_id: &str, folder: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let token_file = fleet.dir.path().join("admin-token");
-        std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--data",
-                &fleet.dir.path().join(edge_id).display().to_string(),
-            ])
-            .args(["--edge-id", edge_id])
-            .args(["--central", &fleet.central_url])
-            .args(["--admin-token-file", &token_file.display().to_string()])
-            .env("CART_LOG", "warn")
+        let mut child = serve(fleet, edge_id, folder, port, extra)
             .stdout(Stdio::null())
             .stderr(log_file(fleet, edge_id))
             .kill_on_drop(true)
             .spawn()
             .expect("cart-host starts");
         let client = Client::new(&format!("http://127.0.0.1:{port}"));
-        let probe = client.clone();
-        eventually("the edge process to serve", Duration::from_secs(60), || {
-            let probe = probe.clone();
-            async move { probe.healthy().await }
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client.healthy().await {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(fleet.dir.path().join(format!("{edge_id}.log")));
+                panic!(
+                    "cart-host serve exited with {status}: {}",
+                    log.unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "the edge process did not serve");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Self { child, client }
+    }
+
+    /// Runs `cart-host serve` expecting it to refuse to start: its exit status and what it said.
+    pub async fn refused(
+        fleet: &Fleet,
+        edge_id: &str,
+        folder: &str,
+        extra: &[&str],
+    ) -> (std::process::ExitStatus, String) {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            serve(fleet, edge_id, folder, free_port(), extra)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("cart-host serve gave up within a minute")
+        .expect("cart-host runs");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .expect("a running process")
     }
 
     /// `kill -9`: no shutdown, no flush.
@@ -377,6 +421,32 @@ impl EdgeProcess {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");
     }
+}
+
+/// `cart-host serve` for an edge of the fleet.
+fn serve(
+    fleet: &Fleet,
+    edge_id: &str,
+    folder: &str,
+    port: u16,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let token_file = fleet.dir.path().join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"));
+    command
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--data",
+            &fleet.dir.path().join(folder).display().to_string(),
+        ])
+        .args(["--edge-id", edge_id])
+        .args(["--central", &fleet.central_url])
+        .args(["--admin-token-file", &token_file.display().to_string()])
+        .args(extra)
+        .env("CART_LOG", "warn");
+    command
 }
 
 /// The edge process's log, appended across restarts, kept in the fleet's folder.
