@@ -11,6 +11,9 @@ HELLO       := $(WASM_DIR)/hello_http.wasm
 # The wasmtime CLI for the benchmarks' runtime anchor: the wasmtime the host is built on.
 WASMTIME_VERSION := 48.0.8
 HOST        := target/release/cart-host
+# Python tools the tests run: Schemathesis and an OpenAPI validator, in a venv of their own.
+VENV        := target/venv
+SCHEMATHESIS := $(VENV)/bin/st
 
 .PHONY: all setup postgres build guest run test lint bench clean
 
@@ -40,10 +43,17 @@ build: guest
 run: build
 	$(HOST) demo --data data
 
+$(SCHEMATHESIS):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		schemathesis==4.32.5 openapi-spec-validator==0.9.0
+
 # In release mode, like `make run`: one build of wasmtime serves both.
-test: guest postgres
+test: guest postgres $(SCHEMATHESIS)
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
+		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
+		CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator \
 		$(CARGO) test --release
 
 lint: guest

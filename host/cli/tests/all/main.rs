@@ -26,5 +26,7 @@ mod model;
 mod audit;
 // Untrusted input: anonymous demand, modules, second processes, slow clients, redeploys.
 mod trust;
+// The OpenAPI document validates, and Schemathesis finds no disagreement with a live edge.
+mod api;
 // The commands as a user runs them: the demo from any folder, with the built-in component.
 mod commands;
