@@ -7,16 +7,22 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- The SKUs of the sales this edge serves, as pulled from central, so an edge restarts without it.
+-- The sales this edge serves (running, scheduled, and ended ones it still holds units of) and
+-- their SKUs, as pulled from central, so an edge restarts without it.
+CREATE TABLE sales (
+    sale_id     TEXT PRIMARY KEY,
+    starts_at   INTEGER NOT NULL,
+    ends_at     INTEGER NOT NULL,
+    hold_ttl_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE catalog (
-    sale_id            TEXT NOT NULL,
+    sale_id            TEXT NOT NULL REFERENCES sales (sale_id),
     sku                TEXT NOT NULL,
     name               TEXT NOT NULL,
     price_cents        INTEGER NOT NULL,
     limit_per_customer INTEGER NOT NULL,
     starts_at          INTEGER NOT NULL,
-    ends_at            INTEGER NOT NULL,
-    hold_ttl_ms        INTEGER NOT NULL,
     stock_total        INTEGER NOT NULL,
     PRIMARY KEY (sale_id, sku)
 ) WITHOUT ROWID;

@@ -148,7 +148,8 @@ fn replace_skus(tx: &mut dyn Tx, sale: &Sale) -> Result<(), CentralError> {
         }
         let changed = tx.exec(
             "UPDATE skus SET name = $3, price_cents = $4, limit_per_customer = $5, starts_at = $6, \
-               stock_total = $7, unallocated = $7 - $8 WHERE sale_id = $1 AND sku = $2",
+               stock_total = $7, \
+               unallocated = CAST($7 AS BIGINT) - CAST($8 AS BIGINT) WHERE sale_id = $1 AND sku = $2",
             params![
                 &s.sale_id,
                 &s.sku,

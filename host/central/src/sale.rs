@@ -199,10 +199,6 @@ impl Sale {
         })
     }
 
-    pub fn catalog(&self) -> Catalog {
-        Catalog::new(self.skus.clone())
-    }
-
     /// Whether the two sales' windows meet.
     pub fn overlaps(&self, other: &Sale) -> bool {
         self.starts_at < other.ends_at && other.starts_at < self.ends_at
@@ -268,27 +264,64 @@ impl Sale {
     }
 }
 
-/// What an edge sells: each SKU on sale, by its code.
+/// What an edge sells: the sales it knows (running, scheduled, and ended ones it still holds
+/// units of), and their SKUs by code. SKU codes are unique among sales that overlap in time
+/// (central refuses others), so a code and a time name one SKU.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    pub skus: BTreeMap<String, SkuEntry>,
+    sales: BTreeMap<String, Sale>,
+    /// Each code's SKUs, as (sale id, index in that sale's SKUs), by the sale's start.
+    by_code: BTreeMap<String, Vec<(String, usize)>>,
 }
 
 impl Catalog {
-    pub fn new(entries: impl IntoIterator<Item = SkuEntry>) -> Self {
-        Self {
-            skus: entries.into_iter().map(|s| (s.sku.clone(), s)).collect(),
+    pub fn new(sales: impl IntoIterator<Item = Sale>) -> Self {
+        let sales: BTreeMap<String, Sale> =
+            sales.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
+        let mut by_code: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
+        for sale in sales.values() {
+            for (i, sku) in sale.skus.iter().enumerate() {
+                by_code
+                    .entry(sku.sku.clone())
+                    .or_default()
+                    .push((sale.sale_id.clone(), i));
+            }
         }
+        for entries in by_code.values_mut() {
+            entries.sort_by_key(|(sale, _)| sales.get(sale).map_or(0, |s| s.starts_at));
+        }
+        Self { sales, by_code }
     }
 
-    /// The SKU on sale under this code.
-    pub fn sku(&self, sku: &str) -> Option<&SkuEntry> {
-        self.skus.get(sku)
+    /// The SKU a shopper means by `code` at `now`: its running or next sale's, else its last
+    /// ended one's (so a change to it is told the sale has ended).
+    pub fn sku(&self, code: &str, now: Millis) -> Option<&SkuEntry> {
+        let entries: Vec<&SkuEntry> = self
+            .by_code
+            .get(code)?
+            .iter()
+            .filter_map(|(sale, i)| self.sales.get(sale)?.skus.get(*i))
+            .collect();
+        entries
+            .iter()
+            .find(|e| e.ends_at > now)
+            .or_else(|| entries.last())
+            .copied()
     }
 
     /// A SKU of a given sale.
     pub fn entry(&self, sale_id: &str, sku: &str) -> Option<&SkuEntry> {
-        self.sku(sku).filter(|e| e.sale_id == sale_id)
+        self.sales.get(sale_id)?.skus.iter().find(|s| s.sku == sku)
+    }
+
+    /// Every sale, by id.
+    pub fn sales(&self) -> impl Iterator<Item = &Sale> {
+        self.sales.values()
+    }
+
+    /// Every SKU of every sale.
+    pub fn entries(&self) -> impl Iterator<Item = &SkuEntry> {
+        self.sales.values().flat_map(|s| s.skus.iter())
     }
 }
 
@@ -305,8 +338,9 @@ mod tests {
         let sale = Sale::parse(GOOD).expect("valid");
         assert_eq!(sale.hold_ttl_ms, 600_000);
         assert_eq!(sale.skus[0].sale_starts_at, sale.starts_at);
+        let catalog = Catalog::new([sale.clone()]);
         assert_eq!(
-            sale.catalog().sku("BAG-1").map(|s| s.stock_total),
+            catalog.sku("BAG-1", sale.starts_at).map(|s| s.stock_total),
             Some(100)
         );
     }
@@ -363,6 +397,69 @@ mod tests {
             ]
         );
         assert!(sale.differences(&sale).is_empty());
+    }
+
+    #[test]
+    fn a_code_names_the_running_or_next_sale_and_else_the_last_ended() {
+        let at = |starts: &str, ends: &str, id: &str| {
+            Sale::parse(
+                &GOOD
+                    .replace("noon-drop", id)
+                    .replace("2026-11-27T12:00:00Z", starts)
+                    .replace(
+                        "\"hold_ttl_seconds\"",
+                        &format!("\"ends_at\": \"{ends}\", \"hold_ttl_seconds\""),
+                    ),
+            )
+            .expect("valid")
+        };
+        let monday = at("2026-11-23T12:00:00Z", "2026-11-23T13:00:00Z", "monday");
+        let tuesday = at("2026-11-24T12:00:00Z", "2026-11-24T13:00:00Z", "tuesday");
+        let catalog = Catalog::new([tuesday.clone(), monday.clone()]);
+        let during = |t: Millis| catalog.sku("BAG-1", t).map(|e| e.sale_id.as_str());
+        assert_eq!(
+            during(monday.starts_at - 1),
+            Some("monday"),
+            "the next sale"
+        );
+        assert_eq!(during(monday.ends_at), Some("tuesday"), "after monday ends");
+        assert_eq!(
+            during(tuesday.ends_at + 1),
+            Some("tuesday"),
+            "the last ended"
+        );
+        assert_eq!(
+            catalog.entry("monday", "BAG-1").map(|e| e.ends_at),
+            Some(monday.ends_at)
+        );
+        assert!(catalog.sku("NOPE", 0).is_none());
+    }
+
+    /// The sale file's JSON Schema (schema/sale.schema.json) and the parser take and refuse
+    /// the same files.
+    #[test]
+    fn the_json_schema_and_the_parser_agree() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schema/sale.schema.json")).expect("JSON");
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        let example = include_str!("../../../schema/examples/sale.json");
+        let mut cases = vec![(example.to_owned(), true), (GOOD.to_owned(), true)];
+        for bad in [
+            GOOD.replace("129900", "10000000001"),
+            GOOD.replace("\"stock\": 100", "\"stock\": -1"),
+            GOOD.replace("BAG-1", "BAG 1"),
+            GOOD.replace("\"limit_per_customer\": 2", "\"limit_per_customer\": 0"),
+            GOOD.replace("600", "0"),
+            GOOD.replace("\"name\"", "\"nmae\""),
+            GOOD.replace("\"sale_id\": \"noon-drop\",", ""),
+        ] {
+            cases.push((bad, false));
+        }
+        for (text, valid) in cases {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(validator.is_valid(&value), valid, "the schema on {text}");
+            assert_eq!(Sale::parse(&text).is_ok(), valid, "the parser on {text}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The HTTP API: routing, input checks, and the JSON views of carts, orders and SKUs.
 //! Bad input stops here with a 4xx; everything else becomes one typed guest call.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +20,6 @@ use sha2::{Digest, Sha256};
 use crate::carts::{CartView, Order, SetQuantity};
 use crate::clock::rfc3339;
 use crate::edge::Edge;
-use crate::edge_db::StockLine;
 use crate::error::ApiError;
 use crate::ids;
 use crate::metrics::RequestLabels;
@@ -27,6 +27,7 @@ use crate::modules::Deployed;
 use crate::shop::{self, Served};
 use crate::status::{EdgeBooks, EdgeStatus};
 use cart_central::sale::is_plain_id;
+use cart_central::sale::{Sale, SkuEntry};
 
 /// Storefront bodies larger than this are refused with `413`.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -44,6 +45,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/carts/{cart_id}/checkout", post(checkout))
         .route("/v1/skus", get(list_skus))
         .route("/v1/skus/{sku}", get(get_sku))
+        .route("/v1/sales", get(list_sales))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
@@ -84,6 +86,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/carts/{cart_id}/checkout" => "checkout",
         "/v1/skus" => "list_skus",
         "/v1/skus/{sku}" => "get_sku",
+        "/v1/sales" => "list_sales",
         "/healthz" => "healthz",
         "/metrics" => "metrics",
         p if p.starts_with("/admin") => "admin",
@@ -190,34 +193,76 @@ async fn checkout(
     Ok(with_module(status, order, &done.module))
 }
 
-async fn list_skus(State(edge): State<Arc<Edge>>) -> ApiResult {
-    let stock = edge.stock().await.map_err(unavailable)?;
-    let skus: Vec<SkuJson> = stock
+/// `?sale=ID`: one sale's SKUs.
+#[derive(serde::Deserialize)]
+struct SkusQuery {
+    sale: Option<String>,
+}
+
+/// What is on sale now and next (running and upcoming sales), or one sale's SKUs.
+async fn list_skus(State(edge): State<Arc<Edge>>, Query(q): Query<SkusQuery>) -> ApiResult {
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
+    let free = free_units(&edge).await?;
+    let sales: Vec<&Sale> = match &q.sale {
+        Some(id) => vec![
+            catalog
+                .sales()
+                .find(|s| &s.sale_id == id)
+                .ok_or(ApiError::NotFound("sale"))?,
+        ],
+        None => catalog.sales().filter(|s| s.ends_at > now).collect(),
+    };
+    let skus: Vec<SkuJson> = sales
         .iter()
-        .filter_map(
-            |StockLine {
-                 sale_id,
-                 sku,
-                 units,
-             }| {
-                edge.catalog
-                    .entry(sale_id, sku)
-                    .map(|e| SkuJson::new(e, units.free))
-            },
-        )
+        .flat_map(|s| s.skus.iter())
+        .map(|e| SkuJson::new(e, &free))
         .collect();
     Ok(Json(serde_json::json!({ "skus": skus })).into_response())
 }
 
+/// The running and upcoming sales, with their SKUs.
+async fn list_sales(State(edge): State<Arc<Edge>>) -> ApiResult {
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
+    let free = free_units(&edge).await?;
+    let mut sales: Vec<SaleJson> = catalog
+        .sales()
+        .filter(|s| s.ends_at > now)
+        .map(|s| SaleJson {
+            sale_id: &s.sale_id,
+            state: if now >= s.starts_at {
+                "running"
+            } else {
+                "upcoming"
+            },
+            starts_at: rfc3339(s.starts_at),
+            ends_at: rfc3339(s.ends_at),
+            hold_ttl_seconds: s.hold_ttl_ms / 1000,
+            skus: s.skus.iter().map(|e| SkuJson::new(e, &free)).collect(),
+        })
+        .collect();
+    sales.sort_by_key(|s| s.starts_at.clone());
+    Ok(Json(serde_json::json!({ "sales": sales })).into_response())
+}
+
 async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> ApiResult {
     check_sku(&edge, &sku)?;
-    let entry = edge.catalog.sku(&sku).ok_or(ApiError::NotFound("SKU"))?;
-    let (sale_id, code) = (entry.sale_id.clone(), entry.sku.clone());
-    let free = edge
-        .read(move |c| crate::edge_db::free(c, &sale_id, &code))
+    let catalog = edge.catalog();
+    let entry = catalog
+        .sku(&sku, edge.clock.now())
+        .ok_or(ApiError::NotFound("SKU"))?;
+    let free = free_units(&edge).await?;
+    Ok(Json(SkuJson::new(entry, &free)).into_response())
+}
+
+/// This edge's free units of each SKU, by sale and SKU.
+async fn free_units(edge: &Edge) -> Result<BTreeMap<(String, String), u32>, ApiError> {
+    Ok(edge
+        .stock()
         .await
-        .map_err(unavailable)?;
-    Ok(Json(SkuJson::new(entry, free)).into_response())
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|l| ((l.sale_id, l.sku), l.units.free))
+        .collect())
 }
 
 // ---- operators -------------------------------------------------------------------------------
@@ -258,16 +303,37 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         .await
         .map_err(unavailable)?;
     let sync = edge.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
+    // Each code's SKU on sale now (or next, or last); units of ended sales still here apart.
+    let current: BTreeMap<&str, &SkuEntry> = catalog
+        .entries()
+        .filter_map(|e| catalog.sku(&e.sku, now).map(|c| (c.sku.as_str(), c)))
+        .collect();
+    let mut skus = BTreeMap::new();
+    let mut ended_units = 0u64;
+    for line in stock {
+        let is_current = current
+            .get(line.sku.as_str())
+            .is_some_and(|e| e.sale_id == line.sale_id);
+        if catalog
+            .entry(&line.sale_id, &line.sku)
+            .is_some_and(|e| e.ends_at <= now)
+        {
+            ended_units += u64::from(line.units.free + line.units.held);
+        }
+        if is_current {
+            skus.insert(line.sku, line.units);
+        }
+    }
     let status = EdgeStatus {
         edge_id: edge.config.edge_id.clone(),
         module_version: edge.rules.get().version().to_owned(),
-        skus: stock.into_iter().map(|l| (l.sku, l.units)).collect(),
-        stock_total: edge
-            .catalog
-            .skus
+        skus,
+        stock_total: current
             .values()
             .map(|s| (s.sku.clone(), u64::from(s.stock_total)))
             .collect(),
+        ended_units,
         outbox_backlog: backlog,
         delivered_seq: delivered,
         grants_in_flight,
@@ -385,7 +451,7 @@ fn check_cart_id(cart_id: &str) -> Result<(), ApiError> {
 }
 
 fn check_sku(edge: &Edge, sku: &str) -> Result<(), ApiError> {
-    if is_plain_id(sku) && edge.catalog.sku(sku).is_some() {
+    if is_plain_id(sku) && edge.catalog().sku(sku, edge.clock.now()).is_some() {
         Ok(())
     } else {
         Err(ApiError::NotFound("SKU"))
@@ -562,19 +628,37 @@ struct SkuJson<'a> {
     name: &'a str,
     price_cents: i64,
     limit_per_customer: u32,
+    sale_id: &'a str,
     sale_starts_at: String,
+    sale_ends_at: String,
     available_here: u32,
 }
 
 impl<'a> SkuJson<'a> {
-    fn new(e: &'a cart_central::sale::SkuEntry, free: u32) -> Self {
+    fn new(e: &'a SkuEntry, free: &BTreeMap<(String, String), u32>) -> Self {
         Self {
             sku: &e.sku,
             name: &e.name,
             price_cents: e.price_cents,
             limit_per_customer: e.limit_per_customer,
+            sale_id: &e.sale_id,
             sale_starts_at: rfc3339(e.sale_starts_at),
-            available_here: free,
+            sale_ends_at: rfc3339(e.ends_at),
+            available_here: free
+                .get(&(e.sale_id.clone(), e.sku.clone()))
+                .copied()
+                .unwrap_or(0),
         }
     }
+}
+
+#[derive(Serialize)]
+struct SaleJson<'a> {
+    sale_id: &'a str,
+    /// `running` or `upcoming`.
+    state: &'static str,
+    starts_at: String,
+    ends_at: String,
+    hold_ttl_seconds: i64,
+    skus: Vec<SkuJson<'a>>,
 }

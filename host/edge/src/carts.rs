@@ -198,7 +198,9 @@ pub fn set_quantity(
     ask: &SetQuantity,
 ) -> Result<Set, CartFailure> {
     let mut cart = load_authorized(conn, &ask.cart_id, &ask.token_hash)?;
-    let entry = catalog.sku(&ask.sku).ok_or(CartFailure::NotFound("SKU"))?;
+    let entry = catalog
+        .sku(&ask.sku, now)
+        .ok_or(CartFailure::NotFound("SKU"))?;
     let at = cart.lines.iter().position(|l| l.line.sku == ask.sku);
     if at.is_none() && ask.quantity > 0 && cart.lines.len() >= MAX_CART_LINES {
         return Err(CartFailure::TooManyLines);
@@ -470,16 +472,39 @@ fn load_order(conn: &Connection, cart: &StoredCart) -> rusqlite::Result<(Order, 
     Ok((order, key))
 }
 
-/// Releases up to `limit` holds that lapsed at or before `now`, in order of expiry; how many.
-pub fn sweep(conn: &Connection, now: Millis, limit: u32) -> rusqlite::Result<u32> {
+/// Releases up to `limit` holds that lapsed at or before `now`, and holds of the sales in
+/// `ended`, in order of expiry; how many.
+pub fn sweep(
+    conn: &Connection,
+    now: Millis,
+    ended: &[String],
+    limit: u32,
+) -> rusqlite::Result<u32> {
+    let mut released = release_where(conn, now, "l.hold_expires_at <= ?1", now, limit)?;
+    for sale_id in ended {
+        if released >= limit {
+            break;
+        }
+        released += release_where(conn, now, "l.sale_id = ?1", sale_id, limit - released)?;
+    }
+    Ok(released)
+}
+
+/// Releases up to `limit` held lines matching `filter` (on `l`, the lines, with `?1`).
+fn release_where(
+    conn: &Connection,
+    now: Millis,
+    filter: &str,
+    value: impl rusqlite::ToSql,
+    limit: u32,
+) -> rusqlite::Result<u32> {
     let lapsed: Vec<(String, String, String, String, u32)> = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT l.cart_id, c.customer_id, l.sale_id, l.sku, l.quantity FROM cart_lines l \
              JOIN carts c ON c.cart_id = l.cart_id \
-             WHERE l.held = 1 AND l.hold_expires_at <= ?1 \
-             ORDER BY l.hold_expires_at LIMIT ?2",
-        )?
-        .query_map(params![now, limit], |r| {
+             WHERE l.held = 1 AND {filter} ORDER BY l.hold_expires_at LIMIT ?2"
+        ))?
+        .query_map(params![value, limit], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -10,6 +10,7 @@ use rusqlite::Connection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::calendar::{self, CatalogCell};
 use crate::clock::Clock;
 pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::edge_db::{self, StockLine};
@@ -22,14 +23,15 @@ use crate::sync::SyncStatus;
 use crate::wasm::{Runtime, sha256_hex};
 use crate::writer::WriterHandle;
 use cart_central::Central;
-use cart_central::sale::{Catalog, Sale};
+use cart_central::sale::Catalog;
 
 /// A running edge's shared parts.
 pub struct Edge {
     pub config: EdgeConfig,
     pub url: String,
     pub clock: Clock,
-    pub catalog: Arc<Catalog>,
+    /// The calendar of sales, as requests read it (see [`crate::calendar`]).
+    catalog: CatalogCell,
     /// The rules cart updates run on.
     pub rules: Arc<ActiveRules>,
     pub writer: WriterHandle,
@@ -78,16 +80,17 @@ impl Edge {
                 let conn = edge_db::open_writer(&dir)?;
                 let identity = Identity::open(&dir, &edge_id, &conn)?;
                 let own_history = Identity::own_history(&conn)?;
+                let tx = conn.unchecked_transaction()?;
                 for sale in &sales {
-                    store_catalog(&conn, sale)?;
+                    calendar::store_sale(&tx, sale)?;
                 }
-                let catalog = load_catalog(&conn)?;
+                tx.commit()?;
+                let catalog = calendar::load(&conn)?;
                 let first = modules::start_module(&conn, &runtime, &initial, &trust, now)?;
                 anyhow::Ok((conn, identity, own_history, catalog, Arc::new(first)))
             })
             .await??
         };
-        let catalog = Arc::new(catalog);
         let rules = Arc::new(ActiveRules::new(match &config.fixed_rules {
             Some(FixedRules(rules)) => Arc::clone(rules),
             None => Arc::clone(&first) as Arc<dyn CartRules>,
@@ -106,7 +109,6 @@ impl Edge {
         let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
             identity.incarnation.clone(),
-            catalog.skus.values().cloned(),
             Arc::clone(&central),
             writer.clone(),
             config.clock.clone(),
@@ -142,7 +144,7 @@ impl Edge {
             standing: Mutex::new(standing),
             url,
             clock: config.clock.clone(),
-            catalog,
+            catalog: CatalogCell::new(catalog),
             rules,
             writer,
             central,
@@ -153,6 +155,18 @@ impl Edge {
             readers,
             config,
         }))
+    }
+
+    /// The calendar of sales now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.get()
+    }
+
+    /// Reads the calendar again from the edge's database.
+    pub(crate) async fn reload_catalog(&self) -> anyhow::Result<()> {
+        let catalog = self.read(calendar::load).await?;
+        self.catalog.set(catalog);
+        Ok(())
     }
 
     /// Whether this edge may sell now.
@@ -196,63 +210,13 @@ impl Edge {
                 shutdown.clone(),
             )),
             tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone())),
+            tokio::spawn(calendar::follow(Arc::clone(self), shutdown.clone())),
             tokio::spawn(crate::escrow::keep_stocked(
                 Arc::clone(self),
                 shutdown.clone(),
             )),
         ]
     }
-}
-
-fn store_catalog(conn: &Connection, sale: &Sale) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    for s in &sale.skus {
-        tx.execute(
-            "INSERT INTO catalog (sale_id, sku, name, price_cents, limit_per_customer, starts_at, \
-               ends_at, hold_ttl_ms, stock_total) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (sale_id, sku) DO UPDATE SET \
-               name = excluded.name, price_cents = excluded.price_cents, \
-               limit_per_customer = excluded.limit_per_customer, starts_at = excluded.starts_at, \
-               ends_at = excluded.ends_at, hold_ttl_ms = excluded.hold_ttl_ms, \
-               stock_total = excluded.stock_total",
-            rusqlite::params![
-                s.sale_id,
-                s.sku,
-                s.name,
-                s.price_cents,
-                s.limit_per_customer,
-                s.sale_starts_at,
-                s.ends_at,
-                s.hold_ttl_ms,
-                s.stock_total
-            ],
-        )?;
-        edge_db::add_stock(&tx, &s.sale_id, &s.sku)?;
-    }
-    tx.commit()
-}
-
-fn load_catalog(conn: &Connection) -> rusqlite::Result<Catalog> {
-    let mut stmt = conn.prepare(
-        "SELECT sale_id, sku, name, price_cents, limit_per_customer, starts_at, ends_at, \
-           hold_ttl_ms, stock_total FROM catalog",
-    )?;
-    let entries = stmt
-        .query_map([], |r| {
-            Ok(cart_central::sale::SkuEntry {
-                sale_id: r.get(0)?,
-                sku: r.get(1)?,
-                name: r.get(2)?,
-                price_cents: r.get(3)?,
-                limit_per_customer: r.get(4)?,
-                sale_starts_at: r.get(5)?,
-                ends_at: r.get(6)?,
-                hold_ttl_ms: r.get(7)?,
-                stock_total: r.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Catalog::new(entries))
 }
 
 /// How long start-up waits for central to answer the claim before going on without it.
@@ -266,14 +230,22 @@ pub(crate) async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>
     }
 }
 
-/// Releases lapsed holds on a timer, a batch per transaction, until none are left.
+/// Releases lapsed holds, and the holds of sales that have ended, on a timer: a batch per
+/// transaction, until none are left.
 async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     while pause(edge.config.sweep_every, &mut shutdown).await {
+        let now = edge.clock.now();
+        let ended: Vec<String> = edge
+            .catalog()
+            .sales()
+            .filter(|s| s.ends_at <= now)
+            .map(|s| s.sale_id.clone())
+            .collect();
         loop {
-            let now = edge.clock.now();
+            let ended = ended.clone();
             match edge
                 .writer
-                .host(move |c| crate::carts::sweep(c, now, SWEEP_BATCH))
+                .host(move |c| crate::carts::sweep(c, now, &ended, SWEEP_BATCH))
                 .await
             {
                 Ok(n) if n >= SWEEP_BATCH => continue,

@@ -34,8 +34,6 @@ pub enum GrantError {
 /// Per-SKU bookkeeping for grants.
 #[derive(Default)]
 struct SkuState {
-    /// The sale the SKU's units belong to.
-    sale_id: String,
     /// One grant request in flight per SKU; waiters reuse its result.
     lock: tokio::sync::Mutex<()>,
     /// Bumped whenever units arrive, so a waiter can tell it need not ask again.
@@ -56,7 +54,8 @@ pub struct Allotments {
     writer: WriterHandle,
     clock: Clock,
     metrics: Arc<Metrics>,
-    skus: HashMap<String, Arc<SkuState>>,
+    /// Every SKU this edge has been asked about, added as sales appear.
+    skus: Mutex<HashMap<SkuKey, Arc<SkuState>>>,
 }
 
 /// What a shopper's request should do after finding too few units.
@@ -72,22 +71,11 @@ impl Allotments {
     pub fn new(
         edge_id: String,
         incarnation: String,
-        skus: impl IntoIterator<Item = SkuEntry>,
         central: Arc<Central>,
         writer: WriterHandle,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let skus = skus
-            .into_iter()
-            .map(|s| {
-                let state = SkuState {
-                    sale_id: s.sale_id,
-                    ..SkuState::default()
-                };
-                (s.sku, Arc::new(state))
-            })
-            .collect();
         Self {
             edge_id,
             incarnation,
@@ -95,22 +83,27 @@ impl Allotments {
             writer,
             clock,
             metrics,
-            skus,
+            skus: Mutex::default(),
         }
     }
 
+    /// The bookkeeping of a SKU, made on first use.
+    fn state(&self, key: &SkuKey) -> Arc<SkuState> {
+        let mut skus = self.skus.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(skus.entry(key.clone()).or_default())
+    }
+
     /// The grant generation of a SKU; read before a request, passed to [`Self::after_shortage`].
-    pub fn generation(&self, sku: &str) -> u64 {
-        self.skus
-            .get(sku)
-            .map_or(0, |s| s.generation.load(Ordering::Acquire))
+    pub fn generation(&self, key: &SkuKey) -> u64 {
+        self.state(key).generation.load(Ordering::Acquire)
     }
 
     /// Counts units a shopper asked for, to size top-ups to demand.
-    pub fn note_demand(&self, sku: &str, units: u32) {
-        let Some(state) = self.skus.get(sku) else {
+    pub fn note_demand(&self, key: &SkuKey, units: u32) {
+        if units == 0 {
             return;
-        };
+        }
+        let state = self.state(key);
         let now = self.clock.now();
         let mut d = state.demand.lock().unwrap_or_else(|p| p.into_inner());
         if now - d.0 >= DEMAND_WINDOW_MS {
@@ -128,79 +121,82 @@ impl Allotments {
     }
 
     /// Units asked for in about the last second.
-    pub fn recent_demand(&self, sku: &str) -> u32 {
-        self.skus.get(sku).map_or(0, |s| {
-            let d = s.demand.lock().unwrap_or_else(|p| p.into_inner());
-            u32::try_from(d.1.max(d.2)).unwrap_or(u32::MAX)
-        })
+    pub fn recent_demand(&self, key: &SkuKey) -> u32 {
+        let state = self.state(key);
+        let d = state.demand.lock().unwrap_or_else(|p| p.into_inner());
+        u32::try_from(d.1.max(d.2)).unwrap_or(u32::MAX)
     }
 
-    /// A shopper found too few units of `sku`: get more from central unless someone just did.
+    /// A shopper found too few units of a SKU: get more from central unless someone just did.
     ///
     /// The work runs in its own task, so a shopper who stops waiting never leaves a grant
     /// half-done: it finishes, and the units arrive for the next shopper.
     pub async fn after_shortage(
         self: &Arc<Self>,
-        sku: &str,
+        key: &SkuKey,
         wanted: u32,
         seen_generation: u64,
     ) -> Result<AfterShortage, GrantError> {
-        let (this, sku) = (Arc::clone(self), sku.to_owned());
-        tokio::spawn(async move { this.refill(&sku, wanted, seen_generation).await })
+        let (this, key) = (Arc::clone(self), key.clone());
+        tokio::spawn(async move { this.refill(&key, wanted, seen_generation).await })
             .await
             .unwrap_or(Ok(AfterShortage::SoldOut))
     }
 
     async fn refill(
         &self,
-        sku: &str,
+        key: &SkuKey,
         wanted: u32,
         seen_generation: u64,
     ) -> Result<AfterShortage, GrantError> {
-        let Some(state) = self.skus.get(sku) else {
-            return Ok(AfterShortage::SoldOut);
-        };
+        let state = self.state(key);
         let _one_at_a_time = state.lock.lock().await;
         if state.generation.load(Ordering::Acquire) != seen_generation {
             return Ok(AfterShortage::Retry);
         }
-        if self.recently_exhausted(state) {
+        if self.recently_exhausted(&state) {
             return Ok(AfterShortage::SoldOut);
         }
-        let want = wanted.max(self.recent_demand(sku)).max(1);
-        Ok(if self.request(sku, state, want).await? > 0 {
+        let want = wanted.max(self.recent_demand(key)).max(1);
+        Ok(if self.request(key, &state, want).await? > 0 {
             AfterShortage::Retry
         } else {
             AfterShortage::SoldOut
         })
     }
 
-    /// Keeps one SKU's free units near its demand: a first grant, top-ups when free units fall
-    /// below about a second of demand, and units given back when this edge is not selling them,
-    /// or when another edge is out (`wanted`) and central has none left.
+    /// Keeps one SKU's free units near its demand: a first grant (ahead of the sale's start,
+    /// so its first shoppers are served here), top-ups when free units fall below about a
+    /// second of demand, and units given back when this edge is not selling them, when another
+    /// edge is out (`wanted`) and central has none left, and all of them once the sale ends.
     pub async fn balance(
         &self,
         entry: &SkuEntry,
         row: StockRow,
         wanted: bool,
+        now: Millis,
     ) -> Result<(), GrantError> {
-        let Some(state) = self.skus.get(&entry.sku) else {
+        let key = SkuKey::new(&entry.sale_id, &entry.sku);
+        if now >= entry.ends_at {
+            if row.free > 0 {
+                self.give_back(&key, row.free).await?;
+            }
             return Ok(());
-        };
-        let sku = entry.sku.as_str();
-        let demand = self.recent_demand(sku);
+        }
+        let state = self.state(&key);
+        let demand = self.recent_demand(&key);
         let reserve = initial_grant(entry.stock_total);
         if !state.stocked.load(Ordering::Acquire) && row.free + row.held + row.sold == 0 {
-            if self.top_up(sku, reserve).await? > 0 {
+            if self.top_up(&key, reserve).await? > 0 {
                 state.stocked.store(true, Ordering::Release);
             }
         } else if row.free < demand {
-            self.top_up(sku, demand.saturating_mul(2)).await?;
+            self.top_up(&key, demand.saturating_mul(2)).await?;
         } else if wanted && row.free > demand {
             // Another edge's shoppers are refused while these units sit here.
-            self.give_back(sku, row.free - demand).await?;
+            self.give_back(&key, row.free - demand).await?;
         } else if demand == 0 && row.free > reserve {
-            self.give_back(sku, row.free - reserve).await?;
+            self.give_back(&key, row.free - reserve).await?;
         }
         state
             .stocked
@@ -208,21 +204,19 @@ impl Allotments {
         Ok(())
     }
 
-    /// Asks for `want` units of `sku` unless a request is already in flight or central is dry.
-    pub async fn top_up(&self, sku: &str, want: u32) -> Result<u32, GrantError> {
-        let Some(state) = self.skus.get(sku) else {
-            return Ok(0);
-        };
+    /// Asks for `want` units of a SKU unless a request is already in flight or central is dry.
+    pub async fn top_up(&self, key: &SkuKey, want: u32) -> Result<u32, GrantError> {
         if want == 0 {
             return Ok(0);
         }
+        let state = self.state(key);
         let Ok(_one_at_a_time) = state.lock.try_lock() else {
             return Ok(0);
         };
-        if self.recently_exhausted(state) {
+        if self.recently_exhausted(&state) {
             return Ok(0);
         }
-        self.request(sku, state, want).await
+        self.request(key, &state, want).await
     }
 
     /// Finishes grant requests a crash or an outage left unanswered (`pending`, as read from
@@ -248,17 +242,14 @@ impl Allotments {
         Ok(())
     }
 
-    /// Gives up to `quantity` free units of `sku` back to central; returns how many went.
-    pub async fn give_back(&self, sku: &str, quantity: u32) -> Result<u32, GrantError> {
-        let Some(state) = self.skus.get(sku) else {
-            return Ok(0);
-        };
+    /// Gives up to `quantity` free units of a SKU back to central; returns how many went.
+    pub async fn give_back(&self, key: &SkuKey, quantity: u32) -> Result<u32, GrantError> {
         let ret = UnitReturn {
             return_id: crate::ids::new_id("r"),
             edge_id: self.edge_id.clone(),
             incarnation: self.incarnation.clone(),
-            sale_id: state.sale_id.clone(),
-            sku: sku.to_owned(),
+            sale_id: key.sale_id.clone(),
+            sku: key.sku.clone(),
             quantity,
         };
         let (id, sale_id, s, now) = (
@@ -320,13 +311,13 @@ impl Allotments {
         at.is_some_and(|t| self.clock.now() - t < EXHAUSTED_BACKOFF_MS)
     }
 
-    async fn request(&self, sku: &str, state: &SkuState, want: u32) -> Result<u32, GrantError> {
+    async fn request(&self, key: &SkuKey, state: &SkuState, want: u32) -> Result<u32, GrantError> {
         let req = GrantRequest {
             grant_id: crate::ids::new_id("g"),
             edge_id: self.edge_id.clone(),
             incarnation: self.incarnation.clone(),
-            sale_id: state.sale_id.clone(),
-            sku: sku.to_owned(),
+            sale_id: key.sale_id.clone(),
+            sku: key.sku.clone(),
             requested: want,
         };
         let (id, sale_id, s, now) = (
@@ -354,17 +345,15 @@ impl Allotments {
             .await?;
         if applied && granted > 0 {
             self.metrics.grants_received.inc_by(u64::from(granted));
-            if let Some(state) = self.skus.get(&req.sku) {
-                state.generation.fetch_add(1, Ordering::AcqRel);
-            }
+            self.state(&SkuKey::new(&req.sale_id, &req.sku))
+                .generation
+                .fetch_add(1, Ordering::AcqRel);
         }
         Ok(granted)
     }
 }
 
-/// Keeps each SKU's free units near its demand: a first grant per SKU, top-ups when free units
-/// fall below about a second of demand, and units given back when this edge is not selling
-/// them, or when another edge is out and central has none left.
+/// Keeps each SKU's free units near its demand (see [`Allotments::balance`]).
 pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     loop {
         if let Err(e) = balance(&edge).await {
@@ -379,19 +368,23 @@ pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<
 /// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
 /// and never keeps the others from their units.
 async fn balance(edge: &Edge) -> anyhow::Result<()> {
+    if edge.standing().refusal().is_some() {
+        return Ok(());
+    }
     let stock = edge.stock().await?;
     let wanted = edge.central.wanted_skus().await?;
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
     for StockLine {
         sale_id,
         sku,
         units: row,
     } in stock
     {
-        let Some(entry) = edge.catalog.entry(&sale_id, &sku) else {
+        let Some(entry) = catalog.entry(&sale_id, &sku) else {
             continue;
         };
         let wanted = wanted.contains(&SkuKey::new(&sale_id, &sku));
-        if let Err(e) = edge.allotments.balance(entry, row, wanted).await {
+        if let Err(e) = edge.allotments.balance(entry, row, wanted, now).await {
             tracing::warn!("keeping {sale_id}/{sku} stocked: {e}");
         }
     }

@@ -18,7 +18,8 @@
 //! - [`modules`]: deploying cart components: signatures, validation, versions, rollback.
 //! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
 //! - [`edge`]: a running edge's shared parts, its start-up and its background tasks.
-//! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing.
+//! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing;
+//!   [`calendar`]: the sales this edge serves, followed while it runs.
 //! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
 //! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
@@ -28,6 +29,7 @@
 
 pub mod api;
 pub mod bindings;
+pub mod calendar;
 pub mod carts;
 pub mod clock;
 pub mod config;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cart_central::SkuKey;
 use cart_rules::CartError;
 
 use crate::carts::{self, CartFailure, CartView, Order, SetQuantity};
@@ -88,11 +89,16 @@ pub async fn set_quantity(
     ask: SetQuantity,
 ) -> Result<Served<CartView>, ShopError> {
     selling(edge)?;
-    let mut generation = edge.allotments.generation(&ask.sku);
+    let key = edge
+        .catalog()
+        .sku(&ask.sku, edge.clock.now())
+        .map(|e| SkuKey::new(&e.sale_id, &e.sku))
+        .ok_or(CartFailure::NotFound("SKU"))?;
+    let mut generation = edge.allotments.generation(&key);
     let mut attempt = 0;
     loop {
         let rules = edge.rules.get();
-        let (catalog, now, job) = (Arc::clone(&edge.catalog), edge.clock.now(), ask.clone());
+        let (catalog, now, job) = (edge.catalog(), edge.clock.now(), ask.clone());
         let module = rules.version().to_owned();
         let done = edge
             .writer
@@ -101,7 +107,7 @@ pub async fn set_quantity(
         count_fault(edge, &done);
         match done {
             Ok(set) => {
-                edge.allotments.note_demand(&ask.sku, set.reserved_more);
+                edge.allotments.note_demand(&key, set.reserved_more);
                 return Ok(Served {
                     value: set.view,
                     module,
@@ -113,19 +119,17 @@ pub async fn set_quantity(
                 attempt += 1;
                 // Only a refusal for stock alone counts as demand, and at most the quantity
                 // the rules let this customer have.
-                edge.allotments.note_demand(&ask.sku, ask.quantity);
+                edge.allotments.note_demand(&key, ask.quantity);
                 let more = tokio::time::timeout(
                     edge.config.shortage_wait,
                     edge.allotments
-                        .after_shortage(&ask.sku, ask.quantity, generation),
+                        .after_shortage(&key, ask.quantity, generation),
                 )
                 .await;
                 match more {
-                    Ok(Ok(AfterShortage::Retry)) => {
-                        generation = edge.allotments.generation(&ask.sku)
-                    }
+                    Ok(Ok(AfterShortage::Retry)) => generation = edge.allotments.generation(&key),
                     Ok(Err(e)) => {
-                        tracing::warn!("no grant for {}: {e}", ask.sku);
+                        tracing::warn!("no grant for {key}: {e}");
                         return Err(sold_out(available));
                     }
                     _ => return Err(sold_out(available)),
@@ -149,7 +153,7 @@ pub async fn checkout(
 ) -> Result<Served<(Order, bool)>, ShopError> {
     selling(edge)?;
     let rules = edge.rules.get();
-    let (catalog, now) = (Arc::clone(&edge.catalog), edge.clock.now());
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
     let module = rules.version().to_owned();
     let done = edge
         .writer

@@ -14,10 +14,12 @@ use crate::http_client::HttpClient;
 pub struct EdgeStatus {
     pub edge_id: String,
     pub module_version: String,
-    /// This edge's units of each SKU on sale.
+    /// This edge's units of each SKU on sale (or next on sale), by code.
     pub skus: BTreeMap<String, StockRow>,
     /// Each SKU's stock across the fleet.
     pub stock_total: BTreeMap<String, u64>,
+    /// Units of ended sales still here, free or held: they are on their way back to central.
+    pub ended_units: u64,
     /// Outbox events not yet applied by central.
     pub outbox_backlog: i64,
     pub delivered_seq: i64,
@@ -32,7 +34,10 @@ pub struct EdgeStatus {
 impl EdgeStatus {
     /// Nothing on its way to or from central.
     pub fn settled(&self) -> bool {
-        self.outbox_backlog == 0 && self.grants_in_flight == 0 && self.returns_in_flight == 0
+        self.outbox_backlog == 0
+            && self.grants_in_flight == 0
+            && self.returns_in_flight == 0
+            && self.ended_units == 0
     }
 }
 

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use cart_central::sale::Sale;
-use cart_central::time::rfc3339;
+use cart_central::time::{Millis, rfc3339, wall_ms};
 use cart_central::{Central, Loaded};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum SaleCommand {
-    /// Create the central schema if needed and load a sale file.
+    /// Add a sale to the calendar (creating the central schema if needed). Loading the same sale
+    /// again changes nothing; a changed sale replaces the loaded one until it starts, and is
+    /// refused after, naming what differs. A sale sharing SKU codes with another one at the
+    /// same time is refused.
     Load {
         /// Central database: sqlite:PATH or postgres://user@host:port/db.
         #[arg(long, env = "CART_CENTRAL")]
@@ -19,13 +22,81 @@ pub enum SaleCommand {
         /// The sale file (JSON; see schema/sale.schema.json).
         file: PathBuf,
     },
+    /// The calendar: every sale, past, running and scheduled, with its units.
+    List {
+        /// Central database: sqlite:PATH or postgres://user@host:port/db.
+        #[arg(long, env = "CART_CENTRAL")]
+        central: String,
+    },
+    /// End a sale now: its holds are released and its unsold units come back to central.
+    End {
+        /// Central database: sqlite:PATH or postgres://user@host:port/db.
+        #[arg(long, env = "CART_CENTRAL")]
+        central: String,
+        /// The sale's id.
+        sale_id: String,
+    },
 }
 
 pub async fn run(command: SaleCommand) -> anyhow::Result<ExitCode> {
     match command {
         SaleCommand::Load { central, file } => load(&central, &file).await?,
+        SaleCommand::List { central } => list(&central).await?,
+        SaleCommand::End { central, sale_id } => {
+            let ended = Central::connect(&central).await?.end_sale(&sale_id).await?;
+            println!(
+                "sale {sale_id} ended at {}: edges release its holds and return its units \
+                 within seconds",
+                rfc3339(ended)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn list(central: &str) -> anyhow::Result<()> {
+    let db = Central::connect(central).await?;
+    let sales = db.sales_ending_after(Millis::MIN).await?;
+    let snapshot = db.snapshot().await?;
+    let now = wall_ms();
+    println!(
+        "{:<24} {:<9} {:<20} {:<20} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "sale", "state", "starts", "ends", "skus", "stock", "sold", "held", "central"
+    );
+    for sale in sales {
+        let state = if now < sale.starts_at {
+            "scheduled"
+        } else if now < sale.ends_at {
+            "running"
+        } else {
+            "ended"
+        };
+        let (mut stock, mut sold, mut held, mut central) = (0i64, 0i64, 0i64, 0i64);
+        for ledger in snapshot
+            .skus
+            .iter()
+            .filter(|(k, _)| k.sale_id == sale.sale_id)
+            .map(|(_, l)| l)
+        {
+            stock += ledger.stock_total;
+            sold += ledger.sold.values().sum::<i64>();
+            held += ledger.held.values().sum::<i64>();
+            central += ledger.unallocated;
+        }
+        println!(
+            "{:<24} {:<9} {:<20} {:<20} {:>5} {:>9} {:>9} {:>9} {:>9}",
+            sale.sale_id,
+            state,
+            rfc3339(sale.starts_at),
+            rfc3339(sale.ends_at),
+            sale.skus.len(),
+            stock,
+            sold,
+            held,
+            central
+        );
+    }
+    Ok(())
 }
 
 async fn load(central: &str, file: &Path) -> anyhow::Result<()> {

@@ -20,6 +20,8 @@ mod fleet;
 mod deploy;
 // A full disk, for real (a tmpfs): 503, nothing unacknowledged kept, recovery.
 mod storage;
+// A calendar of sales: loaded into a running fleet, starting, ending; the calendar's rules.
+mod calendar;
 // Property tests of the rules and the store against a model of carts, holds and stock.
 mod model;
 // The audit fails on each kind of tampered ledger.

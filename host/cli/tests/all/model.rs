@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cart_central::sale::{Catalog, SkuEntry};
+use cart_central::sale::{Catalog, Sale, SkuEntry};
 use cart_edge::carts::{self, CartFailure, SetQuantity};
 use cart_edge::edge_db;
 use cart_edge::rules::CartRules;
@@ -208,7 +208,7 @@ impl Model {
 fn store() -> (tempfile::TempDir, rusqlite::Connection, Catalog) {
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = edge_db::open_writer(dir.path()).expect("edge db");
-    let entries = SKUS.iter().map(|sku| SkuEntry {
+    let skus = SKUS.iter().map(|sku| SkuEntry {
         sale_id: "S".into(),
         sku: (*sku).into(),
         name: (*sku).into(),
@@ -226,7 +226,14 @@ fn store() -> (tempfile::TempDir, rusqlite::Connection, Catalog) {
         )
         .expect("stock");
     }
-    (dir, conn, Catalog::new(entries))
+    let sale = Sale {
+        sale_id: "S".into(),
+        starts_at: 0,
+        ends_at: i64::MAX,
+        hold_ttl_ms: TTL_MS,
+        skus: skus.collect(),
+    };
+    (dir, conn, Catalog::new([sale]))
 }
 
 /// Runs one operation in its own transaction, kept only if it succeeds, as the writer does.
@@ -308,7 +315,7 @@ fn run(rules: &dyn CartRules, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, expected, "step {}: {:?}", step, op);
             }
             Op::Sweep => {
-                in_tx(&mut conn, |c| Ok(carts::sweep(c, now, 1000)?)).expect("sweep");
+                in_tx(&mut conn, |c| Ok(carts::sweep(c, now, &[], 1000)?)).expect("sweep");
                 model.sweep();
             }
             Op::Advance { secs } => model.now += i64::from(*secs) * 1000,

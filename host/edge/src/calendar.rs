@@ -1,0 +1,170 @@
+//! The calendar of sales at an edge: kept in its database (so it restarts without central),
+//! held in memory as the [`Catalog`] requests read, and followed while the edge runs: a sale
+//! loaded, replaced or ended at central reaches the edge within seconds. A sale that has ended
+//! is kept until this edge holds nothing of it (its holds released, its free units returned),
+//! then dropped.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cart_central::sale::{Catalog, Sale, SkuEntry};
+use rusqlite::{Connection, params};
+use tokio::sync::watch;
+
+use crate::clock::Millis;
+use crate::edge::{Edge, pause};
+use crate::edge_db;
+
+/// How often an edge asks central whether the calendar changed.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// Sales that ended longer ago than this are not fetched again.
+const ENDED_WITHIN_MS: Millis = 24 * 3_600_000;
+
+/// The catalog requests read; replaced whole when the calendar changes.
+#[derive(Default)]
+pub struct CatalogCell(RwLock<Arc<Catalog>>);
+
+impl CatalogCell {
+    pub fn new(catalog: Catalog) -> Self {
+        Self(RwLock::new(Arc::new(catalog)))
+    }
+
+    pub fn get(&self) -> Arc<Catalog> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set(&self, catalog: Catalog) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    }
+}
+
+/// Stores a sale as central has it (its end may have moved), with a stock row per SKU. Runs in
+/// the caller's transaction.
+pub fn store_sale(conn: &Connection, sale: &Sale) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sales (sale_id, starts_at, ends_at, hold_ttl_ms) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (sale_id) DO UPDATE SET starts_at = excluded.starts_at, \
+           ends_at = excluded.ends_at, hold_ttl_ms = excluded.hold_ttl_ms",
+        params![sale.sale_id, sale.starts_at, sale.ends_at, sale.hold_ttl_ms],
+    )?;
+    // A scheduled sale may have been replaced: its SKUs are the new ones.
+    conn.execute("DELETE FROM catalog WHERE sale_id = ?1", [&sale.sale_id])?;
+    for s in &sale.skus {
+        conn.execute(
+            "INSERT INTO catalog (sale_id, sku, name, price_cents, limit_per_customer, starts_at, \
+               stock_total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                s.sale_id,
+                s.sku,
+                s.name,
+                s.price_cents,
+                s.limit_per_customer,
+                s.sale_starts_at,
+                s.stock_total
+            ],
+        )?;
+        edge_db::add_stock(conn, &s.sale_id, &s.sku)?;
+    }
+    Ok(())
+}
+
+/// The calendar as this edge stored it.
+pub fn load(conn: &Connection) -> rusqlite::Result<Catalog> {
+    let mut sales: Vec<Sale> = conn
+        .prepare("SELECT sale_id, starts_at, ends_at, hold_ttl_ms FROM sales ORDER BY sale_id")?
+        .query_map([], |r| {
+            Ok(Sale {
+                sale_id: r.get(0)?,
+                starts_at: r.get(1)?,
+                ends_at: r.get(2)?,
+                hold_ttl_ms: r.get(3)?,
+                skus: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT sku, name, price_cents, limit_per_customer, starts_at, stock_total FROM catalog \
+         WHERE sale_id = ?1 ORDER BY sku",
+    )?;
+    for sale in &mut sales {
+        sale.skus = stmt
+            .query_map([&sale.sale_id], |r| {
+                Ok(SkuEntry {
+                    sale_id: sale.sale_id.clone(),
+                    sku: r.get(0)?,
+                    name: r.get(1)?,
+                    price_cents: r.get(2)?,
+                    limit_per_customer: r.get(3)?,
+                    sale_starts_at: r.get(4)?,
+                    ends_at: sale.ends_at,
+                    hold_ttl_ms: sale.hold_ttl_ms,
+                    stock_total: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(Catalog::new(sales))
+}
+
+/// Drops ended sales of which this edge holds nothing any more (every unit sold or returned);
+/// their stock rows stay, for the audit. The sales dropped.
+fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<String>> {
+    let finished: Vec<String> = conn
+        .prepare(
+            "SELECT s.sale_id FROM sales s WHERE s.ends_at <= ?1 AND NOT EXISTS (\
+               SELECT 1 FROM stock k WHERE k.sale_id = s.sale_id AND (k.free > 0 OR k.held > 0)) \
+             AND NOT EXISTS (SELECT 1 FROM unit_returns r \
+               WHERE r.sale_id = s.sale_id AND r.confirmed_at IS NULL)",
+        )?
+        .query_map([now], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for sale_id in &finished {
+        conn.execute("DELETE FROM catalog WHERE sale_id = ?1", [sale_id])?;
+        conn.execute("DELETE FROM sales WHERE sale_id = ?1", [sale_id])?;
+    }
+    Ok(finished)
+}
+
+/// Follows central's calendar until shutdown.
+pub(crate) async fn follow(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let mut seen = None;
+    while pause(FOLLOW_EVERY, &mut shutdown).await {
+        if let Err(e) = follow_once(&edge, &mut seen).await {
+            tracing::warn!("following the calendar of sales: {e:#}");
+        }
+    }
+}
+
+async fn follow_once(edge: &Edge, seen: &mut Option<i64>) -> anyhow::Result<()> {
+    let now = edge.clock.now();
+    let version = edge.central.catalog_version().await?;
+    let mut changed = false;
+    if *seen != Some(version) {
+        let sales = edge
+            .central
+            .sales_ending_after(now - ENDED_WITHIN_MS)
+            .await?;
+        edge.writer
+            .host(move |c| {
+                for sale in &sales {
+                    store_sale(c, sale)?;
+                }
+                Ok(())
+            })
+            .await?;
+        *seen = Some(version);
+        changed = true;
+    }
+    let catalog = edge.catalog();
+    if catalog.sales().any(|s| s.ends_at <= now) {
+        let dropped = edge.writer.host(move |c| drop_finished(c, now)).await?;
+        for sale_id in &dropped {
+            tracing::info!(sale_id, "sale ended and settled here: dropped from memory");
+        }
+        changed |= !dropped.is_empty();
+    }
+    if changed {
+        edge.reload_catalog().await?;
+    }
+    Ok(())
+}
