@@ -121,6 +121,19 @@ impl Sale {
         Self::validate(file)
     }
 
+    /// The same sale moved in time to start at `at`: its length, and each SKU's place in it,
+    /// stay as they were (a rehearsal of tomorrow's file now).
+    pub fn moved_to(mut self, at: Millis) -> Self {
+        let by = at.saturating_sub(self.starts_at);
+        self.starts_at = at;
+        self.ends_at = self.ends_at.saturating_add(by);
+        for e in &mut self.skus {
+            e.sale_starts_at = e.sale_starts_at.saturating_add(by);
+            e.ends_at = self.ends_at;
+        }
+        self
+    }
+
     fn validate(file: SaleFile) -> Result<Self, SaleError> {
         if !is_plain_id(&file.sale_id) {
             return Err(refuse("sale_id", "must be 1 to 64 of A-Z a-z 0-9 _ -"));

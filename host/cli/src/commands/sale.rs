@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use cart_central::sale::Sale;
-use cart_central::time::{Millis, rfc3339, wall_ms};
+use cart_central::time::{Millis, parse_rfc3339, rfc3339, wall_ms};
 use cart_central::{Central, Loaded};
 use clap::Subcommand;
 
@@ -21,6 +21,10 @@ pub enum SaleCommand {
         central: String,
         /// The sale file (JSON; see schema/sale.schema.json).
         file: PathBuf,
+        /// Start the sale at this time instead of the file's (`now`, or an RFC 3339 time), keeping
+        /// its length: to rehearse a sale file, or to run the example.
+        #[arg(long, value_parser = parse_start)]
+        starts_at: Option<Millis>,
     },
     /// The calendar: every sale, past, running and scheduled, with its units.
     List {
@@ -40,7 +44,11 @@ pub enum SaleCommand {
 
 pub async fn run(command: SaleCommand) -> anyhow::Result<ExitCode> {
     match command {
-        SaleCommand::Load { central, file } => load(&central, &file).await?,
+        SaleCommand::Load {
+            central,
+            file,
+            starts_at,
+        } => load(&central, &file, starts_at).await?,
         SaleCommand::List { central } => list(&central).await?,
         SaleCommand::End { central, sale_id } => {
             let ended = Central::connect(&central).await?.end_sale(&sale_id).await?;
@@ -99,11 +107,36 @@ async fn list(central: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load(central: &str, file: &Path) -> anyhow::Result<()> {
+fn parse_start(s: &str) -> Result<Millis, String> {
+    if s == "now" {
+        Ok(wall_ms())
+    } else {
+        parse_rfc3339(s).ok_or_else(|| format!("{s:?} is neither `now` nor an RFC 3339 time"))
+    }
+}
+
+async fn load(central: &str, file: &Path, starts_at: Option<Millis>) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let sale = Sale::parse(&text).with_context(|| format!("refusing {}", file.display()))?;
+    let mut sale = Sale::parse(&text).with_context(|| format!("refusing {}", file.display()))?;
+    if let Some(at) = starts_at {
+        sale = sale.moved_to(at);
+    }
     let db = Central::connect(central).await?;
+    let known = db
+        .sales_ending_after(Millis::MIN)
+        .await?
+        .iter()
+        .any(|s| s.sale_id == sale.sale_id);
+    if !known && sale.ends_at <= wall_ms() {
+        anyhow::bail!(
+            "refusing {}: sale {} ended at {}, so nothing was loaded \
+             (--starts-at now runs it from now)",
+            file.display(),
+            sale.sale_id,
+            rfc3339(sale.ends_at)
+        );
+    }
     let done = db.load_sale(&sale).await?;
     let units: u64 = sale.skus.iter().map(|s| u64::from(s.stock_total)).sum();
     let what = match done {

@@ -1,11 +1,11 @@
 //! The OpenAPI document is a contract machines check: it validates, and Schemathesis drives a
 //! live edge from it (every phase, stateful included) without one disagreement.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Client, eventually, free_port};
+use crate::support::{Client, eventually, free_port, repo};
 
 /// A tool `make test` installs; the test fails, saying so, when it is missing.
 fn tool(var: &str) -> PathBuf {
@@ -14,10 +14,6 @@ fn tool(var: &str) -> PathBuf {
         Some(p) if p.exists() => p,
         _ => panic!("{var} does not name an installed tool: run the tests with `make test`"),
     }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 #[test]

@@ -41,3 +41,49 @@ async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
     assert!(elsewhere.path().join("demo-data/central.db").exists());
     demo.start_kill().expect("stop the demo");
 }
+
+/// The README's example sale file ran on a day now past: loading it as it is would put a sale that
+/// has already ended on the calendar, so it is refused with nothing loaded; `--starts-at now`
+/// runs the same sale from now, for its length.
+#[test]
+fn an_ended_sale_is_refused_and_starts_at_now_runs_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let central = format!("sqlite:{}", dir.path().join("central.db").display());
+    let example = crate::support::repo().join("schema/examples/sale.json");
+    let cart_host = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+            .arg("sale")
+            .args(args)
+            .args(["--central", &central])
+            .output()
+            .expect("cart-host sale runs")
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let refused = cart_host(&["load", example.to_str().expect("utf-8 path")]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("ended at"), "{}", text(&refused));
+    let listed = cart_host(&["list"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(!text(&listed).contains("noon-drop"), "{}", text(&listed));
+
+    let loaded = cart_host(&[
+        "load",
+        example.to_str().expect("utf-8 path"),
+        "--starts-at",
+        "now",
+    ]);
+    assert!(loaded.status.success(), "{}", text(&loaded));
+    let listed = text(&cart_host(&["list"]));
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("noon-drop"))
+        .unwrap_or_else(|| panic!("noon-drop listed:\n{listed}"));
+    assert!(row.contains("running"), "{row}");
+}
