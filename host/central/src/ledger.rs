@@ -683,7 +683,7 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
         );
     }
     for r in tx.query(
-        "SELECT sale_id, sku, stock_total, unallocated FROM skus",
+        "SELECT sale_id, sku, stock_total, unallocated, limit_per_customer FROM skus",
         &[],
     )? {
         let ledger = snap
@@ -692,6 +692,7 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
             .or_default();
         ledger.stock_total = r.int(2)?;
         ledger.unallocated = r.int(3)?;
+        ledger.limit_per_customer = r.int(4)?;
     }
     for (sql, which) in PER_EDGE_SUMS {
         for r in tx.query(sql, &[])? {
@@ -722,6 +723,37 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
         );
     }
     Ok(snap)
+}
+
+/// Each edge id in service (not retired), with the URL it registered.
+pub fn registry(tx: &mut dyn Tx) -> Result<Vec<(String, String)>, CentralError> {
+    tx.query(
+        "SELECT edge_id, url FROM edges WHERE retired_at IS NULL ORDER BY edge_id",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .collect()
+}
+
+/// A customer's home edge: the one recorded, or else `proposed`, recorded now.
+pub fn home_of(
+    tx: &mut dyn Tx,
+    customer_id: &str,
+    proposed: &str,
+    now: Millis,
+) -> Result<String, CentralError> {
+    tx.exec(
+        "INSERT INTO customers (customer_id, edge_id, since) VALUES ($1, $2, $3) \
+         ON CONFLICT (customer_id) DO NOTHING",
+        &[customer_id.into(), proposed.into(), now.into()],
+    )?;
+    tx.query_opt(
+        "SELECT edge_id FROM customers WHERE customer_id = $1",
+        &[customer_id.into()],
+    )?
+    .ok_or_else(|| CentralError::Decode(format!("no home recorded for {customer_id}")))?
+    .text(0)
 }
 
 /// The orders central holds for an edge, with their lines, by order id.

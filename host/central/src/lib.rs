@@ -214,6 +214,7 @@ pub struct SaleLedger {
 #[derive(Clone, Debug, Default)]
 pub struct SkuLedger {
     pub stock_total: i64,
+    pub limit_per_customer: i64,
     pub unallocated: i64,
     /// Per edge: units granted less units returned.
     pub allotted: BTreeMap<String, i64>,
@@ -322,6 +323,18 @@ impl Central {
     /// Changes whenever a sale is loaded, replaced or ended.
     pub async fn catalog_version(&self) -> Result<i64, CentralError> {
         self.transact(ledger::catalog_version).await
+    }
+
+    /// The fleet's registry: each edge id in service, with the URL it registered.
+    pub async fn registry(&self) -> Result<Vec<(String, String)>, CentralError> {
+        self.transact(ledger::registry).await
+    }
+
+    /// A customer's home edge (see [`ledger::home_of`]): the one recorded, or else `proposed`.
+    pub async fn home_of(&self, customer_id: &str, proposed: &str) -> Result<String, CentralError> {
+        let (customer, proposed) = (customer_id.to_owned(), proposed.to_owned());
+        self.transact(move |tx| ledger::home_of(tx, &customer, &proposed, wall_ms()))
+            .await
     }
 
     /// Claims an edge id for a process (see [`Claim`]).

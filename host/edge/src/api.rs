@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -35,14 +35,21 @@ pub const MAX_BODY: usize = 16 * 1024;
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(edge: Arc<Edge>) -> Router {
-    Router::new()
-        .route("/v1/carts", post(create_cart))
+    // A cart's requests go to the edge that owns it (crate::fleet).
+    let carts = Router::new()
         .route("/v1/carts/{cart_id}", get(get_cart))
         .route(
             "/v1/carts/{cart_id}/items/{sku}",
             put(set_item).delete(remove_item),
         )
         .route("/v1/carts/{cart_id}/checkout", post(checkout))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&edge),
+            crate::fleet::to_owner,
+        ));
+    Router::new()
+        .merge(carts)
+        .route("/v1/carts", post(create_cart))
         .route("/v1/skus", get(list_skus))
         .route("/v1/skus/{sku}", get(get_sku))
         .route("/v1/sales", get(list_sales))
@@ -96,8 +103,10 @@ fn route_label(path: &str) -> &'static str {
 
 // ---- storefront ------------------------------------------------------------------------------
 
-async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
-    let body = read_json(&edge, body).await?;
+async fn create_cart(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&edge, body).await?;
+    let body = parse_json_object(&bytes)?;
     let customer_id = match body.get("customer_id") {
         Some(Value::String(s)) if is_plain_id(s) => s.clone(),
         Some(_) => {
@@ -107,10 +116,24 @@ async fn create_cart(State(edge): State<Arc<Edge>>, body: Body) -> ApiResult {
         }
         None => return Err(ApiError::BadRequest("customer_id is required".into())),
     };
+    if let Some(home) = edge
+        .fleet
+        .place_cart(&edge, &customer_id, &parts, bytes)
+        .await?
+    {
+        return Ok(home);
+    }
     let (served, token) = shop::create(&edge, customer_id).await?;
     let mut view = CartJson::new(served.value, &edge.config.edge_id);
     view.cart_token = Some(token);
-    Ok(with_module(StatusCode::CREATED, view, &served.module))
+    let mut response = with_module(StatusCode::CREATED, view, &served.module);
+    if let Ok(id) = HeaderValue::from_str(&edge.config.edge_id) {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static(crate::fleet::CART_EDGE),
+            id,
+        );
+    }
+    Ok(response)
 }
 
 async fn get_cart(
@@ -347,12 +370,14 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
 
 async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
-    let (stock, carts, orders) = edge
-        .read(|c| {
+    let now = edge.clock.now();
+    let (stock, carts, orders, customers) = edge
+        .read(move |c| {
             Ok((
                 crate::edge_db::stock_rows(c)?,
                 crate::carts::units_in_carts(c)?,
                 crate::carts::orders(c)?,
+                crate::carts::units_per_customer(c, now)?,
             ))
         })
         .await
@@ -363,6 +388,7 @@ async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         stock,
         carts,
         orders,
+        customers,
     })
     .into_response())
 }
@@ -414,7 +440,9 @@ pub fn admin_auth(edge: &Edge, headers: &HeaderMap) -> Result<(), ApiError> {
         .config
         .admin_token
         .as_deref()
-        .ok_or(ApiError::Forbidden)?;
+        .ok_or(ApiError::Forbidden(
+            "operator API disabled: start the edge with --admin-token-file",
+        ))?;
     let given = bearer(headers).ok_or(ApiError::Unauthorized)?;
     // Compare digests, so the time taken says nothing about the token.
     if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
@@ -463,7 +491,7 @@ async fn read_body(edge: &Edge, body: Body) -> Result<axum::body::Bytes, ApiErro
     read_limited(body, MAX_BODY, edge.config.http.body_timeout).await
 }
 
-async fn read_limited(
+pub(crate) async fn read_limited(
     body: Body,
     limit: usize,
     within: std::time::Duration,
@@ -480,7 +508,11 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 
 /// Reads a JSON object body.
 async fn read_json(edge: &Edge, body: Body) -> Result<Value, ApiError> {
-    let value = parse_json(&read_body(edge, body).await?)?;
+    parse_json_object(&read_body(edge, body).await?)
+}
+
+fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
+    let value = parse_json(bytes)?;
     if value.is_object() {
         Ok(value)
     } else {

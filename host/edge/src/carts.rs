@@ -570,6 +570,39 @@ pub fn units_in_carts(conn: &Connection) -> rusqlite::Result<Vec<CartUnits>> {
     .collect()
 }
 
+/// A customer's held and bought units of one SKU on this edge.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CustomerUnits {
+    pub customer_id: String,
+    pub sale_id: String,
+    pub sku: String,
+    pub held: i64,
+    pub sold: i64,
+}
+
+/// What each customer holds (in holds that have not lapsed at `now`: the units the limit counts)
+/// and bought, per SKU: the audit checks the limits against it.
+pub fn units_per_customer(conn: &Connection, now: i64) -> rusqlite::Result<Vec<CustomerUnits>> {
+    conn.prepare_cached(
+        "SELECT c.customer_id, l.sale_id, l.sku, \
+           SUM(CASE WHEN l.held = 1 AND l.hold_expires_at > ?1 THEN l.quantity ELSE 0 END) AS held, \
+           SUM(CASE WHEN c.status = 'checked_out' THEN l.quantity ELSE 0 END) AS sold \
+         FROM cart_lines l JOIN carts c ON c.cart_id = l.cart_id \
+         GROUP BY c.customer_id, l.sale_id, l.sku HAVING held + sold > 0 \
+         ORDER BY c.customer_id, l.sale_id, l.sku",
+    )?
+    .query_map([now], |r| {
+        Ok(CustomerUnits {
+            customer_id: r.get(0)?,
+            sale_id: r.get(1)?,
+            sku: r.get(2)?,
+            held: r.get(3)?,
+            sold: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
 /// Every order placed here, with its lines, by order id.
 pub fn orders(conn: &Connection) -> rusqlite::Result<Vec<Order>> {
     let mut stmt = conn.prepare_cached(

@@ -44,6 +44,9 @@ pub struct EdgeConfig {
     /// When central keeps another history for this edge id, write it off and start this
     /// folder over (`serve --take-over`).
     pub take_over: bool,
+    /// Authenticates edge-to-edge calls; without it this edge neither forwards requests for
+    /// other edges' carts nor accepts forwarded ones.
+    pub fleet_secret: Option<String>,
 }
 
 impl EdgeConfig {
@@ -71,6 +74,7 @@ impl Default for EdgeConfig {
             trusted_keys: Vec::new(),
             fixed_rules: None,
             take_over: false,
+            fleet_secret: None,
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

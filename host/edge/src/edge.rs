@@ -15,6 +15,7 @@ use crate::clock::Clock;
 pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::edge_db::{self, StockLine};
 use crate::escrow::Allotments;
+use crate::fleet::{Fleet, Peer};
 use crate::identity::{Identity, Standing};
 use crate::metrics::Metrics;
 use crate::modules::{self, Modules, Trust};
@@ -42,6 +43,8 @@ pub struct Edge {
     pub sync: Mutex<SyncStatus>,
     /// Who this process is to central, and whether it may sell.
     pub identity: Identity,
+    /// The other edges, and where a cart's requests go.
+    pub fleet: Fleet,
     standing: Mutex<Standing>,
     readers: Arc<edge_db::Readers>,
 }
@@ -139,8 +142,22 @@ impl Edge {
                 Standing::Unclaimed { own_history }
             }
         };
+        let fleet = Fleet::new(&config.edge_id, config.fleet_secret.clone());
+        if standing == Standing::Claimed {
+            // An edge whose carts the fleet could not tell from another's does not start.
+            let registry = central.registry().await?;
+            fleet
+                .learn(
+                    registry
+                        .into_iter()
+                        .map(|(edge_id, url)| Peer { edge_id, url })
+                        .collect(),
+                )
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(Arc::new(Self {
             identity,
+            fleet,
             standing: Mutex::new(standing),
             url,
             clock: config.clock.clone(),

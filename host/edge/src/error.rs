@@ -19,8 +19,8 @@ pub enum ApiError {
     InvalidQuantity { max: u32 },
     #[error("missing or wrong token")]
     Unauthorized,
-    #[error("operator API disabled: start the edge with --admin-token-file")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("method not allowed")]
@@ -59,7 +59,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::InvalidQuantity { .. } => (StatusCode::BAD_REQUEST, "invalid_quantity"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::SoldOut { .. } => (StatusCode::CONFLICT, "sold_out"),

@@ -21,6 +21,8 @@
 //! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing;
 //!   [`calendar`]: the sales this edge serves, followed while it runs.
 //! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
+//! - [`fleet`]: one fleet behind one address: cart ids name their edge; requests for another
+//!   edge's cart are forwarded to it.
 //! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
@@ -37,6 +39,7 @@ pub mod edge;
 pub mod edge_db;
 pub mod error;
 pub mod escrow;
+pub mod fleet;
 pub mod http_client;
 pub mod identity;
 pub mod ids;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub events_delivered: Counter,
     pub grants_received: Counter,
+    pub forward_seconds: Histogram,
+    pub forward_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -38,6 +40,8 @@ impl Default for Metrics {
         let outbox_backlog = Gauge::default();
         let events_delivered = Counter::default();
         let grants_received = Counter::default();
+        let forward_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let forward_failures = Counter::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_seconds",
@@ -74,6 +78,16 @@ impl Default for Metrics {
             "Units central granted this edge",
             grants_received.clone(),
         );
+        registry.register(
+            "forwarded_seconds",
+            "Time the owning edge took to answer a request forwarded to it",
+            forward_seconds.clone(),
+        );
+        registry.register(
+            "forward_failures",
+            "Requests for another edge's cart that its owner did not answer (503)",
+            forward_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -84,6 +98,8 @@ impl Default for Metrics {
             outbox_backlog,
             events_delivered,
             grants_received,
+            forward_seconds,
+            forward_failures,
         }
     }
 }

@@ -49,7 +49,7 @@ pub async fn create(
     customer_id: String,
 ) -> Result<(Served<CartView>, String), ShopError> {
     selling(edge)?;
-    let (cart_id, token) = (ids::new_id("c"), ids::new_token());
+    let (cart_id, token) = (edge.fleet.new_cart_id(), ids::new_token());
     let (hash, now) = (ids::token_hash(&token), edge.clock.now());
     let module = edge.rules.get().version().to_owned();
     let view = edge

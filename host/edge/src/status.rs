@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::carts::{CartUnits, Order};
+use crate::carts::{CartUnits, CustomerUnits, Order};
 use crate::edge_db::{StockLine, StockRow};
 use crate::http_client::HttpClient;
 
@@ -53,6 +53,8 @@ pub struct EdgeBooks {
     pub carts: Vec<CartUnits>,
     /// Every order placed here.
     pub orders: Vec<Order>,
+    /// Each customer's held and bought units, per SKU.
+    pub customers: Vec<CustomerUnits>,
 }
 
 /// Fetches an edge's status with the operator token.

@@ -161,6 +161,7 @@ pub fn compare(snapshot: &Snapshot, edges: &[AuditedEdge], now: Millis) -> Audit
     for (key, ledger) in &snapshot.skus {
         check_sku(&mut report, snapshot, edges, key, ledger);
     }
+    check_limits(&mut report, snapshot, edges);
     for (sale_id, sale) in &snapshot.sales {
         if sale.ends_at <= now {
             check_final(&mut report, snapshot, sale_id);
@@ -286,6 +287,31 @@ fn compare_orders(report: &mut AuditReport, id: &str, edge: &[Order], central: &
             "central holds order {order_id} for edge {id}, which the edge never placed"
         ));
     }
+}
+
+/// Per customer and SKU, what they hold and bought on every edge together is within the SKU's
+/// limit.
+fn check_limits(report: &mut AuditReport, snapshot: &Snapshot, edges: &[AuditedEdge]) {
+    let mut units: BTreeMap<(&str, SkuKey), i64> = BTreeMap::new();
+    for c in edges.iter().flat_map(|e| &e.books.customers) {
+        *units
+            .entry((&c.customer_id, SkuKey::new(&c.sale_id, &c.sku)))
+            .or_default() += c.held + c.sold;
+    }
+    for ((customer, key), held_and_sold) in &units {
+        let limit = snapshot.skus.get(key).map_or(0, |l| l.limit_per_customer);
+        report.expect(
+            *held_and_sold <= limit,
+            format!(
+                "customer {customer} holds and bought {held_and_sold} of {key} across the \
+                 fleet, over its limit of {limit}"
+            ),
+        );
+    }
+    report.checked.push(format!(
+        "{} customer and SKU pair(s): held and bought across the fleet within the limit",
+        units.len()
+    ));
 }
 
 fn check_sku(

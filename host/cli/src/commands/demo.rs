@@ -72,6 +72,7 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
         "edge-1",
         "edge-2",
         "admin-token",
+        "fleet-secret",
     ] {
         let path = dir.join(stale);
         if path.is_dir() {
@@ -88,6 +89,9 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     let token = cart_edge::ids::new_token();
     let token_file = dir.join("admin-token");
     std::fs::write(&token_file, &token)?;
+    // The two edges answer for each other's carts.
+    let fleet_secret = cart_edge::ids::new_token();
+    std::fs::write(dir.join("fleet-secret"), &fleet_secret)?;
 
     let mut edges = Vec::new();
     for (i, edge_id) in ["edge-1", "edge-2"].into_iter().enumerate() {
@@ -102,6 +106,7 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
             central_url: central_url.clone(),
             module: config.module.clone(),
             admin_token: Some(token.clone()),
+            fleet_secret: Some(fleet_secret.clone()),
             ..EdgeConfig::default()
         };
         edges.push(server::start(listener, edge_config).await?);

@@ -29,7 +29,13 @@ pub struct ServeArgs {
     /// File holding the operator token; without it the operator API answers 403.
     #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
-    /// The URL central records for this edge (default: http:// and the listen address).
+    /// File holding the fleet secret, the same on every edge: with it, a request for another
+    /// edge's cart is forwarded to that edge (which must have it too) and its answer returned;
+    /// without it, this edge answers only for its own carts.
+    #[arg(long, env = "CART_FLEET_SECRET_FILE")]
+    fleet_secret_file: Option<PathBuf>,
+    /// The URL central records for this edge (default: http:// and the listen address); the
+    /// other edges forward requests for this edge's carts to it.
     #[arg(long, env = "CART_PUBLIC_URL")]
     public_url: Option<String>,
     /// Longest a guest call may run, in milliseconds.
@@ -79,6 +85,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         lease: Duration::from_secs(args.lease_secs),
         take_over: args.take_over,
+        fleet_secret: args
+            .fleet_secret_file
+            .as_deref()
+            .map(|f| super::read_secret(f, "fleet secret"))
+            .transpose()?,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -1,6 +1,6 @@
 //! The audit is trusted only because these tests show it failing: each tampers with one ledger
 //! (central's holds, central's sales, the exactly-once log, an edge's stock, an edge's outbox)
-//! and the audit must name what differs.
+//! or lets a customer past the limit, and the audit must name what differs.
 
 use std::time::Duration;
 
@@ -132,4 +132,33 @@ async fn the_audit_catches_a_lost_outbox_row() {
         "central records 1 held, the edge's carts hold 2",
     )
     .await;
+}
+
+/// Two edges outside a fleet (no fleet secret) count a customer's limit each on its own: the
+/// audit, which counts across the fleet, names the customer who passed it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_catches_a_customer_over_the_limit_across_islands() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 2)], -60)).await;
+    let (one, two) = (fleet.edge("edge-a").await, fleet.edge("edge-b").await);
+    for edge in [&one, &two] {
+        eventually("units at the edge", Duration::from_secs(10), || async {
+            edge.available("BAG-1").await >= 2
+        })
+        .await;
+        let cart = edge.create_cart("greedy").await;
+        assert_eq!(edge.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
+    }
+    let report = audit_report(
+        &fleet,
+        [one.url.clone(), two.url.clone()],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("customer greedy holds and bought 4 of test-sale/BAG-1")),
+        "{report}"
+    );
 }

@@ -24,6 +24,8 @@ mod storage;
 mod calendar;
 // Property tests of the rules and the store against a model of carts, holds and stock.
 mod model;
+// One fleet behind one address: forwarding to a cart's owner, the fleet secret, a dead owner.
+mod one_fleet;
 // The audit fails on each kind of tampered ledger.
 mod audit;
 // Untrusted input: anonymous demand, modules, second processes, slow clients, redeploys.

@@ -1,0 +1,407 @@
+//! One fleet behind one address: a cart's id names the edge that created it, and a request for a
+//! cart this edge does not own is forwarded, once, to the owner, whose answer goes back as it is.
+//!
+//! Edges find each other in central's registry (the URL each registered with `--public-url`),
+//! cached here and read again on a miss. A forwarded request carries the fleet secret and the
+//! storefront's own credentials (its cart token), nothing more, and is never forwarded again.
+//! Without a fleet secret an edge neither forwards nor accepts forwarded requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::api::read_limited;
+use crate::edge::Edge;
+use crate::error::ApiError;
+use crate::http_client::HttpClient;
+use crate::ids;
+
+/// Names the edge that owns the cart, on every answer about a cart.
+pub const CART_EDGE: &str = "x-cart-edge";
+/// Set by an edge that forwards a request: its edge id.
+pub const FORWARDED_BY: &str = "x-cart-forwarded-by";
+/// The fleet secret, on a forwarded request.
+pub const FLEET_SECRET: &str = "x-fleet-secret";
+
+/// What a forward passes on: the storefront's credentials and body, and the owner's answer.
+const REQUEST_HEADERS: [&str; 3] = ["authorization", "content-type", "idempotency-key"];
+const RESPONSE_HEADERS: [&str; 4] = ["content-type", "retry-after", "x-module-version", CART_EDGE];
+
+/// Central's registry is read again on a miss at most this often, so that ids naming no edge
+/// cannot turn into a stream of registry reads.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(100);
+/// Customers whose home this edge remembers, at most (then it forgets them all and asks again).
+const MAX_REMEMBERED_HOMES: usize = 100_000;
+/// A request that claims to come from an edge of the fleet and does not.
+const FORGED: ApiError = ApiError::Forbidden("a forwarded request without the fleet secret");
+/// Longest wait for the owner's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Another edge of the fleet, as central's registry has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub edge_id: String,
+    pub url: String,
+}
+
+/// This edge's place in the fleet.
+pub struct Fleet {
+    edge_id: String,
+    tag: String,
+    secret: Option<String>,
+    client: HttpClient,
+    /// Peers by tag.
+    peers: RwLock<HashMap<String, Peer>>,
+    /// When central's registry was last read; held while it is read.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Customers' home edges, as central recorded them.
+    homes: Mutex<HashMap<String, String>>,
+}
+
+/// The tag that names an edge inside the ids of the carts it creates: 8 hex digits of its id's
+/// SHA-256.
+pub fn edge_tag(edge_id: &str) -> String {
+    hex::encode(&Sha256::digest(edge_id.as_bytes())[..4])
+}
+
+/// The tag of the edge that created a cart, when `cart_id` has a cart id's shape.
+pub fn owner_tag(cart_id: &str) -> Option<&str> {
+    ids::is_id(cart_id, "c").then(|| &cart_id[2..10])
+}
+
+impl Fleet {
+    pub fn new(edge_id: &str, secret: Option<String>) -> Self {
+        Self {
+            edge_id: edge_id.to_owned(),
+            tag: edge_tag(edge_id),
+            secret,
+            client: HttpClient::new(FORWARD_TIMEOUT),
+            peers: RwLock::new(HashMap::new()),
+            refreshed: tokio::sync::Mutex::new(None),
+            homes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new cart id of this edge's.
+    pub fn new_cart_id(&self) -> String {
+        let random = ids::new_id("c");
+        format!("c_{}{}", self.tag, &random[10..])
+    }
+
+    /// Whether this edge created the cart.
+    pub fn owns(&self, cart_id: &str) -> bool {
+        owner_tag(cart_id) == Some(self.tag.as_str())
+    }
+
+    /// Replaces the registry's copy. Refuses a registry in which another edge's id has this
+    /// edge's tag: the fleet could not tell their carts apart.
+    pub fn learn(&self, registry: Vec<Peer>) -> Result<(), String> {
+        let mut peers: HashMap<String, Peer> = HashMap::new();
+        for peer in registry {
+            let tag = edge_tag(&peer.edge_id);
+            if tag == self.tag && peer.edge_id != self.edge_id {
+                return Err(format!(
+                    "edge ids {} and {} share the cart id tag {tag}: rename one",
+                    self.edge_id, peer.edge_id
+                ));
+            }
+            if let Some(other) = peers.get(&tag) {
+                tracing::error!(
+                    "edge ids {} and {} share the cart id tag {tag}: the carts of {} are not \
+                     forwarded; rename one",
+                    other.edge_id,
+                    peer.edge_id,
+                    peer.edge_id
+                );
+                continue;
+            }
+            peers.insert(tag, peer);
+        }
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        Ok(())
+    }
+
+    /// The peer with this tag: from the cache unless `stale`, else from central's registry.
+    /// `Ok(None)`: central's registry, read since this call began, knows no such edge. Reads of
+    /// the registry happen one at a time, [`REFRESH_AT_MOST_EVERY`] apart at most.
+    async fn peer(&self, edge: &Edge, tag: &str, stale: bool) -> Result<Option<Peer>, ApiError> {
+        if let Some(p) = self.cached(tag).filter(|_| !stale) {
+            return Ok(Some(p));
+        }
+        let began = Instant::now();
+        let mut last = self.refreshed.lock().await;
+        let fresh = last.is_some_and(|at| at >= began);
+        if !fresh {
+            // Wait for the next read due: ids that name no edge cost central at most a read
+            // per interval, and their senders the wait.
+            if let Some(at) = *last {
+                tokio::time::sleep_until((at + REFRESH_AT_MOST_EVERY).into()).await;
+            }
+            let registry = edge
+                .central
+                .registry()
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("the fleet's registry: {e}")))?;
+            *last = Some(Instant::now());
+            let registry = registry
+                .into_iter()
+                .map(|(edge_id, url)| Peer { edge_id, url })
+                .collect();
+            if let Err(clash) = self.learn(registry) {
+                tracing::error!("{clash}");
+            }
+        }
+        Ok(self.cached(tag))
+    }
+
+    fn cached(&self, tag: &str) -> Option<Peer> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tag)
+            .cloned()
+    }
+
+    /// Whether a request claiming to come from a peer carries the fleet secret.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let given = headers.get(FLEET_SECRET).map(HeaderValue::as_bytes);
+        match (&self.secret, given) {
+            // Compare digests, so the time taken says nothing about the secret.
+            (Some(secret), Some(given)) => Sha256::digest(given) == Sha256::digest(secret),
+            _ => false,
+        }
+    }
+
+    /// Sends the request to the owner and returns its answer.
+    async fn forward(
+        &self,
+        edge: &Edge,
+        peer: &Peer,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let secret = self.secret.as_deref().unwrap_or_default();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("{}{path}", peer.url.trim_end_matches('/'));
+        let mut headers: Vec<(&str, &str)> = REQUEST_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(*name)?.to_str().ok()?;
+                Some((*name, value))
+            })
+            .collect();
+        headers.push((FORWARDED_BY, &self.edge_id));
+        headers.push((FLEET_SECRET, secret));
+        let started = Instant::now();
+        let answer = self
+            .client
+            .send(parts.method.clone(), &url, &headers, body)
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "the cart's edge {} does not answer: {e:#}",
+                    peer.edge_id
+                ))
+            })?;
+        edge.metrics
+            .forward_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let mut response = Response::new(Body::from(answer.body));
+        *response.status_mut() = answer.status;
+        for name in RESPONSE_HEADERS {
+            if let Some(value) = answer.headers.get(name) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        Ok(response)
+    }
+
+    /// Forwards to the owner named by `tag`; when it does not answer, asks central whether it
+    /// moved (a restart on another address) and tries its new address once.
+    async fn forward_to_owner(
+        &self,
+        edge: &Edge,
+        tag: &str,
+        req: Request,
+    ) -> Result<Response, ApiError> {
+        // No edge of the fleet made this id: there is no such cart.
+        let peer = self
+            .peer(edge, tag, false)
+            .await?
+            .ok_or(ApiError::NotFound("cart"))?;
+        let (parts, body) = req.into_parts();
+        let body = read_limited(body, crate::api::MAX_BODY, edge.config.http.body_timeout).await?;
+        let failed = match self.forward(edge, &peer, &parts, body.clone()).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let moved = self
+            .peer(edge, tag, true)
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.url != peer.url);
+        let answer = match moved {
+            Some(moved) => self.forward(edge, &moved, &parts, body).await,
+            None => Err(failed),
+        };
+        if answer.is_err() {
+            edge.metrics.forward_failures.inc();
+        }
+        answer
+    }
+}
+
+impl Fleet {
+    /// Where a new cart of this customer's is made: `None` here, or the response of the
+    /// customer's home edge, to which the request went. Every cart of a customer is kept by
+    /// their home edge (recorded at central by the first edge their cart was made on), so the
+    /// per-customer limit, counted by the rules over the customer's carts and orders on one
+    /// edge, holds across the fleet. Not in a fleet (no secret): here, as a lone edge.
+    pub(crate) async fn place_cart(
+        &self,
+        edge: &Edge,
+        customer_id: &str,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Option<Response>, ApiError> {
+        if self.secret.is_none() {
+            return Ok(None);
+        }
+        let forwarded = parts.headers.contains_key(FORWARDED_BY);
+        if forwarded && !self.admits(&parts.headers) {
+            return Err(FORGED);
+        }
+        let home = self.home_of(edge, customer_id).await?;
+        if home == self.edge_id {
+            return Ok(None);
+        }
+        if forwarded {
+            return Err(ApiError::Unavailable(format!(
+                "the customer's carts are kept by {home}, not {}",
+                self.edge_id
+            )));
+        }
+        let peer = self
+            .peer(edge, &edge_tag(&home), false)
+            .await?
+            .filter(|p| p.edge_id == home)
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
+            })?;
+        let answer = self.forward(edge, &peer, parts, body).await;
+        if answer.is_err() {
+            edge.metrics.forward_failures.inc();
+        }
+        answer.map(Some)
+    }
+
+    /// A customer's home edge: remembered, or from central (which records this edge when it
+    /// knows none). Central down and the customer unknown here: `503`, so that no customer
+    /// gets a second home, and a second limit, while it is away.
+    async fn home_of(&self, edge: &Edge, customer_id: &str) -> Result<String, ApiError> {
+        if let Some(home) = self.homes().get(customer_id) {
+            return Ok(home.clone());
+        }
+        let home = edge
+            .central
+            .home_of(customer_id, &self.edge_id)
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "central does not answer where this customer's carts are kept: {e}"
+                ))
+            })?;
+        let mut homes = self.homes();
+        if homes.len() >= MAX_REMEMBERED_HOMES {
+            homes.clear();
+        }
+        homes.insert(customer_id.to_owned(), home.clone());
+        Ok(home)
+    }
+
+    fn homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.homes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Middleware on the `/v1/carts/{cart_id}...` routes: serves the carts this edge owns, forwards
+/// the others to their owner.
+pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    let fleet = &edge.fleet;
+    let cart_id = req.uri().path().split('/').nth(3).unwrap_or_default();
+    let Some(tag) = owner_tag(cart_id).map(str::to_owned) else {
+        return next.run(req).await;
+    };
+    let forwarded = req.headers().contains_key(FORWARDED_BY);
+    if forwarded && !fleet.admits(req.headers()) {
+        return FORGED.into_response();
+    }
+    if tag == fleet.tag || fleet.secret.is_none() {
+        let mut response = next.run(req).await;
+        if tag == fleet.tag
+            && let Ok(id) = HeaderValue::from_str(&fleet.edge_id)
+        {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(CART_EDGE), id);
+        }
+        return response;
+    }
+    if forwarded {
+        // The forwarding edge took this edge for the owner: its registry is out of date. One
+        // hop only, so the storefront retries.
+        return ApiError::Unavailable(format!(
+            "the cart belongs to another edge than {}",
+            fleet.edge_id
+        ))
+        .into_response();
+    }
+    fleet
+        .forward_to_owner(&edge, &tag, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cart_id_names_the_edge_that_made_it() {
+        let fleet = Fleet::new("edge-1", None);
+        let id = fleet.new_cart_id();
+        assert!(ids::is_id(&id, "c"), "{id}");
+        assert!(fleet.owns(&id));
+        assert!(!Fleet::new("edge-2", None).owns(&id));
+        assert_eq!(owner_tag(&id), Some(edge_tag("edge-1").as_str()));
+        assert_eq!(owner_tag("c_../../etc"), None);
+        assert_ne!(fleet.new_cart_id(), id);
+    }
+
+    #[test]
+    fn a_registry_where_another_edge_shares_this_edges_tag_is_refused() {
+        let fleet = Fleet::new("edge-1", None);
+        let peer = |edge_id: &str| Peer {
+            edge_id: edge_id.into(),
+            url: format!("http://{edge_id}"),
+        };
+        assert_eq!(fleet.learn(vec![peer("edge-1"), peer("edge-2")]), Ok(()));
+        assert_eq!(fleet.cached(&edge_tag("edge-2")), Some(peer("edge-2")));
+        // As if edge-1 and edge-2 had ids whose digests begin alike.
+        let mut unlucky = Fleet::new("edge-1", None);
+        unlucky.tag = edge_tag("edge-2");
+        let refused = unlucky.learn(vec![peer("edge-1"), peer("edge-2")]);
+        assert!(refused.is_err_and(|e| e.contains("rename one")));
+    }
+}

@@ -1,0 +1,8 @@
+-- Each customer's home edge: the edge that keeps all of the customer's carts, so that the
+-- per-customer limit is counted in one place across the fleet. Recorded by the first edge a
+-- customer's cart is created on; a drained edge's customers move with its carts.
+CREATE TABLE customers (
+    customer_id TEXT PRIMARY KEY,
+    edge_id     TEXT NOT NULL,
+    since       BIGINT NOT NULL
+);
