@@ -47,7 +47,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
             Arc::clone(&edge),
             crate::fleet::to_owner,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(carts)
         .route("/v1/carts", post(create_cart))
         .route("/v1/skus", get(list_skus))
@@ -61,8 +61,34 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/admin/modules/{version}/activate", post(activate_module))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(Arc::clone(&edge), observe))
-        .with_state(edge)
+        .layer(middleware::from_fn_with_state(Arc::clone(&edge), observe));
+    let router = match cors(&edge.config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(edge)
+}
+
+/// CORS for a browser storefront on another origin: preflights answered, the cart token and
+/// idempotency key allowed in, the owner and module headers let out.
+fn cors(origins: &[HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    (!origins.is_empty()).then(|| {
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                header::RETRY_AFTER,
+                HeaderName::from_static(crate::fleet::CART_EDGE),
+                HeaderName::from_static("x-module-version"),
+            ])
+            .max_age(std::time::Duration::from_secs(600))
+    })
 }
 
 /// Counts and times every request by route and status.

@@ -47,6 +47,8 @@ pub struct EdgeConfig {
     /// Authenticates edge-to-edge calls; without it this edge neither forwards requests for
     /// other edges' carts nor accepts forwarded ones.
     pub fleet_secret: Option<String>,
+    /// Browser origins allowed to call the API (CORS); none: no CORS headers at all.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 impl EdgeConfig {
@@ -75,6 +77,7 @@ impl Default for EdgeConfig {
             fixed_rules: None,
             take_over: false,
             fleet_secret: None,
+            cors_origins: Vec::new(),
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

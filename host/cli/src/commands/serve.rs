@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// File holding the operator token; without it the operator API answers 403.
     #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// A browser origin (`https://shop.example`) allowed to call this edge's API: CORS
+    /// preflights are answered and headers set for it. Repeat for each; none: no CORS headers.
+    #[arg(long = "cors-origin", value_parser = parse_origin)]
+    cors_origins: Vec<hyper::http::HeaderValue>,
     /// File holding the fleet secret, the same on every edge: with it, a request for another
     /// edge's cart is forwarded to that edge (which must have it too) and its answer returned;
     /// without it, this edge answers only for its own carts.
@@ -85,6 +89,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         lease: Duration::from_secs(args.lease_secs),
         take_over: args.take_over,
+        cors_origins: args.cors_origins,
         fleet_secret: args
             .fleet_secret_file
             .as_deref()
@@ -97,4 +102,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", args.listen))?;
     cart_edge::server::run(listener, config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An origin as browsers send it: scheme, host and optional port, no path.
+fn parse_origin(s: &str) -> Result<hyper::http::HeaderValue, String> {
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let plain = uri.scheme().is_some()
+        && uri.authority().is_some()
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && !s.ends_with('/');
+    if !plain {
+        return Err(format!(
+            "{s:?} is not an origin: scheme://host[:port], as in https://shop.example"
+        ));
+    }
+    hyper::http::HeaderValue::from_str(s).map_err(|e| format!("{s:?}: {e}"))
 }

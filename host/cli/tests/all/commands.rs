@@ -87,3 +87,25 @@ fn an_ended_sale_is_refused_and_starts_at_now_runs_it() {
         .unwrap_or_else(|| panic!("noon-drop listed:\n{listed}"));
     assert!(row.contains("running"), "{row}");
 }
+
+/// `serve --cors-origin` takes an origin as browsers send it, and nothing else.
+#[test]
+fn a_cors_origin_with_a_path_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args([
+            "serve",
+            "--data",
+            "unused",
+            "--edge-id",
+            "e",
+            "--central",
+            "sqlite:unused",
+        ])
+        .args(["--cors-origin", "https://shop.example/cart"])
+        .output()
+        .expect("cart-host runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("is not an origin"), "{said}");
+    assert!(!std::path::Path::new("unused").exists());
+}

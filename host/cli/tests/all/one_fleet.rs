@@ -366,3 +366,84 @@ async fn a_customers_limit_holds_across_the_fleet() {
     assert_eq!(most_any_customer_has(&clients).await, LIMIT);
     audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
 }
+
+/// A browser storefront on another origin: with `--cors-origin` the edge answers its preflight and
+/// lets it read the owner's header; other origins, and edges without the flag, get no CORS
+/// headers at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storefront_on_an_allowed_origin_may_call_from_the_browser() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 2)], -1)).await;
+    let shop = "https://shop.example";
+    let open = fleet
+        .edge_with(cart_edge::config::EdgeConfig {
+            cors_origins: vec![hyper::header::HeaderValue::from_static(shop)],
+            ..fleet.config("edge-1")
+        })
+        .await;
+    let closed = fleet.edge("edge-2").await;
+    let preflight = |origin: &'static str| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "PUT"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
+        ]
+    };
+    let allowed = |r: &cart_edge::http_client::HttpResponse| {
+        r.headers
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+
+    let r = open
+        .send(
+            Method::OPTIONS,
+            "/v1/carts/c_x/items/BAG-1",
+            None,
+            &preflight(shop),
+            "",
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    assert_eq!(allowed(&r).as_deref(), Some(shop));
+    let methods = r
+        .headers
+        .get("access-control-allow-methods")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert!(methods.is_some_and(|m| m.contains("PUT")));
+
+    let r = open
+        .send(
+            Method::POST,
+            "/v1/carts",
+            None,
+            &[("origin", shop)],
+            r#"{"customer_id":"c-1"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(allowed(&r).as_deref(), Some(shop));
+    let exposed = r
+        .headers
+        .get("access-control-expose-headers")
+        .map(|v| v.to_str().unwrap_or_default().to_lowercase());
+    assert!(
+        exposed.is_some_and(|h| h.contains("x-cart-edge")),
+        "{:?}",
+        r.headers
+    );
+
+    for (edge, origin) in [(&open, "https://evil.example"), (&closed, shop)] {
+        let r = edge
+            .send(Method::OPTIONS, "/v1/carts", None, &preflight(origin), "")
+            .await;
+        assert_eq!(allowed(&r), None, "{origin}: {:?}", r.headers);
+        let r = edge
+            .send(Method::GET, "/v1/skus", None, &[("origin", origin)], "")
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(allowed(&r), None, "{origin}: {:?}", r.headers);
+    }
+}
