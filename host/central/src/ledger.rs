@@ -743,6 +743,11 @@ pub fn home_of(
     proposed: &str,
     now: Millis,
 ) -> Result<String, CentralError> {
+    let select = "SELECT edge_id FROM customers WHERE customer_id = $1";
+    if let Some(home) = tx.query_opt(select, &[customer_id.into()])? {
+        return home.text(0);
+    }
+    // Two edges may propose at once: the first to commit is the home.
     tx.exec(
         "INSERT INTO customers (customer_id, edge_id, since) VALUES ($1, $2, $3) \
          ON CONFLICT (customer_id) DO NOTHING",

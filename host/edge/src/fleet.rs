@@ -52,6 +52,12 @@ pub struct Peer {
     pub url: String,
 }
 
+/// When central's registry was read, and whether it answered.
+struct RegistryRead {
+    at: Instant,
+    ok: bool,
+}
+
 /// This edge's place in the fleet.
 pub struct Fleet {
     edge_id: String,
@@ -60,8 +66,8 @@ pub struct Fleet {
     client: HttpClient,
     /// Peers by tag.
     peers: RwLock<HashMap<String, Peer>>,
-    /// When central's registry was last read; held while it is read.
-    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Central's registry's last read; held while it is read.
+    refreshed: tokio::sync::Mutex<Option<RegistryRead>>,
     /// Customers' home edges, as central recorded them.
     homes: Mutex<HashMap<String, String>>,
 }
@@ -131,35 +137,57 @@ impl Fleet {
 
     /// The peer with this tag: from the cache unless `stale`, else from central's registry.
     /// `Ok(None)`: central's registry, read since this call began, knows no such edge. Reads of
-    /// the registry happen one at a time, [`REFRESH_AT_MOST_EVERY`] apart at most.
+    /// the registry happen one at a time, at least [`REFRESH_AT_MOST_EVERY`] apart.
     async fn peer(&self, edge: &Edge, tag: &str, stale: bool) -> Result<Option<Peer>, ApiError> {
         if let Some(p) = self.cached(tag).filter(|_| !stale) {
             return Ok(Some(p));
         }
         let began = Instant::now();
         let mut last = self.refreshed.lock().await;
-        let fresh = last.is_some_and(|at| at >= began);
-        if !fresh {
-            // Wait for the next read due: ids that name no edge cost central at most a read
-            // per interval, and their senders the wait.
-            if let Some(at) = *last {
-                tokio::time::sleep_until((at + REFRESH_AT_MOST_EVERY).into()).await;
+        // A read that began after this call did answers for it, failed or not.
+        let fresh = last
+            .as_ref()
+            .filter(|read| read.at >= began)
+            .map(|read| read.ok);
+        let ok = match fresh {
+            Some(ok) => ok,
+            None => {
+                // Wait for the next read due: ids that name no edge cost central at most a read
+                // per interval, and their senders the wait.
+                if let Some(read) = &*last {
+                    tokio::time::sleep_until((read.at + REFRESH_AT_MOST_EVERY).into()).await;
+                }
+                let at = Instant::now();
+                let registry = edge.central.registry().await;
+                *last = Some(RegistryRead {
+                    at,
+                    ok: registry.is_ok(),
+                });
+                match registry {
+                    Ok(registry) => {
+                        self.learn(
+                            registry
+                                .into_iter()
+                                .map(|(edge_id, url)| Peer { edge_id, url })
+                                .collect(),
+                        )
+                        .unwrap_or_else(|clash| tracing::error!("{clash}"));
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("reading the fleet's registry: {e}");
+                        false
+                    }
+                }
             }
-            let registry = edge
-                .central
-                .registry()
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("the fleet's registry: {e}")))?;
-            *last = Some(Instant::now());
-            let registry = registry
-                .into_iter()
-                .map(|(edge_id, url)| Peer { edge_id, url })
-                .collect();
-            if let Err(clash) = self.learn(registry) {
-                tracing::error!("{clash}");
-            }
+        };
+        match self.cached(tag) {
+            Some(p) => Ok(Some(p)),
+            None if ok => Ok(None),
+            None => Err(ApiError::Unavailable(
+                "central does not answer for the fleet's registry".into(),
+            )),
         }
-        Ok(self.cached(tag))
     }
 
     fn cached(&self, tag: &str) -> Option<Peer> {
@@ -174,8 +202,7 @@ impl Fleet {
     fn admits(&self, headers: &HeaderMap) -> bool {
         let given = headers.get(FLEET_SECRET).map(HeaderValue::as_bytes);
         match (&self.secret, given) {
-            // Compare digests, so the time taken says nothing about the secret.
-            (Some(secret), Some(given)) => Sha256::digest(given) == Sha256::digest(secret),
+            (Some(secret), Some(given)) => ids::same_secret(given, secret),
             _ => false,
         }
     }
@@ -226,22 +253,17 @@ impl Fleet {
         Ok(response)
     }
 
-    /// Forwards to the owner named by `tag`; when it does not answer, asks central whether it
-    /// moved (a restart on another address) and tries its new address once.
-    async fn forward_to_owner(
+    /// Forwards to `peer`, the edge with `tag`; when it does not answer, asks central whether
+    /// it moved (a restart on another address) and tries its new address once.
+    async fn forward_to(
         &self,
         edge: &Edge,
         tag: &str,
-        req: Request,
+        peer: Peer,
+        parts: &Parts,
+        body: Bytes,
     ) -> Result<Response, ApiError> {
-        // No edge of the fleet made this id: there is no such cart.
-        let peer = self
-            .peer(edge, tag, false)
-            .await?
-            .ok_or(ApiError::NotFound("cart"))?;
-        let (parts, body) = req.into_parts();
-        let body = read_limited(body, crate::api::MAX_BODY, edge.config.http.body_timeout).await?;
-        let failed = match self.forward(edge, &peer, &parts, body.clone()).await {
+        let failed = match self.forward(edge, &peer, parts, body.clone()).await {
             Ok(answer) => return Ok(answer),
             Err(e) => e,
         };
@@ -252,7 +274,7 @@ impl Fleet {
             .flatten()
             .filter(|p| p.url != peer.url);
         let answer = match moved {
-            Some(moved) => self.forward(edge, &moved, &parts, body).await,
+            Some(moved) => self.forward(edge, &moved, parts, body).await,
             None => Err(failed),
         };
         if answer.is_err() {
@@ -292,18 +314,17 @@ impl Fleet {
                 self.edge_id
             )));
         }
+        let tag = edge_tag(&home);
         let peer = self
-            .peer(edge, &edge_tag(&home), false)
+            .peer(edge, &tag, false)
             .await?
             .filter(|p| p.edge_id == home)
             .ok_or_else(|| {
                 ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
             })?;
-        let answer = self.forward(edge, &peer, parts, body).await;
-        if answer.is_err() {
-            edge.metrics.forward_failures.inc();
-        }
-        answer.map(Some)
+        self.forward_to(edge, &tag, peer, parts, body)
+            .await
+            .map(Some)
     }
 
     /// A customer's home edge: remembered, or from central (which records this edge when it
@@ -340,18 +361,24 @@ impl Fleet {
 pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
     let fleet = &edge.fleet;
     let cart_id = req.uri().path().split('/').nth(3).unwrap_or_default();
+    if cart_id.contains('%') {
+        // Cart ids never need escaping: an escaped one names no cart (and would pass here
+        // unrouted).
+        return ApiError::NotFound("cart").into_response();
+    }
     let Some(tag) = owner_tag(cart_id).map(str::to_owned) else {
         return next.run(req).await;
     };
-    let forwarded = req.headers().contains_key(FORWARDED_BY);
+    let (owned, forwarded) = (
+        fleet.owns(cart_id),
+        req.headers().contains_key(FORWARDED_BY),
+    );
     if forwarded && !fleet.admits(req.headers()) {
         return FORGED.into_response();
     }
-    if tag == fleet.tag || fleet.secret.is_none() {
+    if owned || fleet.secret.is_none() {
         let mut response = next.run(req).await;
-        if tag == fleet.tag
-            && let Ok(id) = HeaderValue::from_str(&fleet.edge_id)
-        {
+        if owned && let Ok(id) = HeaderValue::from_str(&fleet.edge_id) {
             response
                 .headers_mut()
                 .insert(HeaderName::from_static(CART_EDGE), id);
@@ -367,10 +394,20 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
         ))
         .into_response();
     }
-    fleet
-        .forward_to_owner(&edge, &tag, req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let peer = match fleet.peer(&edge, &tag, false).await {
+        Ok(Some(peer)) => peer,
+        // No edge of the fleet has this tag: a cart made before cart ids named their edge, or
+        // none; this edge's answer is the right one either way.
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    let answer = match read_limited(body, crate::api::MAX_BODY, edge.config.http.body_timeout).await
+    {
+        Ok(body) => fleet.forward_to(&edge, &tag, peer, &parts, body).await,
+        Err(e) => Err(e),
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Whether a secret someone gave is the expected one. Compares digests, so the time taken says
+/// nothing about the secret.
+pub fn same_secret(given: &[u8], expected: &str) -> bool {
+    Sha256::digest(given) == Sha256::digest(expected.as_bytes())
+}
+
 /// Whether `s` could be an id made by [`new_id`] with this prefix.
 pub fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)

@@ -69,6 +69,11 @@ impl RunningEdge {
 /// Starts an edge on `listener` and returns once it is serving.
 pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let addr = listener.local_addr()?;
+    anyhow::ensure!(
+        config.public_url.is_some() || config.fleet_secret.is_none() || !addr.ip().is_unspecified(),
+        "listening on {addr}, the other edges need to be told where to reach this one: \
+         pass --public-url"
+    );
     let url = config
         .public_url
         .clone()

@@ -259,9 +259,33 @@ async fn a_dead_owners_carts_answer_503_until_it_returns() {
         json!("unavailable")
     );
 
+    // The customer's next cart belongs on their home edge too: not now.
+    let (status, body) = two
+        .client
+        .call(
+            Method::POST,
+            "/v1/carts",
+            None,
+            json!({"customer_id": "c-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
     // Restarted on its folder, on a new port after its lease lapsed.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let again = start(&fleet, "edge-1", &lease).await;
+    // The first create through the other edge finds the home's new address.
+    let (status, body) = two
+        .client
+        .call(
+            Method::POST,
+            "/v1/carts",
+            None,
+            json!({"customer_id": "c-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["edge_id"], json!("edge-1"));
     // The first forward after the restart finds the new address (central's registry).
     crate::support::eventually("the owner's new address", Duration::from_secs(10), || {
         let (two, cart) = (two.client.clone(), cart.clone());
