@@ -3,32 +3,11 @@
 
 use std::time::Duration;
 
-use cart_central::sale::Sale;
-use cart_central::time::{rfc3339, wall_ms};
 use cart_central::{Central, CentralError, Loaded};
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::support::{Fleet, TestEdge, audit_report, eventually};
-
-/// A sale of `skus` (code, stock, limit) from `starts_in` to `ends_in` seconds from now.
-fn sale_of(id: &str, skus: &[(&str, u32, u32)], starts_in: i64, ends_in: i64) -> Sale {
-    let now = wall_ms();
-    let skus: Vec<Value> = skus
-        .iter()
-        .map(|(sku, stock, limit)| {
-            json!({"sku": sku, "name": format!("{sku} item"), "price_cents": 1000,
-                   "stock": stock, "limit_per_customer": limit})
-        })
-        .collect();
-    Sale::parse(
-        &json!({"sale_id": id, "starts_at": rfc3339(now + starts_in * 1000),
-                "ends_at": rfc3339(now + ends_in * 1000), "hold_ttl_seconds": 600,
-                "skus": skus})
-        .to_string(),
-    )
-    .expect("a valid sale")
-}
+use crate::support::{Fleet, TestEdge, audit_report, eventually, sale_of};
 
 async fn sales(edge: &TestEdge) -> Vec<String> {
     let (status, body) = edge.call(Method::GET, "/v1/sales", None, Value::Null).await;

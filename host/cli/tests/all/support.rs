@@ -54,6 +54,11 @@ pub fn faulty_wasm() -> PathBuf {
 
 /// A sale starting `starts_in_secs` from now (negative: already started).
 pub fn sale(skus: &[(&str, u32, u32)], starts_in_secs: i64) -> Sale {
+    sale_of("test-sale", skus, starts_in_secs, starts_in_secs + 86_400)
+}
+
+/// A sale of `skus` (code, stock, limit) from `starts_in` to `ends_in` seconds from now.
+pub fn sale_of(id: &str, skus: &[(&str, u32, u32)], starts_in: i64, ends_in: i64) -> Sale {
     let now = wall_ms();
     let skus: Vec<Value> = skus
         .iter()
@@ -62,9 +67,13 @@ pub fn sale(skus: &[(&str, u32, u32)], starts_in_secs: i64) -> Sale {
                    "stock": stock, "limit_per_customer": limit})
         })
         .collect();
-    let text = json!({"sale_id": "test-sale", "starts_at": rfc3339(now + starts_in_secs * 1000),
-                      "hold_ttl_seconds": 600, "skus": skus});
-    Sale::parse(&text.to_string()).expect("test sale")
+    Sale::parse(
+        &json!({"sale_id": id, "starts_at": rfc3339(now + starts_in * 1000),
+                "ends_at": rfc3339(now + ends_in * 1000), "hold_ttl_seconds": 600,
+                "skus": skus})
+        .to_string(),
+    )
+    .expect("a valid sale")
 }
 
 /// The ledger of one of the test sale's SKUs in a central snapshot.
