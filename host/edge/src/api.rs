@@ -396,13 +396,16 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
 async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let now = edge.clock.now();
-    let (stock, carts, orders, customers) = edge
+    let (stock, carts, orders, customers, mark) = edge
         .read(move |c| {
+            // One snapshot: the counters, the carts and the mark as of one commit.
+            let _snapshot = c.unchecked_transaction()?;
             Ok((
                 crate::edge_db::stock_rows(c)?,
                 crate::carts::units_in_carts(c)?,
                 crate::carts::orders(c)?,
                 crate::carts::units_per_customer(c, now)?,
+                crate::edge_db::books_mark(c)?,
             ))
         })
         .await
@@ -414,6 +417,7 @@ async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         carts,
         orders,
         customers,
+        mark,
     })
     .into_response())
 }

@@ -340,6 +340,46 @@ pub fn in_flight(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
+/// How far an edge's dealings with central have gone: grant requests and returns ever recorded,
+/// the highest outbox sequence number written, and what of each is still on its way. Equal marks
+/// read before and after a read of central mean nothing passed between the two in between, so
+/// the audit compares books and central as of one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BooksMark {
+    pub grants: i64,
+    pub grants_open: i64,
+    pub returns: i64,
+    pub returns_open: i64,
+    pub highest_seq: i64,
+    pub delivered_seq: i64,
+}
+
+impl BooksMark {
+    /// Nothing on its way to or from central.
+    pub fn settled(&self) -> bool {
+        self.grants_open == 0 && self.returns_open == 0 && self.highest_seq == self.delivered_seq
+    }
+}
+
+pub fn books_mark(conn: &Connection) -> rusqlite::Result<BooksMark> {
+    let (grants, grants_open, returns, returns_open) = conn
+        .prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM grants), \
+                    (SELECT COUNT(*) FROM grants WHERE granted IS NULL), \
+                    (SELECT COUNT(*) FROM unit_returns), \
+                    (SELECT COUNT(*) FROM unit_returns WHERE confirmed_at IS NULL)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(BooksMark {
+        grants,
+        grants_open,
+        returns,
+        returns_open,
+        highest_seq: highest_seq(conn)?,
+        delivered_seq: delivered_seq(conn)?,
+    })
+}
+
 /// When the oldest undelivered outbox event was written, if any is.
 pub fn oldest_undelivered(conn: &Connection) -> rusqlite::Result<Option<Millis>> {
     conn.prepare_cached("SELECT MIN(created_at) FROM outbox")?

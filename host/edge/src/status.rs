@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::carts::{CartUnits, CustomerUnits, Order};
-use crate::edge_db::{StockLine, StockRow};
+use crate::edge_db::{BooksMark, StockLine, StockRow};
 use crate::http_client::HttpClient;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +55,8 @@ pub struct EdgeBooks {
     pub orders: Vec<Order>,
     /// Each customer's held and bought units, per SKU.
     pub customers: Vec<CustomerUnits>,
+    /// How far its dealings with central had gone when these books were read.
+    pub mark: BooksMark,
 }
 
 /// Fetches an edge's status with the operator token.

@@ -119,30 +119,44 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
     let client = HttpClient::default();
     let token = config.admin_token.as_deref();
 
-    // Wait for every outbox to drain, so central has heard everything the edges committed.
+    // The fleet runs while it is audited: grants, returns and events move between the edges and
+    // central. Each round reads every edge's books, then central, then the books again; equal,
+    // settled marks on both sides mean nothing moved in between, so the books and central are
+    // compared as of one moment. Rounds repeat until then, or until the deadline.
     let deadline = Instant::now() + config.wait;
-    let statuses = loop {
+    loop {
         let mut statuses = Vec::with_capacity(urls.len());
+        let mut books = Vec::with_capacity(urls.len());
         for url in &urls {
             statuses.push(status::fetch(&client, url, token).await?);
+            books.push(status::fetch_books(&client, url, token).await?);
         }
-        if statuses.iter().all(EdgeStatus::settled) || Instant::now() >= deadline {
-            break statuses;
+        let snapshot = central.snapshot().await?;
+        let mut central_orders = Vec::with_capacity(urls.len());
+        let mut still = true;
+        for ((url, status), books) in urls.iter().zip(&statuses).zip(&books) {
+            central_orders.push(central.orders_of(&status.edge_id).await?);
+            let again = status::fetch_books(&client, url, token).await?;
+            still &= status.settled()
+                && books.mark.settled()
+                && again.mark == books.mark
+                && status.delivered_seq == books.mark.delivered_seq;
+        }
+        if still || Instant::now() >= deadline {
+            let edges: Vec<AuditedEdge> = statuses
+                .into_iter()
+                .zip(books)
+                .zip(central_orders)
+                .map(|((status, books), central_orders)| AuditedEdge {
+                    status,
+                    books,
+                    central_orders,
+                })
+                .collect();
+            return Ok(compare(&snapshot, &edges, wall_ms()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut edges = Vec::with_capacity(urls.len());
-    for (url, status) in urls.iter().zip(statuses) {
-        let books = status::fetch_books(&client, url, token).await?;
-        let central_orders = central.orders_of(&status.edge_id).await?;
-        edges.push(AuditedEdge {
-            status,
-            books,
-            central_orders,
-        });
     }
-    let snapshot = central.snapshot().await?;
-    Ok(compare(&snapshot, &edges, wall_ms()))
 }
 
 /// The checks themselves, on what central and the edges said. Each edge's counters are
