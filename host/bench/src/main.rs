@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cart_bench::native::NativeRules;
 use cart_bench::suite::{self, BenchConfig};
+use cart_edge::config::CreateRate;
 use cart_edge::edge::{EdgeConfig, ModuleBytes};
 use cart_edge::rules::FixedRules;
 use clap::{Args, Parser, Subcommand};
@@ -131,6 +132,8 @@ async fn native_edge(args: EdgeArgs) -> anyhow::Result<()> {
         module: ModuleBytes::read(&args.module)?,
         admin_token: Some(token.trim().to_owned()),
         fixed_rules: Some(FixedRules(Arc::new(NativeRules))),
+        // The load generator makes every cart from one address.
+        create_rate: CreateRate::UNLIMITED,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

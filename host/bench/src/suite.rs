@@ -102,6 +102,8 @@ impl Edge {
             .arg(&cfg.module)
             .arg("--admin-token-file")
             .arg(&token)
+            // The load generator makes every cart from one address.
+            .env("CART_CREATE_RATE", "0")
             .env("CART_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

@@ -2,11 +2,12 @@
 //! Bad input stops here with a 4xx; everything else becomes one typed guest call.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use crate::carts::{CartView, Order, SetQuantity};
 use crate::clock::rfc3339;
+use crate::customer;
 use crate::edge::Edge;
 use crate::error::ApiError;
 use crate::ids;
@@ -25,8 +27,7 @@ use crate::metrics::RequestLabels;
 use crate::modules::Deployed;
 use crate::shop::{self, Served};
 use crate::status::{EdgeBooks, EdgeStatus};
-use cart_central::sale::is_plain_id;
-use cart_central::sale::{Sale, SkuEntry};
+use cart_central::sale::{Sale, SkuEntry, is_plain_id};
 
 /// Storefront bodies larger than this are refused with `413`.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -132,15 +133,21 @@ async fn create_cart(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
     let bytes = read_body(&edge, body).await?;
     let body = parse_json_object(&bytes)?;
-    let customer_id = match body.get("customer_id") {
-        Some(Value::String(s)) if is_plain_id(s) => s.clone(),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
-            ));
-        }
-        None => return Err(ApiError::BadRequest("customer_id is required".into())),
-    };
+    // A create a peer forwarded was counted where it landed.
+    if let Some(limit) = &edge.create_limit
+        && !edge.fleet.from_peer(&parts.headers)?
+    {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        limit.check(customer::client_address(
+            peer,
+            &parts.headers,
+            &edge.config.trusted_proxies,
+        ))?;
+    }
+    let customer_id = customer::of_new_cart(edge.config.customer_key.as_deref(), &body)?;
     if let Some(home) = edge
         .fleet
         .place_cart(&edge, &customer_id, &parts, bytes)
@@ -389,6 +396,7 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         sync_lag_ms: oldest.map_or(0, |t| (edge.clock.now() - t).max(0)),
         last_sync: sync.last_sync_at.map(rfc3339),
         last_sync_error: sync.last_error,
+        forwarded: edge.metrics.forwarded(),
     };
     Ok(Json(status).into_response())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::clock::Clock;
+use crate::customer::CustomerKey;
 use crate::rules::FixedRules;
 use crate::server::HttpLimits;
 use crate::wasm::SandboxLimits;
@@ -49,6 +50,37 @@ pub struct EdgeConfig {
     pub fleet_secret: Option<String>,
     /// Browser origins allowed to call the API (CORS); none: no CORS headers at all.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// With it, a new cart's customer comes only from a token the storefront signed.
+    pub customer_key: Option<Arc<CustomerKey>>,
+    /// New carts a client address may make.
+    pub create_rate: CreateRate,
+    /// Proxies (a load balancer) whose `X-Forwarded-For` names the client's address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// New carts one client address may make: `per_second` on average, `burst` at once; a rate of
+/// 0 sets no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl CreateRate {
+    /// No limit: for load generators, which make every cart from one address.
+    pub const UNLIMITED: Self = Self {
+        per_second: 0,
+        burst: 0,
+    };
+}
+
+impl Default for CreateRate {
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 100,
+        }
+    }
 }
 
 impl EdgeConfig {
@@ -78,6 +110,9 @@ impl Default for EdgeConfig {
             take_over: false,
             fleet_secret: None,
             cors_origins: Vec::new(),
+            customer_key: None,
+            create_rate: CreateRate::default(),
+            trusted_proxies: Vec::new(),
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::calendar::{self, CatalogCell};
 use crate::clock::Clock;
 pub use crate::config::{EdgeConfig, ModuleBytes};
+use crate::customer::CreateLimit;
 use crate::edge_db::{self, StockLine};
 use crate::escrow::Allotments;
 use crate::fleet::{Fleet, Peer};
@@ -45,6 +46,8 @@ pub struct Edge {
     pub identity: Identity,
     /// The other edges, and where a cart's requests go.
     pub fleet: Fleet,
+    /// How many carts each client address may make (`None`: no limit).
+    pub create_limit: Option<CreateLimit>,
     standing: Mutex<Standing>,
     readers: Arc<edge_db::Readers>,
 }
@@ -158,6 +161,7 @@ impl Edge {
         Ok(Arc::new(Self {
             identity,
             fleet,
+            create_limit: CreateLimit::new(config.create_rate.per_second, config.create_rate.burst),
             standing: Mutex::new(standing),
             url,
             clock: config.clock.clone(),

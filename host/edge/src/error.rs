@@ -20,6 +20,8 @@ pub enum ApiError {
     #[error("missing or wrong token")]
     Unauthorized,
     #[error("{0}")]
+    CustomerToken(String),
+    #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -45,6 +47,8 @@ pub enum ApiError {
     LimitExceeded { limit: u32 },
     #[error("{0}")]
     Unprocessable(String),
+    #[error("too many new carts from this address; try again later")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("the cart component failed; the request was rolled back")]
     GuestFault,
     #[error("too busy, try again")]
@@ -58,7 +62,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::InvalidQuantity { .. } => (StatusCode::BAD_REQUEST, "invalid_quantity"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unauthorized | Self::CustomerToken(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -72,6 +78,7 @@ impl ApiError {
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -101,7 +108,11 @@ impl IntoResponse for ApiError {
             obj.insert(k.to_owned(), v);
         }
         let mut response = (status, axum::Json(json!({"error": error}))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

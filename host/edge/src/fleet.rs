@@ -207,6 +207,19 @@ impl Fleet {
         }
     }
 
+    /// Whether a request comes from a peer edge, which forwarded it; one that claims to
+    /// without the fleet secret is refused.
+    pub fn from_peer(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        if !headers.contains_key(FORWARDED_BY) {
+            return Ok(false);
+        }
+        if self.admits(headers) {
+            Ok(true)
+        } else {
+            Err(FORGED)
+        }
+    }
+
     /// Sends the request to the owner and returns its answer.
     async fn forward(
         &self,
@@ -238,9 +251,7 @@ impl Fleet {
                     peer.edge_id
                 ))
             })?;
-        edge.metrics
-            .forward_seconds
-            .observe(started.elapsed().as_secs_f64());
+        edge.metrics.forwarded_in(started.elapsed());
         let mut response = Response::new(Body::from(answer.body));
         *response.status_mut() = answer.status;
         for name in RESPONSE_HEADERS {
@@ -300,10 +311,7 @@ impl Fleet {
         if self.secret.is_none() {
             return Ok(None);
         }
-        let forwarded = parts.headers.contains_key(FORWARDED_BY);
-        if forwarded && !self.admits(&parts.headers) {
-            return Err(FORGED);
-        }
+        let forwarded = self.from_peer(&parts.headers)?;
         let home = self.home_of(edge, customer_id).await?;
         if home == self.edge_id {
             return Ok(None);

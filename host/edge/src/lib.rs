@@ -23,6 +23,8 @@
 //! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
 //! - [`fleet`]: one fleet behind one address: cart ids name their edge; requests for another
 //!   edge's cart are forwarded to it.
+//! - [`customer`]: who a new cart's customer is (a signed token, or taken on trust), and how
+//!   many carts an address may make.
 //! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
@@ -35,6 +37,7 @@ pub mod calendar;
 pub mod carts;
 pub mod clock;
 pub mod config;
+pub mod customer;
 pub mod edge;
 pub mod edge_db;
 pub mod error;

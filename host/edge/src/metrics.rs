@@ -1,11 +1,16 @@
 //! The edge's Prometheus metrics, one registry per server (no globals, so tests can run many).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::status::Forwarded;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -23,8 +28,12 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub events_delivered: Counter,
     pub grants_received: Counter,
-    pub forward_seconds: Histogram,
+    forward_seconds: Histogram,
     pub forward_failures: Counter,
+    /// Forwards answered and their total time, for `/admin/status` (the histogram keeps its
+    /// sum and count to itself).
+    forward_answers: AtomicU64,
+    forward_micros: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -100,11 +109,36 @@ impl Default for Metrics {
             grants_received,
             forward_seconds,
             forward_failures,
+            forward_answers: AtomicU64::new(0),
+            forward_micros: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
+    /// A forwarded request the owner answered in `took`.
+    pub fn forwarded_in(&self, took: Duration) {
+        self.forward_seconds.observe(took.as_secs_f64());
+        self.forward_answers.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.forward_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Requests forwarded to the carts' owners so far, for `/admin/status`.
+    pub fn forwarded(&self) -> Forwarded {
+        let answered = self.forward_answers.load(Ordering::Relaxed);
+        let micros = self.forward_micros.load(Ordering::Relaxed);
+        Forwarded {
+            answered,
+            failed: self.forward_failures.get(),
+            mean_ms: if answered == 0 {
+                0.0
+            } else {
+                micros as f64 / 1_000.0 / answered as f64
+            },
+        }
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -29,6 +29,19 @@ pub struct EdgeStatus {
     pub sync_lag_ms: i64,
     pub last_sync: Option<String>,
     pub last_sync_error: Option<String>,
+    /// Requests for carts another edge owns, passed on to it.
+    pub forwarded: Forwarded,
+}
+
+/// Requests this edge forwarded to the carts' owners since it started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Answered by the owner (whatever the answer).
+    pub answered: u64,
+    /// The owner could not be reached: answered `503` here.
+    pub failed: u64,
+    /// Mean time the owners took to answer, in milliseconds (0 when none was forwarded).
+    pub mean_ms: f64,
 }
 
 impl EdgeStatus {

@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cart_edge::config::CreateRate;
+use cart_edge::customer::CustomerKey;
 use cart_edge::edge::EdgeConfig;
 use cart_edge::wasm::SandboxLimits;
 use clap::Args;
@@ -42,6 +45,26 @@ pub struct ServeArgs {
     /// other edges forward requests for this edge's carts to it.
     #[arg(long, env = "CART_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The storefront's ed25519 public key (SPKI PEM): with it, `POST /v1/carts` takes the
+    /// customer only from `customer_token`, a JWT the storefront signed (EdDSA, with `sub` the
+    /// customer and `exp`); without it, `customer_id` is taken on trust.
+    #[arg(long, env = "CART_CUSTOMER_KEY")]
+    customer_key: Option<PathBuf>,
+    /// New carts one client address may make per second, on average (0: no limit); over it,
+    /// `429` with `Retry-After`.
+    #[arg(long, env = "CART_CREATE_RATE", default_value_t = CreateRate::default().per_second)]
+    create_rate: u32,
+    /// New carts one client address may make at once, before the rate applies.
+    #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
+    create_burst: u32,
+    /// A proxy (the load balancer) whose `X-Forwarded-For` names the client, for the rate
+    /// above: repeat for each. Other peers are taken as the client themselves.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CART_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest a guest call may run, in milliseconds.
     #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
     guest_deadline_ms: u64,
@@ -95,6 +118,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|f| super::read_secret(f, "fleet secret"))
             .transpose()?,
+        customer_key: args
+            .customer_key
+            .as_deref()
+            .map(|path| {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                CustomerKey::from_pem(&pem)
+                    .map(Arc::new)
+                    .with_context(|| format!("customer key {}", path.display()))
+            })
+            .transpose()?,
+        create_rate: CreateRate {
+            per_second: args.create_rate,
+            burst: args.create_burst,
+        },
+        trusted_proxies: args.trusted_proxies,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

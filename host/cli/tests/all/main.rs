@@ -26,6 +26,8 @@ mod calendar;
 mod model;
 // One fleet behind one address: forwarding to a cart's owner, the fleet secret, a dead owner.
 mod one_fleet;
+// Customers from signed tokens; cart creation limited per client address.
+mod customers;
 // The audit fails on each kind of tampered ledger.
 mod audit;
 // Untrusted input: anonymous demand, modules, second processes, slow clients, redeploys.

@@ -160,6 +160,7 @@ async fn every_request_of_a_carts_life_on_another_edge_gets_the_owners_answer() 
     .await
     .expect("the shoppers are served within four minutes");
 
+    // Every shopper's requests went round the three edges: each edge forwarded some.
     for e in &edges {
         let metrics = e.client.send(Method::GET, "/metrics", None, &[], "").await;
         let text = String::from_utf8_lossy(&metrics.body).into_owned();
@@ -167,6 +168,10 @@ async fn every_request_of_a_carts_life_on_another_edge_gets_the_owners_answer() 
             text.contains("cart_forwarded_seconds_count"),
             "forwarding is measured:\n{text}"
         );
+        let forwarded = &e.client.status().await["forwarded"];
+        assert!(forwarded["answered"].as_u64() > Some(100), "{forwarded}");
+        assert_eq!(forwarded["failed"], json!(0), "{forwarded}");
+        assert!(forwarded["mean_ms"].as_f64() > Some(0.0), "{forwarded}");
     }
     audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
 }
@@ -258,6 +263,8 @@ async fn a_dead_owners_carts_answer_503_until_it_returns() {
         r.json().expect("JSON")["error"]["code"],
         json!("unavailable")
     );
+    let forwarded = &two.client.status().await["forwarded"];
+    assert!(forwarded["failed"].as_u64() >= Some(1), "{forwarded}");
 
     // The customer's next cart belongs on their home edge too: not now.
     let (status, body) = two

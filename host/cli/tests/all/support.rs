@@ -185,6 +185,16 @@ pub struct CartRef {
     pub token: String,
 }
 
+impl CartRef {
+    /// The cart a `201` to `POST /v1/carts` made.
+    pub fn from_created(body: &Value) -> Self {
+        Self {
+            id: body["cart_id"].as_str().expect("cart_id").to_owned(),
+            token: body["cart_token"].as_str().expect("cart_token").to_owned(),
+        }
+    }
+}
+
 impl Client {
     pub fn new(url: &str) -> Self {
         Self {
@@ -258,10 +268,7 @@ impl Client {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        CartRef {
-            id: body["cart_id"].as_str().expect("cart_id").to_owned(),
-            token: body["cart_token"].as_str().expect("cart_token").to_owned(),
-        }
+        CartRef::from_created(&body)
     }
 
     pub async fn set(&self, cart: &CartRef, sku: &str, quantity: i64) -> (StatusCode, Value) {
@@ -454,6 +461,8 @@ fn serve(
         .args(["--central", &fleet.central_url])
         .args(["--admin-token-file", &token_file.display().to_string()])
         .args(extra)
+        // Tests make hundreds of carts a second from one address; `--create-rate` overrides.
+        .env("CART_CREATE_RATE", "0")
         .env("CART_LOG", "warn");
     command
 }

@@ -1,0 +1,136 @@
+//! Who the customer of a new cart is, and how often an address may make carts.
+//!
+//! Without a customer key (a lone edge, the demo) a cart's `customer_id` is taken on trust.
+//! With one (`serve --customer-key`), the customer comes only from a token the storefront
+//! signed: a JWT, EdDSA (ed25519), whose `sub` names the customer and whose `exp` it must not
+//! have passed. Ed25519 rather than HMAC: an edge holds only the public key, so an edge's disk
+//! in the wrong hands cannot mint customers, and one key pair serves any number of edges.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use axum::http::HeaderMap;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use cart_central::sale::is_plain_id;
+
+/// Checks the storefront's customer tokens.
+pub struct CustomerKey {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerKey(EdDSA)")
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl CustomerKey {
+    /// The storefront's ed25519 public key, PEM (SubjectPublicKeyInfo), as `openssl pkey -pubout`
+    /// writes it.
+    pub fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
+        let key = DecodingKey::from_ed_pem(pem)
+            .map_err(|e| anyhow::anyhow!("not an ed25519 public key in PEM: {e}"))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A storefront's and an edge's clocks may differ by a few seconds, not minutes.
+        validation.leeway = 5;
+        Ok(Self { key, validation })
+    }
+
+    /// The customer a token names, if the storefront signed it and it has not expired.
+    fn customer(&self, token: &str) -> Result<String, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| ApiError::CustomerToken(format!("customer_token refused: {e}")))?
+            .claims;
+        if !is_plain_id(&claims.sub) {
+            return Err(ApiError::CustomerToken(
+                "customer_token's sub must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
+        Ok(claims.sub)
+    }
+}
+
+/// The customer of a new cart, from the body of `POST /v1/carts`: `customer_token` with a key,
+/// `customer_id` without one.
+pub fn of_new_cart(key: Option<&CustomerKey>, body: &Value) -> Result<String, ApiError> {
+    match key {
+        Some(key) => match body.get("customer_token") {
+            Some(Value::String(token)) => key.customer(token),
+            Some(_) => Err(ApiError::BadRequest(
+                "customer_token must be a string".into(),
+            )),
+            None => Err(ApiError::CustomerToken(
+                "this fleet takes the customer only from a signed customer_token".into(),
+            )),
+        },
+        None => match body.get("customer_id") {
+            Some(Value::String(s)) if is_plain_id(s) => Ok(s.clone()),
+            Some(_) => Err(ApiError::BadRequest(
+                "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
+            )),
+            None => Err(ApiError::BadRequest("customer_id is required".into())),
+        },
+    }
+}
+
+/// How many carts one client address may make: `per_second` on average, `burst` at once.
+pub struct CreateLimit {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl CreateLimit {
+    /// `None` when `per_second` is 0 (no limit).
+    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        })
+    }
+
+    /// Counts a cart made for `client`: `429` with the seconds until the next is allowed when
+    /// the address is over its rate.
+    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+        if self.limiter.len() > MAX_TRACKED {
+            // Addresses that have not made a cart lately hold nothing worth keeping.
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
+    }
+}
+
+/// The address a request came from: the peer, or, when the peer is a trusted proxy, the
+/// address it says it was called from (the last in `X-Forwarded-For`, which the proxy added).
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+/// Addresses tracked before the idle ones are forgotten.
+const MAX_TRACKED: usize = 100_000;
