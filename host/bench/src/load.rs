@@ -61,6 +61,9 @@ pub struct LoadConfig {
     pub curve: Curve,
     /// `updates`: how many carts the updates are spread over.
     pub carts: usize,
+    /// `updates`: send every update through this edge rather than the cart's own, so that
+    /// (in a fleet) each one is forwarded to the cart's edge.
+    pub via: Option<String>,
     /// The SKU to update (`updates`) or the SKUs shoppers pick from (`sale`); default: all.
     pub skus: Vec<String>,
     /// Arrivals still waiting for an answer beyond this are counted as `client_overload`.
@@ -79,6 +82,7 @@ impl Default for LoadConfig {
             duration: Duration::from_secs(10),
             curve: Curve::Flat,
             carts: 2000,
+            via: None,
             skus: Vec::new(),
             max_in_flight: 50_000,
             admin_token: None,
@@ -398,7 +402,7 @@ async fn arrival(shared: &Shared, n: u64, intended: Instant) {
             // Raise and lower in turn: 1, 2, 3, 1, 2, 3...
             let round = n as usize / shared.carts.len();
             let body = format!(r#"{{"quantity": {}}}"#, 1 + round % 3);
-            let url = format!("{edge}{path}");
+            let url = format!("{}{path}", shared.config.via.as_deref().unwrap_or(edge));
             shared
                 .request(intended, Method::PUT, &url, Some(token), &[], body)
                 .await;

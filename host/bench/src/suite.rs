@@ -81,6 +81,7 @@ impl Edge {
         id: &str,
         central: &str,
         rules: Rules,
+        extra: &[&str],
     ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -102,6 +103,7 @@ impl Edge {
             .arg(&cfg.module)
             .arg("--admin-token-file")
             .arg(&token)
+            .args(extra)
             // The load generator makes every cart from one address.
             .env("CART_CREATE_RATE", "0")
             .env("CART_LOG", "warn")
@@ -190,6 +192,59 @@ async fn highest_sustained(
     Ok(ramp)
 }
 
+/// A cart update answered by the edge it reached, and one forwarded there by another edge.
+struct Forwarding {
+    local: LoadReport,
+    forwarded: LoadReport,
+}
+
+/// Rate of the forwarding comparison: well below either edge's limit, so that the difference
+/// is the hop, not a queue.
+const FORWARDING_RATE: f64 = 1_000.0;
+
+/// Two edges of one fleet; the same updates of edge-1's carts sent to edge-1, then to edge-2,
+/// which forwards each to edge-1.
+async fn forwarding(cfg: &BenchConfig) -> anyhow::Result<Forwarding> {
+    let dir = cfg.out_dir.join("forwarding");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let central = format!("sqlite:{}", dir.join("central.db").display());
+    Central::connect(&central)
+        .await?
+        .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
+        .await?;
+    let secret = dir.join("fleet-secret");
+    std::fs::write(&secret, "a-fleet-secret-for-the-benchmark")?;
+    let secret = secret.display().to_string();
+    let fleet = ["--fleet-secret-file", secret.as_str()];
+    let one = Edge::start(cfg, &dir, "edge-1", &central, Rules::Component, &fleet).await?;
+    let two = Edge::start(cfg, &dir, "edge-2", &central, Rules::Component, &fleet).await?;
+    let base = LoadConfig {
+        edges: vec![one.url.clone()],
+        scenario: Scenario::Updates,
+        rate: FORWARDING_RATE,
+        duration: Duration::from_secs_f64(cfg.step_secs),
+        ..LoadConfig::default()
+    };
+    load::run(LoadConfig {
+        duration: Duration::from_secs(3),
+        via: Some(two.url.clone()),
+        ..base.clone()
+    })
+    .await?;
+    let local = measure(cfg, "forwarding-local", base.clone()).await?;
+    let forwarded = measure(
+        cfg,
+        "forwarding-forwarded",
+        LoadConfig {
+            via: Some(two.url.clone()),
+            ..base
+        },
+    )
+    .await?;
+    Ok(Forwarding { local, forwarded })
+}
+
 /// What one system under test did.
 struct Measured {
     fixed: Vec<LoadReport>,
@@ -205,7 +260,7 @@ async fn cart_updates(cfg: &BenchConfig, name: &str, rules: Rules) -> anyhow::Re
         .await?
         .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
         .await?;
-    let edge = Edge::start(cfg, &dir, "edge-1", &central, rules).await?;
+    let edge = Edge::start(cfg, &dir, "edge-1", &central, rules, &[]).await?;
     let base = LoadConfig {
         edges: vec![edge.url.clone()],
         scenario: Scenario::Updates,
@@ -305,7 +360,7 @@ async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
         .await?;
     let mut edges = Vec::new();
     for id in ["edge-1", "edge-2", "edge-3"] {
-        edges.push(Edge::start(cfg, &dir, id, &central, Rules::Component).await?);
+        edges.push(Edge::start(cfg, &dir, id, &central, Rules::Component, &[]).await?);
     }
     let urls: Vec<String> = edges.iter().map(|e| e.url.clone()).collect();
     let client = HttpClient::default();
@@ -375,9 +430,11 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     let native = cart_updates(cfg, "edge-native", Rules::Native).await?;
     eprintln!("wasmtime serve, hello world");
     let hello = wasmtime_hello(cfg).await?;
+    eprintln!("an update forwarded by another edge against one sent to the cart's edge");
+    let forwarding = forwarding(cfg).await?;
     eprintln!("three edges, PostgreSQL, a noon sale");
     let fleet = fleet_sale(cfg).await?;
-    let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &fleet);
+    let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &forwarding, &fleet);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {
@@ -453,6 +510,7 @@ fn summary(
     wasm: &Measured,
     native: &Measured,
     hello: Option<&Ramp>,
+    forwarding: &Forwarding,
     fleet: &FleetRun,
 ) -> String {
     let mut s = String::new();
@@ -583,6 +641,25 @@ fn summary(
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "\n## One fleet: an update forwarded by another edge against one sent to the cart's edge\n"
+    );
+    let _ = writeln!(
+        s,
+        "Two edges with a fleet secret, SQLite central; the same updates of edge-1's carts at \
+         {FORWARDING_RATE:.0}/s, sent to edge-1, then to edge-2, which forwards each to edge-1 \
+         and returns its answer (`--via` of `cart-host load`).\n"
+    );
+    s.push_str(TABLE_HEAD);
+    s.push_str(&row("sent to the cart's edge", &forwarding.local));
+    s.push_str(&row("forwarded by another edge", &forwarding.forwarded));
+    let _ = writeln!(
+        s,
+        "\nThe hop costs {:+.2} ms at p50 and {:+.2} ms at p99.",
+        forwarding.forwarded.latency_ms.p50 - forwarding.local.latency_ms.p50,
+        forwarding.forwarded.latency_ms.p99 - forwarding.local.latency_ms.p99
+    );
     let f = &fleet.report;
     let _ = writeln!(s, "\n## Three edges, PostgreSQL central, a noon sale\n");
     let _ = writeln!(

@@ -54,6 +54,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/skus/{sku}", get(get_sku))
         .route("/v1/sales", get(list_sales))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
         .route("/admin/ledger", get(ledger))
@@ -121,6 +122,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/skus/{sku}" => "get_sku",
         "/v1/sales" => "list_sales",
         "/healthz" => "healthz",
+        "/readyz" => "readyz",
         "/metrics" => "metrics",
         p if p.starts_with("/admin") => "admin",
         _ => "other",
@@ -328,6 +330,15 @@ async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         ApiError::Unavailable("the writer is stopped or stuck".into()).into_response()
+    }
+}
+
+/// Readiness: this edge takes new carts (see [`Edge::ready`]); a load balancer sends new
+/// shoppers elsewhere while it answers `503`.
+async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    match edge.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => ApiError::Unavailable(why).into_response(),
     }
 }
 

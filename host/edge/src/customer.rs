@@ -65,20 +65,28 @@ impl CustomerKey {
 /// The customer of a new cart, from the body of `POST /v1/carts`: `customer_token` with a key,
 /// `customer_id` without one.
 pub fn of_new_cart(key: Option<&CustomerKey>, body: &Value) -> Result<String, ApiError> {
-    match key {
-        Some(key) => match body.get("customer_token") {
-            Some(Value::String(token)) => key.customer(token),
-            Some(_) => Err(ApiError::BadRequest(
+    let token = match body.get("customer_token") {
+        None => None,
+        Some(Value::String(token)) => Some(token),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
                 "customer_token must be a string".into(),
-            )),
-            None => Err(ApiError::CustomerToken(
-                "this fleet takes the customer only from a signed customer_token".into(),
-            )),
-        },
-        None => match body.get("customer_id") {
+            ));
+        }
+    };
+    match (key, token) {
+        (Some(key), Some(token)) => key.customer(token),
+        (Some(_), None) => Err(ApiError::CustomerToken(
+            "this fleet takes the customer only from a signed customer_token".into(),
+        )),
+        (None, _) => match body.get("customer_id") {
             Some(Value::String(s)) if is_plain_id(s) => Ok(s.clone()),
             Some(_) => Err(ApiError::BadRequest(
                 "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
+            )),
+            None if token.is_some() => Err(ApiError::CustomerToken(
+                "this edge has no customer key to check customer_token with: send customer_id"
+                    .into(),
             )),
             None => Err(ApiError::BadRequest("customer_id is required".into())),
         },

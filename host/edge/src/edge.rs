@@ -190,6 +190,22 @@ impl Edge {
         Ok(())
     }
 
+    /// Whether this edge takes new carts (`/readyz`): central knows this process holds its edge
+    /// id, and the writer is alive and moving. Otherwise, why not.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.standing() {
+            Standing::Claimed => {}
+            Standing::Unclaimed { .. } => {
+                return Err("central has not confirmed this process's claim on its edge id".into());
+            }
+            Standing::Refused(why) => return Err(why),
+        }
+        if !self.writer.pulse().healthy(self.config.writer.stuck_after) {
+            return Err("the writer is stopped or stuck".into());
+        }
+        Ok(())
+    }
+
     /// Whether this edge may sell now.
     pub fn standing(&self) -> Standing {
         self.standing

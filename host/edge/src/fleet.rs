@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rand::seq::IndexedRandom as _;
 use sha2::{Digest, Sha256};
 
 use crate::api::read_limited;
 use crate::edge::Edge;
 use crate::error::ApiError;
 use crate::http_client::HttpClient;
+use crate::identity::Standing;
 use crate::ids;
 
 /// Names the edge that owns the cart, on every answer about a cart.
@@ -264,8 +266,9 @@ impl Fleet {
         Ok(response)
     }
 
-    /// Forwards to `peer`, the edge with `tag`; when it does not answer, asks central whether
-    /// it moved (a restart on another address) and tries its new address once.
+    /// Forwards to `peer`, the edge with `tag`; when it does not answer, or answers `503`,
+    /// asks central whether it moved (a restart on another address, or its id taken over by
+    /// another process) and tries its new address once.
     async fn forward_to(
         &self,
         edge: &Edge,
@@ -275,8 +278,8 @@ impl Fleet {
         body: Bytes,
     ) -> Result<Response, ApiError> {
         let failed = match self.forward(edge, &peer, parts, body.clone()).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => e,
+            Ok(answer) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => return Ok(answer),
+            failed => failed,
         };
         let moved = self
             .peer(edge, tag, true)
@@ -286,7 +289,7 @@ impl Fleet {
             .filter(|p| p.url != peer.url);
         let answer = match moved {
             Some(moved) => self.forward(edge, &moved, parts, body).await,
-            None => Err(failed),
+            None => failed,
         };
         if answer.is_err() {
             edge.metrics.forward_failures.inc();
@@ -300,7 +303,9 @@ impl Fleet {
     /// customer's home edge, to which the request went. Every cart of a customer is kept by
     /// their home edge (recorded at central by the first edge their cart was made on), so the
     /// per-customer limit, counted by the rules over the customer's carts and orders on one
-    /// edge, holds across the fleet. Not in a fleet (no secret): here, as a lone edge.
+    /// edge, holds across the fleet. An edge that is not ready (see [`Edge::ready`]) makes no
+    /// carts: a new customer's home is a peer, to which the create goes, once. Not in a fleet
+    /// (no secret): here, as a lone edge.
     pub(crate) async fn place_cart(
         &self,
         edge: &Edge,
@@ -312,8 +317,17 @@ impl Fleet {
             return Ok(None);
         }
         let forwarded = self.from_peer(&parts.headers)?;
-        let home = self.home_of(edge, customer_id).await?;
-        if home == self.edge_id {
+        let not_ready = edge.ready().err();
+        let home = match (&not_ready, forwarded) {
+            (None, _) => self.home_of(edge, customer_id, &self.edge_id).await?,
+            // A forwarded request is never forwarded again.
+            (Some(why), true) => return Err(ApiError::Unavailable(why.clone())),
+            (Some(_), false) => {
+                let stand_in = self.other_peer(edge).await?;
+                self.home_of(edge, customer_id, &stand_in.edge_id).await?
+            }
+        };
+        if home == self.edge_id && not_ready.is_none() {
             return Ok(None);
         }
         if forwarded {
@@ -326,25 +340,56 @@ impl Fleet {
         let peer = self
             .peer(edge, &tag, false)
             .await?
-            .filter(|p| p.edge_id == home)
+            .filter(|p| p.edge_id == home && p.url != edge.url)
             .ok_or_else(|| {
-                ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
+                ApiError::Unavailable(match &not_ready {
+                    Some(why) => why.clone(),
+                    None => format!("the customer's edge {home} is not in service"),
+                })
             })?;
         self.forward_to(edge, &tag, peer, parts, body)
             .await
             .map(Some)
     }
 
-    /// A customer's home edge: remembered, or from central (which records this edge when it
+    /// Another process of the fleet than this one (chosen at random), from central's registry.
+    async fn other_peer(&self, edge: &Edge) -> Result<Peer, ApiError> {
+        let others = || -> Vec<Peer> {
+            self.peers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .filter(|p| p.url != edge.url)
+                .cloned()
+                .collect()
+        };
+        let mut found = others();
+        if found.is_empty() {
+            // None known: read the registry again (no tag is empty: this only refreshes).
+            self.peer(edge, "", true).await?;
+            found = others();
+        }
+        found
+            .choose(&mut rand::rng())
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable("no other edge of the fleet is in service".into()))
+    }
+
+    /// A customer's home edge: remembered, or from central (which records `candidate` when it
     /// knows none). Central down and the customer unknown here: `503`, so that no customer
     /// gets a second home, and a second limit, while it is away.
-    async fn home_of(&self, edge: &Edge, customer_id: &str) -> Result<String, ApiError> {
+    async fn home_of(
+        &self,
+        edge: &Edge,
+        customer_id: &str,
+        candidate: &str,
+    ) -> Result<String, ApiError> {
         if let Some(home) = self.homes().get(customer_id) {
             return Ok(home.clone());
         }
         let home = edge
             .central
-            .home_of(customer_id, &self.edge_id)
+            .home_of(customer_id, candidate)
             .await
             .map_err(|e| {
                 ApiError::Unavailable(format!(
@@ -384,7 +429,12 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
     if forwarded && !fleet.admits(req.headers()) {
         return FORGED.into_response();
     }
-    if owned || fleet.secret.is_none() {
+    // A process whose edge id central gave to another: that id's carts are the other's now.
+    let superseded = owned
+        && !forwarded
+        && fleet.secret.is_some()
+        && matches!(edge.standing(), Standing::Refused(_));
+    if (owned && !superseded) || fleet.secret.is_none() {
         let mut response = next.run(req).await;
         if owned && let Ok(id) = HeaderValue::from_str(&fleet.edge_id) {
             response
@@ -402,8 +452,10 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
         ))
         .into_response();
     }
-    let peer = match fleet.peer(&edge, &tag, false).await {
-        Ok(Some(peer)) => peer,
+    let peer = match fleet.peer(&edge, &tag, superseded).await {
+        Ok(Some(peer)) if peer.url != edge.url => peer,
+        // Superseded, and central still names this process: its own (refusing) answer.
+        Ok(Some(_)) => return next.run(req).await,
         // No edge of the fleet has this tag: a cart made before cart ids named their edge, or
         // none; this edge's answer is the right one either way.
         Ok(None) => return next.run(req).await,

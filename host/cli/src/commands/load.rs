@@ -32,6 +32,10 @@ pub struct LoadArgs {
     /// `updates`: carts to spread the updates over.
     #[arg(long, default_value_t = 2000)]
     carts: usize,
+    /// `updates`: send every update through this edge rather than the cart's own, so that each
+    /// is forwarded to the cart's edge (to measure forwarding; the edges need a fleet secret).
+    #[arg(long)]
+    via: Option<String>,
     /// SKUs to use (default: the first for `updates`, all for `sale`).
     #[arg(long = "sku", value_delimiter = ',')]
     skus: Vec<String>,
@@ -55,6 +59,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs_f64(args.duration),
         curve: args.curve,
         carts: args.carts,
+        via: args.via,
         skus: args.skus,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         progress: std::io::stderr().is_terminal(),

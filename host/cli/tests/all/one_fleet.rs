@@ -12,12 +12,17 @@ const SECRET: &str = "a-fleet-secret-for-the-tests";
 
 /// `cart-host serve` with the fleet secret, and `extra`.
 async fn start(fleet: &Fleet, edge_id: &str, extra: &[&str]) -> EdgeProcess {
+    start_in(fleet, edge_id, edge_id, extra).await
+}
+
+/// [`start`] on the data folder `folder`.
+async fn start_in(fleet: &Fleet, edge_id: &str, folder: &str, extra: &[&str]) -> EdgeProcess {
     let file = fleet.dir.path().join("fleet-secret");
     std::fs::write(&file, SECRET).expect("secret file");
     let file = file.display().to_string();
     let mut args = vec!["--fleet-secret-file", file.as_str()];
     args.extend_from_slice(extra);
-    EdgeProcess::start_with(fleet, edge_id, edge_id, &args).await
+    EdgeProcess::start_with(fleet, edge_id, folder, &args).await
 }
 
 /// One request of a cart's life, and what the owner answers.
@@ -477,4 +482,107 @@ async fn a_storefront_on_an_allowed_origin_may_call_from_the_browser() {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(allowed(&r), None, "{origin}: {:?}", r.headers);
     }
+}
+
+async fn readyz(client: &Client) -> StatusCode {
+    client
+        .send(Method::GET, "/readyz", None, &[], "")
+        .await
+        .status
+}
+
+fn signal(process: &EdgeProcess, signal: &str) {
+    let done = std::process::Command::new("kill")
+        .args([signal, &process.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(done.success());
+}
+
+/// An edge that may not take new carts (here: central gave its id to another process while it
+/// was stopped) says so on `/readyz`, and sends a new shopper's create, once, to another edge.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_that_is_not_ready_sends_new_carts_to_another() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let lease = ["--lease-secs", "1"];
+    let one = start(&fleet, "edge-1", &lease).await;
+    let two = start(&fleet, "edge-2", &lease).await;
+    assert_eq!(readyz(&one.client).await, StatusCode::OK);
+
+    // edge-1's process stops; once its lease has lapsed, an operator takes the id over.
+    signal(&one, "-STOP");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let taken = start_in(
+        &fleet,
+        "edge-1",
+        "edge-1-new",
+        &["--lease-secs", "1", "--take-over"],
+    )
+    .await;
+    signal(&one, "-CONT");
+    crate::support::eventually(
+        "the old process learns it lost its id",
+        Duration::from_secs(10),
+        || {
+            let one = one.client.clone();
+            async move { readyz(&one).await == StatusCode::SERVICE_UNAVAILABLE }
+        },
+    )
+    .await;
+    assert_eq!(readyz(&taken.client).await, StatusCode::OK);
+
+    // A new shopper reaching it is served by another edge, whose cart answers anywhere.
+    let (status, body) = one
+        .client
+        .call(
+            Method::POST,
+            "/v1/carts",
+            None,
+            json!({"customer_id": "c-new"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let cart = CartRef::from_created(&body);
+    let (status, body) = two.client.set(&cart, "BAG-1", 2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for client in [&taken.client, &one.client] {
+        let (status, body) = client.get_cart(&cart).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["lines"][0]["quantity"], json!(2));
+    }
+    // The id's carts are the new process's, also when a request for one reaches the old.
+    let theirs = taken.client.create_cart("c-taken").await;
+    assert_eq!(
+        taken.client.set(&theirs, "BAG-1", 1).await.0,
+        StatusCode::OK
+    );
+    let r = one
+        .client
+        .send(
+            Method::GET,
+            &format!("/v1/carts/{}", theirs.id),
+            Some(&theirs.token),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json().expect("JSON")["lines"][0]["quantity"], json!(1));
+
+    // A create forwarded to it is not forwarded again.
+    let r = one
+        .client
+        .send(
+            Method::POST,
+            "/v1/carts",
+            None,
+            &[
+                ("x-cart-forwarded-by", "edge-2"),
+                ("x-fleet-secret", SECRET),
+            ],
+            json!({"customer_id": "c-other"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers.contains_key("retry-after"));
 }

@@ -116,6 +116,8 @@ impl Fleet {
             // The suite runs many edges at once on two cores: central may be slow to answer,
             // and "exactly N sold" must not depend on it answering within 150 ms.
             shortage_wait: Duration::from_secs(5),
+            // Tests make hundreds of carts a second from one address.
+            create_rate: cart_edge::config::CreateRate::UNLIMITED,
             ..EdgeConfig::default()
         }
     }
