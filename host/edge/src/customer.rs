@@ -117,7 +117,7 @@ impl CreateLimit {
         }
         self.limiter.check_key(&client).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
-            ApiError::TooManyRequests {
+            ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + 1,
             }
         })

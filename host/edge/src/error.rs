@@ -48,7 +48,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unprocessable(String),
     #[error("too many new carts from this address; try again later")]
-    TooManyRequests { retry_after_secs: u64 },
+    RateLimited { retry_after_secs: u64 },
     #[error("the cart component failed; the request was rolled back")]
     GuestFault,
     #[error("too busy, try again")]
@@ -78,7 +78,7 @@ impl ApiError {
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -108,7 +108,7 @@ impl IntoResponse for ApiError {
             obj.insert(k.to_owned(), v);
         }
         let mut response = (status, axum::Json(json!({"error": error}))).into_response();
-        if let Self::TooManyRequests { retry_after_secs } = self {
+        if let Self::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

@@ -151,7 +151,7 @@ async fn cart_creation_is_limited_per_client_address() {
         assert!((1..=2).contains(&wait), "{wait}");
         assert_eq!(
             r.json().expect("JSON")["error"]["code"],
-            json!("too_many_requests")
+            json!("rate_limited")
         );
     }
     // A second later, one more.
