@@ -6,7 +6,7 @@
 //! have passed. Ed25519 rather than HMAC: an edge holds only the public key, so an edge's disk
 //! in the wrong hands cannot mint customers, and one key pair serves any number of edges.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
 use axum::http::HeaderMap;
@@ -109,13 +109,18 @@ impl CreateLimit {
     }
 
     /// Counts a cart made for `client`: `429` with the seconds until the next is allowed when
-    /// the address is over its rate.
+    /// the address is over its rate. An IPv6 client is counted by its /64 (one subscriber's
+    /// network, whose addresses cost it nothing).
     pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
         if self.limiter.len() > MAX_TRACKED {
             // Addresses that have not made a cart lately hold nothing worth keeping.
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&client).map_err(|not_until| {
+        let key = match client {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+            v4 => v4,
+        };
+        self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + 1,
@@ -126,8 +131,10 @@ impl CreateLimit {
 
 /// The address a request came from: the peer, or, when the peer is a trusted proxy, the
 /// address it says it was called from (the last in `X-Forwarded-For`, which the proxy added).
+/// IPv4 addresses mapped into IPv6 (a dual-stack listener's) count as the IPv4 address.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
-    if !trusted_proxies.contains(&peer) {
+    let peer = peer.to_canonical();
+    if !trusted_proxies.iter().any(|p| p.to_canonical() == peer) {
         return peer;
     }
     headers
@@ -136,9 +143,87 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAd
         .next_back()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(peer)
+        .and_then(|a| parse_address(a.trim()))
+        .map_or(peer, |a| a.to_canonical())
+}
+
+/// An address as proxies write it: `10.0.0.1`, `2001:db8::1`, or with a port (`10.0.0.1:5000`,
+/// `[2001:db8::1]:5000`).
+fn parse_address(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Addresses tracked before the idle ones are forgotten.
 const MAX_TRACKED: usize = 100_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().expect("a header value"));
+        headers
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client_however_it_writes_addresses() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("address");
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().expect("address");
+        let client: IpAddr = "192.0.2.7".parse().expect("address");
+        let trusted = [proxy];
+        for header in [
+            "198.51.100.1, 192.0.2.7",
+            "192.0.2.7:5123",
+            "::ffff:192.0.2.7",
+        ] {
+            assert_eq!(
+                client_address(proxy, &forwarded(header), &trusted),
+                client,
+                "{header}"
+            );
+            assert_eq!(
+                client_address(mapped, &forwarded(header), &trusted),
+                client,
+                "{header}"
+            );
+        }
+        let v6: IpAddr = "2001:db8::1".parse().expect("address");
+        assert_eq!(
+            client_address(proxy, &forwarded("[2001:db8::1]:443"), &trusted),
+            v6
+        );
+        // Anyone else's header is ignored; an unreadable one leaves the proxy itself.
+        assert_eq!(
+            client_address(client, &forwarded("203.0.113.9"), &trusted),
+            client
+        );
+        assert_eq!(
+            client_address(proxy, &forwarded("nonsense"), &trusted),
+            proxy
+        );
+    }
+
+    #[test]
+    fn an_ipv6_network_gets_one_allowance() {
+        let limit = CreateLimit::new(1, 2).expect("a limit");
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+            assert!(
+                limit.check(host.parse().expect("address")).is_ok(),
+                "{host}"
+            );
+        }
+        assert!(
+            limit
+                .check("2001:db8:1:2::3".parse().expect("address"))
+                .is_err()
+        );
+        assert!(
+            limit
+                .check("2001:db8:1:3::1".parse().expect("address"))
+                .is_ok()
+        );
+    }
+}

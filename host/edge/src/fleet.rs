@@ -222,14 +222,15 @@ impl Fleet {
         }
     }
 
-    /// Sends the request to the owner and returns its answer.
+    /// Sends the request to the owner and returns its answer, and whether it was a `503` other
+    /// than `overloaded` (the edge there may no longer be the owner).
     async fn forward(
         &self,
         edge: &Edge,
         peer: &Peer,
         parts: &Parts,
         body: Bytes,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<(Response, bool), ApiError> {
         let secret = self.secret.as_deref().unwrap_or_default();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = format!("{}{path}", peer.url.trim_end_matches('/'));
@@ -254,6 +255,10 @@ impl Fleet {
                 ))
             })?;
         edge.metrics.forwarded_in(started.elapsed());
+        let unavailable = answer.status == StatusCode::SERVICE_UNAVAILABLE
+            && serde_json::from_slice::<serde_json::Value>(&answer.body)
+                .ok()
+                .is_none_or(|v| v["error"]["code"] != "overloaded");
         let mut response = Response::new(Body::from(answer.body));
         *response.status_mut() = answer.status;
         for name in RESPONSE_HEADERS {
@@ -263,7 +268,7 @@ impl Fleet {
                     .insert(HeaderName::from_static(name), value.clone());
             }
         }
-        Ok(response)
+        Ok((response, unavailable))
     }
 
     /// Forwards to `peer`, the edge with `tag`; when it does not answer, or answers `503`,
@@ -277,9 +282,11 @@ impl Fleet {
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response, ApiError> {
+        // An owner that is overloaded is asked again by the storefront, not looked for.
         let failed = match self.forward(edge, &peer, parts, body.clone()).await {
-            Ok(answer) if answer.status() != StatusCode::SERVICE_UNAVAILABLE => return Ok(answer),
-            failed => failed,
+            Ok((answer, false)) => return Ok(answer),
+            Ok((answer, true)) => Ok(answer),
+            Err(e) => Err(e),
         };
         let moved = self
             .peer(edge, tag, true)
@@ -288,7 +295,10 @@ impl Fleet {
             .flatten()
             .filter(|p| p.url != peer.url);
         let answer = match moved {
-            Some(moved) => self.forward(edge, &moved, parts, body).await,
+            Some(moved) => self
+                .forward(edge, &moved, parts, body)
+                .await
+                .map(|(answer, _)| answer),
             None => failed,
         };
         if answer.is_err() {
@@ -317,17 +327,31 @@ impl Fleet {
             return Ok(None);
         }
         let forwarded = self.from_peer(&parts.headers)?;
-        let not_ready = edge.ready().err();
-        let home = match (&not_ready, forwarded) {
-            (None, _) => self.home_of(edge, customer_id, &self.edge_id).await?,
-            // A forwarded request is never forwarded again.
-            (Some(why), true) => return Err(ApiError::Unavailable(why.clone())),
-            (Some(_), false) => {
-                let stand_in = self.other_peer(edge).await?;
-                self.home_of(edge, customer_id, &stand_in.edge_id).await?
+        if let Err(why) = edge.ready() {
+            if forwarded {
+                // A forwarded request is never forwarded again.
+                return Err(ApiError::Unavailable(why));
             }
-        };
-        if home == self.edge_id && not_ready.is_none() {
+            // The customer's home if this edge knows it, else another edge, which becomes a new
+            // customer's home when it makes the cart (nothing is recorded here: the edge chosen
+            // might be down).
+            let known = self.homes().get(customer_id).cloned();
+            let peer = match known {
+                Some(home) => self
+                    .peer(edge, &edge_tag(&home), false)
+                    .await?
+                    .filter(|p| p.edge_id == home && p.url != edge.url)
+                    .ok_or(ApiError::Unavailable(why))?,
+                None => self.other_peer(edge).await?,
+            };
+            let tag = edge_tag(&peer.edge_id);
+            return self
+                .forward_to(edge, &tag, peer, parts, body)
+                .await
+                .map(Some);
+        }
+        let home = self.home_of(edge, customer_id).await?;
+        if home == self.edge_id {
             return Ok(None);
         }
         if forwarded {
@@ -342,10 +366,7 @@ impl Fleet {
             .await?
             .filter(|p| p.edge_id == home && p.url != edge.url)
             .ok_or_else(|| {
-                ApiError::Unavailable(match &not_ready {
-                    Some(why) => why.clone(),
-                    None => format!("the customer's edge {home} is not in service"),
-                })
+                ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
             })?;
         self.forward_to(edge, &tag, peer, parts, body)
             .await
@@ -375,21 +396,16 @@ impl Fleet {
             .ok_or_else(|| ApiError::Unavailable("no other edge of the fleet is in service".into()))
     }
 
-    /// A customer's home edge: remembered, or from central (which records `candidate` when it
+    /// A customer's home edge: remembered, or from central (which records this edge when it
     /// knows none). Central down and the customer unknown here: `503`, so that no customer
     /// gets a second home, and a second limit, while it is away.
-    async fn home_of(
-        &self,
-        edge: &Edge,
-        customer_id: &str,
-        candidate: &str,
-    ) -> Result<String, ApiError> {
+    async fn home_of(&self, edge: &Edge, customer_id: &str) -> Result<String, ApiError> {
         if let Some(home) = self.homes().get(customer_id) {
             return Ok(home.clone());
         }
         let home = edge
             .central
-            .home_of(customer_id, candidate)
+            .home_of(customer_id, &self.edge_id)
             .await
             .map_err(|e| {
                 ApiError::Unavailable(format!(
@@ -452,7 +468,12 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
         ))
         .into_response();
     }
-    let peer = match fleet.peer(&edge, &tag, superseded).await {
+    let mut found = fleet.peer(&edge, &tag, false).await;
+    if superseded && matches!(&found, Ok(Some(p)) if p.url == edge.url) {
+        // The copy still names this process: central knows who holds the id now.
+        found = fleet.peer(&edge, &tag, true).await;
+    }
+    let peer = match found {
         Ok(Some(peer)) if peer.url != edge.url => peer,
         // Superseded, and central still names this process: its own (refusing) answer.
         Ok(Some(_)) => return next.run(req).await,

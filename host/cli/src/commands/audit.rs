@@ -153,7 +153,16 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
                     central_orders,
                 })
                 .collect();
-            return Ok(compare(&snapshot, &edges, wall_ms()));
+            let mut report = compare(&snapshot, &edges, wall_ms());
+            report.expect(
+                still,
+                format!(
+                    "the fleet did not hold still within {:?}: grants, returns or events moved \
+                     while it was read, so the books and central were compared as read",
+                    config.wait
+                ),
+            );
+            return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
