@@ -192,6 +192,20 @@ async fn highest_sustained(
     Ok(ramp)
 }
 
+/// A fresh folder `name` for a cart-updates benchmark, and its SQLite central's URL, holding
+/// one SKU with stock enough for any run.
+async fn updates_fleet(cfg: &BenchConfig, name: &str) -> anyhow::Result<(PathBuf, String)> {
+    let dir = cfg.out_dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let central = format!("sqlite:{}", dir.join("central.db").display());
+    Central::connect(&central)
+        .await?
+        .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
+        .await?;
+    Ok((dir, central))
+}
+
 /// A cart update answered by the edge it reached, and one forwarded there by another edge.
 struct Forwarding {
     local: LoadReport,
@@ -205,14 +219,7 @@ const FORWARDING_RATE: f64 = 1_000.0;
 /// Two edges of one fleet; the same updates of edge-1's carts sent to edge-1, then to edge-2,
 /// which forwards each to edge-1.
 async fn forwarding(cfg: &BenchConfig) -> anyhow::Result<Forwarding> {
-    let dir = cfg.out_dir.join("forwarding");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let central = format!("sqlite:{}", dir.join("central.db").display());
-    Central::connect(&central)
-        .await?
-        .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
-        .await?;
+    let (dir, central) = updates_fleet(cfg, "forwarding").await?;
     let secret = dir.join("fleet-secret");
     std::fs::write(&secret, "a-fleet-secret-for-the-benchmark")?;
     let secret = secret.display().to_string();
@@ -252,14 +259,7 @@ struct Measured {
 }
 
 async fn cart_updates(cfg: &BenchConfig, name: &str, rules: Rules) -> anyhow::Result<Measured> {
-    let dir = cfg.out_dir.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let central = format!("sqlite:{}", dir.join("central.db").display());
-    Central::connect(&central)
-        .await?
-        .load_sale(&bench_sale(1_000_000_000, 10_000, 1)?)
-        .await?;
+    let (dir, central) = updates_fleet(cfg, name).await?;
     let edge = Edge::start(cfg, &dir, "edge-1", &central, rules, &[]).await?;
     let base = LoadConfig {
         edges: vec![edge.url.clone()],

@@ -556,18 +556,9 @@ async fn an_edge_that_is_not_ready_sends_new_carts_to_another() {
         taken.client.set(&theirs, "BAG-1", 1).await.0,
         StatusCode::OK
     );
-    let r = one
-        .client
-        .send(
-            Method::GET,
-            &format!("/v1/carts/{}", theirs.id),
-            Some(&theirs.token),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json().expect("JSON")["lines"][0]["quantity"], json!(1));
+    let (status, body) = one.client.get_cart(&theirs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["lines"][0]["quantity"], json!(1));
 
     // A create forwarded to it is not forwarded again.
     let r = one
