@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up what they need (the wasm32-wasip2 target,
-# a throwaway PostgreSQL for tests) on a fresh machine.
+# PostgreSQL and NATS for the tests' throwaway servers) on a fresh machine.
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -19,7 +19,7 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres build guest run test lint bench clean
+.PHONY: all setup postgres nats build guest run test lint bench clean
 
 all: build
 
@@ -31,6 +31,11 @@ setup:
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+# NATS with JetStream, for the tests' and benchmarks' throwaway queue servers.
+nats:
+	@command -v nats-server >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
 
 # The cart component, and the deliberately broken ones the tests deploy. The smoke-failing one
 # is the faulty crate with a feature; it is copied aside before the plain build replaces it.
@@ -53,7 +58,7 @@ $(SCHEMATHESIS):
 		schemathesis==4.32.5 openapi-spec-validator==0.9.0
 
 # In release mode, like `make run`: one build of wasmtime serves both.
-test: guest postgres $(SCHEMATHESIS)
+test: guest postgres nats $(SCHEMATHESIS)
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
@@ -66,7 +71,7 @@ lint: guest
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings
 
 # One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.
-bench: build postgres $(WASMTIME)
+bench: build postgres nats $(WASMTIME)
 	$(CARGO) build --release --target $(WASM_TARGET) -p hello-http
 	target/release/cart-bench --module $(GUEST) --hello $(HELLO) --wasmtime $(WASMTIME)
 

@@ -5,7 +5,9 @@
 //! - [`native`]: the cart rules compiled into the host, the baseline the component is measured
 //!   against; `cart-bench edge` serves an edge on it.
 //! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`.
+//! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
 
+pub mod delivery;
 pub mod load;
 pub mod native;
 pub mod suite;

@@ -1,7 +1,8 @@
 //! `make bench` (the `cart-bench` binary): one run on one machine of the edge's sustained rate of
 //! durable cart updates and its latency at fixed rates, the same rules compiled natively as a
 //! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
-//! three-edge sale against PostgreSQL; results in `BENCHMARKS.md`, reports and plots beside.
+//! three-edge sale against PostgreSQL, and that sale on ten edges with direct and queued
+//! delivery ([`delivery`]); results in `BENCHMARKS.md`, reports and plots beside.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use anyhow::Context as _;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use crate::delivery;
 use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
 use cart_central::Central;
 use cart_central::sale::Sale;
@@ -60,7 +62,7 @@ fn sustained(r: &LoadReport) -> bool {
 
 /// What an edge process decides carts with.
 #[derive(Clone, Copy, Debug)]
-enum Rules {
+pub(crate) enum Rules {
     /// The cart component (`cart-host serve`).
     Component,
     /// The same rules compiled in (`cart-bench edge`).
@@ -68,14 +70,14 @@ enum Rules {
 }
 
 /// An edge process for the benchmark.
-struct Edge {
+pub(crate) struct Edge {
     /// Held, not read: dropping it kills the edge (`kill_on_drop`).
     _child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Edge {
-    async fn start(
+    pub(crate) async fn start(
         cfg: &BenchConfig,
         dir: &Path,
         id: &str,
@@ -134,7 +136,7 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not come up")
 }
 
-fn bench_sale(units: u32, limit: u32, skus: usize) -> anyhow::Result<Sale> {
+pub(crate) fn bench_sale(units: u32, limit: u32, skus: usize) -> anyhow::Result<Sale> {
     let skus: Vec<_> = (0..skus)
         .map(|i| {
             json!({"sku": format!("SKU-{i}"), "name": format!("Item {i}"), "price_cents": 1999,
@@ -146,7 +148,11 @@ fn bench_sale(units: u32, limit: u32, skus: usize) -> anyhow::Result<Sale> {
     Ok(Sale::parse(&text.to_string())?)
 }
 
-async fn measure(cfg: &BenchConfig, name: &str, config: LoadConfig) -> anyhow::Result<LoadReport> {
+pub(crate) async fn measure(
+    cfg: &BenchConfig,
+    name: &str,
+    config: LoadConfig,
+) -> anyhow::Result<LoadReport> {
     eprintln!(
         "  {name}: {:?} at {:.0}/s for {:.0}s",
         config.scenario,
@@ -352,12 +358,7 @@ async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
     let dir = cfg.out_dir.join("fleet");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let pg = Postgres::start()?;
-    let central = pg.database("bench").await?;
-    Central::connect(&central)
-        .await?
-        .load_sale(&bench_sale(2_000, 2, 3)?)
-        .await?;
+    let (pg, central) = postgres_with_sale().await?;
     let mut edges = Vec::new();
     for id in ["edge-1", "edge-2", "edge-3"] {
         edges.push(Edge::start(cfg, &dir, id, &central, Rules::Component, &[]).await?);
@@ -382,29 +383,9 @@ async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
             }
         })
     };
-    let report = measure(
-        cfg,
-        "fleet-sale-postgres",
-        LoadConfig {
-            edges: urls.clone(),
-            scenario: Scenario::Sale,
-            curve: Curve::Noon,
-            rate: 1_500.0,
-            duration: Duration::from_secs_f64(cfg.step_secs * 2.0),
-            admin_token: Some("bench-token".into()),
-            ..LoadConfig::default()
-        },
-    )
-    .await?;
+    let report = measure(cfg, "fleet-sale-postgres", noon_sale(cfg, &urls)).await?;
     let ended = Instant::now();
-    let audit = Command::new(&cfg.host_bin)
-        .args(["audit", "--central", &central, "--wait-secs", "60"])
-        .arg("--admin-token-file")
-        .arg(dir.join("admin-token"))
-        .args(urls.iter().flat_map(|u| ["--edge", u.as_str()]))
-        .output()
-        .await
-        .context("running cart-host audit")?;
+    let audit = audit(cfg, &central, &dir, &urls).await?;
     let drained_after = ended.elapsed();
     sampler.abort();
     let max_sync_lag_ms = worst_lag.load(Ordering::Relaxed);
@@ -413,12 +394,56 @@ async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
         report,
         max_sync_lag_ms,
         drained_after,
-        audit: if audit.status.success() {
-            "passed".into()
-        } else {
-            format!("FAILED\n{}", String::from_utf8_lossy(&audit.stdout))
-        },
+        audit,
         postgres: pg.version(),
+    })
+}
+
+/// The noon sale the fleet runs measure: shoppers on a noon curve peaking at 1,500/s, for two
+/// steps.
+pub(crate) fn noon_sale(cfg: &BenchConfig, urls: &[String]) -> LoadConfig {
+    LoadConfig {
+        edges: urls.to_vec(),
+        scenario: Scenario::Sale,
+        curve: Curve::Noon,
+        rate: 1_500.0,
+        duration: Duration::from_secs_f64(cfg.step_secs * 2.0),
+        admin_token: Some("bench-token".into()),
+        ..LoadConfig::default()
+    }
+}
+
+/// A throwaway PostgreSQL with the noon sale loaded (3 SKUs × 2,000 units, limit 2); its URL.
+pub(crate) async fn postgres_with_sale() -> anyhow::Result<(Postgres, String)> {
+    let pg = Postgres::start()?;
+    let central = pg.database("bench").await?;
+    Central::connect(&central)
+        .await?
+        .load_sale(&bench_sale(2_000, 2, 3)?)
+        .await?;
+    Ok((pg, central))
+}
+
+/// `cart-host audit` of these edges, waiting up to a minute for them to settle: `passed`, or
+/// what it found.
+pub(crate) async fn audit(
+    cfg: &BenchConfig,
+    central: &str,
+    dir: &Path,
+    urls: &[String],
+) -> anyhow::Result<String> {
+    let audit = Command::new(&cfg.host_bin)
+        .args(["audit", "--central", central, "--wait-secs", "60"])
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
+        .args(urls.iter().flat_map(|u| ["--edge", u.as_str()]))
+        .output()
+        .await
+        .context("running cart-host audit")?;
+    Ok(if audit.status.success() {
+        "passed".into()
+    } else {
+        format!("FAILED\n{}", String::from_utf8_lossy(&audit.stdout))
     })
 }
 
@@ -434,7 +459,13 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     let forwarding = forwarding(cfg).await?;
     eprintln!("three edges, PostgreSQL, a noon sale");
     let fleet = fleet_sale(cfg).await?;
+    eprintln!(
+        "{} edges, PostgreSQL, the noon sale: outboxes direct, then through NATS JetStream",
+        delivery::EDGES
+    );
+    let delivery = delivery::compare(cfg).await?;
     let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &forwarding, &fleet);
+    delivery::summary(&mut text, &delivery);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {

@@ -8,8 +8,8 @@ use crate::events::{Delivery, EventLine, Order, OutboxEvent};
 use crate::sale::{Sale, SkuEntry};
 use crate::time::Millis;
 use crate::{
-    CentralError, Claim, Claimed, EdgeLedger, GrantRequest, Loaded, PerEdge, SaleLedger, SkuKey,
-    Snapshot, UnitReturn, WANTED_FOR_MS,
+    CentralError, Claim, Claimed, EdgeLedger, GrantRequest, Loaded, Marks, PerEdge, SaleLedger,
+    SkuKey, Snapshot, UnitReturn, WANTED_FOR_MS,
 };
 
 // ---- the calendar ----------------------------------------------------------------------------
@@ -536,14 +536,15 @@ pub fn wanted(tx: &mut dyn Tx, now: Millis) -> Result<Vec<SkuKey>, CentralError>
 // ---- the outbox ------------------------------------------------------------------------------
 
 /// Applies a batch of an edge's outbox in one transaction: each event after the edge's
-/// high-water mark, strictly in sequence (a gap stops the batch there), once. The new mark.
+/// high-water mark, strictly in sequence (a gap stops the batch there), once. The mark before
+/// and after.
 pub fn apply(
     tx: &mut dyn Tx,
     edge_id: &str,
     history_id: &str,
     batch: &[Delivery],
     now: Millis,
-) -> Result<i64, CentralError> {
+) -> Result<Marks, CentralError> {
     // The edge's row lock orders its batches: a redelivery waits, then skips. Events of a
     // history central no longer keeps under this id are refused.
     let mark = tx
@@ -572,7 +573,20 @@ pub fn apply(
             params![edge_id, high],
         )?;
     }
-    Ok(high)
+    Ok(Marks {
+        before: mark,
+        after: high,
+    })
+}
+
+/// Whether `history_id` is one a take-over wrote off.
+pub fn retired(tx: &mut dyn Tx, history_id: &str) -> Result<bool, CentralError> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM edges WHERE history_id = $1 AND retired_at IS NOT NULL",
+            params![history_id],
+        )?
+        .is_some())
 }
 
 fn apply_event(tx: &mut dyn Tx, edge_id: &str, event: &OutboxEvent) -> Result<(), CentralError> {

@@ -252,6 +252,32 @@ pub struct EdgeLedger {
     pub retired: bool,
 }
 
+/// Outbox events of one edge's history, in sequence order, for [`Central::apply_batches`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeBatch {
+    pub edge_id: String,
+    pub history_id: String,
+    pub events: Vec<Delivery>,
+}
+
+/// What central did with an [`EdgeBatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The edge's high-water mark before and after: events up to `after` are applied.
+    Marks(Marks),
+    /// The history was written off by a take-over: its events are void.
+    Retired,
+    /// No such history (yet): its edge has not claimed its id with it.
+    Unknown,
+}
+
+/// An edge's high-water mark before and after a batch was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marks {
+    pub before: i64,
+    pub after: i64,
+}
+
 /// A central database, by URL.
 pub struct Central {
     db: Db,
@@ -377,6 +403,35 @@ impl Central {
             (edge_id.to_owned(), history_id.to_owned(), batch.to_vec());
         self.transact(move |tx| ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms()))
             .await
+            .map(|marks| marks.after)
+    }
+
+    /// Applies several edges' batches in one transaction, as [`Self::apply`] does one: the
+    /// relay's path, for what a queue delivered. A batch of a history central does not keep
+    /// changes nothing, and the others still apply.
+    pub async fn apply_batches(&self, batches: &[EdgeBatch]) -> Result<Vec<Applied>, CentralError> {
+        let batches = batches.to_vec();
+        // One lock order for every relay: edge rows in edge id order, so two relays never wait
+        // on each other in a cycle.
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|&a, &b| batches[a].edge_id.cmp(&batches[b].edge_id));
+        self.transact(move |tx| {
+            let now = wall_ms();
+            let mut outcomes = vec![Applied::Unknown; batches.len()];
+            for i in order {
+                let b = &batches[i];
+                outcomes[i] = match ledger::apply(tx, &b.edge_id, &b.history_id, &b.events, now) {
+                    Ok(marks) => Applied::Marks(marks),
+                    Err(CentralError::UnknownEdge(_)) if ledger::retired(tx, &b.history_id)? => {
+                        Applied::Retired
+                    }
+                    Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
+                    Err(e) => return Err(e),
+                };
+            }
+            Ok(outcomes)
+        })
+        .await
     }
 
     /// Takes back units an edge returns; the same return id is taken once.

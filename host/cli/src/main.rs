@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cart_host::commands::{audit, demo, deploy, load, sale, serve};
+use cart_host::commands::{audit, demo, deploy, load, relay, sale, serve};
 use clap::{Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -26,6 +26,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Drive edges with flash-sale load at a set rate; report latency, throughput, errors.
     Load(load::LoadArgs),
+    /// Apply the edges' outbox stream (NATS JetStream) to central, exactly once.
+    Relay(relay::RelayArgs),
     /// Run the embedded demo: a SQLite central, a sale starting now, two edges on localhost.
     Demo(demo::DemoArgs),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => audit::run_command(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Demo(args) => demo::run_command(args).await,
+            Command::Relay(args) => relay::run(args).await,
         }
     });
     match outcome {

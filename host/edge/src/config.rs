@@ -56,6 +56,9 @@ pub struct EdgeConfig {
     pub create_rate: CreateRate,
     /// Proxies (a load balancer) whose `X-Forwarded-For` names the client's address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// With it (`nats://HOST:PORT`), the outbox goes to JetStream instead of straight to
+    /// central, and central is asked only for grants, returns and the edge's lease.
+    pub queue_url: Option<String>,
 }
 
 /// New carts one client address may make: `per_second` on average, `burst` at once; a rate of
@@ -113,6 +116,7 @@ impl Default for EdgeConfig {
             customer_key: None,
             create_rate: CreateRate::default(),
             trusted_proxies: Vec::new(),
+            queue_url: None,
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

@@ -42,6 +42,8 @@ pub struct Edge {
     pub modules: Modules,
     pub metrics: Arc<Metrics>,
     pub sync: Mutex<SyncStatus>,
+    /// Where the outbox goes when not straight to central.
+    pub queue: Option<cart_queue::Publisher>,
     /// Who this process is to central, and whether it may sell.
     pub identity: Identity,
     /// The other edges, and where a cart's requests go.
@@ -55,11 +57,17 @@ pub struct Edge {
 impl Edge {
     /// Opens the edge's database, learns the sale, loads the module and starts the writer.
     pub async fn start(config: EdgeConfig, url: String) -> anyhow::Result<Arc<Self>> {
-        let central = Arc::new(
-            Central::connect(&config.central_url)
-                .await
-                .with_context(|| format!("opening central {}", config.central_url))?,
-        );
+        // Through the queue, central answers only grants, returns and leases: one connection.
+        let central = match &config.queue_url {
+            Some(_) => Central::connect_with(&config.central_url, 1).await,
+            None => Central::connect(&config.central_url).await,
+        };
+        let central =
+            Arc::new(central.with_context(|| format!("opening central {}", config.central_url))?);
+        let queue = match &config.queue_url {
+            Some(url) => Some(cart_queue::Publisher::connect(url, &config.edge_id).await?),
+            None => None,
+        };
         // Central's sales if it answers; else the copy this edge stored last time.
         let sales = match central.sales_ending_after(config.clock.now()).await {
             Ok(sales) => sales,
@@ -173,6 +181,7 @@ impl Edge {
             modules,
             metrics,
             sync: Mutex::default(),
+            queue,
             readers,
             config,
         }))

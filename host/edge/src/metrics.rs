@@ -74,7 +74,7 @@ impl Default for Metrics {
         );
         registry.register(
             "outbox_backlog",
-            "Outbox events not yet applied centrally",
+            "Outbox events not yet delivered (applied centrally, or stored in the queue)",
             outbox_backlog.clone(),
         );
         registry.register(

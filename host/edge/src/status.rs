@@ -20,7 +20,7 @@ pub struct EdgeStatus {
     pub stock_total: BTreeMap<String, u64>,
     /// Units of ended sales still here, free or held: they are on their way back to central.
     pub ended_units: u64,
-    /// Outbox events not yet applied by central.
+    /// Outbox events not yet delivered: applied by central, or with a queue stored in it.
     pub outbox_backlog: i64,
     pub delivered_seq: i64,
     pub grants_in_flight: i64,

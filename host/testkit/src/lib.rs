@@ -1,6 +1,6 @@
-//! A throwaway PostgreSQL cluster in a temporary folder, stopped when dropped: for the tests and
-//! the benchmarks. `initdb` and `pg_ctl` refuse to run as root, so as root they run as the
-//! `postgres` user.
+//! Throwaway servers in temporary folders, stopped when dropped, for the tests and the
+//! benchmarks: a PostgreSQL cluster ([`Postgres`]; `initdb` and `pg_ctl` refuse to run as root,
+//! so as root they run as the `postgres` user) and a NATS server with JetStream ([`Nats`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -166,5 +166,94 @@ impl Drop for Postgres {
             .arg(self.data())
             .args(["-m", "immediate", "stop"]);
         let _ = c.output();
+    }
+}
+
+/// A `nats-server -js` on a free port, its JetStream store in a temporary folder.
+pub struct Nats {
+    dir: TempDir,
+    pub port: u16,
+    server: Option<std::process::Child>,
+}
+
+impl Nats {
+    /// Starts a server and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("cart-nats-").tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut nats = Self {
+            dir,
+            port,
+            server: None,
+        };
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts) the server on the same port and store.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))?;
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path().join("store"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "nats-server (JetStream) does not start: {e}; `make test` installs it"
+                )
+            })?;
+        self.server = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the server at once (its store stays), as an outage would.
+    pub fn halt(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.server.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The server's version, as `nats-server --version` says it.
+    pub fn version() -> String {
+        Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.halt();
     }
 }

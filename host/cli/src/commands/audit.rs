@@ -137,10 +137,14 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
         for ((url, status), books) in urls.iter().zip(&statuses).zip(&books) {
             central_orders.push(central.orders_of(&status.edge_id).await?);
             let again = status::fetch_books(&client, url, token).await?;
+            // Through a queue, delivered means stored in the stream: the relay may still be
+            // applying it.
+            let applied = snapshot.edges.get(&status.edge_id).map(|e| e.high_water);
             still &= status.settled()
                 && books.mark.settled()
                 && again.mark == books.mark
-                && status.delivered_seq == books.mark.delivered_seq;
+                && status.delivered_seq == books.mark.delivered_seq
+                && applied == Some(books.mark.delivered_seq);
         }
         if still || Instant::now() >= deadline {
             let edges: Vec<AuditedEdge> = statuses

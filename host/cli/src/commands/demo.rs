@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -14,6 +15,7 @@ use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
 use cart_edge::edge::{EdgeConfig, ModuleBytes};
 use cart_edge::server;
+use cart_queue::relay::{RelayConfig, RelayStats};
 use clap::Args;
 
 #[derive(Args)]
@@ -27,6 +29,10 @@ pub struct DemoArgs {
     /// Port of the first edge; the second listens on the next one.
     #[arg(long, env = "CART_DEMO_PORT", default_value_t = 8081)]
     port: u16,
+    /// Deliver the edges' outboxes through this NATS server (nats://HOST:PORT, started with
+    /// `nats-server -js`), with a relay running in the demo, instead of straight to central.
+    #[arg(long, env = "CART_QUEUE")]
+    queue: Option<String>,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -35,6 +41,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data,
         module: crate::module_or_built_in(args.module.as_deref())?,
         port: args.port,
+        queue_url: args.queue,
     };
     run(&config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -45,6 +52,8 @@ pub struct DemoConfig {
     pub module: ModuleBytes,
     /// The first edge's port; the second edge takes the next.
     pub port: u16,
+    /// The NATS server the outboxes go through, with a relay in the demo; none: straight.
+    pub queue_url: Option<String>,
 }
 
 /// The demo sale: three SKUs, on sale from now, holds of ten minutes.
@@ -93,6 +102,19 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     let fleet_secret = cart_edge::ids::new_token();
     std::fs::write(dir.join("fleet-secret"), &fleet_secret)?;
 
+    let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+    let relay = config.queue_url.clone().map(|queue_url| {
+        let relay = RelayConfig {
+            queue_url,
+            central_url: central_url.clone(),
+            ..RelayConfig::default()
+        };
+        tokio::spawn(cart_queue::relay::run(
+            relay,
+            Arc::new(RelayStats::default()),
+            relay_stopped,
+        ))
+    });
     let mut edges = Vec::new();
     for (i, edge_id) in ["edge-1", "edge-2"].into_iter().enumerate() {
         let port = config.port.saturating_add(u16::try_from(i).unwrap_or(0));
@@ -107,6 +129,7 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
             module: config.module.clone(),
             admin_token: Some(token.clone()),
             fleet_secret: Some(fleet_secret.clone()),
+            queue_url: config.queue_url.clone(),
             ..EdgeConfig::default()
         };
         edges.push(server::start(listener, edge_config).await?);
@@ -119,6 +142,9 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
         rfc3339(sale.starts_at)
     );
     println!("central database: {central_url}");
+    if let Some(queue) = &config.queue_url {
+        println!("outboxes go through NATS JetStream at {queue}; a relay applies them");
+    }
     for e in &edges {
         println!("edge {}: {}", e.edge.config.edge_id, e.url);
     }
@@ -136,6 +162,10 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     shutdown.await;
     for e in edges {
         e.stop().await?;
+    }
+    let _ = stop_relay.send(true);
+    if let Some(relay) = relay {
+        relay.await??;
     }
     Ok(())
 }

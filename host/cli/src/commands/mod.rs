@@ -6,11 +6,13 @@
 //! - [`audit`]: check conservation and exactly-once delivery across central and edges.
 //! - [`load`]: drive edges with flash-sale load and report.
 //! - [`demo`]: the embedded default: a SQLite central, a sale, two edges.
+//! - [`relay`]: apply the edges' outbox stream (NATS JetStream) to central.
 
 pub mod audit;
 pub mod demo;
 pub mod deploy;
 pub mod load;
+pub mod relay;
 pub mod sale;
 pub mod serve;
 

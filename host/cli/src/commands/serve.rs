@@ -65,6 +65,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Deliver the outbox through NATS JetStream (nats://HOST:PORT, a server with JetStream
+    /// enabled) instead of straight to central; `cart-host relay` applies it there. Grants,
+    /// returns and the lease still go to central, over one connection.
+    #[arg(long, env = "CART_QUEUE")]
+    queue: Option<String>,
     /// Longest a guest call may run, in milliseconds.
     #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
     guest_deadline_ms: u64,
@@ -134,6 +139,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             burst: args.create_burst,
         },
         trusted_proxies: args.trusted_proxies,
+        queue_url: args.queue,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -16,19 +16,19 @@ use cart_testkit::Postgres;
 
 /// How a crowd of shoppers fared.
 #[derive(Debug, Default)]
-struct Crowd {
+pub(crate) struct Crowd {
     /// Carts whose hold was acknowledged.
-    won: Vec<CartRef>,
-    refused: usize,
+    pub won: Vec<CartRef>,
+    pub refused: usize,
     /// Answers of 500 and above.
-    server_errors: usize,
+    pub server_errors: usize,
     /// Requests that got no answer (the edge was killed under them).
-    unanswered: usize,
+    pub unanswered: usize,
 }
 
 /// `n` shoppers, `parallel` at a time, spread over `edges`; each wants one unit of BAG-1 and
 /// retries `sold_out` a few times.
-async fn shop(edges: &[Client], first: usize, n: usize, parallel: usize) -> Crowd {
+pub(crate) async fn shop(edges: &[Client], first: usize, n: usize, parallel: usize) -> Crowd {
     let gate = Arc::new(Semaphore::new(parallel));
     let tasks: Vec<_> = (first..first + n)
         .map(|i| {
@@ -104,7 +104,7 @@ async fn one_shopper(edge: &Client, i: usize) -> Outcome {
 }
 
 /// Samples held + sold across the edges until dropped; keeps the largest sum seen.
-fn watch_units(edges: Vec<Client>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+pub(crate) fn watch_units(edges: Vec<Client>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let most = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&most);
     let task = tokio::spawn(async move {
@@ -127,7 +127,7 @@ fn watch_units(edges: Vec<Client>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<(
 }
 
 /// Every acknowledged hold is still in its cart.
-async fn holds_kept(edges: &[Client], won: &[CartRef]) {
+pub(crate) async fn holds_kept(edges: &[Client], won: &[CartRef]) {
     for (i, cart) in won.iter().enumerate() {
         let mut found = false;
         for e in edges {
@@ -152,6 +152,13 @@ async fn three_edges(fleet: &Fleet) -> Vec<EdgeProcess> {
 async fn sell_out_across_three_edges(fleet: Fleet, shoppers: usize, units: u64) {
     let edges = three_edges(&fleet).await;
     let clients: Vec<Client> = edges.iter().map(|e| e.client.clone()).collect();
+    sell_out(&fleet, &clients, shoppers, units).await;
+}
+
+/// `shoppers` shoppers on these edges take exactly the sale's `units`, never more at any
+/// moment; every hold is kept and the audit passes.
+pub(crate) async fn sell_out(fleet: &Fleet, clients: &[Client], shoppers: usize, units: u64) {
+    let clients = clients.to_vec();
     let (most, watcher) = watch_units(clients.clone());
     let crowd = shop(&clients, 0, shoppers, 200).await;
     watcher.abort();
@@ -167,7 +174,7 @@ async fn sell_out_across_three_edges(fleet: Fleet, shoppers: usize, units: u64) 
         "every unit taken, none stranded: {crowd:?}"
     );
     holds_kept(&clients, &crowd.won).await;
-    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+    audit_passes(fleet, clients.iter().map(|c| c.url.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,6 +16,8 @@ mod concurrency;
 mod crash;
 // Three edge processes over PostgreSQL and SQLite: sell-out, kill -9, central outage, redelivery.
 mod fleet;
+// The outbox through NATS JetStream and relays: sell-out, relay kill -9, NATS and central outages.
+mod queue;
 // Deploying modules: validation, signatures, rollback under load, the deploy command.
 mod deploy;
 // A full disk, for real (a tmpfs): 503, nothing unacknowledged kept, recovery.

@@ -489,3 +489,58 @@ pub fn free_port() -> u16 {
 pub fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// A real `cart-host relay` process, with its `/metrics` on a free port.
+pub struct RelayProcess {
+    child: tokio::process::Child,
+    metrics: String,
+}
+
+impl RelayProcess {
+    /// Starts `cart-host relay` between `queue` and the fleet's central; waits until it serves
+    /// its metrics.
+    pub async fn start(fleet: &Fleet, queue: &str, name: &str) -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+            .arg("relay")
+            .args(["--queue", queue, "--central", &fleet.central_url])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--report-secs",
+                "1",
+            ])
+            .env("CART_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file(fleet, name))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cart-host relay starts");
+        let relay = Self {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+        };
+        eventually(
+            "the relay to serve its metrics",
+            Duration::from_secs(30),
+            || async { relay.metric("cart_relay_lag_messages").await.is_some() },
+        )
+        .await;
+        relay
+    }
+
+    /// A figure from `/metrics` (counters by their `_total` name), if the relay answers.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let r = HttpClient::default().get(&self.metrics, None).await.ok()?;
+        String::from_utf8_lossy(&r.body).lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// `kill -9`: whatever it took from the stream and did not acknowledge is delivered again.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+}

@@ -1,0 +1,240 @@
+//! The optional queue: three `cart-host serve --queue` processes publish their outboxes to a real
+//! `nats-server -js`, and `cart-host relay` processes apply them to a real PostgreSQL, through a
+//! relay's death, the NATS server's and central's outages. `audit` must pass: every event
+//! applied once, every unit counted once.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use cart_testkit::{Nats, Postgres};
+
+use crate::fleet::{holds_kept, sell_out, shop};
+use crate::support::{
+    CartRef, Client, EdgeProcess, Fleet, RelayProcess, audit_passes, eventually, sale,
+};
+
+/// A PostgreSQL central with a sale of `units` BAG-1 (one per customer), and a NATS server.
+async fn setup(database: &str, units: u32) -> (Postgres, Nats, Fleet) {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database(database).await.expect("database");
+    let nats = Nats::start().expect("a NATS server with JetStream");
+    let fleet = Fleet::on(url, &sale(&[("BAG-1", units, 1)], -60)).await;
+    (pg, nats, fleet)
+}
+
+/// Three `cart-host serve --queue` processes.
+async fn queued_edges(fleet: &Fleet, nats: &Nats) -> (Vec<EdgeProcess>, Vec<Client>) {
+    let mut edges = Vec::new();
+    for id in ["edge-1", "edge-2", "edge-3"] {
+        edges.push(EdgeProcess::start_with(fleet, id, id, &["--queue", &nats.url()]).await);
+    }
+    let clients = edges.iter().map(|e| e.client.clone()).collect();
+    (edges, clients)
+}
+
+/// The sum of a figure of `/admin/status` over the edges.
+async fn sum_of(clients: &[Client], field: &str) -> i64 {
+    let mut sum = 0;
+    for c in clients {
+        sum += c.status().await[field].as_i64().unwrap_or(0);
+    }
+    sum
+}
+
+/// Events the relays applied between them, by their `/metrics`.
+async fn applied_by(relays: &[&RelayProcess]) -> f64 {
+    let mut sum = 0.0;
+    for r in relays {
+        sum += r
+            .metric("cart_relay_events_applied_total")
+            .await
+            .unwrap_or(f64::NAN);
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_shoppers_through_the_queue_take_exactly_the_hundred_units() {
+    let (_pg, nats, fleet) = setup("queue_sell_out", 100).await;
+    let relay = RelayProcess::start(&fleet, &nats.url(), "relay").await;
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    sell_out(&fleet, &clients, 1000, 100).await;
+    // The edges never wrote their events to central: the relay applied every one, once.
+    let events = sum_of(&clients, "delivered_seq").await as f64;
+    assert!(events >= 100.0, "{events} events for 100 holds");
+    eventually(
+        "the relay to have applied every event",
+        Duration::from_secs(10),
+        || async { applied_by(&[&relay]).await == events },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_relays_at_once_apply_each_event_once() {
+    let (_pg, nats, fleet) = setup("queue_two_relays", 100).await;
+    let a = RelayProcess::start(&fleet, &nats.url(), "relay-a").await;
+    let b = RelayProcess::start(&fleet, &nats.url(), "relay-b").await;
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    sell_out(&fleet, &clients, 1000, 100).await;
+    let events = sum_of(&clients, "delivered_seq").await as f64;
+    eventually(
+        "the two relays to have applied every event once between them",
+        Duration::from_secs(10),
+        || async { applied_by(&[&a, &b]).await == events },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_killed_mid_stream_loses_and_repeats_nothing() {
+    let (_pg, nats, fleet) = setup("queue_relay_killed", 300).await;
+    let relay = RelayProcess::start(&fleet, &nats.url(), "relay-a").await;
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    let crowd = tokio::spawn({
+        let clients = clients.clone();
+        async move { shop(&clients, 0, 600, 100).await }
+    });
+    eventually(
+        "the relay to apply events",
+        Duration::from_secs(30),
+        || async { applied_by(&[&relay]).await > 0.0 },
+    )
+    .await;
+    relay.kill().await;
+    // The edges keep publishing meanwhile; what the dead relay took unacknowledged comes back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _relay = RelayProcess::start(&fleet, &nats.url(), "relay-b").await;
+    let crowd = crowd.await.expect("crowd");
+    assert_eq!((crowd.server_errors, crowd.unanswered), (0, 0), "{crowd:?}");
+    assert_eq!(crowd.won.len(), 300, "{crowd:?}");
+    holds_kept(&clients, &crowd.won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_nats_down_the_edges_sell_and_their_outboxes_drain_when_it_returns() {
+    let (_pg, mut nats, fleet) = setup("queue_nats_down", 300).await;
+    let _relay = RelayProcess::start(&fleet, &nats.url(), "relay").await;
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    let before = shop(&clients, 0, 60, 30).await;
+    assert_eq!(before.won.len(), 60, "{before:?}");
+
+    nats.halt().expect("nats-server stops");
+    let during = shop(&clients, 60, 90, 30).await;
+    assert_eq!(
+        (during.server_errors, during.unanswered),
+        (0, 0),
+        "{during:?}"
+    );
+    assert_eq!(during.won.len(), 90, "central is up: {during:?}");
+    assert!(
+        sum_of(&clients, "outbox_backlog").await > 0,
+        "the outboxes keep what the stream cannot take"
+    );
+    eventually("the edges to say why", Duration::from_secs(10), || async {
+        let error = clients[0].status().await["last_sync_error"].to_string();
+        error.contains("NATS server is unreachable")
+    })
+    .await;
+
+    nats.resume()
+        .expect("nats-server starts again on its store");
+    eventually(
+        "the outboxes to drain into the stream",
+        Duration::from_secs(60),
+        || async { sum_of(&clients, "outbox_backlog").await == 0 },
+    )
+    .await;
+    let won: Vec<CartRef> = before.won.into_iter().chain(during.won).collect();
+    holds_kept(&clients, &won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thirty_second_central_outage_backs_up_in_the_stream_not_at_the_edges() {
+    let (pg, nats, fleet) = setup("queue_central_down", 300).await;
+    let relay = RelayProcess::start(&fleet, &nats.url(), "relay").await;
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    let before = shop(&clients, 0, 60, 30).await;
+    assert_eq!(before.won.len(), 60, "{before:?}");
+
+    pg.halt().expect("PostgreSQL stops");
+    let down_since = Instant::now();
+    let during = shop(&clients, 60, 90, 30).await;
+    assert_eq!(
+        (during.server_errors, during.unanswered),
+        (0, 0),
+        "{during:?}"
+    );
+    assert!(
+        !during.won.is_empty(),
+        "edges sell their own units: {during:?}"
+    );
+    eventually(
+        "the outboxes to drain into the stream while central is down",
+        Duration::from_secs(20),
+        || async { sum_of(&clients, "outbox_backlog").await == 0 },
+    )
+    .await;
+    eventually(
+        "the relay's lag to grow",
+        Duration::from_secs(20),
+        || async { relay.metric("cart_relay_lag_messages").await > Some(0.0) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed())).await;
+
+    pg.resume().expect("PostgreSQL starts again");
+    eventually(
+        "the relay's lag to drain",
+        Duration::from_secs(60),
+        || async { relay.metric("cart_relay_lag_messages").await == Some(0.0) },
+    )
+    .await;
+    let won: Vec<CartRef> = before.won.into_iter().chain(during.won).collect();
+    holds_kept(&clients, &won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_stream_is_an_error_the_edge_reports_and_nothing_is_dropped() {
+    let (_pg, nats, fleet) = setup("queue_full", 100).await;
+    // An operator made the stream tiny.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("NATS"));
+    js.create_stream(jetstream::stream::Config {
+        max_messages: 5,
+        ..cart_queue::stream_config()
+    })
+    .await
+    .expect("a five-message stream");
+    let (_edges, clients) = queued_edges(&fleet, &nats).await;
+    let crowd = shop(&clients, 0, 30, 10).await;
+    assert_eq!(crowd.won.len(), 30, "{crowd:?}");
+    eventually(
+        "an edge to report the full stream",
+        Duration::from_secs(30),
+        || async {
+            let mut full = false;
+            for c in &clients {
+                let error = c.status().await["last_sync_error"].to_string();
+                full |= error.contains("maximum messages");
+            }
+            full
+        },
+    )
+    .await;
+    assert!(
+        sum_of(&clients, "outbox_backlog").await > 0,
+        "the rows are kept"
+    );
+
+    // A relay makes room; every event arrives, once.
+    let _relay = RelayProcess::start(&fleet, &nats.url(), "relay").await;
+    eventually("the outboxes to drain", Duration::from_secs(60), || async {
+        sum_of(&clients, "outbox_backlog").await == 0
+    })
+    .await;
+    holds_kept(&clients, &crowd.won).await;
+    audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}

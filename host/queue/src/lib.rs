@@ -1,0 +1,212 @@
+//! The optional queue between the edges and central, on NATS JetStream.
+//!
+//! Each edge publishes its outbox to one stream ([`Publisher`]) instead of writing to central; a
+//! row counts as delivered once JetStream has stored it. Relays ([`relay`]) consume the stream
+//! with one durable consumer and apply the events to central in batches, with the same
+//! exactly-once function and high-water marks as the direct path, acknowledging messages only
+//! after central has committed them.
+//!
+//! Only the outbox goes through the queue. Grants, returns, claims and leases stay requests to
+//! central: a shopper waits for a grant's answer, which a queue cannot give within 250 ms. An
+//! edge in queue mode therefore needs one central connection, not a pool.
+//!
+//! The stream, as the project sets it:
+//!
+//! | setting | value | why |
+//! |---|---|---|
+//! | name, subject | `CART_OUTBOX`, `cart.outbox` | one stream for the fleet; the edge is named in each message |
+//! | retention | work queue | a message is gone once a relay has applied and acknowledged it |
+//! | storage | file | a restarted `nats-server` still has what it acknowledged |
+//! | limits | 10,000,000 messages, 1 GiB | a backlog of hours of a noon rush |
+//! | discard | new | a full stream refuses a publish (the edge reports it and keeps the row), never drops a stored event |
+//! | duplicate window | 10 minutes | a row published again after a lost acknowledgement is stored once |
+//! | replicas | 1 | Debian's single server; a clustered `nats-server` takes 3 (`nats stream edit`) |
+
+// Server code answers errors; it does not panic on them.
+#![warn(clippy::expect_used)]
+
+pub mod relay;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use cart_central::events::{Delivery, OutboxEvent};
+use serde::{Deserialize, Serialize};
+
+pub const STREAM: &str = "CART_OUTBOX";
+pub const SUBJECT: &str = "cart.outbox";
+/// The relays' one durable consumer: they share its messages between them.
+pub const CONSUMER: &str = "cart-relay";
+
+/// The stream's definition (see the crate's documentation).
+pub fn stream_config() -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        description: Some("flash-sale edges' outbox events on their way to central".into()),
+        subjects: vec![SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_messages: 10_000_000,
+        max_bytes: 1 << 30,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(600),
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// One outbox row as the stream stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub edge_id: String,
+    /// The edge's data folder history the row belongs to: central applies only the one it keeps.
+    pub history_id: String,
+    pub seq: i64,
+    pub event: OutboxEvent,
+}
+
+impl Envelope {
+    /// JetStream's de-duplication key: one per row of one history.
+    pub fn message_id(&self) -> String {
+        format!("{}/{}/{}", self.edge_id, self.history_id, self.seq)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("NATS {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("the NATS server is unreachable; the outbox waits for it")]
+    Unreachable,
+    #[error("JetStream stream {STREAM}: {0}")]
+    Stream(String),
+    #[error("publishing outbox event {seq} to JetStream: {why}")]
+    Publish { seq: i64, why: String },
+    #[error("outbox event {seq}: {why}")]
+    Encode { seq: i64, why: String },
+}
+
+/// Connects to NATS, retrying in the background while the server is away.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        // A restarted server is found again within a second.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis(100 * u64::try_from(attempts).unwrap_or(10).min(10))
+        })
+        .connect(url)
+        .await
+        .map_err(|source| QueueError::Connect {
+            url: url.to_owned(),
+            source,
+        })
+}
+
+/// Creates the stream unless it is there (with whatever settings an operator gave it since).
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, QueueError> {
+    js.get_or_create_stream(stream_config())
+        .await
+        .map_err(|e| QueueError::Stream(e.to_string()))
+}
+
+/// An edge's side of the queue: publishes its outbox rows in order, each stored once.
+pub struct Publisher {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    edge_id: String,
+    stream: tokio::sync::OnceCell<()>,
+}
+
+impl Publisher {
+    /// Connects in the background: the edge starts (and sells) while the server is away.
+    pub async fn connect(url: &str, edge_id: &str) -> Result<Self, QueueError> {
+        let client = connect(url, &format!("cart-edge {edge_id}")).await?;
+        Ok(Self {
+            js: jetstream::context::ContextBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build(client.clone()),
+            client,
+            edge_id: edge_id.to_owned(),
+            stream: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Publishes `batch` (consecutive rows) in order and waits until JetStream has stored each
+    /// one. The seq of the last row of the unbroken run stored from the start (`None`: not
+    /// even the first), and the error that stopped the rest, if any. A row stored before (the
+    /// same message id within the duplicate window) counts as stored.
+    pub async fn publish(
+        &self,
+        history_id: &str,
+        batch: &[Delivery],
+    ) -> (Option<i64>, Option<QueueError>) {
+        // Said at once, rather than after an acknowledgement's timeout.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return (None, Some(QueueError::Unreachable));
+        }
+        if let Err(e) = self
+            .stream
+            .get_or_try_init(|| async { ensure_stream(&self.js).await.map(drop) })
+            .await
+        {
+            return (None, Some(e));
+        }
+        // Sent back to back, on one connection, so the server stores them in this order;
+        // then each acknowledgement is awaited in turn.
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for d in batch {
+            let envelope = Envelope {
+                edge_id: self.edge_id.clone(),
+                history_id: history_id.to_owned(),
+                seq: d.seq,
+                event: d.event.clone(),
+            };
+            let payload = match serde_json::to_vec(&envelope) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(QueueError::Encode {
+                        seq: d.seq,
+                        why: e.to_string(),
+                    });
+                    break;
+                }
+            };
+            let message = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(envelope.message_id());
+            match self.js.send_publish(SUBJECT, message).await {
+                Ok(ack) => pending.push((d.seq, ack)),
+                Err(e) => {
+                    failure = Some(QueueError::Publish {
+                        seq: d.seq,
+                        why: e.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        let mut stored = None;
+        for (seq, ack) in pending {
+            match ack.await {
+                Ok(_) => stored = Some(seq),
+                Err(e) => {
+                    // Later rows may be stored too; the relay waits for this one before them.
+                    return (
+                        stored,
+                        Some(QueueError::Publish {
+                            seq,
+                            why: e.to_string(),
+                        }),
+                    );
+                }
+            }
+        }
+        (stored, failure)
+    }
+}

@@ -1,0 +1,369 @@
+//! `cart-host relay`: consumes the outbox stream and applies it to central, exactly once.
+//!
+//! Messages are taken as they arrive, up to a batch or what came within a short linger after the
+//! first, and applied in one central transaction by the same function as the direct path: per edge history, strictly in sequence
+//! after central's high-water mark. Then each message is settled by what central did with it:
+//!
+//! - at or below the edge's new mark: applied now or before, acknowledged (a redelivery after a
+//!   relay died between central's commit and its acknowledgement lands here);
+//! - above it: an earlier event of that edge has not been applied yet (it is with another relay,
+//!   or was published again after a failure): put back to be delivered again shortly. A gap is
+//!   waited for, never jumped;
+//! - of a history central does not know yet (its edge has not claimed its id with it): put
+//!   back for a few seconds;
+//! - of a history a take-over wrote off, or unreadable: dropped and counted, so one bad message
+//!   does not stop the others.
+//!
+//! Central unreachable: the whole batch goes back to the stream, and the lag grows until it
+//! answers. Several relays may share the consumer; the high-water marks make their order
+//! irrelevant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use cart_central::events::{Delivery, OutboxEvent};
+use cart_central::{Applied, Central, EdgeBatch};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+
+use crate::{CONSUMER, Envelope, connect, ensure_stream};
+
+/// How a relay is run.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// `nats://HOST:PORT`.
+    pub queue_url: String,
+    pub central_url: String,
+    /// Most messages applied in one central transaction.
+    pub batch: usize,
+    /// How long a batch waits for more messages after its first: fewer, larger transactions
+    /// for a little latency.
+    pub linger: Duration,
+    /// How often the status line is logged.
+    pub report_every: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            queue_url: "nats://127.0.0.1:4222".into(),
+            central_url: "sqlite:data/central.db".into(),
+            batch: 500,
+            linger: Duration::from_millis(10),
+            report_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a relay has done, for `/metrics` and its status line.
+pub struct RelayStats {
+    registry: Registry,
+    /// Events central applied (each once, whichever relay did it).
+    pub applied: Counter,
+    /// Messages central had applied before: acknowledged without effect.
+    pub duplicates: Counter,
+    /// Messages put back because an earlier event of their edge was not yet applied.
+    pub waiting: Counter,
+    /// Unreadable messages and events of written-off histories.
+    pub dropped: Counter,
+    /// Central transactions committed.
+    pub transactions: Counter,
+    /// Central transactions that failed (their messages went back to the stream).
+    pub failures: Counter,
+    /// Messages in the stream not yet acknowledged by any relay.
+    pub lag: Gauge,
+}
+
+impl Default for RelayStats {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cart_relay");
+        let stats = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let applied = stats(&mut registry, "events_applied", "Events applied to central");
+        let duplicates = stats(
+            &mut registry,
+            "duplicates",
+            "Messages already applied to central, acknowledged without effect",
+        );
+        let waiting = stats(
+            &mut registry,
+            "waiting",
+            "Messages put back until an earlier event of their edge is applied",
+        );
+        let dropped = stats(
+            &mut registry,
+            "dropped",
+            "Unreadable messages and events of histories central no longer keeps",
+        );
+        let transactions = stats(
+            &mut registry,
+            "transactions",
+            "Central transactions committed",
+        );
+        let failures = stats(
+            &mut registry,
+            "failures",
+            "Central transactions that failed; their messages went back to the stream",
+        );
+        let lag = Gauge::default();
+        registry.register(
+            "lag_messages",
+            "Messages in the stream no relay has acknowledged yet",
+            lag.clone(),
+        );
+        Self {
+            registry,
+            applied,
+            duplicates,
+            waiting,
+            dropped,
+            transactions,
+            failures,
+            lag,
+        }
+    }
+}
+
+impl RelayStats {
+    /// The OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Runs a relay until `shutdown` turns true; the batch in hand is finished first.
+pub async fn run(
+    config: RelayConfig,
+    stats: Arc<RelayStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let central = Central::connect_with(&config.central_url, 2).await?;
+    let client = connect(&config.queue_url, "cart-relay").await?;
+    let js = jetstream::new(client);
+    let mut report = Report::new();
+    while !*shutdown.borrow() {
+        let consumer = match consumer(&js).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("the outbox stream is not reachable, retrying: {e:#}");
+                pause(Duration::from_secs(1), &mut shutdown).await;
+                continue;
+            }
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(config.batch)
+            .messages()
+            .await
+        {
+            Ok(m) => Box::pin(m.chunks_timeout(config.batch, config.linger)),
+            Err(e) => {
+                tracing::warn!("cannot consume the outbox stream, retrying: {e}");
+                pause(Duration::from_secs(1), &mut shutdown).await;
+                continue;
+            }
+        };
+        let mut ticker = tokio::time::interval(config.report_every);
+        loop {
+            tokio::select! {
+                chunk = messages.next() => {
+                    let Some(chunk) = chunk else { break };
+                    let mut readable = Vec::with_capacity(chunk.len());
+                    for m in chunk {
+                        match m {
+                            Ok(m) => readable.push(m),
+                            // Heartbeats missed while the server is away; the stream resumes.
+                            Err(e) => tracing::warn!("the outbox stream: {e}"),
+                        }
+                    }
+                    apply(&central, readable, &stats).await;
+                }
+                _ = ticker.tick() => {
+                    let mut info = consumer.clone();
+                    if let Ok(info) = info.info().await {
+                        let lag = info.num_pending + info.num_ack_pending as u64;
+                        stats.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                    }
+                    report.log(&stats);
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+        tracing::warn!("the outbox stream's consumer ended; subscribing again");
+    }
+    Ok(())
+}
+
+/// The relays' durable consumer, made if missing.
+async fn consumer(js: &jetstream::Context) -> anyhow::Result<PullConsumer> {
+    let stream = ensure_stream(js).await?;
+    Ok(stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                description: Some("cart-host relays: outbox events into central".into()),
+                ack_policy: AckPolicy::Explicit,
+                // A relay that took messages and died: they are delivered again after this.
+                ack_wait: Duration::from_secs(10),
+                max_ack_pending: 50_000,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Applies what a batch of messages holds, then settles each message by what central did.
+async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &RelayStats) {
+    let mut events: BTreeMap<(String, String), BTreeMap<i64, OutboxEvent>> = BTreeMap::new();
+    let mut keyed = Vec::with_capacity(messages.len());
+    for m in messages {
+        match serde_json::from_slice::<Envelope>(&m.payload) {
+            Ok(e) => {
+                let key = (e.edge_id, e.history_id);
+                events
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(e.seq, e.event);
+                keyed.push((key, e.seq, m));
+            }
+            Err(e) => {
+                tracing::error!("an unreadable message in the outbox stream, dropped: {e}");
+                stats.dropped.inc();
+                settle(&m, AckKind::Term).await;
+            }
+        }
+    }
+    if keyed.is_empty() {
+        return;
+    }
+    let batches: Vec<EdgeBatch> = events
+        .into_iter()
+        .map(|((edge_id, history_id), events)| EdgeBatch {
+            edge_id,
+            history_id,
+            events: events
+                .into_iter()
+                .map(|(seq, event)| Delivery { seq, event })
+                .collect(),
+        })
+        .collect();
+    let marks = match central.apply_batches(&batches).await {
+        Ok(marks) => marks,
+        Err(e) => {
+            tracing::warn!(
+                "central did not take {} events, back to the stream: {e}",
+                keyed.len()
+            );
+            stats.failures.inc();
+            for (_, _, m) in &keyed {
+                settle(m, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            return;
+        }
+    };
+    stats.transactions.inc();
+    let marks: HashMap<(&str, &str), _> = batches
+        .iter()
+        .zip(&marks)
+        .map(|(b, mark)| ((b.edge_id.as_str(), b.history_id.as_str()), *mark))
+        .collect();
+    for ((edge_id, history_id), seq, m) in &keyed {
+        match marks[&(edge_id.as_str(), history_id.as_str())] {
+            Applied::Marks(mark) if *seq <= mark.before => {
+                stats.duplicates.inc();
+                settle(m, AckKind::Ack).await;
+            }
+            Applied::Marks(mark) if *seq <= mark.after => {
+                stats.applied.inc();
+                settle(m, AckKind::Ack).await;
+            }
+            Applied::Marks(_) => {
+                stats.waiting.inc();
+                settle(m, AckKind::Nak(Some(Duration::from_millis(100)))).await;
+            }
+            Applied::Unknown => {
+                tracing::warn!(
+                    "edge {edge_id}: central knows no history {history_id} yet; its event {seq} \
+                     waits for the edge's claim"
+                );
+                stats.waiting.inc();
+                settle(m, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            }
+            Applied::Retired => {
+                tracing::error!(
+                    "edge {edge_id}: history {history_id} was written off by a take-over: its \
+                     event {seq} is dropped"
+                );
+                stats.dropped.inc();
+                settle(m, AckKind::Term).await;
+            }
+        }
+    }
+}
+
+/// Tells the server what became of a message. A lost acknowledgement only means it is
+/// delivered again, and then found applied.
+async fn settle(m: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = m.ack_with(kind).await {
+        tracing::warn!("acknowledging a message: {e}");
+    }
+}
+
+/// The status line: what was done since the last one.
+struct Report {
+    since: Instant,
+    applied: u64,
+    transactions: u64,
+}
+
+impl Report {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            applied: 0,
+            transactions: 0,
+        }
+    }
+
+    fn log(&mut self, stats: &RelayStats) {
+        let (applied, transactions) = (stats.applied.get(), stats.transactions.get());
+        let secs = self.since.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            "relay: {} events applied in {} central transactions ({:.0}/s); lag {} messages; \
+             {} duplicates, {} waiting for an earlier event, {} dropped, {} failed transactions",
+            applied - self.applied,
+            transactions - self.transactions,
+            (applied - self.applied) as f64 / secs,
+            stats.lag.get(),
+            stats.duplicates.get(),
+            stats.waiting.get(),
+            stats.dropped.get(),
+            stats.failures.get(),
+        );
+        *self = Self {
+            since: Instant::now(),
+            applied,
+            transactions,
+        };
+    }
+}
