@@ -20,7 +20,7 @@ pub mod time;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::db::Tx;
+use crate::db::{Tx, params};
 use crate::events::Delivery;
 use crate::sale::Sale;
 use crate::time::{Millis, wall_ms};
@@ -261,7 +261,7 @@ pub struct EdgeBatch {
 }
 
 /// What central did with an [`EdgeBatch`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// The edge's high-water mark before and after: events up to `after` are applied.
     Marks(Marks),
@@ -269,6 +269,8 @@ pub enum Applied {
     Retired,
     /// No such history (yet): its edge has not claimed its id with it.
     Unknown,
+    /// Applying it failed, and nothing of it was kept: why.
+    Failed(String),
 }
 
 /// An edge's high-water mark before and after a batch was applied.
@@ -407,12 +409,14 @@ impl Central {
     }
 
     /// Applies several edges' batches in one transaction, as [`Self::apply`] does one: the
-    /// relay's path, for what a queue delivered. A batch of a history central does not keep
-    /// changes nothing, and the others still apply.
+    /// relay's path, for what a queue delivered. Each batch runs in a savepoint of its own, so
+    /// one that fails (a broken or forged event, a deadlock PostgreSQL broke) is undone alone
+    /// and the others still apply; so does a batch of a history central does not keep.
     pub async fn apply_batches(&self, batches: &[EdgeBatch]) -> Result<Vec<Applied>, CentralError> {
         let batches = batches.to_vec();
-        // One lock order for every relay: edge rows in edge id order, so two relays never wait
-        // on each other in a cycle.
+        // Edge rows are locked in edge id order, the same in every relay. (SKU rows can still
+        // be taken in another order by another relay's batch: PostgreSQL detects that deadlock
+        // and fails one statement, whose batch is undone and comes back.)
         let mut order: Vec<usize> = (0..batches.len()).collect();
         order.sort_by(|&a, &b| batches[a].edge_id.cmp(&batches[b].edge_id));
         self.transact(move |tx| {
@@ -420,14 +424,19 @@ impl Central {
             let mut outcomes = vec![Applied::Unknown; batches.len()];
             for i in order {
                 let b = &batches[i];
+                tx.exec("SAVEPOINT edge_batch", params![])?;
                 outcomes[i] = match ledger::apply(tx, &b.edge_id, &b.history_id, &b.events, now) {
                     Ok(marks) => Applied::Marks(marks),
                     Err(CentralError::UnknownEdge(_)) if ledger::retired(tx, &b.history_id)? => {
                         Applied::Retired
                     }
                     Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tx.exec("ROLLBACK TO SAVEPOINT edge_batch", params![])?;
+                        Applied::Failed(e.to_string())
+                    }
                 };
+                tx.exec("RELEASE SAVEPOINT edge_batch", params![])?;
             }
             Ok(outcomes)
         })

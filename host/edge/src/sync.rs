@@ -45,7 +45,7 @@ pub(crate) async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receive
                     Err(e) if edge.queue.is_none() || is_refusal(&e) => return Err(e),
                     Err(e) => {
                         tracing::warn!(
-                            "central is unreachable, retrying in {central_backoff:?}; the outbox \
+                            "central did not answer, retrying in {central_backoff:?}; the outbox \
                              still drains into the queue: {e:#}"
                         );
                         central_due = Instant::now() + central_backoff;

@@ -107,11 +107,25 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueE
         })
 }
 
-/// Creates the stream unless it is there (with whatever settings an operator gave it since).
+/// Creates the stream unless it is there. One that is there may have other limits, but not
+/// settings that would lose events: it must drop a message only once it is acknowledged, and
+/// refuse new ones when full.
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, QueueError> {
-    js.get_or_create_stream(stream_config())
+    let stream = js
+        .get_or_create_stream(stream_config())
         .await
-        .map_err(|e| QueueError::Stream(e.to_string()))
+        .map_err(|e| QueueError::Stream(e.to_string()))?;
+    let config = &stream.cached_info().config;
+    if config.retention != stream::RetentionPolicy::WorkQueue
+        || config.discard != stream::DiscardPolicy::New
+    {
+        return Err(QueueError::Stream(format!(
+            "it has retention {:?} and discard {:?}; the outbox needs a work queue that refuses \
+             new messages when full (retention workqueue, discard new): it would lose events",
+            config.retention, config.discard
+        )));
+    }
+    Ok(stream)
 }
 
 /// An edge's side of the queue: publishes its outbox rows in order, each stored once.

@@ -15,7 +15,7 @@
 //!   does not stop the others.
 //!
 //! Central unreachable: the whole batch goes back to the stream, and the lag grows until it
-//! answers. Several relays may share the consumer; the high-water marks make their order
+//! answers. One edge's events that central refuses go back alone; the other edges' apply. Several relays may share the consumer; the high-water marks make their order
 //! irrelevant.
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,13 +68,14 @@ pub struct RelayStats {
     pub applied: Counter,
     /// Messages central had applied before: acknowledged without effect.
     pub duplicates: Counter,
-    /// Messages put back because an earlier event of their edge was not yet applied.
+    /// Times a message was put back to wait for an earlier event of its edge, or its claim.
     pub waiting: Counter,
     /// Unreadable messages and events of written-off histories.
     pub dropped: Counter,
     /// Central transactions committed.
     pub transactions: Counter,
-    /// Central transactions that failed (their messages went back to the stream).
+    /// Central transactions, and edges' batches in them, that failed (their messages went back
+    /// to the stream).
     pub failures: Counter,
     /// Messages in the stream not yet acknowledged by any relay.
     pub lag: Gauge,
@@ -97,7 +98,7 @@ impl Default for RelayStats {
         let waiting = stats(
             &mut registry,
             "waiting",
-            "Messages put back until an earlier event of their edge is applied",
+            "Times a message was put back to wait for an earlier event of its edge, or its claim",
         );
         let dropped = stats(
             &mut registry,
@@ -112,7 +113,8 @@ impl Default for RelayStats {
         let failures = stats(
             &mut registry,
             "failures",
-            "Central transactions that failed; their messages went back to the stream",
+            "Central transactions, and edges' batches in them, that failed; their messages went \
+             back to the stream",
         );
         let lag = Gauge::default();
         registry.register(
@@ -165,6 +167,7 @@ pub async fn run(
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(config.batch)
+            .heartbeat(Duration::from_secs(5))
             .messages()
             .await
         {
@@ -184,7 +187,8 @@ pub async fn run(
                     for m in chunk {
                         match m {
                             Ok(m) => readable.push(m),
-                            // Heartbeats missed while the server is away; the stream resumes.
+                            // Heartbeats missed while the server is away: the stream resumes
+                            // when it is back.
                             Err(e) => tracing::warn!("the outbox stream: {e}"),
                         }
                     }
@@ -267,8 +271,8 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
                 .collect(),
         })
         .collect();
-    let marks = match central.apply_batches(&batches).await {
-        Ok(marks) => marks,
+    let outcomes = match central.apply_batches(&batches).await {
+        Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::warn!(
                 "central did not take {} events, back to the stream: {e}",
@@ -282,19 +286,33 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
         }
     };
     stats.transactions.inc();
-    let marks: HashMap<(&str, &str), _> = batches
+    let mut acknowledged = 0;
+    for (batch, outcome) in batches.iter().zip(&outcomes) {
+        if let Applied::Marks(m) = outcome {
+            stats
+                .applied
+                .inc_by(u64::try_from(m.after - m.before).unwrap_or(0));
+            acknowledged -= m.after - m.before;
+        }
+        if let Applied::Failed(why) = outcome {
+            tracing::warn!(
+                "edge {}: central refused its events {}..={}, back to the stream: {why}",
+                batch.edge_id,
+                batch.events.first().map_or(0, |d| d.seq),
+                batch.events.last().map_or(0, |d| d.seq),
+            );
+            stats.failures.inc();
+        }
+    }
+    let outcomes: HashMap<(&str, &str), &Applied> = batches
         .iter()
-        .zip(&marks)
-        .map(|(b, mark)| ((b.edge_id.as_str(), b.history_id.as_str()), *mark))
+        .zip(&outcomes)
+        .map(|(b, outcome)| ((b.edge_id.as_str(), b.history_id.as_str()), outcome))
         .collect();
     for ((edge_id, history_id), seq, m) in &keyed {
-        match marks[&(edge_id.as_str(), history_id.as_str())] {
-            Applied::Marks(mark) if *seq <= mark.before => {
-                stats.duplicates.inc();
-                settle(m, AckKind::Ack).await;
-            }
+        match outcomes[&(edge_id.as_str(), history_id.as_str())] {
             Applied::Marks(mark) if *seq <= mark.after => {
-                stats.applied.inc();
+                acknowledged += 1;
                 settle(m, AckKind::Ack).await;
             }
             Applied::Marks(_) => {
@@ -309,6 +327,9 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
                 stats.waiting.inc();
                 settle(m, AckKind::Nak(Some(Duration::from_secs(5)))).await;
             }
+            Applied::Failed(_) => {
+                settle(m, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
             Applied::Retired => {
                 tracing::error!(
                     "edge {edge_id}: history {history_id} was written off by a take-over: its \
@@ -319,6 +340,10 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
             }
         }
     }
+    // Acknowledged without being applied now: applied before (a redelivery, or a copy).
+    stats
+        .duplicates
+        .inc_by(u64::try_from(acknowledged).unwrap_or(0));
 }
 
 /// Tells the server what became of a message. A lost acknowledgement only means it is

@@ -6,6 +6,9 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use cart_central::Claim;
+use cart_central::events::{Delivery, EventLine, Order, OutboxEvent};
+use cart_queue::Envelope;
 use cart_testkit::{Nats, Postgres};
 
 use crate::fleet::{holds_kept, sell_out, shop};
@@ -237,4 +240,105 @@ async fn a_full_stream_is_an_error_the_edge_reports_and_nothing_is_dropped() {
     .await;
     holds_kept(&clients, &crowd.won).await;
     audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
+}
+
+/// The stream as failures can leave it: an edge's events out of order, a garbled message, and
+/// an edge whose event central refuses. The relay waits for the gap, drops the garbled message,
+/// and the refused edge holds back no one else.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
+    let nats = Nats::start().expect("a NATS server with JetStream");
+    let fleet = Fleet::new(&sale(&[("BAG-1", 10, 5)], -60)).await;
+    let central = fleet.central().await;
+    for edge in ["edge-a", "edge-b"] {
+        central
+            .claim_edge(&Claim {
+                edge_id: edge.into(),
+                url: format!("http://{edge}"),
+                history_id: format!("h-{edge}"),
+                incarnation: "i-1".into(),
+                previous_incarnation: None,
+                local_seq: 0,
+                lease_ms: 60_000,
+                take_over: false,
+            })
+            .await
+            .expect("claim");
+    }
+    let order = |id: &str| {
+        OutboxEvent::OrderPlaced(Order {
+            order_id: id.into(),
+            cart_id: format!("cart-{id}"),
+            customer_id: "c".into(),
+            lines: vec![EventLine {
+                sale_id: "test-sale".into(),
+                sku: "BAG-1".into(),
+                quantity: 1,
+                unit_price_cents: 100,
+            }],
+            total_cents: 100,
+            placed_at: 1,
+        })
+    };
+    // edge-b's first event is an order id central already has: it can never apply.
+    central
+        .apply(
+            "edge-a",
+            "h-edge-a",
+            &[Delivery {
+                seq: 1,
+                event: order("o-taken"),
+            }],
+        )
+        .await
+        .expect("edge-a's first event, straight");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("NATS"));
+    cart_queue::ensure_stream(&js).await.expect("the stream");
+    let envelope = |edge: &str, seq: i64, event: OutboxEvent| {
+        serde_json::to_vec(&Envelope {
+            edge_id: edge.into(),
+            history_id: format!("h-{edge}"),
+            seq,
+            event,
+        })
+        .expect("JSON")
+    };
+    for payload in [
+        envelope("edge-a", 3, order("o-3")),
+        b"not an event".to_vec(),
+        envelope("edge-b", 1, order("o-taken")),
+        envelope("edge-a", 2, order("o-2")),
+    ] {
+        js.publish(cart_queue::SUBJECT, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let relay = RelayProcess::start(&fleet, &nats.url(), "relay").await;
+    eventually(
+        "edge-a's events to apply, in order",
+        Duration::from_secs(30),
+        || async { central.snapshot().await.expect("snapshot").edges["edge-a"].high_water == 3 },
+    )
+    .await;
+    eventually(
+        "the relay to count what it refused",
+        Duration::from_secs(10),
+        || async {
+            relay.metric("cart_relay_dropped_total").await == Some(1.0)
+                && relay.metric("cart_relay_failures_total").await >= Some(1.0)
+        },
+    )
+    .await;
+    let snapshot = central.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.edges["edge-b"].high_water, 0,
+        "edge-b's event waits"
+    );
+    assert_eq!(
+        central.orders_of("edge-a").await.expect("orders").len(),
+        3,
+        "o-taken, o-2, o-3, once each"
+    );
 }
