@@ -151,7 +151,8 @@ pub async fn run(
     stats: Arc<RelayStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let central = Central::connect_with(&config.central_url, 2).await?;
+    // One transaction at a time: one connection.
+    let central = Central::connect_with(&config.central_url, 1).await?;
     let client = connect(&config.queue_url, "cart-relay").await?;
     let js = jetstream::new(client);
     let mut report = Report::new();

@@ -11,7 +11,9 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, audit_passes, sale};
+use crate::support::{
+    ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, audit_passes, sale, sum_of,
+};
 use cart_testkit::Postgres;
 
 /// How a crowd of shoppers fared.
@@ -247,13 +249,7 @@ async fn a_thirty_second_central_outage_degrades_to_local_units() {
         !during.won.is_empty(),
         "edges kept selling their own units: {during:?}"
     );
-    let backlog: i64 = {
-        let mut sum = 0;
-        for c in &clients {
-            sum += c.status().await["outbox_backlog"].as_i64().unwrap_or(0);
-        }
-        sum
-    };
+    let backlog = sum_of(&clients, "outbox_backlog").await;
     assert!(backlog > 0, "the outage only grows the backlog");
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed())).await;
     pg.resume().expect("PostgreSQL starts again");

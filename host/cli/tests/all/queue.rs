@@ -13,7 +13,7 @@ use cart_testkit::{Nats, Postgres};
 
 use crate::fleet::{holds_kept, sell_out, shop};
 use crate::support::{
-    CartRef, Client, EdgeProcess, Fleet, RelayProcess, audit_passes, eventually, sale,
+    CartRef, Client, EdgeProcess, Fleet, RelayProcess, audit_passes, eventually, sale, sum_of,
 };
 
 /// A PostgreSQL central with a sale of `units` BAG-1 (one per customer), and a NATS server.
@@ -33,15 +33,6 @@ async fn queued_edges(fleet: &Fleet, nats: &Nats) -> (Vec<EdgeProcess>, Vec<Clie
     }
     let clients = edges.iter().map(|e| e.client.clone()).collect();
     (edges, clients)
-}
-
-/// The sum of a figure of `/admin/status` over the edges.
-async fn sum_of(clients: &[Client], field: &str) -> i64 {
-    let mut sum = 0;
-    for c in clients {
-        sum += c.status().await[field].as_i64().unwrap_or(0);
-    }
-    sum
 }
 
 /// Events the relays applied between them, by their `/metrics`.

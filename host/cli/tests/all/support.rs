@@ -353,6 +353,15 @@ pub async fn audit_report(
     .expect("audit runs")
 }
 
+/// The sum of a figure of `/admin/status` over the edges.
+pub async fn sum_of(clients: &[Client], field: &str) -> i64 {
+    let mut sum = 0;
+    for c in clients {
+        sum += c.status().await[field].as_i64().unwrap_or(0);
+    }
+    sum
+}
+
 /// Polls `check` until it returns true, failing after `within`.
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
 where
