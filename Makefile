@@ -1,5 +1,6 @@
 # The front door. `make run` and `make test` set up what they need (the wasm32-wasip2 target,
-# PostgreSQL and NATS for the tests' throwaway servers) on a fresh machine.
+# PostgreSQL and NATS for the tests' throwaway servers, Chromium for the pages' tests) on a
+# fresh machine.
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -19,7 +20,7 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres nats build guest run test lint bench clean
+.PHONY: all setup postgres nats chromium build guest run test lint bench clean
 
 all: build
 
@@ -36,6 +37,11 @@ postgres:
 nats:
 	@command -v nats-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
+
+# Headless Chromium and its WebDriver, for the tests of the storefront and the dashboard.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 # The cart component, and the deliberately broken ones the tests deploy. The smoke-failing one
 # is the faulty crate with a feature; it is copied aside before the plain build replaces it.
@@ -58,7 +64,7 @@ $(SCHEMATHESIS):
 		schemathesis==4.32.5 openapi-spec-validator==0.9.0
 
 # In release mode, like `make run`: one build of wasmtime serves both.
-test: guest postgres nats $(SCHEMATHESIS)
+test: guest postgres nats chromium $(SCHEMATHESIS)
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \

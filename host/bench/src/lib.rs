@@ -6,8 +6,10 @@
 //!   against; `cart-bench edge` serves an edge on it.
 //! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`.
 //! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
+//! - [`watching`]: what the operator dashboard costs an edge during the rush.
 
 pub mod delivery;
 pub mod load;
 pub mod native;
 pub mod suite;
+pub mod watching;

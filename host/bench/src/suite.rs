@@ -2,7 +2,8 @@
 //! durable cart updates and its latency at fixed rates, the same rules compiled natively as a
 //! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
 //! three-edge sale against PostgreSQL, and that sale on ten edges with direct and queued
-//! delivery ([`delivery`]); results in `BENCHMARKS.md`, reports and plots beside.
+//! delivery ([`delivery`]), and what watching the rush on the dashboard costs ([`watching`]);
+//! results in `BENCHMARKS.md`, reports and plots beside.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,8 @@ use anyhow::Context as _;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::delivery;
 use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
+use crate::{delivery, watching};
 use cart_central::Central;
 use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
@@ -212,6 +213,18 @@ async fn updates_fleet(cfg: &BenchConfig, name: &str) -> anyhow::Result<(PathBuf
     Ok((dir, central))
 }
 
+/// Two edges of one fleet (edge-1 and edge-2) on a fresh [`updates_fleet`] `name`.
+pub(crate) async fn two_edges(cfg: &BenchConfig, name: &str) -> anyhow::Result<(Edge, Edge)> {
+    let (dir, central) = updates_fleet(cfg, name).await?;
+    let secret = dir.join("fleet-secret");
+    std::fs::write(&secret, "a-fleet-secret-for-the-benchmark")?;
+    let secret = secret.display().to_string();
+    let fleet = ["--fleet-secret-file", secret.as_str()];
+    let one = Edge::start(cfg, &dir, "edge-1", &central, Rules::Component, &fleet).await?;
+    let two = Edge::start(cfg, &dir, "edge-2", &central, Rules::Component, &fleet).await?;
+    Ok((one, two))
+}
+
 /// A cart update answered by the edge it reached, and one forwarded there by another edge.
 struct Forwarding {
     local: LoadReport,
@@ -225,13 +238,7 @@ const FORWARDING_RATE: f64 = 1_000.0;
 /// Two edges of one fleet; the same updates of edge-1's carts sent to edge-1, then to edge-2,
 /// which forwards each to edge-1.
 async fn forwarding(cfg: &BenchConfig) -> anyhow::Result<Forwarding> {
-    let (dir, central) = updates_fleet(cfg, "forwarding").await?;
-    let secret = dir.join("fleet-secret");
-    std::fs::write(&secret, "a-fleet-secret-for-the-benchmark")?;
-    let secret = secret.display().to_string();
-    let fleet = ["--fleet-secret-file", secret.as_str()];
-    let one = Edge::start(cfg, &dir, "edge-1", &central, Rules::Component, &fleet).await?;
-    let two = Edge::start(cfg, &dir, "edge-2", &central, Rules::Component, &fleet).await?;
+    let (one, two) = two_edges(cfg, "forwarding").await?;
     let base = LoadConfig {
         edges: vec![one.url.clone()],
         scenario: Scenario::Updates,
@@ -464,8 +471,11 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
         delivery::EDGES
     );
     let delivery = delivery::compare(cfg).await?;
+    eprintln!("what the operator dashboard costs an edge");
+    let watching = watching::compare(cfg).await?;
     let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &forwarding, &fleet);
     delivery::summary(&mut text, &delivery);
+    watching::summary(&mut text, &watching);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {
@@ -509,7 +519,7 @@ fn rustc_version() -> String {
         .unwrap_or_else(|_| "rustc (unknown)".into())
 }
 
-fn row(name: &str, r: &LoadReport) -> String {
+pub(crate) fn row(name: &str, r: &LoadReport) -> String {
     let l = &r.latency_ms;
     format!(
         "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
@@ -523,7 +533,7 @@ fn row(name: &str, r: &LoadReport) -> String {
     )
 }
 
-const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
+pub(crate) const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
                           | --- | --- | --- | --- | --- | --- | --- | --- |\n";
 
 fn ramp_rows(s: &mut String, ramp: &Ramp) {

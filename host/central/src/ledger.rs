@@ -9,7 +9,7 @@ use crate::sale::{Sale, SkuEntry};
 use crate::time::Millis;
 use crate::{
     CentralError, Claim, Claimed, EdgeLedger, GrantRequest, Loaded, Marks, PerEdge, SaleLedger,
-    SkuKey, Snapshot, UnitReturn, WANTED_FOR_MS,
+    SkuKey, Snapshot, StockLevel, UnitReturn, WANTED_FOR_MS,
 };
 
 // ---- the calendar ----------------------------------------------------------------------------
@@ -737,6 +737,25 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
         );
     }
     Ok(snap)
+}
+
+/// Each SKU's stock and the units no edge holds yet, for the operator dashboard: one cheap read,
+/// unlike [`snapshot`].
+pub fn stock_levels(tx: &mut dyn Tx) -> Result<Vec<StockLevel>, CentralError> {
+    tx.query(
+        "SELECT sale_id, sku, stock_total, unallocated FROM skus ORDER BY sale_id, sku",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(StockLevel {
+            sale_id: r.text(0)?,
+            sku: r.text(1)?,
+            stock_total: r.int(2)?,
+            unallocated: r.int(3)?,
+        })
+    })
+    .collect()
 }
 
 /// Each edge id in service (not retired), with the URL it registered.

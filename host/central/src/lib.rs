@@ -195,6 +195,16 @@ pub enum Loaded {
     Replaced,
 }
 
+/// One SKU's stock as central counts it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StockLevel {
+    pub sale_id: String,
+    pub sku: String,
+    pub stock_total: i64,
+    /// Units no edge has been granted.
+    pub unallocated: i64,
+}
+
 /// What central knows, for the audit.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -351,6 +361,11 @@ impl Central {
     /// Changes whenever a sale is loaded, replaced or ended.
     pub async fn catalog_version(&self) -> Result<i64, CentralError> {
         self.transact(ledger::catalog_version).await
+    }
+
+    /// Each SKU's stock and its units not yet granted to any edge.
+    pub async fn stock_levels(&self) -> Result<Vec<StockLevel>, CentralError> {
+        self.transact(ledger::stock_levels).await
     }
 
     /// The fleet's registry: each edge id in service, with the URL it registered.

@@ -57,9 +57,11 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
+        .route("/admin/fleet", get(fleet))
         .route("/admin/ledger", get(ledger))
         .route("/admin/modules", get(list_modules).put(deploy_module))
         .route("/admin/modules/{version}/activate", post(activate_module))
+        .merge(crate::pages::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(Arc::clone(&edge), observe));
@@ -99,7 +101,8 @@ async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Res
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    let took = started.elapsed();
     let labels = RequestLabels {
         route,
         status: response.status().as_u16(),
@@ -108,7 +111,21 @@ async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Res
     edge.metrics
         .request_seconds
         .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
+    // A cart update counts where its cart lives, not also where it was forwarded from.
+    let answered_here = response
+        .headers()
+        .get(crate::fleet::CART_EDGE)
+        .is_none_or(|owner| owner.as_bytes() == edge.config.edge_id.as_bytes());
+    if route == "cart_item" && answered_here {
+        edge.metrics.cart_updates.record(took);
+    }
+    // The request clock's time, which hold expiries are in: pages count down against it.
+    let now = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(edge.clock.now()).unwrap_or(0));
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        response.headers_mut().insert(header::DATE, date);
+    }
     response
 }
 
@@ -124,6 +141,7 @@ fn route_label(path: &str) -> &'static str {
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
+        p if crate::pages::is_page(p) => "page",
         p if p.starts_with("/admin") => "admin",
         _ => "other",
     }
@@ -355,6 +373,25 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
 
 async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
+    Ok(Json(own_status(&edge).await?).into_response())
+}
+
+/// The whole fleet, for the operator dashboard (see [`crate::dashboard`]).
+async fn fleet(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let body = edge.dashboard.fleet(&edge).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// What `/admin/status` says of this edge.
+pub async fn own_status(edge: &Edge) -> Result<EdgeStatus, ApiError> {
     let (stock, backlog, delivered, (grants_in_flight, returns_in_flight), oldest) = edge
         .read(|c| {
             use crate::edge_db::{delivered_seq, in_flight, oldest_undelivered, outbox_backlog};
@@ -391,6 +428,7 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
             skus.insert(line.sku, line.units);
         }
     }
+    let ready = edge.ready();
     let status = EdgeStatus {
         edge_id: edge.config.edge_id.clone(),
         module_version: edge.rules.get().version().to_owned(),
@@ -408,8 +446,16 @@ async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult 
         last_sync: sync.last_sync_at.map(rfc3339),
         last_sync_error: sync.last_error,
         forwarded: edge.metrics.forwarded(),
+        state: if ready.is_ok() {
+            "serving"
+        } else {
+            "not_ready"
+        }
+        .to_owned(),
+        not_ready_because: ready.err(),
+        cart_updates: edge.metrics.cart_updates.seconds(),
     };
-    Ok(Json(status).into_response())
+    Ok(status)
 }
 
 async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {

@@ -50,6 +50,8 @@ pub struct Edge {
     pub fleet: Fleet,
     /// How many carts each client address may make (`None`: no limit).
     pub create_limit: Option<CreateLimit>,
+    /// What the operator dashboard reads, gathered at most once a second.
+    pub dashboard: crate::dashboard::Dashboard,
     standing: Mutex<Standing>,
     readers: Arc<edge_db::Readers>,
 }
@@ -182,6 +184,7 @@ impl Edge {
             metrics,
             sync: Mutex::default(),
             queue,
+            dashboard: crate::dashboard::Dashboard::default(),
             readers,
             config,
         }))

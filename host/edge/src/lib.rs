@@ -25,6 +25,9 @@
 //!   edge's cart are forwarded to it.
 //! - [`customer`]: who a new cart's customer is (a signed token, or taken on trust), and how
 //!   many carts an address may make.
+//! - [`pages`]: the storefront (`/`) and the operator dashboard (`/admin/`), embedded;
+//!   [`dashboard`]: `/admin/fleet`, the fleet's view the dashboard reads; [`recent`]: cart
+//!   updates second by second over the last two minutes.
 //! - [`http_client`]: the HTTP client edges and commands use.
 //! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
 
@@ -38,6 +41,7 @@ pub mod carts;
 pub mod clock;
 pub mod config;
 pub mod customer;
+pub mod dashboard;
 pub mod edge;
 pub mod edge_db;
 pub mod error;
@@ -48,6 +52,8 @@ pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod modules;
+pub mod pages;
+pub mod recent;
 pub mod rules;
 pub mod server;
 pub mod shop;

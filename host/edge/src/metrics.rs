@@ -34,6 +34,8 @@ pub struct Metrics {
     /// sum and count to itself).
     forward_answers: AtomicU64,
     forward_micros: AtomicU64,
+    /// Cart updates answered here, second by second (for the dashboard and scalers).
+    pub cart_updates: crate::recent::Recent,
 }
 
 impl Default for Metrics {
@@ -111,6 +113,7 @@ impl Default for Metrics {
             forward_failures,
             forward_answers: AtomicU64::new(0),
             forward_micros: AtomicU64::new(0),
+            cart_updates: crate::recent::Recent::default(),
         }
     }
 }

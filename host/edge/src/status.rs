@@ -31,6 +31,15 @@ pub struct EdgeStatus {
     pub last_sync_error: Option<String>,
     /// Requests for carts another edge owns, passed on to it.
     pub forwarded: Forwarded,
+    /// `serving` while the edge takes new carts (`/readyz` answers `200`), else `not_ready`.
+    #[serde(default)]
+    pub state: String,
+    /// Why it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_because: Option<String>,
+    /// Cart updates answered here in each whole second of the last two minutes.
+    #[serde(default)]
+    pub cart_updates: crate::recent::Seconds,
 }
 
 /// Requests this edge forwarded to the carts' owners since it started.

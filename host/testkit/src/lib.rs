@@ -1,6 +1,7 @@
 //! Throwaway servers in temporary folders, stopped when dropped, for the tests and the
 //! benchmarks: a PostgreSQL cluster ([`Postgres`]; `initdb` and `pg_ctl` refuse to run as root,
-//! so as root they run as the `postgres` user) and a NATS server with JetStream ([`Nats`]).
+//! so as root they run as the `postgres` user), a NATS server with JetStream ([`Nats`]), and a
+//! headless Chromium driven over WebDriver ([`Browser`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -256,4 +257,109 @@ impl Drop for Nats {
     fn drop(&mut self) {
         let _ = self.halt();
     }
+}
+
+/// A headless Chromium, driven over WebDriver by its own `chromedriver` (Debian's
+/// `chromium-driver`), with a fresh profile in a temporary folder. Dropping it ends both.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: std::process::Child,
+    _profile: TempDir,
+}
+
+/// Windows narrower than this are a phone's.
+const PHONE_WIDTH: u32 = 600;
+
+impl Browser {
+    /// Opens a browser window `width` × `height` CSS pixels.
+    pub async fn open(width: u32, height: u32) -> anyhow::Result<Self> {
+        let profile = tempfile::Builder::new()
+            .prefix("cart-chromium-")
+            .tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("chromedriver does not start: {e}; `make test` installs it")
+            })?;
+        let capabilities = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium()?,
+                "args": [
+                    "--headless=new",
+                    // Root in a container has no user namespace for Chromium's sandbox.
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--hide-scrollbars",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let mut capabilities = capabilities;
+        if width < PHONE_WIDTH {
+            // Chromium's windows are never this narrow: a phone's screen is emulated.
+            capabilities["goog:chromeOptions"]["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 },
+            });
+        }
+        let serde_json::Value::Object(capabilities) = capabilities else {
+            unreachable!("an object")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let client = loop {
+            let tried = fantoccini::ClientBuilder::new(
+                hyper_util::client::legacy::connect::HttpConnector::new(),
+            )
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+            match tried {
+                Ok(client) => break client,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    let _ = driver.kill();
+                    anyhow::bail!("no Chromium session within 30 s: {e}");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        };
+        Ok(Self {
+            client,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    /// Ends the session (Chromium exits) and the driver.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.client.clone().close().await?;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The driver takes its Chromium with it.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Debian's Chromium, or whichever `chromium` is on the PATH.
+fn chromium() -> anyhow::Result<String> {
+    ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("Chromium is not installed; `make test` installs it"))
 }

@@ -151,7 +151,11 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     let url = &edges[0].url;
     println!("operator token: {} (in {})", token, token_file.display());
     println!();
-    println!("try:");
+    println!("open in a browser:");
+    println!("  the storefront      {url}/");
+    println!("  the dashboard       {url}/admin/  (it asks for the operator token)");
+    println!();
+    println!("or try:");
     println!("  curl -s {url}/v1/skus");
     println!(
         "  TOKEN=$(curl -s -X POST {url}/v1/carts -H 'content-type: application/json' -d '{{\"customer_id\":\"c-42\"}}' | tee /dev/stderr | sed -E 's/.*\"cart_token\":\"([^\"]+)\".*/\\1/')"

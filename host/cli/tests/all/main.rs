@@ -36,5 +36,7 @@ mod audit;
 mod trust;
 // The OpenAPI document validates, and Schemathesis finds no disagreement with a live edge.
 mod api;
+// The storefront and the dashboard in headless Chromium.
+mod pages;
 // The commands as a user runs them: the demo from any folder, with the built-in component.
 mod commands;

@@ -1,0 +1,157 @@
+//! `/admin/fleet`: the whole fleet as the operator dashboard shows it, gathered by whichever
+//! edge the dashboard reached: central's registry and stock levels, and each registered edge's
+//! `/admin/status`. Gathered at most once a second however many dashboards watch, so watching
+//! the rush costs it two small reads at central and one request per edge a second.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use cart_central::StockLevel;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::clock::rfc3339;
+use crate::edge::Edge;
+use crate::error::ApiError;
+use crate::http_client::HttpClient;
+use crate::status::{self, EdgeStatus};
+
+/// How long a gathered view is served again.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Longest wait for a peer's status: a slow edge shows as down rather than stalling the view.
+const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The fleet at one moment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FleetView {
+    pub at: String,
+    /// Every edge in central's registry (this one at least, when central does not answer).
+    pub edges: Vec<EdgeView>,
+    /// Each SKU's stock as central counts it.
+    pub stock: Vec<StockLevel>,
+    /// Why central's registry or stock could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_error: Option<String>,
+}
+
+/// One edge of the fleet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub edge_id: String,
+    pub url: String,
+    /// `serving` or `not_ready` as the edge says, or `down` when it did not answer.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<EdgeStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The last view served, and the client that asks the peers.
+pub struct Dashboard {
+    client: HttpClient,
+    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Self {
+            client: HttpClient::new(PEER_TIMEOUT),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Dashboard {
+    /// The fleet view as JSON: the last one if it is fresh, else a new one. Callers that ask
+    /// while it is being gathered wait for it and share it.
+    pub async fn fleet(&self, edge: &Edge) -> Result<Bytes, ApiError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, body)) = last.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(body.clone());
+        }
+        let view = self.gather(edge).await;
+        let body = serde_json::to_vec(&view).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let body = Bytes::from(body);
+        *last = Some((Instant::now(), body.clone()));
+        Ok(body)
+    }
+
+    async fn gather(&self, edge: &Edge) -> FleetView {
+        let me = &edge.config.edge_id;
+        let (registry, stock) = tokio::join!(edge.central.registry(), edge.central.stock_levels());
+        let mut central_error = None;
+        let mut registry = registry.unwrap_or_else(|e| {
+            central_error = Some(format!("central's registry: {e}"));
+            Vec::new()
+        });
+        let mut stock = stock.unwrap_or_else(|e| {
+            central_error.get_or_insert(format!("central's stock: {e}"));
+            Vec::new()
+        });
+        // Each code's SKU on sale now (or next, or last), as the edges' statuses count it.
+        let (catalog, now) = (edge.catalog(), edge.clock.now());
+        stock.retain(|s| {
+            catalog
+                .sku(&s.sku, now)
+                .is_some_and(|e| e.sale_id == s.sale_id)
+        });
+        if !registry.iter().any(|(id, _)| id == me) {
+            registry.push((me.clone(), edge.url.clone()));
+        }
+        let mut peers = JoinSet::new();
+        for (edge_id, url) in registry.iter().filter(|(id, _)| id != me).cloned() {
+            let client = self.client.clone();
+            let token = edge.config.admin_token.clone();
+            peers.spawn(async move {
+                let status = tokio::time::timeout(
+                    PEER_TIMEOUT,
+                    status::fetch(&client, &url, token.as_deref()),
+                )
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {PEER_TIMEOUT:?}")));
+                EdgeView::new(edge_id, url, status)
+            });
+        }
+        let mut edges = vec![EdgeView::new(
+            me.clone(),
+            edge.url.clone(),
+            crate::api::own_status(edge)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}")),
+        )];
+        while let Some(view) = peers.join_next().await {
+            edges.extend(view.ok());
+        }
+        edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        FleetView {
+            at: rfc3339(edge.clock.now()),
+            edges,
+            stock,
+            central_error,
+        }
+    }
+}
+
+impl EdgeView {
+    fn new(edge_id: String, url: String, status: anyhow::Result<EdgeStatus>) -> Self {
+        match status {
+            Ok(status) => Self {
+                edge_id,
+                url,
+                state: status.state.clone(),
+                status: Some(status),
+                error: None,
+            },
+            Err(e) => Self {
+                edge_id,
+                url,
+                state: "down".into(),
+                status: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Cart updates over the last two minutes, second by second: how many this edge answered and
+//! how long they took. The dashboard charts it; a scaler can read it. Prometheus histograms
+//! count since the start; this answers "what is it like now" without a time-series database.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Seconds kept.
+pub const WINDOW_SECS: u64 = 120;
+/// Longest time recorded exactly; longer ones count as this.
+const LONGEST_MICROS: u64 = 60_000_000;
+
+/// Whole seconds of cart updates, in columns (as charts take them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Seconds {
+    /// The first second's start, in seconds since the Unix epoch; the others follow it.
+    pub first: u64,
+    /// Updates answered in each second.
+    pub updates: Vec<u64>,
+    /// Each second's median and 99th percentile time to answer (0 for a quiet second).
+    pub p50_ms: Vec<f64>,
+    pub p99_ms: Vec<f64>,
+}
+
+/// The last [`WINDOW_SECS`] seconds, oldest first; the current second is still filling.
+pub struct Recent {
+    seconds: Mutex<VecDeque<(u64, Histogram<u64>)>>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            seconds: Mutex::new(VecDeque::with_capacity(WINDOW_SECS as usize + 1)),
+        }
+    }
+}
+
+#[allow(clippy::expect_used)] // constant bounds, checked by the tests
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LONGEST_MICROS, 2).expect("valid bounds")
+}
+
+fn unix_second(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Recent {
+    /// Counts one update that took `took`, in the current second.
+    pub fn record(&self, took: Duration) {
+        self.record_at(SystemTime::now(), took);
+    }
+
+    fn record_at(&self, at: SystemTime, took: Duration) {
+        let now = unix_second(at);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        if seconds.back().is_none_or(|(second, _)| *second < now) {
+            // Reuse the oldest second's histogram once it has left the window.
+            let histogram = match seconds.front() {
+                Some((oldest, _)) if *oldest + WINDOW_SECS <= now => seconds.pop_front(),
+                _ => None,
+            }
+            .map_or_else(new_histogram, |(_, mut histogram)| {
+                histogram.reset();
+                histogram
+            });
+            seconds.push_back((now, histogram));
+        }
+        if let Some((_, histogram)) = seconds.back_mut() {
+            histogram.saturating_record(micros.clamp(1, LONGEST_MICROS));
+        }
+    }
+
+    /// Every whole second of the window before now, oldest first, quiet ones as zeros.
+    pub fn seconds(&self) -> Seconds {
+        self.seconds_at(SystemTime::now())
+    }
+
+    fn seconds_at(&self, at: SystemTime) -> Seconds {
+        let now = unix_second(at);
+        let first = now.saturating_sub(WINDOW_SECS);
+        let seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = seconds
+            .iter()
+            .filter(|(second, _)| (first..now).contains(second))
+            .peekable();
+        let mut columns = Seconds {
+            first,
+            ..Seconds::default()
+        };
+        for second in first..now {
+            let (updates, p50, p99) = match kept.next_if(|(s, _)| *s == second) {
+                Some((_, h)) => (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99)),
+                None => (0, 0, 0),
+            };
+            columns.updates.push(updates);
+            columns.p50_ms.push(p50 as f64 / 1000.0);
+            columns.p99_ms.push(p99 as f64 / 1000.0);
+        }
+        columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_each_second_and_forgets_the_old_ones() {
+        let recent = Recent::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for ms in 1..=100 {
+            recent.record_at(t0, Duration::from_millis(ms));
+        }
+        recent.record_at(t0 + Duration::from_secs(2), Duration::from_millis(7));
+
+        let seconds = recent.seconds_at(t0 + Duration::from_secs(3));
+        assert_eq!(seconds.updates.len(), WINDOW_SECS as usize);
+        assert_eq!(seconds.first + WINDOW_SECS, 1_000_003);
+        assert_eq!(seconds.updates[WINDOW_SECS as usize - 3..], [100, 0, 1]);
+        let p50 = seconds.p50_ms[WINDOW_SECS as usize - 3];
+        let p99 = seconds.p99_ms[WINDOW_SECS as usize - 3];
+        assert!((49.0..=51.0).contains(&p50), "{p50}");
+        assert!((98.0..=100.5).contains(&p99), "{p99}");
+        // The current second is not whole yet.
+        assert!(recent.seconds_at(t0).updates.iter().all(|n| *n == 0));
+
+        // Two minutes on, the first second is gone and its histogram reused.
+        let later = t0 + Duration::from_secs(WINDOW_SECS + 1);
+        recent.record_at(later, Duration::from_millis(3));
+        let seconds = recent.seconds_at(later + Duration::from_secs(1));
+        assert_eq!(seconds.updates.iter().sum::<u64>(), 2);
+        assert_eq!(seconds.updates.last(), Some(&1));
+        assert!(recent.seconds.lock().expect("lock").len() <= WINDOW_SECS as usize + 1);
+    }
+}
