@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Serve one edge deciding carts with the rules compiled into this binary: the baseline.
     Edge(EdgeArgs),
+    /// Only what the operator dashboard costs an edge (a part of the suite), printed rather
+    /// than written to BENCHMARKS.md: for measuring a change to it before and after.
+    Watching,
 }
 
 #[derive(Args)]
@@ -86,6 +89,15 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Some(Command::Edge(args)) => runtime.block_on(native_edge(args)),
+        Some(Command::Watching) => runtime.block_on(async {
+            let cfg = suite_config(cli.suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let watching = cart_bench::watching::compare(&cfg).await?;
+            let mut text = String::new();
+            cart_bench::watching::summary(&mut text, &watching);
+            println!("{text}");
+            Ok(())
+        }),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };
     match outcome {

@@ -58,7 +58,11 @@ function drawEdges(fleet) {
       const last = lastSecond(edge);
       return el(
         "tr",
-        { "data-edge": edge.edge_id, title: edge.error ?? status?.not_ready_because ?? edge.url },
+        {
+          "data-edge": edge.edge_id,
+          class: edge.stale ? "stale" : null,
+          title: edge.error ? `${edge.error}${edge.stale ? " (last known numbers shown)" : ""}` : (status?.not_ready_because ?? edge.url),
+        },
         el("th", { scope: "row" }, edge.edge_id),
         el("td", { class: `state state-${edge.state}` }, edge.state.replace("_", " ")),
         el("td", { class: "module" }, status?.module_version ?? "–"),
@@ -166,6 +170,7 @@ function drawSellThrough(rows) {
     charts.sell.setData(data);
   }
   node.dataset.points = String(sellThrough.at.length);
+  node.dataset.last = JSON.stringify(Object.fromEntries(codes.map((c) => [c, sellThrough.bySku.get(c).at(-1)])));
 }
 
 function drawEdgeCharts(fleet) {
@@ -222,7 +227,18 @@ function palette(i) {
 
 // ---- the loop -------------------------------------------------------------------------------
 
+// Each edge's last status: an edge that misses a poll keeps its numbers (marked stale), so a
+// slow answer in the rush does not dip the sums.
+const lastKnown = new Map();
+
 function draw(fleet) {
+  for (const edge of fleet.edges) {
+    if (edge.status) lastKnown.set(edge.edge_id, edge.status);
+    else if (lastKnown.has(edge.edge_id)) {
+      edge.status = lastKnown.get(edge.edge_id);
+      edge.stale = true;
+    }
+  }
   const rows = skuRows(fleet);
   drawEdges(fleet);
   drawStock(fleet, rows);

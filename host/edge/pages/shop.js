@@ -76,12 +76,13 @@ async function api(method, path, { body, token, headers = {} } = {}) {
     learnTime(response);
     const data = await response.json().catch(() => null);
     if ((response.status === 503 || response.status === 429) && attempt <= RETRIES) {
-      const wait = Math.min(10, Math.max(1, Number(response.headers.get("Retry-After")) || 1));
+      const wait = Math.min(30, Math.max(1, Number(response.headers.get("Retry-After")) || 1));
       say(`The shop is very busy; trying again in ${wait} s…`, "info");
       await sleep(wait * 1000);
       continue;
     }
     if (!response.ok) throw new ShopError(response.status, data?.error);
+    if (attempt > 1) clearNotice();
     return data;
   }
 }
@@ -93,6 +94,7 @@ let cart = null; // the cart's last view, or null before the first item
 let order = null; // the order, once checked out
 const lapsedSkus = new Set(); // lines the edge said have lapsed (its clock may run ahead)
 let busy = false; // a change is on its way: the buttons wait for it
+let changes = 0; // cart changes made: a read of the cart begun before the last one is stale
 
 function skuInfo(code) {
   for (const sale of sales) {
@@ -124,9 +126,6 @@ function quantityInCart(code) {
   return cart?.lines.find((l) => l.sku === code)?.quantity ?? 0;
 }
 
-function isLapsed(line) {
-  return lapsedSkus.has(line.sku) || Date.parse(line.hold_expires_at) <= edgeNow();
-}
 
 // ---- words for the shopper ------------------------------------------------------------------
 
@@ -134,6 +133,12 @@ function say(text, kind = "error") {
   const message = $("message");
   message.textContent = text;
   message.className = text ? kind : "";
+}
+
+// Clears a "busy, trying again" notice once the shop answers; an error stays until the next
+// change.
+function clearNotice() {
+  if ($("message").className === "info") say("");
 }
 
 function explain(error, code) {
@@ -165,6 +170,8 @@ function explain(error, code) {
     case "unavailable":
     case "rate_limited":
       return "The shop is very busy right now. Please try again in a moment.";
+    case "sign_in_required":
+      return "This shop needs you to sign in before you shop, which this page cannot do.";
     case "network":
       return "We could not reach the shop. Check your connection and try again.";
     case "guest_fault":
@@ -256,7 +263,7 @@ function drawCart() {
             "−",
           ),
           " ",
-          el("span", { class: "qty", "aria-label": "quantity" }, String(line.quantity)),
+          el("span", { class: "qty" }, String(line.quantity)),
           " ",
           el(
             "button",
@@ -312,10 +319,36 @@ function drawOrder() {
   $("order-total").textContent = `Total ${money(order.total_cents)}`;
 }
 
+// What has the keyboard's focus, said so that it can be found again in a redrawn list.
+function focused() {
+  const node = document.activeElement;
+  const line = node?.closest?.("li[data-sku]");
+  if (!line || node.tagName !== "BUTTON") return null;
+  return `#${line.parentElement.id} li[data-sku="${CSS.escape(line.dataset.sku)}"] button.${node.classList[0]}`;
+}
+
+let focusOrder = false; // the order was just placed: the confirmation takes the focus
+// The list button that had the focus: kept while a redraw (or a disabled button during a
+// change) leaves the focus nowhere, and given back once the button can take it.
+let wantedFocus = null;
+
 function draw() {
+  wantedFocus = focused() ?? (document.activeElement === document.body ? wantedFocus : null);
   drawItems();
   drawCart();
   drawOrder();
+  const closed = cart?.status === "checked_out";
+  $("new-cart").hidden = !closed;
+  if (focusOrder && order) {
+    focusOrder = false;
+    $("order-title").focus();
+  } else if (wantedFocus) {
+    const button = document.querySelector(wantedFocus);
+    if (button && !button.disabled) button.focus();
+  }
+  if (closed && !order && !$("message").textContent) {
+    say("This cart is checked out. Start a new cart to shop on.", "info");
+  }
 }
 
 // Once a second: the countdowns, to each hold's expiry and to each sale's start.
@@ -360,7 +393,15 @@ function customerId() {
 async function ensureCart() {
   const saved = kept.get("cart");
   if (saved?.cart_id && saved?.cart_token) return saved;
-  const created = await api("POST", "/v1/carts", { body: { customer_id: customerId() } });
+  let created;
+  try {
+    created = await api("POST", "/v1/carts", { body: { customer_id: customerId() } });
+  } catch (error) {
+    // A fleet that takes customers only from signed tokens (serve --customer-key) needs a
+    // storefront that signs its shoppers in; this page cannot.
+    if (error instanceof ShopError && error.status === 401) error.code = "sign_in_required";
+    throw error;
+  }
   const ref = { cart_id: created.cart_id, cart_token: created.cart_token };
   kept.set("cart", ref);
   cart = created;
@@ -397,12 +438,16 @@ function setQuantity(code, quantity) {
         quantity > 0
           ? await api("PUT", path, { body: { quantity }, token: ref.cart_token })
           : await api("DELETE", path, { token: ref.cart_token });
+      changes++;
       lapsedSkus.delete(code);
       say("");
-      refreshSales();
+      await refreshSales();
     } catch (error) {
       if (!(error instanceof ShopError)) throw error;
-      if (error.status === 401 || (error.status === 404 && error.details.message?.includes("cart"))) {
+      const cartGone =
+        error.code !== "sign_in_required" &&
+        (error.status === 401 || (error.status === 404 && error.details.message?.includes("cart")));
+      if (cartGone) {
         forgetCart();
         say("Your cart had expired, so we started a new one. Please add the item again.", "info");
         return;
@@ -417,8 +462,8 @@ function checkout() {
   return changing(async () => {
     const ref = kept.get("cart");
     if (!ref) return;
-    // One key per cart, kept until the order is shown: a double click, a retry and a reload
-    // all replay the same checkout.
+    // One key per cart, for the cart's life: a double click, a retry after a lost answer and a
+    // reload all replay the same checkout, and can only ever place one order.
     let pending = kept.get("checkout");
     if (pending?.cart_id !== ref.cart_id) {
       pending = { cart_id: ref.cart_id, key: crypto.randomUUID() };
@@ -430,14 +475,15 @@ function checkout() {
         token: ref.cart_token,
         headers: { "Idempotency-Key": pending.key },
       });
+      changes++;
       cart = { ...cart, status: "checked_out" };
       say("");
+      focusOrder = true;
     } catch (error) {
       if (!(error instanceof ShopError)) throw error;
       if (error.code === "hold_expired") {
         for (const sku of error.details.skus ?? []) lapsedSkus.add(sku);
       }
-      if (error.code !== "cart_closed") kept.drop("checkout");
       say(explain(error));
     }
   });
@@ -457,13 +503,20 @@ async function refreshSales() {
 async function refreshCart() {
   const ref = kept.get("cart");
   if (!ref) return;
+  const before = changes;
+  let read;
   try {
-    cart = await api("GET", `/v1/carts/${encodeURIComponent(ref.cart_id)}`, { token: ref.cart_token });
+    read = await api("GET", `/v1/carts/${encodeURIComponent(ref.cart_id)}`, { token: ref.cart_token });
   } catch (error) {
     if (!(error instanceof ShopError)) throw error;
-    if (error.status === 401 || error.status === 404) forgetCart();
+    if ((error.status === 401 || error.status === 404) && kept.get("cart")?.cart_id === ref.cart_id) {
+      forgetCart();
+    }
     return;
   }
+  // A change answered while this read was out is newer than what the read says.
+  if (before !== changes || busy || kept.get("cart")?.cart_id !== ref.cart_id) return;
+  cart = read;
   // A checked-out cart whose order this page has not shown: replaying its checkout shows it.
   const pending = kept.get("checkout");
   if (cart.status === "checked_out" && !order && pending?.cart_id === ref.cart_id) {
@@ -473,8 +526,10 @@ async function refreshCart() {
         token: ref.cart_token,
         headers: { "Idempotency-Key": pending.key },
       });
-    } catch {
-      forgetCart();
+    } catch (error) {
+      if (!(error instanceof ShopError)) throw error;
+      // Checked out under another key (another tab): its order is not this page's to show.
+      if (error.code === "cart_closed") say("This cart was checked out elsewhere. Start a new cart to shop on.", "info");
     }
   }
 }

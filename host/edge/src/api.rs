@@ -117,14 +117,17 @@ async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Res
         .headers()
         .get(crate::fleet::CART_EDGE)
         .is_none_or(|owner| owner.as_bytes() == edge.config.edge_id.as_bytes());
-    if route == "cart_item" && answered_here {
-        edge.metrics.cart_updates.record(took);
-    }
-    // The request clock's time, which hold expiries are in: pages count down against it.
-    let now = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(u64::try_from(edge.clock.now()).unwrap_or(0));
-    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-        response.headers_mut().insert(header::DATE, date);
+    if answered_here {
+        if route == "cart_item" {
+            edge.metrics.cart_updates.record(took);
+        }
+        // The request clock's time, which hold expiries are in: pages count down against it.
+        // A forwarded answer keeps its owner's.
+        let now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(edge.clock.now()).unwrap_or(0));
+        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+            response.headers_mut().insert(header::DATE, date);
+        }
     }
     response
 }

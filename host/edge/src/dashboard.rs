@@ -18,7 +18,8 @@ use crate::status::{self, EdgeStatus};
 
 /// How long a gathered view is served again.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
-/// Longest wait for a peer's status: a slow edge shows as down rather than stalling the view.
+/// Longest wait for a peer's status, or for central: a slow one shows as down (or as central's
+/// error) rather than stalling the view, which is gathered under a lock.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// The fleet at one moment.
@@ -81,7 +82,10 @@ impl Dashboard {
 
     async fn gather(&self, edge: &Edge) -> FleetView {
         let me = &edge.config.edge_id;
-        let (registry, stock) = tokio::join!(edge.central.registry(), edge.central.stock_levels());
+        let (registry, stock) = tokio::join!(
+            bounded(edge.central.registry()),
+            bounded(edge.central.stock_levels())
+        );
         let mut central_error = None;
         let mut registry = registry.unwrap_or_else(|e| {
             central_error = Some(format!("central's registry: {e}"));
@@ -106,12 +110,7 @@ impl Dashboard {
             let client = self.client.clone();
             let token = edge.config.admin_token.clone();
             peers.spawn(async move {
-                let status = tokio::time::timeout(
-                    PEER_TIMEOUT,
-                    status::fetch(&client, &url, token.as_deref()),
-                )
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {PEER_TIMEOUT:?}")));
+                let status = bounded(status::fetch(&client, &url, token.as_deref())).await;
                 EdgeView::new(edge_id, url, status)
             });
         }
@@ -120,7 +119,7 @@ impl Dashboard {
             edge.url.clone(),
             crate::api::own_status(edge)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}")),
+                .map_err(|e| e.to_string()),
         )];
         while let Some(view) = peers.join_next().await {
             edges.extend(view.ok());
@@ -135,8 +134,18 @@ impl Dashboard {
     }
 }
 
+/// What `read` answered, or why it did not within [`PEER_TIMEOUT`].
+async fn bounded<T, E: std::fmt::Display>(
+    read: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(PEER_TIMEOUT, read).await {
+        Ok(answer) => answer.map_err(|e| format!("{e:#}")),
+        Err(_) => Err(format!("no answer within {PEER_TIMEOUT:?}")),
+    }
+}
+
 impl EdgeView {
-    fn new(edge_id: String, url: String, status: anyhow::Result<EdgeStatus>) -> Self {
+    fn new(edge_id: String, url: String, status: Result<EdgeStatus, String>) -> Self {
         match status {
             Ok(status) => Self {
                 edge_id,
@@ -150,7 +159,7 @@ impl EdgeView {
                 url,
                 state: "down".into(),
                 status: None,
-                error: Some(format!("{e:#}")),
+                error: Some(e),
             },
         }
     }

@@ -35,7 +35,14 @@ pub const FLEET_SECRET: &str = "x-fleet-secret";
 
 /// What a forward passes on: the storefront's credentials and body, and the owner's answer.
 const REQUEST_HEADERS: [&str; 3] = ["authorization", "content-type", "idempotency-key"];
-const RESPONSE_HEADERS: [&str; 4] = ["content-type", "retry-after", "x-module-version", CART_EDGE];
+/// `date` is the owner's request clock, which the cart's hold expiries are in.
+const RESPONSE_HEADERS: [&str; 5] = [
+    "content-type",
+    "date",
+    "retry-after",
+    "x-module-version",
+    CART_EDGE,
+];
 
 /// Central's registry is read again on a miss at most this often, so that ids naming no edge
 /// cannot turn into a stream of registry reads.

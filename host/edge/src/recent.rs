@@ -26,15 +26,56 @@ pub struct Seconds {
     pub p99_ms: Vec<f64>,
 }
 
-/// The last [`WINDOW_SECS`] seconds, oldest first; the current second is still filling.
+/// The last [`WINDOW_SECS`] seconds: the current one as a histogram, the closed ones as their
+/// count and percentiles, worked out once when the next second begins, so that a reader copies
+/// numbers instead of holding the updates' lock over percentiles.
 pub struct Recent {
-    seconds: Mutex<VecDeque<(u64, Histogram<u64>)>>,
+    window: Mutex<Window>,
+}
+
+struct Window {
+    current: Option<(u64, Histogram<u64>)>,
+    closed: VecDeque<Closed>,
+    /// The last closed second's histogram, reset: one allocation for the edge's life.
+    spare: Option<Histogram<u64>>,
+}
+
+#[derive(Clone, Copy)]
+struct Closed {
+    second: u64,
+    updates: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Closed {
+    fn of(second: u64, h: &Histogram<u64>) -> Self {
+        Self {
+            second,
+            updates: h.len(),
+            p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+        }
+    }
+
+    fn quiet(second: u64) -> Self {
+        Self {
+            second,
+            updates: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        }
+    }
 }
 
 impl Default for Recent {
     fn default() -> Self {
         Self {
-            seconds: Mutex::new(VecDeque::with_capacity(WINDOW_SECS as usize + 1)),
+            window: Mutex::new(Window {
+                current: None,
+                closed: VecDeque::with_capacity(WINDOW_SECS as usize + 1),
+                spare: None,
+            }),
         }
     }
 }
@@ -57,20 +98,29 @@ impl Recent {
     fn record_at(&self, at: SystemTime, took: Duration) {
         let now = unix_second(at);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
-        if seconds.back().is_none_or(|(second, _)| *second < now) {
-            // Reuse the oldest second's histogram once it has left the window.
-            let histogram = match seconds.front() {
-                Some((oldest, _)) if *oldest + WINDOW_SECS <= now => seconds.pop_front(),
-                _ => None,
-            }
-            .map_or_else(new_histogram, |(_, mut histogram)| {
+        let mut guard = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let window = &mut *guard;
+        if window
+            .current
+            .as_ref()
+            .is_none_or(|(second, _)| *second < now)
+        {
+            if let Some((second, mut histogram)) = window.current.take() {
+                window.closed.push_back(Closed::of(second, &histogram));
                 histogram.reset();
-                histogram
-            });
-            seconds.push_back((now, histogram));
+                window.spare = Some(histogram);
+            }
+            while window
+                .closed
+                .front()
+                .is_some_and(|c| c.second + WINDOW_SECS <= now)
+            {
+                window.closed.pop_front();
+            }
+            let histogram = window.spare.take().unwrap_or_else(new_histogram);
+            window.current = Some((now, histogram));
         }
-        if let Some((_, histogram)) = seconds.back_mut() {
+        if let Some((_, histogram)) = &mut window.current {
             histogram.saturating_record(micros.clamp(1, LONGEST_MICROS));
         }
     }
@@ -83,23 +133,33 @@ impl Recent {
     fn seconds_at(&self, at: SystemTime) -> Seconds {
         let now = unix_second(at);
         let first = now.saturating_sub(WINDOW_SECS);
-        let seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
-        let mut kept = seconds
-            .iter()
-            .filter(|(second, _)| (first..now).contains(second))
+        let (mut known, last) = {
+            let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            let known: Vec<Closed> = window.closed.iter().copied().collect();
+            // A second with no update after it is not closed yet: copied out, worked out below.
+            let last = window
+                .current
+                .as_ref()
+                .filter(|(second, _)| *second < now)
+                .map(|(second, h)| (*second, h.clone()));
+            (known, last)
+        };
+        known.extend(last.map(|(second, h)| Closed::of(second, &h)));
+        let mut known = known
+            .into_iter()
+            .filter(|c| (first..now).contains(&c.second))
             .peekable();
         let mut columns = Seconds {
             first,
             ..Seconds::default()
         };
         for second in first..now {
-            let (updates, p50, p99) = match kept.next_if(|(s, _)| *s == second) {
-                Some((_, h)) => (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99)),
-                None => (0, 0, 0),
-            };
-            columns.updates.push(updates);
-            columns.p50_ms.push(p50 as f64 / 1000.0);
-            columns.p99_ms.push(p99 as f64 / 1000.0);
+            let c = known
+                .next_if(|c| c.second == second)
+                .unwrap_or(Closed::quiet(second));
+            columns.updates.push(c.updates);
+            columns.p50_ms.push(c.p50_ms);
+            columns.p99_ms.push(c.p99_ms);
         }
         columns
     }
@@ -135,6 +195,6 @@ mod tests {
         let seconds = recent.seconds_at(later + Duration::from_secs(1));
         assert_eq!(seconds.updates.iter().sum::<u64>(), 2);
         assert_eq!(seconds.updates.last(), Some(&1));
-        assert!(recent.seconds.lock().expect("lock").len() <= WINDOW_SECS as usize + 1);
+        assert!(recent.window.lock().expect("lock").closed.len() <= WINDOW_SECS as usize);
     }
 }

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use crate::support::{Client, EdgeProcess, Fleet, sale};
 
 /// A storefront's signing key, and the public half written where `serve --customer-key` reads it.
-struct Storefront {
+pub(crate) struct Storefront {
     key: EncodingKey,
-    public_pem: String,
+    pub(crate) public_pem: String,
 }
 
 impl Storefront {
-    fn new(seed: u8) -> Self {
+    pub(crate) fn new(seed: u8) -> Self {
         let key = SigningKey::from_bytes(&[seed; 32]);
         let private = key.to_pkcs8_pem(LineEnding::LF).expect("private PEM");
         Self {

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use cart_edge::config::EdgeConfig;
+use cart_edge::customer::CustomerKey;
 use cart_testkit::Browser;
 use fantoccini::Locator;
 use fantoccini::elements::Element;
@@ -66,6 +68,12 @@ impl Page {
             .is_displayed()
             .await
             .unwrap_or_else(|e| panic!("is {css} shown: {e}"))
+    }
+
+    /// Presses Enter on whatever has the focus, as a keyboard user would.
+    async fn press_enter(&self) {
+        let focused = self.browser.client.active_element().await.expect("focus");
+        focused.send_keys("\u{E007}").await.expect("Enter");
     }
 
     /// The text of the element, as shown (empty when it is hidden).
@@ -255,16 +263,26 @@ async fn sold_out_and_the_limit_are_told_in_words_and_change_nothing() {
     assert!(said.ends_with("is sold out."), "{said}");
     assert!(page.shown("#cart-empty").await);
 
-    // Two bags is the limit: a third is refused and the cart keeps two.
+    // Two bags is the limit: a third is refused and the cart keeps two. The steps are taken
+    // from the keyboard: Enter on the focused "+", which keeps the focus through each redraw.
     page.click("#items li[data-sku='BAG-1'] button.add").await;
     page.until_text("#cart-lines li[data-sku='BAG-1'] .qty", |t| t == "1")
         .await;
-    page.click("#cart-lines li[data-sku='BAG-1'] button.plus")
+    let plus = "#cart-lines li[data-sku='BAG-1'] button.plus";
+    page.js(&format!("document.querySelector(\"{plus}\").focus()"))
         .await;
+    page.press_enter().await;
     page.until_text("#cart-lines li[data-sku='BAG-1'] .qty", |t| t == "2")
         .await;
-    page.click("#cart-lines li[data-sku='BAG-1'] button.plus")
-        .await;
+    page.until("the focus back on +", || async {
+        page.js(&format!(
+            "return document.activeElement.matches(\"{plus}\")"
+        ))
+        .await
+            == Value::Bool(true)
+    })
+    .await;
+    page.press_enter().await;
     let said = page
         .until_text("#message", |t| t.starts_with("You can have"))
         .await;
@@ -336,6 +354,29 @@ async fn before_the_sale_the_page_counts_down_to_it_and_its_buttons_wait() {
             .starts_with("Next sale starts in")
     );
     page.screenshot("storefront-before-the-sale").await;
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_that_signs_in_its_shoppers_is_told_so_without_a_cart_made() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 10, 2)], -60)).await;
+    let storefront = crate::customers::Storefront::new(7);
+    let key = CustomerKey::from_pem(storefront.public_pem.as_bytes()).expect("a public key");
+    let edge = fleet
+        .edge_with(EdgeConfig {
+            customer_key: Some(std::sync::Arc::new(key)),
+            ..fleet.config("edge-a")
+        })
+        .await;
+    let page = Page::open(&format!("{}/", edge.url), DESKTOP).await;
+    page.click("#items li[data-sku='BAG-1'] button.add").await;
+    let said = page.until_text("#message", |t| !t.is_empty()).await;
+    assert!(said.contains("sign in"), "{said}");
+    let kept = page
+        .js("return localStorage.getItem('flash-sale.cart')")
+        .await;
+    assert_eq!(kept, Value::Null, "no cart is kept");
+    assert!(page.shown("#cart-empty").await);
     page.close().await;
 }
 
@@ -412,6 +453,8 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
     ));
     let sell_chart = "return document.querySelector('#sell-chart canvas').toDataURL()";
     let before = page.js(sell_chart).await;
+    let sold_share =
+        "return JSON.parse(document.querySelector('#sell-chart').dataset.last || '{}')";
     page.until("cart updates charted for both edges", || async {
         let charted = page
             .js("return [...document.querySelectorAll('#edge-charts .chart')].map(c => Number(c.dataset.updates))")
@@ -419,40 +462,57 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
         charted.as_array().is_some_and(|c| c.len() == 2 && c.iter().all(|n| n.as_u64() > Some(0)))
     })
     .await;
-    page.until("the sell-through chart redrawn", || async {
-        page.js(sell_chart).await != before
+    page.until("the sell-through chart rising and redrawn", || async {
+        let shares = page.js(sold_share).await;
+        let rising = ["BAG-1", "HAT-1"]
+            .iter()
+            .all(|sku| shares[sku].as_f64().is_some_and(|share| share > 0.0));
+        rising && page.js(sell_chart).await != before
     })
     .await;
     page.until("updates per second shown", || async {
-        page.text("#edges tr[data-edge='edge-a'] td.rate").await != "0"
+        let rate = page.text("#edges tr[data-edge='edge-a'] td.rate").await;
+        rate.parse::<u64>().is_ok_and(|n| n > 0)
     })
     .await;
-    page.screenshot("dashboard").await;
     let updates = load.await.expect("load");
     assert!(updates > 20, "the load made only {updates} updates");
 
-    // Once it is quiet, the table says what each edge's /admin/status says.
+    // Once it is quiet, the table says what each edge's /admin/status and central say.
     let edges = [("edge-a", &a), ("edge-b", &b)];
-    page.until("the stock table equal to /admin/status", || async {
-        for (edge_id, edge) in edges {
-            let status = edge.status().await;
+    let central = fleet.central().await;
+    page.until(
+        "the stock table equal to /admin/status and central",
+        || async {
+            let snapshot = central.snapshot().await.expect("central's snapshot");
             for sku in ["BAG-1", "HAT-1"] {
-                let units = &status["skus"][sku];
-                let wanted =
-                    ["free", "held", "sold"].map(|k| units[k].as_u64().unwrap_or(u64::MAX));
-                if shown_units(&page, sku, edge_id).await != Some(wanted) {
-                    return false;
+                let mut sold = 0;
+                for (edge_id, edge) in edges {
+                    let units = &edge.status().await["skus"][sku];
+                    let wanted =
+                        ["free", "held", "sold"].map(|k| units[k].as_u64().unwrap_or(u64::MAX));
+                    sold += wanted[2];
+                    if shown_units(&page, sku, edge_id).await != Some(wanted) {
+                        return false;
+                    }
+                }
+                let unallocated = crate::support::ledger(&snapshot, sku).unallocated;
+                let wanted = [
+                    ("stock-total", "400".to_owned()),
+                    ("sold", sold.to_string()),
+                    ("unallocated", unallocated.to_string()),
+                ];
+                for (cell, value) in wanted {
+                    let css = format!("#stock tr[data-sku='{sku}'] td.{cell}");
+                    if page.text(&css).await.replace(',', "") != value {
+                        return false;
+                    }
                 }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
-    for sku in ["BAG-1", "HAT-1"] {
-        let total = page
-            .text(&format!("#stock tr[data-sku='{sku}'] td.stock-total"))
-            .await;
-        assert_eq!(total, "400");
-    }
+    page.screenshot("dashboard").await;
     page.close().await;
 }
