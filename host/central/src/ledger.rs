@@ -8,8 +8,8 @@ use crate::events::{Delivery, EventLine, Order, OutboxEvent};
 use crate::sale::{Sale, SkuEntry};
 use crate::time::Millis;
 use crate::{
-    CentralError, Claim, Claimed, EdgeLedger, GrantRequest, Loaded, Marks, PerEdge, SaleLedger,
-    SkuKey, Snapshot, StockLevel, UnitReturn, WANTED_FOR_MS,
+    CentralError, Claim, Claimed, EdgeLedger, FleetModule, GrantRequest, Handoff, Loaded, Marks,
+    PerEdge, SaleLedger, SkuKey, Snapshot, StockLevel, UnitReturn, WANTED_FOR_MS,
 };
 
 // ---- the calendar ----------------------------------------------------------------------------
@@ -292,9 +292,10 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim, now: Millis) -> Result<Claimed
         }
         let same_history = history == claim.history_id && claim.local_seq >= high_water;
         if same_history {
+            // A drained edge that starts again is back in the registry.
             tx.exec(
-                "UPDATE edges SET url = $2, incarnation = $3, lease_until = $4, last_seen = $5 \
-                 WHERE edge_id = $1",
+                "UPDATE edges SET url = $2, incarnation = $3, lease_until = $4, last_seen = $5, \
+                   drained_at = NULL WHERE edge_id = $1",
                 params![
                     &claim.edge_id,
                     &claim.url,
@@ -358,11 +359,19 @@ fn retire(
             params![edge_id, &retired],
         )?;
     }
+    for column in ["from_edge", "to_edge"] {
+        tx.exec(
+            &format!("UPDATE unit_moves SET {column} = $2 WHERE {column} = $1"),
+            params![edge_id, &retired],
+        )?;
+    }
     tx.exec("DELETE FROM holds WHERE edge_id = $1", params![&retired])?;
     let unsold = tx.query(
         "SELECT sale_id, sku, CAST(SUM(n) AS BIGINT) FROM (\
            SELECT sale_id, sku, granted AS n FROM grants WHERE edge_id = $1 \
            UNION ALL SELECT sale_id, sku, -quantity FROM unit_returns WHERE edge_id = $1 \
+           UNION ALL SELECT sale_id, sku, -quantity FROM unit_moves WHERE from_edge = $1 \
+           UNION ALL SELECT sale_id, sku, quantity FROM unit_moves WHERE to_edge = $1 \
            UNION ALL SELECT l.sale_id, l.sku, -l.quantity FROM order_lines l \
              JOIN orders o ON o.order_id = l.order_id WHERE o.edge_id = $1) AS units \
          GROUP BY sale_id, sku",
@@ -668,7 +677,9 @@ const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
     (
         "SELECT sale_id, sku, edge_id, CAST(SUM(n) AS BIGINT) FROM (\
            SELECT sale_id, sku, edge_id, granted AS n FROM grants \
-           UNION ALL SELECT sale_id, sku, edge_id, -quantity FROM unit_returns) AS moves \
+           UNION ALL SELECT sale_id, sku, edge_id, -quantity FROM unit_returns \
+           UNION ALL SELECT sale_id, sku, from_edge, -quantity FROM unit_moves \
+           UNION ALL SELECT sale_id, sku, to_edge, quantity FROM unit_moves) AS moves \
          GROUP BY sale_id, sku, edge_id",
         PerEdge::Allotted,
     ),
@@ -721,7 +732,8 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
         "SELECT e.edge_id, e.url, e.high_water, \
            (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
            (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id), \
-           CASE WHEN e.retired_at IS NULL THEN 0 ELSE 1 END \
+           CASE WHEN e.retired_at IS NULL THEN 0 ELSE 1 END, \
+           CASE WHEN e.drained_at IS NULL THEN 0 ELSE 1 END \
          FROM edges e",
         &[],
     )? {
@@ -733,6 +745,7 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
                 events_applied: r.int(3)?,
                 orders: r.int(4)?,
                 retired: r.int(5)? == 1,
+                drained: r.int(6)? == 1,
             },
         );
     }
@@ -758,10 +771,11 @@ pub fn stock_levels(tx: &mut dyn Tx) -> Result<Vec<StockLevel>, CentralError> {
     .collect()
 }
 
-/// Each edge id in service (not retired), with the URL it registered.
+/// Each edge id in service (not retired, not drained), with the URL it registered.
 pub fn registry(tx: &mut dyn Tx) -> Result<Vec<(String, String)>, CentralError> {
     tx.query(
-        "SELECT edge_id, url FROM edges WHERE retired_at IS NULL ORDER BY edge_id",
+        "SELECT edge_id, url FROM edges WHERE retired_at IS NULL AND drained_at IS NULL \
+         ORDER BY edge_id",
         &[],
     )?
     .iter()
@@ -825,4 +839,181 @@ pub fn orders_of(tx: &mut dyn Tx, edge_id: &str) -> Result<Vec<Order>, CentralEr
         }
     }
     Ok(out)
+}
+
+// ---- hand-offs -------------------------------------------------------------------------------
+
+/// Records a hand-off: its carts are kept by `to_edge` from now on, with their holds and orders,
+/// their customers' home moves with them, and the units they hold and sold leave the draining
+/// edge's allotment for the receiver's. Recorded once: the same id again changes nothing.
+/// Refused until central has applied the draining edge's outbox up to the carts' last event,
+/// so that no late event of the old owner lands after the move.
+pub fn record_handoff(tx: &mut dyn Tx, h: &Handoff, now: Millis) -> Result<(), CentralError> {
+    fence(tx, &h.from_edge, &h.incarnation, now)?;
+    let recorded = tx.query_opt(
+        "SELECT from_edge, to_edge FROM handoffs WHERE handoff_id = $1",
+        params![&h.handoff_id],
+    )?;
+    if let Some(r) = recorded {
+        let (from, to) = (r.text(0)?, r.text(1)?);
+        if from != h.from_edge || to != h.to_edge {
+            return Err(CentralError::HandoffConflict(h.handoff_id.clone()));
+        }
+        return Ok(());
+    }
+    let high_water = tx
+        .query_opt(
+            "SELECT high_water FROM edges WHERE edge_id = $1",
+            params![&h.from_edge],
+        )?
+        .ok_or_else(|| CentralError::UnknownEdge(h.from_edge.clone()))?
+        .int(0)?;
+    if high_water < h.frozen_seq {
+        return Err(CentralError::OutboxBehind {
+            edge_id: h.from_edge.clone(),
+            applied: high_water,
+            needed: h.frozen_seq,
+        });
+    }
+    let receiver = tx.query_opt(
+        "SELECT 1 FROM edges WHERE edge_id = $1 AND retired_at IS NULL AND drained_at IS NULL",
+        params![&h.to_edge],
+    )?;
+    if receiver.is_none() || h.to_edge == h.from_edge {
+        return Err(CentralError::UnknownEdge(h.to_edge.clone()));
+    }
+    tx.exec(
+        "INSERT INTO handoffs (handoff_id, from_edge, to_edge, carts, moved_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        params![
+            &h.handoff_id,
+            &h.from_edge,
+            &h.to_edge,
+            i64::try_from(h.carts.len()).unwrap_or(i64::MAX),
+            now
+        ],
+    )?;
+    for u in &h.units {
+        tx.exec(
+            "INSERT INTO unit_moves (handoff_id, from_edge, to_edge, sale_id, sku, quantity) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                &h.handoff_id,
+                &h.from_edge,
+                &h.to_edge,
+                &u.sale_id,
+                &u.sku,
+                u.quantity
+            ],
+        )?;
+    }
+    for cart_id in &h.carts {
+        tx.exec(
+            "INSERT INTO cart_owners (cart_id, edge_id, since) VALUES ($1, $2, $3) \
+             ON CONFLICT (cart_id) DO UPDATE SET edge_id = excluded.edge_id, since = excluded.since",
+            params![cart_id, &h.to_edge, now],
+        )?;
+        for table in ["holds", "orders"] {
+            tx.exec(
+                &format!("UPDATE {table} SET edge_id = $2 WHERE cart_id = $1 AND edge_id = $3"),
+                params![cart_id, &h.to_edge, &h.from_edge],
+            )?;
+        }
+    }
+    for customer_id in &h.customers {
+        tx.exec(
+            "UPDATE customers SET edge_id = $2, since = $4 WHERE customer_id = $1 AND edge_id = $3",
+            params![customer_id, &h.to_edge, &h.from_edge, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// The edge that keeps a handed-off cart; `None` for a cart never handed off (its id names its
+/// edge).
+pub fn cart_owner(tx: &mut dyn Tx, cart_id: &str) -> Result<Option<String>, CentralError> {
+    tx.query_opt(
+        "SELECT edge_id FROM cart_owners WHERE cart_id = $1",
+        params![cart_id],
+    )?
+    .map(|r| r.text(0))
+    .transpose()
+}
+
+/// Whether a hand-off was recorded.
+pub fn handoff_recorded(tx: &mut dyn Tx, handoff_id: &str) -> Result<bool, CentralError> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM handoffs WHERE handoff_id = $1",
+            params![handoff_id],
+        )?
+        .is_some())
+}
+
+/// Takes a drained edge out of the registry (its process, still holding the id, asks).
+pub fn drained(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    incarnation: &str,
+    now: Millis,
+) -> Result<(), CentralError> {
+    fence(tx, edge_id, incarnation, now)?;
+    tx.exec(
+        "UPDATE edges SET drained_at = $2, lease_until = $2 WHERE edge_id = $1",
+        params![edge_id, now],
+    )?;
+    Ok(())
+}
+
+// ---- the fleet's module ----------------------------------------------------------------------
+
+/// Records the module the fleet runs (the one an operator last deployed or activated).
+pub fn set_fleet_module(tx: &mut dyn Tx, m: &FleetModule, now: Millis) -> Result<(), CentralError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.encode(&m.bytes);
+    tx.exec(
+        "INSERT INTO fleet_module (name, version, sha256, bytes, signature, set_at) \
+         VALUES ('active', $1, $2, $3, $4, $5) \
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, \
+           bytes = excluded.bytes, signature = excluded.signature, set_at = excluded.set_at",
+        params![
+            &m.version,
+            &m.sha256,
+            &bytes,
+            m.signature.as_deref().unwrap_or_default(),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// The fleet's module's version and sha256, if one was recorded.
+pub fn fleet_module_id(tx: &mut dyn Tx) -> Result<Option<(String, String)>, CentralError> {
+    tx.query_opt(
+        "SELECT version, sha256 FROM fleet_module WHERE name = 'active'",
+        &[],
+    )?
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .transpose()
+}
+
+/// The fleet's module, if one was recorded.
+pub fn fleet_module(tx: &mut dyn Tx) -> Result<Option<FleetModule>, CentralError> {
+    use base64::Engine as _;
+    let Some(r) = tx.query_opt(
+        "SELECT version, sha256, bytes, signature FROM fleet_module WHERE name = 'active'",
+        &[],
+    )?
+    else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r.text(2)?)
+        .map_err(|e| CentralError::Decode(format!("the fleet's module: {e}")))?;
+    Ok(Some(FleetModule {
+        version: r.text(0)?,
+        sha256: r.text(1)?,
+        bytes,
+        signature: Some(r.text(3)?).filter(|s| !s.is_empty()),
+    }))
 }

@@ -59,6 +59,17 @@ pub enum CentralError {
     UnknownSku(String, String),
     #[error("edge {0:?} has not registered with central (or not with this history)")]
     UnknownEdge(String),
+    #[error("hand-off {0} was recorded between other edges")]
+    HandoffConflict(String),
+    #[error(
+        "edge {edge_id}'s outbox is applied up to seq {applied}; the hand-off needs {needed} \
+         first"
+    )]
+    OutboxBehind {
+        edge_id: String,
+        applied: i64,
+        needed: i64,
+    },
     #[error(
         "edge {edge_id} is being served by another process (incarnation {incarnation}, lease \
          until {}): stop that one first, or give this one another --edge-id",
@@ -260,6 +271,56 @@ pub struct EdgeLedger {
     pub orders: i64,
     /// A history written off by a take-over.
     pub retired: bool,
+    /// An edge that drained and left the registry.
+    pub drained: bool,
+}
+
+/// A hand-off, as the draining edge records it at central (see [`ledger::record_handoff`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Handoff {
+    /// Chosen and stored by the draining edge before anything moves.
+    pub handoff_id: String,
+    pub from_edge: String,
+    /// The draining process, which must still hold its edge id.
+    pub incarnation: String,
+    pub to_edge: String,
+    /// The draining edge's last outbox sequence number when the carts left it.
+    pub frozen_seq: i64,
+    pub carts: Vec<String>,
+    /// The carts' customers, whose home moves with them.
+    pub customers: Vec<String>,
+    /// Units held and sold in the carts, per SKU.
+    pub units: Vec<MovedUnits>,
+}
+
+/// The cart module the fleet runs, as recorded at central.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetModule {
+    pub version: String,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+    /// Its ed25519 signature (base64), if it came with one.
+    pub signature: Option<String>,
+}
+
+impl fmt::Debug for FleetModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FleetModule({} {}, {} bytes)",
+            self.version,
+            self.sha256,
+            self.bytes.len()
+        )
+    }
+}
+
+/// Units of one SKU that move with a hand-off's carts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MovedUnits {
+    pub sale_id: String,
+    pub sku: String,
+    pub quantity: u32,
 }
 
 /// Outbox events of one edge's history, in sequence order, for [`Central::apply_batches`].
@@ -474,6 +535,50 @@ impl Central {
     pub async fn orders_of(&self, edge_id: &str) -> Result<Vec<events::Order>, CentralError> {
         let id = edge_id.to_owned();
         self.transact(move |tx| ledger::orders_of(tx, &id)).await
+    }
+
+    /// Records a hand-off once (see [`ledger::record_handoff`]).
+    pub async fn record_handoff(&self, handoff: &Handoff) -> Result<(), CentralError> {
+        let h = handoff.clone();
+        self.transact(move |tx| ledger::record_handoff(tx, &h, wall_ms()))
+            .await
+    }
+
+    /// The edge that keeps a handed-off cart, if it was handed off.
+    pub async fn cart_owner(&self, cart_id: &str) -> Result<Option<String>, CentralError> {
+        let id = cart_id.to_owned();
+        self.transact(move |tx| ledger::cart_owner(tx, &id)).await
+    }
+
+    /// Whether a hand-off was recorded.
+    pub async fn handoff_recorded(&self, handoff_id: &str) -> Result<bool, CentralError> {
+        let id = handoff_id.to_owned();
+        self.transact(move |tx| ledger::handoff_recorded(tx, &id))
+            .await
+    }
+
+    /// Records the module the fleet runs, unless it is recorded already.
+    pub async fn set_fleet_module(&self, module: &FleetModule) -> Result<(), CentralError> {
+        let same = self.transact(ledger::fleet_module_id).await?
+            == Some((module.version.clone(), module.sha256.clone()));
+        if same {
+            return Ok(());
+        }
+        let m = module.clone();
+        self.transact(move |tx| ledger::set_fleet_module(tx, &m, wall_ms()))
+            .await
+    }
+
+    /// The module the fleet runs, if an operator deployed one.
+    pub async fn fleet_module(&self) -> Result<Option<FleetModule>, CentralError> {
+        self.transact(ledger::fleet_module).await
+    }
+
+    /// Takes a drained edge out of the registry.
+    pub async fn drained(&self, edge_id: &str, incarnation: &str) -> Result<(), CentralError> {
+        let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
+        self.transact(move |tx| ledger::drained(tx, &edge_id, &incarnation, wall_ms()))
+            .await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {

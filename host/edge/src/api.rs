@@ -57,6 +57,8 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/status", get(status))
+        .route("/admin/drain", post(drain))
+        .route(crate::drain::HANDOFF_PATH, post(take_handoff))
         .route("/admin/fleet", get(fleet))
         .route("/admin/ledger", get(ledger))
         .route("/admin/modules", get(list_modules).put(deploy_module))
@@ -144,6 +146,7 @@ fn route_label(path: &str) -> &'static str {
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
+        crate::drain::HANDOFF_PATH => "handoff",
         p if crate::pages::is_page(p) => "page",
         p if p.starts_with("/admin") => "admin",
         _ => "other",
@@ -364,6 +367,7 @@ async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
+    edge.metrics.draining.set(i64::from(edge.drain.draining()));
     (
         [(
             header::CONTENT_TYPE,
@@ -377,6 +381,58 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
 async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
     Ok(Json(own_status(&edge).await?).into_response())
+}
+
+/// Starts draining: the edge hands its carts to the others and exits (see [`crate::drain`]).
+async fn drain(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    edge.drain.ask();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"state": "draining"})),
+    )
+        .into_response())
+}
+
+/// Most a hand-off's batch may weigh.
+const MAX_HANDOFF_BODY: usize = 8 * 1024 * 1024;
+
+/// A draining peer hands carts to this edge (see [`crate::handoff`]): `200` taken (now or
+/// before), `409` refused for good.
+async fn take_handoff(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    if !edge.fleet.from_peer(&parts.headers)? {
+        return Err(ApiError::Forbidden(
+            "hand-offs come from edges of the fleet",
+        ));
+    }
+    let body = read_limited(body, MAX_HANDOFF_BODY, edge.config.http.body_timeout).await?;
+    let batch: crate::handoff::Batch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("a hand-off batch: {e}")))?;
+    let (catalog, now, not_ready) = (edge.catalog(), edge.clock.now(), edge.ready().err());
+    let carts: Vec<String> = batch.carts.iter().map(|c| c.cart_id.clone()).collect();
+    let answer = edge
+        .writer
+        .host(move |c| match not_ready {
+            Some(why) => Ok(if crate::handoff::refuse(c, &batch, now)? {
+                Err(why)
+            } else {
+                Ok(())
+            }),
+            None => crate::handoff::take(c, &batch, &catalog, now),
+        })
+        .await?;
+    match answer {
+        Ok(()) => {
+            edge.fleet.note_adopted(carts.iter().cloned());
+            Ok(Json(serde_json::json!({"taken": carts.len()})).into_response())
+        }
+        Err(why) => Ok((
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": {"code": "refused", "message": why}})),
+        )
+            .into_response()),
+    }
 }
 
 /// The whole fleet, for the operator dashboard (see [`crate::dashboard`]).
@@ -449,7 +505,9 @@ pub async fn own_status(edge: &Edge) -> Result<EdgeStatus, ApiError> {
         last_sync: sync.last_sync_at.map(rfc3339),
         last_sync_error: sync.last_error,
         forwarded: edge.metrics.forwarded(),
-        state: if ready.is_ok() {
+        state: if edge.drain.draining() {
+            "draining"
+        } else if ready.is_ok() {
             "serving"
         } else {
             "not_ready"
@@ -515,10 +573,29 @@ async fn deploy_module(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: 
             text("x-module-signature"),
         )
         .await?;
-    Ok(match deployed {
-        Deployed::Created(info) => (StatusCode::CREATED, Json(info)).into_response(),
-        Deployed::Unchanged(info) => (StatusCode::OK, Json(info)).into_response(),
-    })
+    let (status, info) = match deployed {
+        Deployed::Created(info) => (StatusCode::CREATED, info),
+        Deployed::Unchanged(info) => (StatusCode::OK, info),
+    };
+    record_fleet_module(&edge, &info.version).await;
+    Ok((status, Json(info)).into_response())
+}
+
+/// Records at central the module an operator just made active here: the one an edge that
+/// starts will run. Central not answering is said in the log; the deploy stands.
+async fn record_fleet_module(edge: &Edge, version: &str) {
+    let recorded = match edge.modules.fleet_copy(version).await {
+        Ok(Some(module)) => edge
+            .central
+            .set_fleet_module(&module)
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(None) => Err("it is not stored".into()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = recorded {
+        tracing::warn!("module {version} is active here, but not recorded as the fleet's: {e}");
+    }
 }
 
 async fn activate_module(
@@ -528,6 +605,7 @@ async fn activate_module(
 ) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let info = edge.modules.activate(&version).await?;
+    record_fleet_module(&edge, &info.version).await;
     Ok(Json(info).into_response())
 }
 

@@ -59,6 +59,9 @@ pub struct EdgeConfig {
     /// With it (`nats://HOST:PORT`), the outbox goes to JetStream instead of straight to
     /// central, and central is asked only for grants, returns and the edge's lease.
     pub queue_url: Option<String>,
+    /// How long a drain may take (`POST /admin/drain`, `SIGTERM`) before the edge exits with
+    /// what is left on its disk.
+    pub drain_timeout: Duration,
 }
 
 /// New carts one client address may make: `per_second` on average, `burst` at once; a rate of
@@ -117,6 +120,7 @@ impl Default for EdgeConfig {
             create_rate: CreateRate::default(),
             trusted_proxies: Vec::new(),
             queue_url: None,
+            drain_timeout: Duration::from_secs(30),
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

@@ -40,7 +40,7 @@ pub struct FleetView {
 pub struct EdgeView {
     pub edge_id: String,
     pub url: String,
-    /// `serving` or `not_ready` as the edge says, or `down` when it did not answer.
+    /// `serving`, `draining` or `not_ready` as the edge says, or `down` when it did not answer.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<EdgeStatus>,

@@ -52,6 +52,8 @@ pub struct Edge {
     pub create_limit: Option<CreateLimit>,
     /// What the operator dashboard reads, gathered at most once a second.
     pub dashboard: crate::dashboard::Dashboard,
+    /// Whether the edge is leaving the fleet (see [`crate::drain`]).
+    pub drain: crate::drain::Drain,
     standing: Mutex<Standing>,
     readers: Arc<edge_db::Readers>,
 }
@@ -78,6 +80,14 @@ impl Edge {
                 Vec::new()
             }
         };
+        // The module the fleet runs, which a joining edge runs too.
+        let fleet_module = match central.fleet_module().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("central unreachable at start, not reading the fleet's module: {e}");
+                None
+            }
+        };
         let initial = Arc::clone(&config.module.0);
         anyhow::ensure!(!initial.is_empty(), "no cart module given to start on");
         let trust = Trust {
@@ -90,7 +100,8 @@ impl Edge {
             config.edge_id.clone(),
             config.clock.now(),
         );
-        let (conn, identity, own_history, catalog, first) = {
+        let tag = crate::fleet::edge_tag(&config.edge_id);
+        let (conn, identity, own_history, catalog, first, moved, adopted) = {
             let (runtime, trust) = (runtime.clone(), trust.clone());
             tokio::task::spawn_blocking(move || {
                 let conn = edge_db::open_writer(&dir)?;
@@ -102,8 +113,28 @@ impl Edge {
                 }
                 tx.commit()?;
                 let catalog = calendar::load(&conn)?;
-                let first = modules::start_module(&conn, &runtime, &initial, &trust, now)?;
-                anyhow::Ok((conn, identity, own_history, catalog, Arc::new(first)))
+                let adopted = fleet_module
+                    .as_ref()
+                    .map(|m| modules::adopt_fleet_module(&conn, &runtime, m, &trust, now));
+                let first = match adopted {
+                    Some(Ok(module)) => module,
+                    Some(Err(e)) => {
+                        tracing::warn!("not running the fleet's module: {e:#}");
+                        modules::start_module(&conn, &runtime, &initial, &trust, now)?
+                    }
+                    None => modules::start_module(&conn, &runtime, &initial, &trust, now)?,
+                };
+                let moved = crate::handoff::moved(&conn)?;
+                let adopted = crate::handoff::adopted(&conn, &tag)?;
+                anyhow::Ok((
+                    conn,
+                    identity,
+                    own_history,
+                    catalog,
+                    Arc::new(first),
+                    moved,
+                    adopted,
+                ))
             })
             .await??
         };
@@ -156,6 +187,8 @@ impl Edge {
             }
         };
         let fleet = Fleet::new(&config.edge_id, config.fleet_secret.clone());
+        fleet.note_moved(moved);
+        fleet.note_adopted(adopted);
         if standing == Standing::Claimed {
             // An edge whose carts the fleet could not tell from another's does not start.
             let registry = central.registry().await?;
@@ -185,6 +218,7 @@ impl Edge {
             sync: Mutex::default(),
             queue,
             dashboard: crate::dashboard::Dashboard::default(),
+            drain: crate::drain::Drain::default(),
             readers,
             config,
         }))
@@ -202,9 +236,12 @@ impl Edge {
         Ok(())
     }
 
-    /// Whether this edge takes new carts (`/readyz`): central knows this process holds its edge
-    /// id, and the writer is alive and moving. Otherwise, why not.
+    /// Whether this edge takes new carts (`/readyz`): it is not draining, central knows this
+    /// process holds its edge id, and the writer is alive and moving. Otherwise, why not.
     pub fn ready(&self) -> Result<(), String> {
+        if self.drain.draining() {
+            return Err("draining: handing its carts to other edges".into());
+        }
         match self.standing() {
             Standing::Claimed => {}
             Standing::Unclaimed { .. } => {
@@ -261,6 +298,10 @@ impl Edge {
             tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone())),
             tokio::spawn(calendar::follow(Arc::clone(self), shutdown.clone())),
             tokio::spawn(crate::escrow::keep_stocked(
+                Arc::clone(self),
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::drain::resume_unfinished(
                 Arc::clone(self),
                 shutdown.clone(),
             )),

@@ -368,7 +368,8 @@ pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<
 /// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
 /// and never keeps the others from their units.
 async fn balance(edge: &Edge) -> anyhow::Result<()> {
-    if edge.standing().refusal().is_some() {
+    // A draining edge returns its units: it asks for none.
+    if edge.standing().refusal().is_some() || edge.drain.draining() {
         return Ok(());
     }
     let stock = edge.stock().await?;

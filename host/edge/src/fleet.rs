@@ -6,7 +6,7 @@
 //! storefront's own credentials (its cart token), nothing more, and is never forwarded again.
 //! Without a fleet secret an edge neither forwards nor accepts forwarded requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,25 @@ pub struct Fleet {
     refreshed: tokio::sync::Mutex<Option<RegistryRead>>,
     /// Customers' home edges, as central recorded them.
     homes: Mutex<HashMap<String, String>>,
+    /// Carts this edge handed off: the edge that keeps each, or `None` while on the way.
+    moved: RwLock<HashMap<String, Option<String>>>,
+    /// Carts other edges made that this edge keeps (taken in hand-offs).
+    adopted: RwLock<HashSet<String>>,
+    /// Where handed-off carts of other edges are, as central recorded it.
+    owners: Mutex<HashMap<String, String>>,
+}
+
+/// Where a request for a cart goes, as far as this edge knows without asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This edge keeps the cart.
+    Here,
+    /// This edge is handing the cart off: answer `503` until it is done.
+    InTransit,
+    /// The edge that keeps the cart now (it was handed off).
+    Moved(String),
+    /// The cart's id names the edge that keeps it, unless central says otherwise.
+    Tag(String),
 }
 
 /// The tag that names an edge inside the ids of the carts it creates: 8 hex digits of its id's
@@ -102,7 +121,115 @@ impl Fleet {
             peers: RwLock::new(HashMap::new()),
             refreshed: tokio::sync::Mutex::new(None),
             homes: Mutex::new(HashMap::new()),
+            moved: RwLock::new(HashMap::new()),
+            adopted: RwLock::new(HashSet::new()),
+            owners: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Where a request for `cart_id` goes. Without a fleet secret every cart is answered here.
+    pub fn route(&self, cart_id: &str) -> Route {
+        if let Some(to) = read(&self.moved).get(cart_id) {
+            return to.clone().map_or(Route::InTransit, Route::Moved);
+        }
+        if self.owns(cart_id) || read(&self.adopted).contains(cart_id) {
+            return Route::Here;
+        }
+        if let Some(owner) = lock(&self.owners).get(cart_id) {
+            return Route::Moved(owner.clone());
+        }
+        match owner_tag(cart_id) {
+            Some(tag) => Route::Tag(tag.to_owned()),
+            None => Route::Here,
+        }
+    }
+
+    /// Carts leaving (`None`) or gone (`Some(edge)`) from this edge.
+    pub fn note_moved(&self, carts: impl IntoIterator<Item = (String, Option<String>)>) {
+        let mut moved = write(&self.moved);
+        for (cart_id, to) in carts {
+            write(&self.adopted).remove(&cart_id);
+            moved.insert(cart_id, to);
+        }
+    }
+
+    /// Carts that stay after all (a refused hand-off).
+    pub fn note_kept(&self, carts: impl IntoIterator<Item = String>) {
+        let mut moved = write(&self.moved);
+        let mut adopted = write(&self.adopted);
+        for cart_id in carts {
+            moved.remove(&cart_id);
+            if !self.owns(&cart_id) {
+                adopted.insert(cart_id);
+            }
+        }
+    }
+
+    /// Carts another edge handed to this one.
+    pub fn note_adopted(&self, carts: impl IntoIterator<Item = String>) {
+        let mut moved = write(&self.moved);
+        let mut adopted = write(&self.adopted);
+        for cart_id in carts {
+            moved.remove(&cart_id);
+            adopted.insert(cart_id);
+        }
+    }
+
+    /// Asks central which edge keeps a cart that was handed off, and remembers it.
+    async fn ask_owner(&self, edge: &Edge, cart_id: &str) -> Option<String> {
+        match edge.central.cart_owner(cart_id).await {
+            Ok(Some(owner)) => {
+                let mut owners = lock(&self.owners);
+                if owners.len() >= MAX_REMEMBERED_HOMES {
+                    owners.clear();
+                }
+                owners.insert(cart_id.to_owned(), owner.clone());
+                Some(owner)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("asking central where cart {cart_id} is kept: {e}");
+                None
+            }
+        }
+    }
+
+    /// The peer that is `edge_id`, if central's registry has it.
+    pub(crate) async fn peer_named(
+        &self,
+        edge: &Edge,
+        edge_id: &str,
+    ) -> Result<Option<Peer>, ApiError> {
+        Ok(self
+            .peer(edge, &edge_tag(edge_id), false)
+            .await?
+            .filter(|p| p.edge_id == edge_id))
+    }
+
+    /// Other edges of the fleet in the registry, as last read (not this process).
+    pub fn others(&self, edge: &Edge) -> Vec<Peer> {
+        read(&self.peers)
+            .values()
+            .filter(|p| p.url != edge.url && p.edge_id != self.edge_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Reads central's registry again.
+    pub async fn refresh(&self, edge: &Edge) -> Result<(), ApiError> {
+        self.peer(edge, "", true).await.map(|_| ())
+    }
+
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.client
     }
 
     /// A new cart id of this edge's.
@@ -140,7 +267,7 @@ impl Fleet {
             }
             peers.insert(tag, peer);
         }
-        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        *write(&self.peers) = peers;
         Ok(())
     }
 
@@ -200,11 +327,7 @@ impl Fleet {
     }
 
     fn cached(&self, tag: &str) -> Option<Peer> {
-        self.peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tag)
-            .cloned()
+        read(&self.peers).get(tag).cloned()
     }
 
     /// Whether a request claiming to come from a peer carries the fleet secret.
@@ -279,13 +402,14 @@ impl Fleet {
     }
 
     /// Forwards to `peer`, the edge with `tag`; when it does not answer, or answers `503`,
-    /// asks central whether it moved (a restart on another address, or its id taken over by
-    /// another process) and tries its new address once.
+    /// asks central whether the cart was handed off, or the edge moved (a restart on another
+    /// address, or its id taken over by another process), and tries once more there.
     async fn forward_to(
         &self,
         edge: &Edge,
         tag: &str,
         peer: Peer,
+        cart_id: Option<&str>,
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response, ApiError> {
@@ -295,12 +419,16 @@ impl Fleet {
             Ok((answer, true)) => Ok(answer),
             Err(e) => Err(e),
         };
-        let moved = self
-            .peer(edge, tag, true)
-            .await
-            .ok()
-            .flatten()
-            .filter(|p| p.url != peer.url);
+        let handed = match cart_id {
+            Some(cart_id) => self.ask_owner(edge, cart_id).await,
+            None => None,
+        };
+        let moved = match handed.filter(|owner| *owner != peer.edge_id) {
+            Some(owner) if owner == self.edge_id => None,
+            Some(owner) => self.peer_named(edge, &owner).await.ok().flatten(),
+            None => self.peer(edge, tag, true).await.ok().flatten(),
+        }
+        .filter(|p| p.url != peer.url && p.url != edge.url);
         let answer = match moved {
             Some(moved) => self
                 .forward(edge, &moved, parts, body)
@@ -352,10 +480,9 @@ impl Fleet {
                 None => self.other_peer(edge).await?,
             };
             let tag = edge_tag(&peer.edge_id);
-            return self
-                .forward_to(edge, &tag, peer, parts, body)
-                .await
-                .map(Some);
+            let answer = self.forward_to(edge, &tag, peer, None, parts, body).await;
+            self.forget_home_unless_served(customer_id, &answer);
+            return answer.map(Some);
         }
         let home = self.home_of(edge, customer_id).await?;
         if home == self.edge_id {
@@ -375,17 +502,26 @@ impl Fleet {
             .ok_or_else(|| {
                 ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
             })?;
-        self.forward_to(edge, &tag, peer, parts, body)
-            .await
-            .map(Some)
+        let answer = self.forward_to(edge, &tag, peer, None, parts, body).await;
+        self.forget_home_unless_served(customer_id, &answer);
+        answer.map(Some)
+    }
+
+    /// A home that did not make the cart may have handed its carts off: central is asked
+    /// again next time.
+    fn forget_home_unless_served(&self, customer_id: &str, answer: &Result<Response, ApiError>) {
+        let served = answer
+            .as_ref()
+            .is_ok_and(|r| r.status() != StatusCode::SERVICE_UNAVAILABLE);
+        if !served {
+            self.homes().remove(customer_id);
+        }
     }
 
     /// Another process of the fleet than this one (chosen at random), from central's registry.
     async fn other_peer(&self, edge: &Edge) -> Result<Peer, ApiError> {
         let others = || -> Vec<Peer> {
-            self.peers
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
+            read(&self.peers)
                 .values()
                 .filter(|p| p.url != edge.url)
                 .cloned()
@@ -428,71 +564,149 @@ impl Fleet {
     }
 
     fn homes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.homes.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.homes)
     }
 }
 
-/// Middleware on the `/v1/carts/{cart_id}...` routes: serves the carts this edge owns, forwards
-/// the others to their owner.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Middleware on the `/v1/carts/{cart_id}...` routes: serves the carts this edge keeps,
+/// forwards the others to the edge that keeps them.
 pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
     let fleet = &edge.fleet;
-    let cart_id = req.uri().path().split('/').nth(3).unwrap_or_default();
+    let cart_id = req
+        .uri()
+        .path()
+        .split('/')
+        .nth(3)
+        .unwrap_or_default()
+        .to_owned();
     if cart_id.contains('%') {
         // Cart ids never need escaping: an escaped one names no cart (and would pass here
         // unrouted).
         return ApiError::NotFound("cart").into_response();
     }
-    let Some(tag) = owner_tag(cart_id).map(str::to_owned) else {
-        return next.run(req).await;
-    };
-    let (owned, forwarded) = (
-        fleet.owns(cart_id),
-        req.headers().contains_key(FORWARDED_BY),
-    );
+    let forwarded = req.headers().contains_key(FORWARDED_BY);
     if forwarded && !fleet.admits(req.headers()) {
         return FORGED.into_response();
     }
-    // A process whose edge id central gave to another: that id's carts are the other's now.
-    let superseded = owned
-        && !forwarded
-        && fleet.secret.is_some()
-        && matches!(edge.standing(), Standing::Refused(_));
-    if (owned && !superseded) || fleet.secret.is_none() {
-        let mut response = next.run(req).await;
-        if owned && let Ok(id) = HeaderValue::from_str(&fleet.edge_id) {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(CART_EDGE), id);
-        }
-        return response;
+    if fleet.secret.is_none() {
+        return next.run(req).await;
     }
-    if forwarded {
+    match fleet.route(&cart_id) {
+        Route::Here => serve_here(&edge, &cart_id, forwarded, req, next).await,
+        Route::InTransit => in_transit(),
+        // One hop only: the forwarding edge asks central where the cart went.
+        Route::Moved(_) if forwarded => {
+            ApiError::Unavailable(format!("the cart was handed off by {}", fleet.edge_id))
+                .into_response()
+        }
+        Route::Moved(owner) => match fleet.peer_named(&edge, &owner).await {
+            Ok(Some(peer)) if peer.url != edge.url => forward(&edge, peer, &cart_id, req).await,
+            Ok(_) => ApiError::Unavailable(format!("the cart's edge {owner} is not in service"))
+                .into_response(),
+            Err(e) => e.into_response(),
+        },
         // The forwarding edge took this edge for the owner: its registry is out of date. One
         // hop only, so the storefront retries.
-        return ApiError::Unavailable(format!(
+        Route::Tag(_) if forwarded => ApiError::Unavailable(format!(
             "the cart belongs to another edge than {}",
             fleet.edge_id
         ))
-        .into_response();
+        .into_response(),
+        Route::Tag(tag) => {
+            let peer = match fleet.peer(&edge, &tag, false).await {
+                Ok(Some(peer)) if peer.url != edge.url => peer,
+                // Central still names this process for the tag: its own answer.
+                Ok(Some(_)) => return next.run(req).await,
+                // No edge in service has this tag: the cart was handed off by an edge that
+                // drained, or it names no cart (this edge's 404 is the right answer).
+                Ok(None) => {
+                    let owner = fleet.ask_owner(&edge, &cart_id).await;
+                    match owner {
+                        Some(owner) if owner != fleet.edge_id => {
+                            match fleet.peer_named(&edge, &owner).await {
+                                Ok(Some(peer)) => peer,
+                                Ok(None) => {
+                                    return ApiError::Unavailable(format!(
+                                        "the cart's edge {owner} is not in service"
+                                    ))
+                                    .into_response();
+                                }
+                                Err(e) => return e.into_response(),
+                            }
+                        }
+                        _ => return next.run(req).await,
+                    }
+                }
+                Err(e) => return e.into_response(),
+            };
+            forward(&edge, peer, &cart_id, req).await
+        }
     }
-    let mut found = fleet.peer(&edge, &tag, false).await;
-    if superseded && matches!(&found, Ok(Some(p)) if p.url == edge.url) {
-        // The copy still names this process: central knows who holds the id now.
-        found = fleet.peer(&edge, &tag, true).await;
+}
+
+/// A cart this edge keeps.
+async fn serve_here(
+    edge: &Arc<Edge>,
+    cart_id: &str,
+    forwarded: bool,
+    req: Request,
+    next: Next,
+) -> Response {
+    let fleet = &edge.fleet;
+    // A process whose edge id central gave to another: that id's carts are the other's now.
+    let superseded =
+        fleet.owns(cart_id) && !forwarded && matches!(edge.standing(), Standing::Refused(_));
+    if superseded {
+        match fleet.peer(edge, &fleet.tag, true).await {
+            Ok(Some(peer)) if peer.url != edge.url => {
+                return forward(edge, peer, cart_id, req).await;
+            }
+            // Central still names this process: its own (refusing) answer.
+            Ok(_) => {}
+            Err(e) => return e.into_response(),
+        }
     }
-    let peer = match found {
-        Ok(Some(peer)) if peer.url != edge.url => peer,
-        // Superseded, and central still names this process: its own (refusing) answer.
-        Ok(Some(_)) => return next.run(req).await,
-        // No edge of the fleet has this tag: a cart made before cart ids named their edge, or
-        // none; this edge's answer is the right one either way.
-        Ok(None) => return next.run(req).await,
-        Err(e) => return e.into_response(),
-    };
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::NOT_FOUND && fleet.route(cart_id) != Route::Here {
+        // The cart left in a hand-off while this request waited for it.
+        return in_transit();
+    }
+    if let Ok(id) = HeaderValue::from_str(&fleet.edge_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(CART_EDGE), id);
+    }
+    response
+}
+
+fn in_transit() -> Response {
+    ApiError::Unavailable("the cart is being handed to another edge: ask again".into())
+        .into_response()
+}
+
+/// Forwards a cart's request to the edge that keeps it.
+async fn forward(edge: &Arc<Edge>, peer: Peer, cart_id: &str, req: Request) -> Response {
+    let tag = edge_tag(&peer.edge_id);
     let (parts, body) = req.into_parts();
     let answer = match read_limited(body, crate::api::MAX_BODY, edge.config.http.body_timeout).await
     {
-        Ok(body) => fleet.forward_to(&edge, &tag, peer, &parts, body).await,
+        Ok(body) => {
+            edge.fleet
+                .forward_to(edge, &tag, peer, Some(cart_id), &parts, body)
+                .await
+        }
         Err(e) => Err(e),
     };
     answer.unwrap_or_else(IntoResponse::into_response)

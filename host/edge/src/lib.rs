@@ -23,6 +23,8 @@
 //! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
 //! - [`fleet`]: one fleet behind one address: cart ids name their edge; requests for another
 //!   edge's cart are forwarded to it.
+//! - [`drain`]: leaving the fleet (`POST /admin/drain`, `SIGTERM`); [`handoff`]: moving carts
+//!   to another edge exactly once.
 //! - [`customer`]: who a new cart's customer is (a signed token, or taken on trust), and how
 //!   many carts an address may make.
 //! - [`pages`]: the storefront (`/`) and the operator dashboard (`/admin/`), embedded;
@@ -42,11 +44,13 @@ pub mod clock;
 pub mod config;
 pub mod customer;
 pub mod dashboard;
+pub mod drain;
 pub mod edge;
 pub mod edge_db;
 pub mod error;
 pub mod escrow;
 pub mod fleet;
+pub mod handoff;
 pub mod http_client;
 pub mod identity;
 pub mod ids;

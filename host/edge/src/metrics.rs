@@ -36,7 +36,16 @@ pub struct Metrics {
     forward_micros: AtomicU64,
     /// Cart updates answered here, second by second (for the dashboard and scalers).
     pub cart_updates: crate::recent::Recent,
+    // What a scaler reads (see `render`).
+    pub writer_busy: Counter<f64, AtomicU64>,
+    pub writer_queue: Gauge,
+    recent_updates: Gauge<f64, AtomicU64>,
+    recent_p99: Gauge<f64, AtomicU64>,
+    pub draining: Gauge,
 }
+
+/// Seconds over which the scaling gauges are worked out.
+pub const SCALING_WINDOW_SECS: usize = 10;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -99,6 +108,40 @@ impl Default for Metrics {
             "Requests for another edge's cart that its owner did not answer (503)",
             forward_failures.clone(),
         );
+        // The scaling signal: how busy the one writer is, how much waits for it, how fast
+        // shoppers are answered now, and whether the edge is leaving.
+        let writer_busy = Counter::<f64, AtomicU64>::default();
+        let writer_queue = Gauge::default();
+        let recent_updates = Gauge::<f64, AtomicU64>::default();
+        let recent_p99 = Gauge::<f64, AtomicU64>::default();
+        let draining = Gauge::default();
+        registry.register(
+            "writer_busy_seconds",
+            "Time the writer spent running and committing batches: its rate is the writer's \
+             utilisation (1 = never idle)",
+            writer_busy.clone(),
+        );
+        registry.register(
+            "writer_queue_jobs",
+            "Jobs waiting for the writer now",
+            writer_queue.clone(),
+        );
+        registry.register(
+            "recent_cart_updates_per_second",
+            "Cart updates answered here per second, over the last 10 whole seconds",
+            recent_updates.clone(),
+        );
+        registry.register(
+            "recent_cart_update_p99_seconds",
+            "The highest 99th percentile time to answer a cart update of any of the last 10 \
+             whole seconds",
+            recent_p99.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while the edge is draining (leaving the fleet), else 0",
+            draining.clone(),
+        );
         Self {
             registry,
             requests,
@@ -114,6 +157,11 @@ impl Default for Metrics {
             forward_answers: AtomicU64::new(0),
             forward_micros: AtomicU64::new(0),
             cart_updates: crate::recent::Recent::default(),
+            writer_busy,
+            writer_queue,
+            recent_updates,
+            recent_p99,
+            draining,
         }
     }
 }
@@ -142,8 +190,16 @@ impl Metrics {
         }
     }
 
-    /// The registry in Prometheus text format.
+    /// The registry in Prometheus text format, the recent figures worked out now.
     pub fn render(&self) -> String {
+        let seconds = self.cart_updates.seconds();
+        let n = seconds.updates.len().min(SCALING_WINDOW_SECS);
+        let from = seconds.updates.len() - n;
+        let updates: u64 = seconds.updates[from..].iter().sum();
+        let p99_ms = seconds.p99_ms[from..].iter().copied().fold(0.0, f64::max);
+        self.recent_updates
+            .set(updates as f64 / SCALING_WINDOW_SECS as f64);
+        self.recent_p99.set(p99_ms / 1_000.0);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

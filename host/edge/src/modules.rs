@@ -221,6 +221,21 @@ impl Modules {
         Ok(stored.info)
     }
 
+    /// A stored module as the fleet would record it.
+    pub async fn fleet_copy(
+        &self,
+        version: &str,
+    ) -> Result<Option<cart_central::FleetModule>, DeployError> {
+        let v = version.to_owned();
+        let stored = self.writer.host(move |c| load_stored(c, &v)).await?;
+        Ok(stored.map(|s| cart_central::FleetModule {
+            version: s.info.version,
+            sha256: s.info.sha256,
+            bytes: s.bytes,
+            signature: s.signature,
+        }))
+    }
+
     /// The active version and every stored module, oldest first.
     pub async fn list(&self) -> Result<(String, Vec<ModuleInfo>), DeployError> {
         let modules = self.writer.host(list_stored).await?;
@@ -412,6 +427,44 @@ fn list_stored(conn: &Connection) -> rusqlite::Result<Vec<ModuleInfo>> {
         })
     })?
     .collect()
+}
+
+/// Makes the fleet's module (as central recorded it) the one this edge starts on: checked
+/// against its digest and the edge's trust, compiled, stored if new and activated. An error
+/// changes nothing here, and the edge starts as it would have (see [`start_module`]).
+pub fn adopt_fleet_module(
+    conn: &Connection,
+    runtime: &Runtime,
+    m: &cart_central::FleetModule,
+    trust: &Trust,
+    now: Millis,
+) -> anyhow::Result<LoadedModule> {
+    anyhow::ensure!(
+        sha256_hex(&m.bytes) == m.sha256 && is_version(&m.version),
+        "central's copy of the fleet's module {} does not match its digest or name",
+        m.version
+    );
+    let trusted =
+        m.sha256 == trust.started_with || trust.verify(&m.bytes, m.signature.as_deref()).is_ok();
+    anyhow::ensure!(
+        trusted,
+        "the fleet's module {} is not signed by a key this edge trusts",
+        m.version
+    );
+    let known = version_of(conn, &m.sha256)?;
+    if known.is_none() && stored_sha(conn, &m.version)?.is_some() {
+        anyhow::bail!(
+            "version {} names another module on this edge than the fleet's",
+            m.version
+        );
+    }
+    let version = known.unwrap_or_else(|| m.version.clone());
+    let module = runtime.load(&m.bytes, &version)?;
+    if version_of(conn, &m.sha256)?.is_none() {
+        store(conn, &version, &m.bytes, m.signature.as_deref(), now)?;
+    }
+    edge_db::set_meta(conn, "active_module", &version)?;
+    Ok(module)
 }
 
 /// The module an edge starts on: the active stored one if the trust admits it, else `initial`,

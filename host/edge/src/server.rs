@@ -48,16 +48,32 @@ impl Default for HttpLimits {
 pub struct RunningEdge {
     pub url: String,
     pub edge: Arc<Edge>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// Drains the edge and stops it, once a drain is asked for (see [`crate::drain`]).
+    drainer: JoinHandle<()>,
 }
 
 impl RunningEdge {
+    /// Drains the edge within its drain timeout (see [`crate::drain`]), then stops it.
+    pub async fn drain(self) -> anyhow::Result<()> {
+        self.edge.drain.ask();
+        self.until_stopped().await;
+        self.stop().await
+    }
+
+    /// Resolves once the edge was told to stop: after a drain an operator asked for.
+    pub async fn until_stopped(&self) {
+        let _ = self.stop.subscribe().wait_for(|s| *s).await;
+    }
+
     /// Stops accepting, lets requests in flight finish (within the grace), and waits for the
     /// background tasks to end. The edge's data folder is free again when this returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        // A drain under way is cut short: what it left is safe on the disk.
+        self.drainer.abort();
         self.server.await?;
         for task in self.tasks {
             task.await?;
@@ -81,9 +97,11 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
     let limits = config.http;
     let edge = Edge::start(config, url.clone()).await?;
     let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
     let tasks = edge.spawn_tasks(&stopped);
     let app = api::router(Arc::clone(&edge));
     let server = tokio::spawn(serve(listener, app, stopped, limits));
+    let drainer = tokio::spawn(drain_when_asked(Arc::clone(&edge), Arc::clone(&stop)));
     tracing::info!(edge_id = %edge.config.edge_id, %url, "edge serving");
     Ok(RunningEdge {
         url,
@@ -91,18 +109,37 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
         stop,
         server,
         tasks,
+        drainer,
     })
 }
 
-/// Runs an edge on `listener` until `shutdown` resolves.
+/// Waits for a drain to be asked for, drains, says what was done, and tells the edge to stop.
+async fn drain_when_asked(edge: Arc<Edge>, stop: Arc<watch::Sender<bool>>) {
+    edge.drain.asked().await;
+    let timeout = edge.config.drain_timeout;
+    tracing::info!("draining, within {timeout:?}");
+    let report = crate::drain::run(&edge, timeout).await;
+    if report.complete() {
+        tracing::info!("drained: {report}");
+    } else {
+        tracing::warn!("drain ended with work left: {report}");
+    }
+    let _ = stop.send(true);
+}
+
+/// Runs an edge on `listener` until `shutdown` resolves or an operator asks it to drain; drains
+/// it either way (see [`crate::drain`]), and stops.
 pub async fn run(
     listener: TcpListener,
     config: EdgeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let running = start(listener, config).await?;
-    shutdown.await;
-    running.stop().await
+    tokio::select! {
+        () = shutdown => {}
+        () = running.until_stopped() => {}
+    }
+    running.drain().await
 }
 
 /// Accepts connections until `stopped`, then drains them within the grace.

@@ -31,7 +31,8 @@ pub struct EdgeStatus {
     pub last_sync_error: Option<String>,
     /// Requests for carts another edge owns, passed on to it.
     pub forwarded: Forwarded,
-    /// `serving` while the edge takes new carts (`/readyz` answers `200`), else `not_ready`.
+    /// `serving` while the edge takes new carts (`/readyz` answers `200`), `draining` once it
+    /// is leaving the fleet, else `not_ready`.
     #[serde(default)]
     pub state: String,
     /// Why it is not ready.

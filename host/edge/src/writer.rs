@@ -97,6 +97,8 @@ impl Drop for Stopped {
 pub struct WriterHandle {
     tx: SyncSender<Job>,
     pulse: Arc<Pulse>,
+    /// Jobs queued and not yet taken into a batch.
+    waiting: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl WriterHandle {
@@ -109,6 +111,7 @@ impl WriterHandle {
         let (tx, rx) = sync_channel(config.queue);
         let pulse = Arc::new(Pulse::default());
         let beat = Arc::clone(&pulse);
+        let waiting = metrics.writer_queue.clone();
         std::thread::Builder::new()
             .name("edge-writer".into())
             .spawn(move || {
@@ -116,7 +119,7 @@ impl WriterHandle {
                 let _gone = Stopped(Arc::clone(&beat));
                 run(&conn, &rx, config.batch, &metrics, &beat);
             })?;
-        Ok(Self { tx, pulse })
+        Ok(Self { tx, pulse, waiting })
     }
 
     pub fn pulse(&self) -> &Pulse {
@@ -152,9 +155,14 @@ impl WriterHandle {
                 let _ = reply.send(sent);
             })
         });
-        let queued = self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => WriteError::Overloaded,
-            TrySendError::Disconnected(_) => WriteError::Stopped,
+        // Counted before it is sent, so that the writer never takes it off first.
+        self.waiting.inc();
+        let queued = self.tx.try_send(job).map_err(|e| {
+            self.waiting.dec();
+            match e {
+                TrySendError::Full(_) => WriteError::Overloaded,
+                TrySendError::Disconnected(_) => WriteError::Stopped,
+            }
         });
         async move {
             queued?;
@@ -206,6 +214,8 @@ fn run(conn: &Connection, rx: &Receiver<Job>, max_batch: usize, metrics: &Metric
             }
         }
         metrics.writer_batch.observe(batch.len() as f64);
+        metrics.writer_queue.dec_by(batch.len() as i64);
+        let began = std::time::Instant::now();
         let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.drain(..) {
@@ -222,6 +232,7 @@ fn run(conn: &Connection, rx: &Receiver<Job>, max_batch: usize, metrics: &Metric
                 Err(WriteError::from(e))
             }
         };
+        metrics.writer_busy.inc_by(began.elapsed().as_secs_f64());
         if let Err(e) = &outcome {
             tracing::error!("a batch of {} jobs failed: {e}", completions.len());
             metrics.failed_batches.inc();

@@ -109,7 +109,7 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
             .await?
             .edges
             .into_values()
-            .filter(|e| !e.retired)
+            .filter(|e| !e.retired && !e.drained)
             .map(|e| e.url)
             .collect()
     } else {
@@ -365,6 +365,7 @@ fn check_sku(
     );
     let audited = |edge: &str| edges.iter().any(|e| e.status.edge_id == edge);
     let retired = |edge: &str| snapshot.edges.get(edge).is_some_and(|l| l.retired);
+    let drained = |edge: &str| snapshot.edges.get(edge).is_some_and(|l| l.drained);
     let (mut at_edges, mut unaudited) = (0i64, 0i64);
     for (edge, n) in &ledger.allotted {
         if audited(edge) {
@@ -382,6 +383,17 @@ fn check_sku(
             report.expect(
                 held == 0,
                 format!("{key}: retired {edge} still has {held} units held"),
+            );
+        }
+        if drained(edge) && !audited(edge) {
+            // Its carts went to other edges with their held and sold units; the rest came back.
+            let held = ledger.held.get(edge).copied().unwrap_or(0);
+            let sold = ledger.sold.get(edge).copied().unwrap_or(0);
+            report.expect(
+                *n == 0 && held == 0 && sold == 0,
+                format!(
+                    "{key}: drained {edge} still has {n} units allotted, {held} held and {sold} sold"
+                ),
             );
         }
     }

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// may take the id over that long after this one stops renewing it.
     #[arg(long, env = "CART_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_secs: u64,
+    /// How long a drain may take (on `SIGTERM` or `POST /admin/drain`), in seconds: the edge
+    /// hands its carts to ready peers, returns its free units and delivers its outbox, then
+    /// exits `0`; what is not done by then stays on its disk and a restart resumes it.
+    #[arg(long, env = "CART_DRAIN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout: u64,
     /// When central keeps another history for this edge id (the data folder is new, or a
     /// restored backup), write that history off and start this folder over: its holds are
     /// released, its unsold units return to the sale, its orders stay sold under a retired
@@ -140,6 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         trusted_proxies: args.trusted_proxies,
         queue_url: args.queue,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

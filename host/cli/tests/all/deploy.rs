@@ -53,7 +53,7 @@ fn other_world() -> Vec<u8> {
     .expect("WAT")
 }
 
-async fn put_module(
+pub(crate) async fn put_module(
     edge: &Client,
     bytes: Vec<u8>,
     headers: &[(&str, &str)],

@@ -28,6 +28,9 @@ mod calendar;
 mod model;
 // One fleet behind one address: forwarding to a cart's owner, the fleet secret, a dead owner.
 mod one_fleet;
+// Edges joining and draining mid-sale: carts handed to the others exactly once, under load and
+// kill -9.
+mod drain;
 // Customers from signed tokens; cart creation limited per client address.
 mod customers;
 // The audit fails on each kind of tampered ledger.

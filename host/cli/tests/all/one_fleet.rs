@@ -11,18 +11,29 @@ const IDS: [&str; 3] = ["edge-1", "edge-2", "edge-3"];
 const SECRET: &str = "a-fleet-secret-for-the-tests";
 
 /// `cart-host serve` with the fleet secret, and `extra`.
-async fn start(fleet: &Fleet, edge_id: &str, extra: &[&str]) -> EdgeProcess {
+pub(crate) async fn start(fleet: &Fleet, edge_id: &str, extra: &[&str]) -> EdgeProcess {
     start_in(fleet, edge_id, edge_id, extra).await
 }
 
 /// [`start`] on the data folder `folder`.
 async fn start_in(fleet: &Fleet, edge_id: &str, folder: &str, extra: &[&str]) -> EdgeProcess {
+    start_env(fleet, edge_id, folder, extra, &[]).await
+}
+
+/// [`start_in`] with these environment variables.
+pub(crate) async fn start_env(
+    fleet: &Fleet,
+    edge_id: &str,
+    folder: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> EdgeProcess {
     let file = fleet.dir.path().join("fleet-secret");
     std::fs::write(&file, SECRET).expect("secret file");
     let file = file.display().to_string();
     let mut args = vec!["--fleet-secret-file", file.as_str()];
     args.extend_from_slice(extra);
-    EdgeProcess::start_with(fleet, edge_id, folder, &args).await
+    EdgeProcess::start_env(fleet, edge_id, folder, &args, env).await
 }
 
 /// One request of a cart's life, and what the owner answers.
@@ -252,16 +263,7 @@ async fn a_dead_owners_carts_answer_503_until_it_returns() {
     assert_eq!(status, StatusCode::OK, "{body}");
     one.kill().await;
 
-    let r = two
-        .client
-        .send(
-            Method::GET,
-            &format!("/v1/carts/{}", cart.id),
-            Some(&cart.token),
-            &[],
-            "",
-        )
-        .await;
+    let r = two.client.cart_response(&cart).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
     assert_eq!(
@@ -484,14 +486,14 @@ async fn a_storefront_on_an_allowed_origin_may_call_from_the_browser() {
     }
 }
 
-async fn readyz(client: &Client) -> StatusCode {
+pub(crate) async fn readyz(client: &Client) -> StatusCode {
     client
         .send(Method::GET, "/readyz", None, &[], "")
         .await
         .status
 }
 
-fn signal(process: &EdgeProcess, signal: &str) {
+pub(crate) fn signal(process: &EdgeProcess, signal: &str) {
     let done = std::process::Command::new("kill")
         .args([signal, &process.pid().to_string()])
         .status()

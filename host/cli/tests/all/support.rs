@@ -283,6 +283,18 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/carts/{id}` with the cart's token: the whole answer, headers too.
+    pub async fn cart_response(&self, cart: &CartRef) -> HttpResponse {
+        self.send(
+            Method::GET,
+            &format!("/v1/carts/{}", cart.id),
+            Some(&cart.token),
+            &[],
+            "",
+        )
+        .await
+    }
+
     pub async fn get_cart(&self, cart: &CartRef) -> (StatusCode, Value) {
         self.call(
             Method::GET,
@@ -390,8 +402,20 @@ impl EdgeProcess {
     /// Starts `cart-host serve` for `edge_id` on the data folder `folder` (in the fleet's
     /// folder), with `extra` flags; waits until it serves.
     pub async fn start_with(fleet: &Fleet, edge_id: &str, folder: &str, extra: &[&str]) -> Self {
+        Self::start_env(fleet, edge_id, folder, extra, &[]).await
+    }
+
+    /// [`Self::start_with`], with these environment variables set too.
+    pub async fn start_env(
+        fleet: &Fleet,
+        edge_id: &str,
+        folder: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let mut child = serve(fleet, edge_id, folder, port, extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file(fleet, edge_id))
             .kill_on_drop(true)

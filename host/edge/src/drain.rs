@@ -1,0 +1,440 @@
+//! Draining: an edge leaving the fleet mid-sale without a shopper losing a hold.
+//!
+//! Asked by `POST /admin/drain` or `SIGTERM`, the edge stops taking new carts (`/readyz`
+//! answers `503`), hands its carts to ready peers in batches ([`crate::handoff`], exactly once),
+//! returns its free units to central, waits for its outbox to drain, leaves central's registry
+//! and exits. Everything is bounded by the drain timeout: what is not done by then stays safe on
+//! the edge's disk, said in the log, and a restart of the same edge resumes it. With no ready
+//! peer (the whole fleet is stopping) the carts stay here and the edge exits at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
+use cart_central::{CentralError, SkuKey};
+use tokio::sync::watch;
+
+use crate::edge::Edge;
+use crate::fleet::{FLEET_SECRET, FORWARDED_BY, Peer};
+use crate::handoff::{self, CUSTOMERS_PER_HANDOFF, Outgoing};
+
+/// Where the receiving edge takes hand-offs.
+pub const HANDOFF_PATH: &str = "/fleet/handoffs";
+
+/// How long a peer has to say whether it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between attempts at a step that did not go through.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// Where an edge is in its life as far as draining goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    Draining,
+}
+
+/// The drain's switch: thrown once, by the operator or the signal.
+pub struct Drain {
+    phase: watch::Sender<Phase>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            phase: watch::Sender::new(Phase::Serving),
+        }
+    }
+}
+
+impl Drain {
+    /// Starts the drain; false if it had started already.
+    pub fn ask(&self) -> bool {
+        self.phase.send_if_modified(|phase| {
+            let first = *phase == Phase::Serving;
+            *phase = Phase::Draining;
+            first
+        })
+    }
+
+    pub fn draining(&self) -> bool {
+        *self.phase.borrow() == Phase::Draining
+    }
+
+    /// Resolves once the drain is asked for.
+    pub async fn asked(&self) {
+        let mut phase = self.phase.subscribe();
+        let _ = phase.wait_for(|p| *p == Phase::Draining).await;
+    }
+}
+
+/// What a drain did, for the log.
+#[derive(Debug, Default)]
+pub struct DrainReport {
+    pub carts_handed_off: usize,
+    /// Carts still on this edge's disk.
+    pub carts_kept: i64,
+    /// Hand-offs started and not finished: resumed when the edge runs again.
+    pub handoffs_unfinished: usize,
+    pub units_returned: u32,
+    pub outbox_left: i64,
+    pub deregistered: bool,
+}
+
+impl std::fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cart(s) handed off, {} kept on disk, {} hand-off(s) unfinished, {} unit(s) \
+             returned to central, {} outbox event(s) undelivered, {}",
+            self.carts_handed_off,
+            self.carts_kept,
+            self.handoffs_unfinished,
+            self.units_returned,
+            self.outbox_left,
+            if self.deregistered {
+                "left the registry"
+            } else {
+                "still in the registry (a restart resumes)"
+            }
+        )
+    }
+}
+
+impl DrainReport {
+    /// Nothing of this edge is left anywhere but at central and its peers.
+    pub fn complete(&self) -> bool {
+        self.deregistered
+    }
+}
+
+/// Drains the edge within `timeout`.
+pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
+    edge.drain.ask();
+    let deadline = Instant::now() + timeout;
+    let mut report = DrainReport::default();
+    if edge.fleet.secret().is_some() {
+        hand_off(edge, deadline, &mut report).await;
+    }
+    report.units_returned = return_free_units(edge, deadline).await;
+    report.outbox_left = outbox_drained(edge, deadline).await;
+    let (kept, unfinished) = edge
+        .read(|c| {
+            Ok((
+                c.query_row("SELECT COUNT(*) FROM carts", [], |r| r.get::<_, i64>(0))?,
+                handoff::unfinished(c)?.len(),
+            ))
+        })
+        .await
+        .unwrap_or((-1, usize::MAX));
+    report.carts_kept = kept;
+    report.handoffs_unfinished = unfinished;
+    if kept == 0 && unfinished == 0 && report.outbox_left == 0 {
+        match edge
+            .central
+            .drained(&edge.config.edge_id, &edge.identity.incarnation)
+            .await
+        {
+            Ok(()) => report.deregistered = true,
+            Err(e) => tracing::warn!("leaving central's registry: {e}"),
+        }
+    }
+    report
+}
+
+/// Hands every cart to ready peers, batch by batch, resuming unfinished hand-offs first.
+async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport) {
+    // Carts taken from another edge move on only once central has recorded that they are here:
+    // a later record of the first move must not undo the second.
+    while !received_recorded(edge).await {
+        if Instant::now() >= deadline {
+            tracing::warn!("drain: hand-offs this edge took are not recorded at central yet");
+            return;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+    let pending = match edge.read(handoff::unfinished).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::error!("drain: reading unfinished hand-offs: {e:#}");
+            return;
+        }
+    };
+    for out in pending {
+        match complete(edge, &out, deadline).await {
+            Some(true) => report.carts_handed_off += out.batch.carts.len(),
+            Some(false) => {}
+            None => return,
+        }
+    }
+    let mut refused: Vec<String> = Vec::new();
+    let mut turn = 0usize;
+    while Instant::now() < deadline {
+        let peers: Vec<Peer> = ready_peers(edge)
+            .await
+            .into_iter()
+            .filter(|p| !refused.contains(&p.edge_id))
+            .collect();
+        let Some(peer) = peers.get(turn % peers.len().max(1)).cloned() else {
+            tracing::warn!("drain: no other edge is ready: the carts left stay on this edge");
+            return;
+        };
+        turn += 1;
+        let (from, to, url, now) = (
+            edge.config.edge_id.clone(),
+            peer.edge_id.clone(),
+            peer.url.clone(),
+            edge.clock.now(),
+        );
+        let frozen = edge
+            .writer
+            .host(move |c| handoff::freeze(c, &from, &to, &url, CUSTOMERS_PER_HANDOFF, now))
+            .await;
+        let out = match frozen {
+            Ok(Some(out)) => out,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("drain: taking carts out of the books: {e}");
+                tokio::time::sleep(RETRY_EVERY).await;
+                continue;
+            }
+        };
+        edge.fleet
+            .note_moved(out.batch.carts.iter().map(|c| (c.cart_id.clone(), None)));
+        match complete(edge, &out, deadline).await {
+            Some(true) => report.carts_handed_off += out.batch.carts.len(),
+            Some(false) => refused.push(peer.edge_id),
+            None => return,
+        }
+    }
+}
+
+/// Finishes the hand-offs a drain left unfinished (its timeout came, or the process was killed):
+/// a restart resumes them at once, whether or not it drains again.
+pub(crate) async fn resume_unfinished(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let pending = edge.read(handoff::unfinished).await.unwrap_or_default();
+        if pending.is_empty() {
+            return;
+        }
+        for out in pending {
+            let deadline = Instant::now() + RESUME_FOR;
+            if complete(&edge, &out, deadline).await == Some(true) {
+                tracing::info!(
+                    "hand-off {} to {} resumed and finished",
+                    out.batch.handoff_id,
+                    out.to_edge
+                );
+            }
+        }
+        if !crate::edge::pause(RESUME_FOR, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// How long a resumed hand-off is tried before the next round.
+const RESUME_FOR: Duration = Duration::from_secs(2);
+
+/// Takes one hand-off to its end: `Some(true)` done, `Some(false)` refused by the receiver
+/// (the carts are back in the books), `None` not finished by the deadline (resumed on restart).
+async fn complete(edge: &Arc<Edge>, out: &Outgoing, deadline: Instant) -> Option<bool> {
+    let id = &out.batch.handoff_id;
+    test_pause("before_push", id).await;
+    loop {
+        match push(edge, out).await {
+            Ok(true) => break,
+            Ok(false) => {
+                let aborted = out.clone();
+                match edge.writer.host(move |c| handoff::abort(c, &aborted)).await {
+                    Ok(()) => {
+                        edge.fleet
+                            .note_kept(out.batch.carts.iter().map(|c| c.cart_id.clone()));
+                        return Some(false);
+                    }
+                    Err(e) => tracing::warn!("hand-off {id}: putting the carts back: {e}"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("hand-off {id} to {}: {e:#}", out.to_edge);
+                // It may be back on another address.
+                let _ = edge.fleet.refresh(edge).await;
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+    test_pause("after_push", id).await;
+    let record = out
+        .batch
+        .for_central(&edge.identity.incarnation, &out.to_edge, out.frozen_seq);
+    loop {
+        match edge.central.record_handoff(&record).await {
+            Ok(()) => break,
+            // The sync task is still delivering the outbox: ask again in a moment.
+            Err(CentralError::OutboxBehind { .. }) => {}
+            Err(e) => tracing::warn!("hand-off {id}: recording it at central: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+    loop {
+        let done = id.clone();
+        match edge.writer.host(move |c| handoff::finish(c, &done)).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!("hand-off {id}: marking it done: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+    edge.fleet.note_moved(
+        out.batch
+            .carts
+            .iter()
+            .map(|c| (c.cart_id.clone(), Some(out.to_edge.clone()))),
+    );
+    Some(true)
+}
+
+/// For the crash tests: `CART_TEST_HANDOFF_PAUSE=STEP:MS` stops every hand-off at `STEP`
+/// (`before_push`, `after_push`) for `MS` milliseconds, so that a test can kill an edge there.
+async fn test_pause(step: &str, handoff_id: &str) {
+    let Ok(setting) = std::env::var("CART_TEST_HANDOFF_PAUSE") else {
+        return;
+    };
+    let Some((at, ms)) = setting.split_once(':') else {
+        return;
+    };
+    if at == step
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        tracing::warn!("hand-off {handoff_id} paused {step} for {ms} ms (CART_TEST_HANDOFF_PAUSE)");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Offers the batch to its receiver: `Ok(true)` taken (now or before), `Ok(false)` refused for
+/// good, `Err` no answer either way.
+async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<bool> {
+    let body = Bytes::from(serde_json::to_vec(&out.batch)?);
+    // The receiver may have restarted on another address since the batch was frozen.
+    let at = match edge.fleet.peer_named(edge, &out.to_edge).await {
+        Ok(Some(peer)) => peer.url,
+        _ => out.to_url.clone(),
+    };
+    let url = format!("{}{HANDOFF_PATH}", at.trim_end_matches('/'));
+    let headers = [
+        ("content-type", "application/json"),
+        (FORWARDED_BY, edge.config.edge_id.as_str()),
+        (FLEET_SECRET, edge.fleet.secret().unwrap_or_default()),
+    ];
+    let answer = edge
+        .fleet
+        .client()
+        .send(Method::POST, &url, &headers, body)
+        .await?;
+    match answer.status {
+        StatusCode::OK => Ok(true),
+        StatusCode::CONFLICT => {
+            tracing::warn!(
+                "hand-off {} refused by {}: {}",
+                out.batch.handoff_id,
+                out.to_edge,
+                String::from_utf8_lossy(&answer.body)
+            );
+            Ok(false)
+        }
+        status => anyhow::bail!("{status}: {}", String::from_utf8_lossy(&answer.body)),
+    }
+}
+
+/// Peers of the fleet that answer `/readyz` with `200` now.
+async fn ready_peers(edge: &Edge) -> Vec<Peer> {
+    if let Err(e) = edge.fleet.refresh(edge).await {
+        tracing::warn!("drain: reading the registry: {e}");
+    }
+    let mut ready = Vec::new();
+    for peer in edge.fleet.others(edge) {
+        let url = format!("{}/readyz", peer.url.trim_end_matches('/'));
+        let answer = tokio::time::timeout(READY_TIMEOUT, edge.fleet.client().get(&url, None)).await;
+        if matches!(answer, Ok(Ok(r)) if r.status == StatusCode::OK) {
+            ready.push(peer);
+        }
+    }
+    ready.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+    ready
+}
+
+/// Whether central has recorded every hand-off this edge took; marks the ones it has.
+async fn received_recorded(edge: &Edge) -> bool {
+    let unrecorded = match edge.read(handoff::unrecorded).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!("drain: reading the hand-offs taken: {e:#}");
+            return false;
+        }
+    };
+    let mut all = true;
+    for id in unrecorded {
+        match edge.central.handoff_recorded(&id).await {
+            Ok(true) => {
+                let mark = id.clone();
+                if let Err(e) = edge.writer.host(move |c| handoff::recorded(c, &mark)).await {
+                    tracing::warn!("drain: marking hand-off {id} recorded: {e}");
+                    all = false;
+                }
+            }
+            Ok(false) => all = false,
+            Err(e) => {
+                tracing::warn!("drain: asking central about hand-off {id}: {e}");
+                all = false;
+            }
+        }
+    }
+    all
+}
+
+/// Gives every free unit back to central; how many went.
+async fn return_free_units(edge: &Edge, deadline: Instant) -> u32 {
+    let stock = match edge.stock().await {
+        Ok(stock) => stock,
+        Err(e) => {
+            tracing::warn!("drain: reading the stock: {e:#}");
+            return 0;
+        }
+    };
+    let mut returned = 0;
+    for line in stock.into_iter().filter(|l| l.units.free > 0) {
+        let key = SkuKey::new(&line.sale_id, &line.sku);
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, edge.allotments.give_back(&key, line.units.free)).await {
+            Ok(Ok(n)) => returned += n,
+            Ok(Err(e)) => tracing::warn!("drain: returning {key}: {e}"),
+            Err(_) => {
+                tracing::warn!("drain: the timeout came while units were being returned");
+                break;
+            }
+        }
+    }
+    returned
+}
+
+/// Waits until central has the whole outbox, or the deadline; how many events are left.
+async fn outbox_drained(edge: &Edge, deadline: Instant) -> i64 {
+    loop {
+        let left = edge
+            .read(crate::edge_db::outbox_backlog)
+            .await
+            .unwrap_or(i64::MAX);
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
