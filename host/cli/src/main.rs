@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cart_host::commands::{audit, demo, deploy, load, relay, sale, serve};
+use cart_host::commands::{audit, demo, deploy, load, relay, sale, scale, serve};
 use clap::{Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -30,6 +30,9 @@ enum Command {
     Relay(relay::RelayArgs),
     /// Run the embedded demo: a SQLite central, a sale starting now, two edges on localhost.
     Demo(demo::DemoArgs),
+    /// Run a fleet that grows and shrinks with its load, behind one address (a reference
+    /// scaler on one machine: it starts edges and drains them with SIGTERM).
+    Scale(scale::ScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Demo(args) => demo::run_command(args).await,
             Command::Relay(args) => relay::run(args).await,
+            Command::Scale(args) => scale::run(args).await,
         }
     });
     match outcome {

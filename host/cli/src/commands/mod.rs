@@ -7,6 +7,7 @@
 //! - [`load`]: drive edges with flash-sale load and report.
 //! - [`demo`]: the embedded default: a SQLite central, a sale, two edges.
 //! - [`relay`]: apply the edges' outbox stream (NATS JetStream) to central.
+//! - [`scale`]: a reference scaler on one machine: edges started and drained by load.
 
 pub mod audit;
 pub mod demo;
@@ -14,6 +15,7 @@ pub mod deploy;
 pub mod load;
 pub mod relay;
 pub mod sale;
+pub mod scale;
 pub mod serve;
 
 use std::path::Path;

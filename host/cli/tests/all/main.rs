@@ -29,8 +29,9 @@ mod model;
 // One fleet behind one address: forwarding to a cart's owner, the fleet secret, a dead owner.
 mod one_fleet;
 // Edges joining and draining mid-sale: carts handed to the others exactly once, under load and
-// kill -9.
+// kill -9; the reference scaler growing and shrinking a fleet behind one address.
 mod drain;
+mod scale;
 // Customers from signed tokens; cart creation limited per client address.
 mod customers;
 // The audit fails on each kind of tampered ledger.

@@ -1,0 +1,328 @@
+//! `cart-host scale`: a reference scaler on one machine, a stand-in for the orchestrator a real
+//! fleet uses (a Kubernetes StatefulSet with a HorizontalPodAutoscaler and a Service). It starts
+//! `cart-host serve` processes between `--min-edges` and `--max-edges`, puts one address in front
+//! of them that sends each request to an edge whose `/readyz` answers `200`, reads every edge's
+//! `/metrics` each second, and grows or drains the fleet by the policy below. It uses only the
+//! public mechanics: start a process, `SIGTERM` it (the edge drains and exits), `/readyz`,
+//! `/metrics`.
+//!
+//! The policy, each second, over the edges that are ready:
+//! - `wanted = ceil(Σ recent cart updates per second / --target-updates-per-edge)`, within the
+//!   bounds; one more than now when any edge's recent p99 is over `--max-p99-ms`;
+//! - grow by one edge when `wanted` is above the size and the last change is `--cool-down-secs`
+//!   old;
+//! - drain the newest edge when `wanted` has stayed below the size for `--scale-in-after-secs`
+//!   and the last change is `--cool-down-secs` old.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cart_edge::http_client::HttpClient;
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// Central database: sqlite:PATH or postgres://user@host:port/db.
+    #[arg(long, env = "CART_CENTRAL")]
+    central: String,
+    /// The one address shoppers use: each request goes on to a ready edge.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: String,
+    /// Folder that holds each edge's data folder (`edge-1`, `edge-2`, ...).
+    #[arg(long)]
+    data: PathBuf,
+    /// Edge N listens on 127.0.0.1 at this port + N.
+    #[arg(long, default_value_t = 9100)]
+    base_port: u16,
+    #[arg(long, default_value_t = 1)]
+    min_edges: usize,
+    #[arg(long, default_value_t = 4)]
+    max_edges: usize,
+    /// Cart updates a second one edge is meant to take. (On a two-core machine extra edges add
+    /// no capacity; a low target shows the mechanics.)
+    #[arg(long, default_value_t = 1_000.0)]
+    target_updates_per_edge: f64,
+    /// Grow when an edge's recent p99 of cart updates is over this.
+    #[arg(long, default_value_t = 250)]
+    max_p99_ms: u64,
+    /// Least time between two changes of the fleet's size, in seconds.
+    #[arg(long, default_value_t = 5)]
+    cool_down_secs: u64,
+    /// How long the fleet must have been larger than wanted before an edge is drained.
+    #[arg(long, default_value_t = 15)]
+    scale_in_after_secs: u64,
+    /// Write the fleet's size and signal, a JSON line a second, to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Arguments for every `cart-host serve` (after `--`): `--fleet-secret-file` at least.
+    #[arg(last = true)]
+    serve_args: Vec<String>,
+}
+
+/// One edge process the scaler started.
+struct Edge {
+    number: usize,
+    url: String,
+    child: tokio::process::Child,
+    /// Its writer's busy seconds at the last reading, and when.
+    busy: Option<(f64, Instant)>,
+}
+
+/// What the scaler read of the fleet in one second.
+#[derive(Debug, Default, Serialize)]
+struct Reading {
+    at_ms: i64,
+    edges: usize,
+    ready: usize,
+    updates_per_second: f64,
+    worst_p99_ms: f64,
+    mean_writer_utilisation: f64,
+    wanted: usize,
+}
+
+/// The front door's view: the ready edges' URLs.
+#[derive(Clone, Default)]
+struct Door {
+    ready: Arc<RwLock<Vec<String>>>,
+    next: Arc<AtomicUsize>,
+    client: Arc<HttpClient>,
+}
+
+pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.min_edges >= 1 && args.min_edges <= args.max_edges,
+        "--min-edges must be at least 1 and at most --max-edges"
+    );
+    anyhow::ensure!(
+        args.target_updates_per_edge > 0.0,
+        "--target-updates-per-edge must be above 0"
+    );
+    let door = Door {
+        client: Arc::new(HttpClient::new(Duration::from_secs(10))),
+        ..Door::default()
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let app = axum::Router::new()
+        .fallback(pass_on)
+        .with_state(door.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the front door stopped: {e}");
+        }
+    });
+    println!("the fleet's address: http://{}", args.listen);
+    let mut record = match &args.record {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut draining: Vec<Edge> = Vec::new();
+    let mut numbers = 0usize;
+    let mut last_change = Instant::now() - Duration::from_secs(args.cool_down_secs);
+    let mut oversized_since: Option<Instant> = None;
+    let client = HttpClient::new(Duration::from_secs(1));
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        while edges.len() < args.min_edges {
+            numbers += 1;
+            edges.push(start_edge(&args, numbers)?);
+            last_change = Instant::now();
+        }
+        let mut reading = Reading {
+            at_ms: cart_central::time::wall_ms(),
+            edges: edges.len(),
+            ..Reading::default()
+        };
+        let mut ready = Vec::new();
+        let mut busy = Vec::new();
+        for edge in &mut edges {
+            let up = client
+                .get(&format!("{}/readyz", edge.url), None)
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK);
+            let Ok(metrics) = client.get(&format!("{}/metrics", edge.url), None).await else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&metrics.body);
+            let figure = |name: &str| -> f64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            reading.updates_per_second += figure("cart_recent_cart_updates_per_second");
+            reading.worst_p99_ms = reading
+                .worst_p99_ms
+                .max(figure("cart_recent_cart_update_p99_seconds") * 1_000.0);
+            let now = (figure("cart_writer_busy_seconds_total"), Instant::now());
+            if let Some((before, at)) = edge.busy {
+                busy.push((now.0 - before) / now.1.duration_since(at).as_secs_f64().max(0.001));
+            }
+            edge.busy = Some(now);
+            if up {
+                ready.push(edge.url.clone());
+            }
+        }
+        reading.ready = ready.len();
+        reading.mean_writer_utilisation = if busy.is_empty() {
+            0.0
+        } else {
+            busy.iter().sum::<f64>() / busy.len() as f64
+        };
+        *door.ready.write().unwrap_or_else(|p| p.into_inner()) = ready;
+
+        let mut wanted =
+            (reading.updates_per_second / args.target_updates_per_edge).ceil() as usize;
+        if reading.worst_p99_ms > args.max_p99_ms as f64 {
+            wanted = wanted.max(edges.len() + 1);
+        }
+        wanted = wanted.clamp(args.min_edges, args.max_edges);
+        reading.wanted = wanted;
+        let cooled = last_change.elapsed() >= Duration::from_secs(args.cool_down_secs);
+        oversized_since = if wanted < edges.len() {
+            oversized_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if wanted > edges.len() && cooled {
+            numbers += 1;
+            edges.push(start_edge(&args, numbers)?);
+            println!("growing to {} edge(s): {reading:?}", edges.len());
+            last_change = Instant::now();
+        } else if cooled
+            && oversized_since
+                .is_some_and(|s| s.elapsed() >= Duration::from_secs(args.scale_in_after_secs))
+            && let Some(edge) = edges.pop()
+        {
+            println!("draining edge-{}: {reading:?}", edge.number);
+            terminate(&edge);
+            draining.push(edge);
+            last_change = Instant::now();
+            oversized_since = None;
+        }
+        reap(&mut draining);
+        if let Some(file) = &mut record {
+            use std::io::Write as _;
+            writeln!(file, "{}", serde_json::to_string(&reading)?)?;
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    // Ctrl-C: every edge drains (with no ready peer left at the end, the last ones keep their
+    // carts on their disks, for a restart).
+    for edge in &edges {
+        terminate(edge);
+    }
+    draining.extend(edges);
+    for mut edge in draining {
+        let _ = edge.child.wait().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `cart-host serve` as edge `number`.
+fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
+    let port = args.base_port + u16::try_from(number).unwrap_or(u16::MAX);
+    let id = format!("edge-{number}");
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--edge-id", &id])
+        .arg("--data")
+        .arg(args.data.join(&id))
+        .args(["--central", &args.central])
+        .args(&args.serve_args)
+        .stdin(Stdio::null())
+        .kill_on_drop(false)
+        .spawn()
+        .context("starting cart-host serve")?;
+    println!("started {id} on port {port}");
+    Ok(Edge {
+        number,
+        url: format!("http://127.0.0.1:{port}"),
+        child,
+        busy: None,
+    })
+}
+
+/// `SIGTERM`: the edge drains and exits.
+fn terminate(edge: &Edge) {
+    if let Some(pid) = edge.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+}
+
+/// Forgets the draining edges that have exited, saying how.
+fn reap(draining: &mut Vec<Edge>) {
+    draining.retain_mut(|edge| match edge.child.try_wait() {
+        Ok(Some(status)) => {
+            println!("edge-{} exited: {status}", edge.number);
+            false
+        }
+        _ => true,
+    });
+}
+
+/// The front door: the request goes to the next ready edge (another one if that one does not
+/// answer), and its answer comes back as it is.
+async fn pass_on(State(door): State<Door>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = to_bytes(body, 1 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let ready = door.ready.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "host" | "connection" | "content-length"))
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    for _ in 0..ready.len().min(2) {
+        let i = door.next.fetch_add(1, Ordering::Relaxed) % ready.len();
+        let url = format!("{}{path}", ready[i]);
+        let Ok(answer) = door
+            .client
+            .send(parts.method.clone(), &url, &headers, body.clone())
+            .await
+        else {
+            continue;
+        };
+        let mut response = Response::new(Body::from(answer.body));
+        *response.status_mut() = answer.status;
+        for (name, value) in &answer.headers {
+            if !matches!(
+                name.as_str(),
+                "connection" | "transfer-encoding" | "content-length"
+            ) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from(name), value.clone());
+            }
+        }
+        return response;
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "1")],
+        "no edge is ready\n",
+    )
+        .into_response()
+}

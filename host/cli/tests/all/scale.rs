@@ -1,0 +1,114 @@
+//! `cart-host scale`, the reference scaler: the fleet grows with its load behind one address and
+//! drains back to its minimum after it, losing nothing.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+
+use crate::support::{ADMIN_TOKEN, Client, Fleet, audit_passes, eventually, free_port, sale};
+
+/// What the scaler printed so far.
+fn said(fleet: &Fleet) -> String {
+    std::fs::read_to_string(fleet.dir.path().join("scale.out")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_grows_with_its_load_and_drains_back_after_it() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 5_000, 4)], -60)).await;
+    let dir = fleet.dir.path();
+    std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).expect("token");
+    std::fs::write(dir.join("fleet-secret"), "a-secret-for-the-scaler").expect("secret");
+    let (door, base) = (free_port(), free_port());
+    let out = std::fs::File::create(dir.join("scale.out")).expect("scale.out");
+    let mut scaler = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .arg("scale")
+        .args(["--central", &fleet.central_url])
+        .args(["--listen", &format!("127.0.0.1:{door}")])
+        .arg("--data")
+        .arg(dir.join("edges"))
+        .args(["--base-port", &base.to_string()])
+        .args(["--min-edges", "1", "--max-edges", "3"])
+        .args(["--target-updates-per-edge", "40"])
+        .args(["--cool-down-secs", "1", "--scale-in-after-secs", "3"])
+        .arg("--record")
+        .arg(dir.join("scale.jsonl"))
+        .arg("--")
+        .arg("--fleet-secret-file")
+        .arg(dir.join("fleet-secret"))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
+        .args(["--create-rate", "0"])
+        .env("CART_LOG", "warn")
+        .stdout(out)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cart-host scale starts");
+    let shop = Client::new(&format!("http://127.0.0.1:{door}"));
+    eventually(
+        "the first edge to be ready",
+        Duration::from_secs(60),
+        || {
+            let shop = shop.clone();
+            async move {
+                shop.try_send(Method::GET, "/readyz", None, &[], "")
+                    .await
+                    .is_ok_and(|r| r.status == StatusCode::OK)
+            }
+        },
+    )
+    .await;
+
+    // About 150 updates a second through the one address: wanted 4, bounded to 3.
+    let busy = Arc::new(AtomicBool::new(true));
+    let mut shoppers = tokio::task::JoinSet::new();
+    for i in 0..15 {
+        let (shop, busy) = (shop.clone(), busy.clone());
+        shoppers.spawn(async move {
+            let cart = shop.create_cart(&format!("shopper-{i}")).await;
+            let mut q = 0;
+            while busy.load(Ordering::Relaxed) {
+                q = q % 3 + 1;
+                let (status, body) = shop.set(&cart, "BAG-1", q).await;
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                    "{status}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            cart
+        });
+    }
+    eventually(
+        "the fleet to grow to 3 edges",
+        Duration::from_secs(60),
+        || async { said(&fleet).contains("growing to 3 edge(s)") },
+    )
+    .await;
+    busy.store(false, Ordering::Relaxed);
+    let mut carts = Vec::new();
+    while let Some(cart) = shoppers.join_next().await {
+        carts.push(cart.expect("shopper"));
+    }
+    eventually(
+        "the fleet to drain back to 1 edge",
+        Duration::from_secs(90),
+        || async {
+            let out = said(&fleet);
+            out.contains("edge-3 exited: exit status: 0")
+                && out.contains("edge-2 exited: exit status: 0")
+        },
+    )
+    .await;
+    // Every cart still answers, through the one address, on the edge that is left.
+    for cart in &carts {
+        let (status, body) = shop.get_cart(cart).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["edge_id"], "edge-1", "{body}");
+    }
+    audit_passes(&fleet, [format!("http://127.0.0.1:{}", base + 1)]).await;
+    let _ = scaler.start_kill();
+}
