@@ -11,5 +11,6 @@
 pub mod delivery;
 pub mod load;
 pub mod native;
+pub mod scaling;
 pub mod suite;
 pub mod watching;

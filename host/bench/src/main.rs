@@ -30,6 +30,9 @@ enum Command {
     /// Only what the operator dashboard costs an edge (a part of the suite), printed rather
     /// than written to BENCHMARKS.md: for measuring a change to it before and after.
     Watching,
+    /// Only the scaling run (a part of the suite): the noon sale through `cart-host scale`,
+    /// printed rather than written to BENCHMARKS.md.
+    Scaling,
 }
 
 #[derive(Args)]
@@ -95,6 +98,15 @@ fn main() -> ExitCode {
             let watching = cart_bench::watching::compare(&cfg).await?;
             let mut text = String::new();
             cart_bench::watching::summary(&mut text, &watching);
+            println!("{text}");
+            Ok(())
+        }),
+        Some(Command::Scaling) => runtime.block_on(async {
+            let cfg = suite_config(cli.suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let scaling = cart_bench::scaling::run(&cfg).await?;
+            let mut text = String::new();
+            cart_bench::scaling::summary(&mut text, &scaling);
             println!("{text}");
             Ok(())
         }),

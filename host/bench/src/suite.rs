@@ -2,8 +2,9 @@
 //! durable cart updates and its latency at fixed rates, the same rules compiled natively as a
 //! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
 //! three-edge sale against PostgreSQL, and that sale on ten edges with direct and queued
-//! delivery ([`delivery`]), and what watching the rush on the dashboard costs ([`watching`]);
-//! results in `BENCHMARKS.md`, reports and plots beside.
+//! delivery ([`delivery`]), what watching the rush on the dashboard costs ([`watching`]), and
+//! the noon sale through a fleet that grows and drains with it ([`scaling`]); results in
+//! `BENCHMARKS.md`, reports and plots beside.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
-use crate::{delivery, watching};
+use crate::{delivery, scaling, watching};
 use cart_central::Central;
 use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
@@ -473,9 +474,12 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     let delivery = delivery::compare(cfg).await?;
     eprintln!("what the operator dashboard costs an edge");
     let watching = watching::compare(cfg).await?;
+    eprintln!("the noon sale through cart-host scale: edges started and drained by load");
+    let scaling = scaling::run(cfg).await?;
     let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &forwarding, &fleet);
     delivery::summary(&mut text, &delivery);
     watching::summary(&mut text, &watching);
+    scaling::summary(&mut text, &scaling);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
     match earlier.find(KEPT) {

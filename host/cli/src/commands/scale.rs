@@ -8,7 +8,9 @@
 //!
 //! The policy, each second, over the edges that are ready:
 //! - `wanted = ceil(Σ recent cart updates per second / --target-updates-per-edge)`, within the
-//!   bounds; one more than now when any edge's recent p99 is over `--max-p99-ms`;
+//!   bounds; one more than now when any edge's recent p99 is over `--max-p99-ms`, unless the
+//!   size changed within that window (a drain's hand-offs slow a few requests: the fleet must
+//!   not grow on its own changes);
 //! - grow by one edge when `wanted` is above the size and the last change is `--cool-down-secs`
 //!   old;
 //! - drain the newest edge when `wanted` has stayed below the size for `--scale-in-after-secs`
@@ -67,6 +69,9 @@ pub struct ScaleArgs {
     #[arg(last = true)]
     serve_args: Vec<String>,
 }
+
+/// The window the edges' recent figures cover (`cart_recent_*` in `/metrics`).
+const SIGNAL_WINDOW: Duration = Duration::from_secs(10);
 
 /// One edge process the scaler started.
 struct Edge {
@@ -186,7 +191,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
 
         let mut wanted =
             (reading.updates_per_second / args.target_updates_per_edge).ceil() as usize;
-        if reading.worst_p99_ms > args.max_p99_ms as f64 {
+        let settled = last_change.elapsed() >= SIGNAL_WINDOW;
+        if reading.worst_p99_ms > args.max_p99_ms as f64 && settled {
             wanted = wanted.max(edges.len() + 1);
         }
         wanted = wanted.clamp(args.min_edges, args.max_edges);
