@@ -940,6 +940,15 @@ pub fn cart_owner(tx: &mut dyn Tx, cart_id: &str) -> Result<Option<String>, Cent
     .transpose()
 }
 
+/// How far central has applied an edge's outbox (0 for an edge it does not know).
+pub fn applied_up_to(tx: &mut dyn Tx, edge_id: &str) -> Result<i64, CentralError> {
+    tx.query_opt(
+        "SELECT high_water FROM edges WHERE edge_id = $1",
+        params![edge_id],
+    )?
+    .map_or(Ok(0), |r| r.int(0))
+}
+
 /// Whether a hand-off was recorded.
 pub fn handoff_recorded(tx: &mut dyn Tx, handoff_id: &str) -> Result<bool, CentralError> {
     Ok(tx
@@ -962,6 +971,9 @@ pub fn drained(
         "UPDATE edges SET drained_at = $2, lease_until = $2 WHERE edge_id = $1",
         params![edge_id, now],
     )?;
+    // Its carts all moved, and their customers' homes with them: those left have no cart here
+    // and get a new home with their next one.
+    tx.exec("DELETE FROM customers WHERE edge_id = $1", params![edge_id])?;
     Ok(())
 }
 

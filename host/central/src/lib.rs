@@ -550,6 +550,13 @@ impl Central {
         self.transact(move |tx| ledger::cart_owner(tx, &id)).await
     }
 
+    /// How far central has applied an edge's outbox.
+    pub async fn applied_up_to(&self, edge_id: &str) -> Result<i64, CentralError> {
+        let id = edge_id.to_owned();
+        self.transact(move |tx| ledger::applied_up_to(tx, &id))
+            .await
+    }
+
     /// Whether a hand-off was recorded.
     pub async fn handoff_recorded(&self, handoff_id: &str) -> Result<bool, CentralError> {
         let id = handoff_id.to_owned();

@@ -411,15 +411,24 @@ async fn take_handoff(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult 
         .map_err(|e| ApiError::BadRequest(format!("a hand-off batch: {e}")))?;
     let (catalog, now, not_ready) = (edge.catalog(), edge.clock.now(), edge.ready().err());
     let carts: Vec<String> = batch.carts.iter().map(|c| c.cart_id.clone()).collect();
+    // Checked again inside the job: a drain that began meanwhile must not see it taken later.
+    let draining = edge.drain.flag();
     let answer = edge
         .writer
-        .host(move |c| match not_ready {
-            Some(why) => Ok(if crate::handoff::refuse(c, &batch, now)? {
-                Err(why)
-            } else {
-                Ok(())
-            }),
-            None => crate::handoff::take(c, &batch, &catalog, now),
+        .host(move |c| {
+            let not_ready = not_ready.or_else(|| {
+                draining
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| "draining".to_owned())
+            });
+            match not_ready {
+                Some(why) => Ok(if crate::handoff::refuse(c, &batch, now)? {
+                    Err(why)
+                } else {
+                    Ok(())
+                }),
+                None => crate::handoff::take(c, &batch, &catalog, now),
+            }
         })
         .await?;
     match answer {

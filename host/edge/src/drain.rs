@@ -8,11 +8,12 @@
 //! peer (the whole fleet is stopping) the carts stay here and the edge exits at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
-use cart_central::{CentralError, SkuKey};
+use cart_central::SkuKey;
 use tokio::sync::watch;
 
 use crate::edge::Edge;
@@ -22,6 +23,8 @@ use crate::handoff::{self, CUSTOMERS_PER_HANDOFF, Outgoing};
 /// Where the receiving edge takes hand-offs.
 pub const HANDOFF_PATH: &str = "/fleet/handoffs";
 
+/// How long an edge that keeps its carts spends returning units and delivering its outbox.
+const KEEPING_GRACE: Duration = Duration::from_secs(2);
 /// How long a peer has to say whether it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between attempts at a step that did not go through.
@@ -37,12 +40,15 @@ pub enum Phase {
 /// The drain's switch: thrown once, by the operator or the signal.
 pub struct Drain {
     phase: watch::Sender<Phase>,
+    /// The same, for checks inside writer jobs.
+    flag: Arc<AtomicBool>,
 }
 
 impl Default for Drain {
     fn default() -> Self {
         Self {
             phase: watch::Sender::new(Phase::Serving),
+            flag: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -50,6 +56,7 @@ impl Default for Drain {
 impl Drain {
     /// Starts the drain; false if it had started already.
     pub fn ask(&self) -> bool {
+        self.flag.store(true, Ordering::SeqCst);
         self.phase.send_if_modified(|phase| {
             let first = *phase == Phase::Serving;
             *phase = Phase::Draining;
@@ -59,6 +66,11 @@ impl Drain {
 
     pub fn draining(&self) -> bool {
         *self.phase.borrow() == Phase::Draining
+    }
+
+    /// Whether the edge is draining, readable from a writer job.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flag)
     }
 
     /// Resolves once the drain is asked for.
@@ -112,10 +124,18 @@ impl DrainReport {
 pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
     edge.drain.ask();
     let deadline = Instant::now() + timeout;
+    // Every hand-off taken before the switch has committed once this job has: the ones after it
+    // are refused inside their job (see `take_handoff`).
+    let _ = edge.writer.host(|_| Ok(())).await;
     let mut report = DrainReport::default();
-    if edge.fleet.secret().is_some() {
-        hand_off(edge, deadline, &mut report).await;
-    }
+    let all_moved = edge.fleet.secret().is_some() && hand_off(edge, deadline, &mut report).await;
+    // With carts kept here (no ready peer), the edge exits at once: it returns what central
+    // takes within a moment and leaves the outbox for its restart.
+    let deadline = if all_moved {
+        deadline
+    } else {
+        deadline.min(Instant::now() + KEEPING_GRACE)
+    };
     report.units_returned = return_free_units(edge, deadline).await;
     report.outbox_left = outbox_drained(edge, deadline).await;
     let (kept, unfinished) = edge
@@ -142,14 +162,15 @@ pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
     report
 }
 
-/// Hands every cart to ready peers, batch by batch, resuming unfinished hand-offs first.
-async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport) {
+/// Hands every cart to ready peers, batch by batch, resuming unfinished hand-offs first;
+/// whether every cart left.
+async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport) -> bool {
     // Carts taken from another edge move on only once central has recorded that they are here:
     // a later record of the first move must not undo the second.
     while !received_recorded(edge).await {
         if Instant::now() >= deadline {
             tracing::warn!("drain: hand-offs this edge took are not recorded at central yet");
-            return;
+            return false;
         }
         tokio::time::sleep(RETRY_EVERY).await;
     }
@@ -157,14 +178,14 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
         Ok(pending) => pending,
         Err(e) => {
             tracing::error!("drain: reading unfinished hand-offs: {e:#}");
-            return;
+            return false;
         }
     };
     for out in pending {
         match complete(edge, &out, deadline).await {
             Some(true) => report.carts_handed_off += out.batch.carts.len(),
             Some(false) => {}
-            None => return,
+            None => return false,
         }
     }
     let mut refused: Vec<String> = Vec::new();
@@ -177,7 +198,7 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
             .collect();
         let Some(peer) = peers.get(turn % peers.len().max(1)).cloned() else {
             tracing::warn!("drain: no other edge is ready: the carts left stay on this edge");
-            return;
+            return false;
         };
         turn += 1;
         let (from, to, url, now) = (
@@ -192,7 +213,7 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
             .await;
         let out = match frozen {
             Ok(Some(out)) => out,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) => {
                 tracing::warn!("drain: taking carts out of the books: {e}");
                 tokio::time::sleep(RETRY_EVERY).await;
@@ -204,9 +225,10 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
         match complete(edge, &out, deadline).await {
             Some(true) => report.carts_handed_off += out.batch.carts.len(),
             Some(false) => refused.push(peer.edge_id),
-            None => return,
+            None => return false,
         }
     }
+    false
 }
 
 /// Finishes the hand-offs a drain left unfinished (its timeout came, or the process was killed):
@@ -238,61 +260,40 @@ const RESUME_FOR: Duration = Duration::from_secs(2);
 
 /// Takes one hand-off to its end: `Some(true)` done, `Some(false)` refused by the receiver
 /// (the carts are back in the books), `None` not finished by the deadline (resumed on restart).
+/// The steps, each safe to repeat: central applies this edge's outbox up to the freeze (so that
+/// no older event of this edge about the carts can land after the receiver's newer ones), the
+/// receiver takes the batch, central records it, the batch is marked done here.
 async fn complete(edge: &Arc<Edge>, out: &Outgoing, deadline: Instant) -> Option<bool> {
     let id = &out.batch.handoff_id;
-    test_pause("before_push", id).await;
-    loop {
-        match push(edge, out).await {
-            Ok(true) => break,
-            Ok(false) => {
-                let aborted = out.clone();
-                match edge.writer.host(move |c| handoff::abort(c, &aborted)).await {
-                    Ok(()) => {
-                        edge.fleet
-                            .note_kept(out.batch.carts.iter().map(|c| c.cart_id.clone()));
-                        return Some(false);
-                    }
-                    Err(e) => tracing::warn!("hand-off {id}: putting the carts back: {e}"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!("hand-off {id} to {}: {e:#}", out.to_edge);
-                // It may be back on another address.
-                let _ = edge.fleet.refresh(edge).await;
-            }
+    // Killed after central recorded it: the receiver took it then, and may be gone since.
+    let recorded = matches!(edge.central.handoff_recorded(id).await, Ok(true));
+    if !recorded {
+        until(deadline, || outbox_applied(edge, out.frozen_seq)).await?;
+        test_pause("before_push", id).await;
+        match until(deadline, || offer(edge, out)).await? {
+            Taken::Yes => {}
+            Taken::Refused => return Some(false),
         }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(RETRY_EVERY).await;
+        test_pause("after_push", id).await;
+        let record =
+            out.batch
+                .for_central(&edge.identity.incarnation, &out.to_edge, out.frozen_seq);
+        until(deadline, || async {
+            edge.central
+                .record_handoff(&record)
+                .await
+                .map_err(|e| format!("hand-off {id}: recording it at central: {e}"))
+        })
+        .await?;
     }
-    test_pause("after_push", id).await;
-    let record = out
-        .batch
-        .for_central(&edge.identity.incarnation, &out.to_edge, out.frozen_seq);
-    loop {
-        match edge.central.record_handoff(&record).await {
-            Ok(()) => break,
-            // The sync task is still delivering the outbox: ask again in a moment.
-            Err(CentralError::OutboxBehind { .. }) => {}
-            Err(e) => tracing::warn!("hand-off {id}: recording it at central: {e}"),
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(RETRY_EVERY).await;
-    }
-    loop {
+    until(deadline, || async {
         let done = id.clone();
-        match edge.writer.host(move |c| handoff::finish(c, &done)).await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!("hand-off {id}: marking it done: {e}"),
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(RETRY_EVERY).await;
-    }
+        edge.writer
+            .host(move |c| handoff::finish(c, &done))
+            .await
+            .map_err(|e| format!("hand-off {id}: marking it done: {e}"))
+    })
+    .await?;
     edge.fleet.note_moved(
         out.batch
             .carts
@@ -300,6 +301,66 @@ async fn complete(edge: &Arc<Edge>, out: &Outgoing, deadline: Instant) -> Option
             .map(|c| (c.cart_id.clone(), Some(out.to_edge.clone()))),
     );
     Some(true)
+}
+
+/// Repeats `step` until it succeeds (`Some`) or the deadline passes (`None`), saying why each
+/// attempt failed.
+async fn until<T, F, Fut>(deadline: Instant, mut step: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    loop {
+        match step().await {
+            Ok(v) => return Some(v),
+            Err(why) => tracing::warn!("{why}"),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// Whether central has applied this edge's outbox up to `seq`.
+async fn outbox_applied(edge: &Edge, seq: i64) -> Result<(), String> {
+    match edge.central.applied_up_to(&edge.config.edge_id).await {
+        Ok(applied) if applied >= seq => Ok(()),
+        Ok(applied) => Err(format!(
+            "hand-off waits for central to apply the outbox up to {seq} (now {applied})"
+        )),
+        Err(e) => Err(format!(
+            "hand-off: asking central how far the outbox is: {e}"
+        )),
+    }
+}
+
+enum Taken {
+    Yes,
+    Refused,
+}
+
+/// Offers the batch until the receiver answers; on a refusal the carts go back into the books.
+async fn offer(edge: &Arc<Edge>, out: &Outgoing) -> Result<Taken, String> {
+    let id = &out.batch.handoff_id;
+    match push(edge, out).await {
+        Ok(true) => Ok(Taken::Yes),
+        Ok(false) => {
+            let aborted = out.clone();
+            edge.writer
+                .host(move |c| handoff::abort(c, &aborted))
+                .await
+                .map_err(|e| format!("hand-off {id}: putting the carts back: {e}"))?;
+            edge.fleet
+                .note_kept(out.batch.carts.iter().map(|c| c.cart_id.clone()));
+            Ok(Taken::Refused)
+        }
+        Err(e) => {
+            // It may be back on another address.
+            let _ = edge.fleet.refresh(edge).await;
+            Err(format!("hand-off {id} to {}: {e:#}", out.to_edge))
+        }
+    }
 }
 
 /// For the crash tests: `CART_TEST_HANDOFF_PAUSE=STEP:MS` stops every hand-off at `STEP`

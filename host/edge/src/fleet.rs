@@ -484,7 +484,15 @@ impl Fleet {
             self.forget_home_unless_served(customer_id, &answer);
             return answer.map(Some);
         }
-        let home = self.home_of(edge, customer_id).await?;
+        let mut home = self.home_of(edge, customer_id).await?;
+        let mut peer = self.home_peer(edge, &home).await?;
+        if peer.is_none() && home != self.edge_id {
+            // The home remembered here has left the registry (it drained, and its customers'
+            // homes moved or were forgotten): central knows where the carts are kept now.
+            self.homes().remove(customer_id);
+            home = self.home_of(edge, customer_id).await?;
+            peer = self.home_peer(edge, &home).await?;
+        }
         if home == self.edge_id {
             return Ok(None);
         }
@@ -494,17 +502,24 @@ impl Fleet {
                 self.edge_id
             )));
         }
+        let peer = peer.ok_or_else(|| {
+            ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
+        })?;
         let tag = edge_tag(&home);
-        let peer = self
-            .peer(edge, &tag, false)
-            .await?
-            .filter(|p| p.edge_id == home && p.url != edge.url)
-            .ok_or_else(|| {
-                ApiError::Unavailable(format!("the customer's edge {home} is not in service"))
-            })?;
         let answer = self.forward_to(edge, &tag, peer, None, parts, body).await;
         self.forget_home_unless_served(customer_id, &answer);
         answer.map(Some)
+    }
+
+    /// The peer that is a customer's home, if it is another process in central's registry.
+    async fn home_peer(&self, edge: &Edge, home: &str) -> Result<Option<Peer>, ApiError> {
+        if home == self.edge_id {
+            return Ok(None);
+        }
+        Ok(self
+            .peer(edge, &edge_tag(home), false)
+            .await?
+            .filter(|p| p.edge_id == home && p.url != edge.url))
     }
 
     /// A home that did not make the cart may have handed its carts off: central is asked
@@ -611,12 +626,24 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
             ApiError::Unavailable(format!("the cart was handed off by {}", fleet.edge_id))
                 .into_response()
         }
-        Route::Moved(owner) => match fleet.peer_named(&edge, &owner).await {
-            Ok(Some(peer)) if peer.url != edge.url => forward(&edge, peer, &cart_id, req).await,
-            Ok(_) => ApiError::Unavailable(format!("the cart's edge {owner} is not in service"))
-                .into_response(),
-            Err(e) => e.into_response(),
-        },
+        Route::Moved(owner) => {
+            let mut found = fleet.peer_named(&edge, &owner).await;
+            if matches!(found, Ok(None)) {
+                // That edge left the registry: the cart may have moved on with its carts.
+                found = match fleet.ask_owner(&edge, &cart_id).await {
+                    Some(now) if now != owner => fleet.peer_named(&edge, &now).await,
+                    _ => Ok(None),
+                };
+            }
+            match found {
+                Ok(Some(peer)) if peer.url != edge.url => forward(&edge, peer, &cart_id, req).await,
+                Ok(_) => {
+                    ApiError::Unavailable(format!("the cart's edge {owner} is not in service"))
+                        .into_response()
+                }
+                Err(e) => e.into_response(),
+            }
+        }
         // The forwarding edge took this edge for the owner: its registry is out of date. One
         // hop only, so the storefront retries.
         Route::Tag(_) if forwarded => ApiError::Unavailable(format!(

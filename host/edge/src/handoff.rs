@@ -26,8 +26,10 @@ use crate::clock::Millis;
 use crate::edge_db;
 use crate::ids;
 
-/// Customers whose carts move in one hand-off.
+/// Customers whose carts move in one hand-off, at most.
 pub const CUSTOMERS_PER_HANDOFF: u32 = 100;
+/// Carts in one hand-off: no more customers join a batch once it has this many.
+const CARTS_PER_HANDOFF: usize = 500;
 
 /// A batch of carts on its way from one edge to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,9 @@ pub fn freeze(
     }
     let mut carts = Vec::new();
     for customer in &who {
+        if carts.len() >= CARTS_PER_HANDOFF {
+            break;
+        }
         let ids: Vec<String> = conn
             .prepare_cached("SELECT cart_id FROM carts WHERE customer_id = ?1 ORDER BY cart_id")?
             .query_map([customer], |r| r.get(0))?
@@ -188,7 +193,8 @@ pub fn freeze(
     .execute(params![batch.handoff_id, to_edge, to_url, json, frozen_seq, now])?;
     for cart in &batch.carts {
         conn.prepare_cached(
-            "INSERT INTO moved_carts (cart_id, handoff_id, edge_id) VALUES (?1, ?2, ?3)",
+            // A cart that came back since it last left this edge: the new move replaces the old.
+            "INSERT OR REPLACE INTO moved_carts (cart_id, handoff_id, edge_id) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![cart.cart_id, batch.handoff_id, to_edge])?;
     }
@@ -371,8 +377,12 @@ fn check(
     if !ids::is_id(&batch.handoff_id, "h") || !is_plain_id(&batch.from_edge) {
         return Ok(Err("a malformed hand-off id or edge id".into()));
     }
+    let mut seen = std::collections::HashSet::new();
     for cart in &batch.carts {
         let id = &cart.cart_id;
+        if !seen.insert(id.as_str()) {
+            return Ok(Err(format!("cart {id} twice in one batch")));
+        }
         if !ids::is_id(id, "c") || !is_plain_id(&cart.customer_id) {
             return Ok(Err(format!("cart {id:?}: a malformed cart or customer id")));
         }
@@ -388,7 +398,9 @@ fn check(
             if l.quantity == 0 || l.quantity > MAX_QUANTITY {
                 return Ok(Err(format!("cart {id}: {} units of {}", l.quantity, l.sku)));
             }
-            if catalog.entry(&l.sale_id, &l.sku).is_none() {
+            // Sold lines and released ones may be of a sale this edge no longer follows.
+            let holds = l.held && !cart.checked_out;
+            if holds && catalog.entry(&l.sale_id, &l.sku).is_none() {
                 return Ok(Err(format!(
                     "cart {id}: {}/{} is not sold here",
                     l.sale_id, l.sku
@@ -405,6 +417,9 @@ fn check(
 /// Puts a batch's carts, lines, orders and units into the books.
 fn insert(conn: &Connection, batch: &Batch) -> rusqlite::Result<()> {
     for cart in &batch.carts {
+        // A cart that comes back to an edge it once left is this edge's again.
+        conn.prepare_cached("DELETE FROM moved_carts WHERE cart_id = ?1")?
+            .execute([&cart.cart_id])?;
         conn.prepare_cached(
             "INSERT INTO carts (cart_id, customer_id, token_hash, status, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -28,6 +28,28 @@ async fn exits_0(process: &mut EdgeProcess, within: Duration) {
     assert!(status.success(), "the drained edge exited with {status}");
 }
 
+/// A new cart of `customer`'s through `edge`, asked again while the answer is `503` (a home
+/// being looked up again after a drain).
+async fn created(edge: &Client, customer: &str) -> CartRef {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = edge
+            .call(
+                Method::POST,
+                "/v1/carts",
+                None,
+                serde_json::json!({ "customer_id": customer }),
+            )
+            .await;
+        if status == StatusCode::CREATED {
+            return CartRef::from_created(&body);
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the edge's log says a hand-off paused at `step` (`CART_TEST_HANDOFF_PAUSE`).
 async fn paused(fleet: &Fleet, edge_id: &str, step: &str) {
     let log = fleet.dir.path().join(format!("{edge_id}.log"));
@@ -102,6 +124,13 @@ async fn a_drained_edge_hands_every_cart_to_the_others_under_load_and_exits_0() 
         assert_eq!(status, StatusCode::CREATED, "{order}");
         orders.push((key, order["order_id"].clone()));
     }
+    // A second cart of quiet-1's, made through edge-2: edge-2 now remembers edge-1 as its home.
+    let second = two.client.create_cart("quiet-1").await;
+    assert_eq!(
+        second.id[2..10],
+        quiet[1].id[2..10],
+        "kept by the customer's home"
+    );
     let mut before = Vec::new();
     for cart in &quiet {
         let (status, body) = one.client.get_cart(cart).await;
@@ -188,6 +217,11 @@ async fn a_drained_edge_hands_every_cart_to_the_others_under_load_and_exits_0() 
         StatusCode::UNPROCESSABLE_ENTITY,
         "2 held + 3 is over the limit of 4: {body}"
     );
+
+    // quiet-1's home moved with their carts: edge-2 finds it, though it remembered edge-1.
+    let third = created(&two.client, "quiet-1").await;
+    let (status, body) = two.client.set(&third, "BAG-1", 3).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     let registry = fleet.central().await.registry().await.expect("registry");
     assert!(
