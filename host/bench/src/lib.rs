@@ -9,6 +9,7 @@
 //! - [`watching`]: what the operator dashboard costs an edge during the rush.
 
 pub mod delivery;
+pub mod draining;
 pub mod load;
 pub mod native;
 pub mod scaling;

@@ -33,6 +33,8 @@ enum Command {
     /// Only the scaling run (a part of the suite): the noon sale through `cart-host scale`,
     /// printed rather than written to BENCHMARKS.md.
     Scaling,
+    /// Only the drain under load (a part of the suite), printed.
+    Draining,
 }
 
 #[derive(Args)]
@@ -107,6 +109,15 @@ fn main() -> ExitCode {
             let scaling = cart_bench::scaling::run(&cfg).await?;
             let mut text = String::new();
             cart_bench::scaling::summary(&mut text, &scaling);
+            println!("{text}");
+            Ok(())
+        }),
+        Some(Command::Draining) => runtime.block_on(async {
+            let cfg = suite_config(cli.suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let drained = cart_bench::draining::run(&cfg).await?;
+            let mut text = String::new();
+            cart_bench::draining::summary(&mut text, &drained);
             println!("{text}");
             Ok(())
         }),

@@ -3,7 +3,8 @@
 //! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
 //! three-edge sale against PostgreSQL, and that sale on ten edges with direct and queued
 //! delivery ([`delivery`]), what watching the rush on the dashboard costs ([`watching`]), and
-//! the noon sale through a fleet that grows and drains with it ([`scaling`]); results in
+//! a drain under load ([`draining`]) and the noon sale through a fleet that grows and drains
+//! with it ([`scaling`]); results in
 //! `BENCHMARKS.md`, reports and plots beside.
 
 use std::fmt::Write as _;
@@ -18,7 +19,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
-use crate::{delivery, scaling, watching};
+use crate::{delivery, draining, scaling, watching};
 use cart_central::Central;
 use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
@@ -73,8 +74,8 @@ pub(crate) enum Rules {
 
 /// An edge process for the benchmark.
 pub(crate) struct Edge {
-    /// Held, not read: dropping it kills the edge (`kill_on_drop`).
-    _child: Child,
+    /// Dropping it kills the edge (`kill_on_drop`).
+    child: Child,
     pub(crate) url: String,
 }
 
@@ -118,7 +119,15 @@ impl Edge {
             .with_context(|| format!("starting {}", program.display()))?;
         let url = format!("http://127.0.0.1:{port}");
         wait_healthy(&format!("{url}/healthz")).await?;
-        Ok(Self { _child: child, url })
+        Ok(Self { child, url })
+    }
+
+    /// Waits for the process to exit (after a drain): how, or `None` if it did not in time.
+    pub(crate) async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -474,11 +483,17 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     let delivery = delivery::compare(cfg).await?;
     eprintln!("what the operator dashboard costs an edge");
     let watching = watching::compare(cfg).await?;
+    eprintln!(
+        "a drain under load: {} shoppers' carts move to the other edges",
+        draining::SHOPPERS
+    );
+    let drained = draining::run(cfg).await?;
     eprintln!("the noon sale through cart-host scale: edges started and drained by load");
     let scaling = scaling::run(cfg).await?;
     let mut text = summary(cfg, &wasm, &native, hello.as_ref(), &forwarding, &fleet);
     delivery::summary(&mut text, &delivery);
     watching::summary(&mut text, &watching);
+    draining::summary(&mut text, &drained);
     scaling::summary(&mut text, &scaling);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();

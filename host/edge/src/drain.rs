@@ -310,10 +310,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
+    let mut attempt = 0u64;
     loop {
+        attempt += 1;
         match step().await {
             Ok(v) => return Some(v),
-            Err(why) => tracing::warn!("{why}"),
+            // Waiting a moment is usual (the outbox on its way): said once a second.
+            Err(why) if attempt.is_multiple_of(10) => tracing::warn!("{why}"),
+            Err(why) => tracing::debug!("{why}"),
         }
         if Instant::now() >= deadline {
             return None;

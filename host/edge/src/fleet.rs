@@ -706,8 +706,7 @@ async fn serve_here(
         }
     }
     let mut response = next.run(req).await;
-    if response.status() == StatusCode::NOT_FOUND && fleet.route(cart_id) != Route::Here {
-        // The cart left in a hand-off while this request waited for it.
+    if response.status() == StatusCode::NOT_FOUND && left_meanwhile(edge, cart_id).await {
         return in_transit();
     }
     if let Ok(id) = HeaderValue::from_str(&fleet.edge_id) {
@@ -716,6 +715,18 @@ async fn serve_here(
             .insert(HeaderName::from_static(CART_EDGE), id);
     }
     response
+}
+
+/// Whether a cart this edge answered `404` for left in a hand-off while the request waited for
+/// it (the freeze has committed; the routing may not know yet).
+async fn left_meanwhile(edge: &Edge, cart_id: &str) -> bool {
+    if edge.fleet.route(cart_id) != Route::Here {
+        return true;
+    }
+    let id = cart_id.to_owned();
+    edge.read(move |c| crate::handoff::is_moved(c, &id))
+        .await
+        .unwrap_or(false)
 }
 
 fn in_transit() -> Response {

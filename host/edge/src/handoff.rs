@@ -175,6 +175,8 @@ pub fn freeze(
                 )?
                 .execute(params![l.sale_id, l.sku, held, sold])?;
             if changed != 1 {
+                // The stock counts fewer units than the carts hold (a host bug): nothing moves,
+                // the whole freeze is rolled back, and the audit will say where.
                 return Err(rusqlite::Error::QueryReturnedNoRows);
             }
         }
@@ -305,6 +307,15 @@ pub fn abort(conn: &Connection, out: &Outgoing) -> rusqlite::Result<()> {
         insert(conn, &out.batch)?;
     }
     Ok(())
+}
+
+/// Whether this edge handed the cart off (or is handing it off).
+pub fn is_moved(conn: &Connection, cart_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM moved_carts WHERE cart_id = ?1")?
+        .query_row([cart_id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Carts this edge handed off: each with the edge that keeps it, or `None` while on its way.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cart_edge::http_client::HttpClient;
@@ -120,7 +120,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let app = axum::Router::new()
         .fallback(pass_on)
-        .with_state(door.clone());
+        .with_state(door.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the front door stopped: {e}");
@@ -155,6 +156,12 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         let mut ready = Vec::new();
         let mut busy = Vec::new();
         for edge in &mut edges {
+            // An edge that died is started again on its folder, as an orchestrator would.
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                println!("edge-{} exited ({status}): starting it again", edge.number);
+                *edge = start_edge(&args, edge.number)?;
+                continue;
+            }
             let up = client
                 .get(&format!("{}/readyz", edge.url), None)
                 .await
@@ -287,9 +294,15 @@ fn reap(draining: &mut Vec<Edge>) {
 }
 
 /// The front door: the request goes to the next ready edge (another one if that one does not
-/// answer), and its answer comes back as it is.
-async fn pass_on(State(door): State<Door>, req: Request) -> Response {
+/// answer), and its answer comes back as it is. It names the client in `X-Forwarded-For`, for
+/// edges started with `--trusted-proxy` the door's address.
+async fn pass_on(
+    State(door): State<Door>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
+    let client = client.ip().to_string();
     let Ok(body) = to_bytes(body, 1 << 20).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
@@ -298,8 +311,14 @@ async fn pass_on(State(door): State<Door>, req: Request) -> Response {
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "host" | "connection" | "content-length"))
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "host" | "connection" | "content-length" | "x-forwarded-for"
+            )
+        })
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .chain([("x-forwarded-for", client.as_str())])
         .collect();
     for _ in 0..ready.len().min(2) {
         let i = door.next.fetch_add(1, Ordering::Relaxed) % ready.len();
