@@ -76,6 +76,22 @@ struct EdgeArgs {
     admin_token_file: PathBuf,
 }
 
+/// One part of the suite on its own: measured, and its section printed rather than written to
+/// BENCHMARKS.md.
+macro_rules! part {
+    ($suite:expr, $module:ident :: $run:ident, $_m:ident :: $summary:ident) => {
+        async {
+            let cfg = suite_config($suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            let measured = cart_bench::$module::$run(&cfg).await?;
+            let mut text = String::new();
+            cart_bench::$module::$summary(&mut text, &measured);
+            println!("{text}");
+            anyhow::Ok(())
+        }
+    };
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,33 +110,15 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Some(Command::Edge(args)) => runtime.block_on(native_edge(args)),
-        Some(Command::Watching) => runtime.block_on(async {
-            let cfg = suite_config(cli.suite);
-            std::fs::create_dir_all(&cfg.out_dir)?;
-            let watching = cart_bench::watching::compare(&cfg).await?;
-            let mut text = String::new();
-            cart_bench::watching::summary(&mut text, &watching);
-            println!("{text}");
-            Ok(())
-        }),
-        Some(Command::Scaling) => runtime.block_on(async {
-            let cfg = suite_config(cli.suite);
-            std::fs::create_dir_all(&cfg.out_dir)?;
-            let scaling = cart_bench::scaling::run(&cfg).await?;
-            let mut text = String::new();
-            cart_bench::scaling::summary(&mut text, &scaling);
-            println!("{text}");
-            Ok(())
-        }),
-        Some(Command::Draining) => runtime.block_on(async {
-            let cfg = suite_config(cli.suite);
-            std::fs::create_dir_all(&cfg.out_dir)?;
-            let drained = cart_bench::draining::run(&cfg).await?;
-            let mut text = String::new();
-            cart_bench::draining::summary(&mut text, &drained);
-            println!("{text}");
-            Ok(())
-        }),
+        Some(Command::Watching) => {
+            runtime.block_on(part!(cli.suite, watching::compare, watching::summary))
+        }
+        Some(Command::Scaling) => {
+            runtime.block_on(part!(cli.suite, scaling::run, scaling::summary))
+        }
+        Some(Command::Draining) => {
+            runtime.block_on(part!(cli.suite, draining::run, draining::summary))
+        }
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };
     match outcome {

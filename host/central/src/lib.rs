@@ -576,6 +576,11 @@ impl Central {
             .await
     }
 
+    /// The fleet's module's version and sha256, if an operator deployed one.
+    pub async fn fleet_module_id(&self) -> Result<Option<(String, String)>, CentralError> {
+        self.transact(ledger::fleet_module_id).await
+    }
+
     /// The module the fleet runs, if an operator deployed one.
     pub async fn fleet_module(&self) -> Result<Option<FleetModule>, CentralError> {
         self.transact(ledger::fleet_module).await

@@ -80,14 +80,9 @@ impl Edge {
                 Vec::new()
             }
         };
-        // The module the fleet runs, which a joining edge runs too.
-        let fleet_module = match central.fleet_module().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("central unreachable at start, not reading the fleet's module: {e}");
-                None
-            }
-        };
+        // The module the fleet runs, which a joining edge runs too: its bytes are read only
+        // when this edge does not store it already.
+        let fleet_module = fleet_module(&central, &config.data_dir).await;
         let initial = Arc::clone(&config.module.0);
         anyhow::ensure!(!initial.is_empty(), "no cart module given to start on");
         let trust = Trust {
@@ -306,6 +301,38 @@ impl Edge {
                 shutdown.clone(),
             )),
         ]
+    }
+}
+
+/// The fleet's module as central records it: `Stored` when this edge has it already, `None`
+/// when central records none or does not answer.
+async fn fleet_module(central: &Central, dir: &std::path::Path) -> Option<modules::FleetCopy> {
+    let (version, sha256) = match central.fleet_module_id().await {
+        Ok(id) => id?,
+        Err(e) => {
+            tracing::warn!("central unreachable at start, not reading the fleet's module: {e}");
+            return None;
+        }
+    };
+    let dir = dir.to_owned();
+    let sha = sha256.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let conn = edge_db::open_writer(&dir)?;
+        anyhow::Ok(modules::stores(&conn, &sha)?)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(false);
+    if stored {
+        return Some(modules::FleetCopy::Stored { version, sha256 });
+    }
+    match central.fleet_module().await {
+        Ok(m) => m.map(modules::FleetCopy::Fetched),
+        Err(e) => {
+            tracing::warn!("reading the fleet's module from central: {e}");
+            None
+        }
     }
 }
 

@@ -429,16 +429,43 @@ fn list_stored(conn: &Connection) -> rusqlite::Result<Vec<ModuleInfo>> {
     .collect()
 }
 
+/// The fleet's module at start: stored here already (by its digest), or fetched from central.
+pub enum FleetCopy {
+    Stored { version: String, sha256: String },
+    Fetched(cart_central::FleetModule),
+}
+
+/// Whether this edge stores the module with this sha256.
+pub fn stores(conn: &Connection, sha256: &str) -> rusqlite::Result<bool> {
+    Ok(version_of(conn, sha256)?.is_some())
+}
+
 /// Makes the fleet's module (as central recorded it) the one this edge starts on: checked
 /// against its digest and the edge's trust, compiled, stored if new and activated. An error
 /// changes nothing here, and the edge starts as it would have (see [`start_module`]).
 pub fn adopt_fleet_module(
     conn: &Connection,
     runtime: &Runtime,
-    m: &cart_central::FleetModule,
+    copy: &FleetCopy,
     trust: &Trust,
     now: Millis,
 ) -> anyhow::Result<LoadedModule> {
+    let m = match copy {
+        FleetCopy::Fetched(m) if !stores(conn, &m.sha256)? => m,
+        FleetCopy::Fetched(cart_central::FleetModule {
+            version, sha256, ..
+        })
+        | FleetCopy::Stored { version, sha256 } => {
+            let here = version_of(conn, sha256)?
+                .ok_or_else(|| anyhow::anyhow!("the fleet's module {version} is not stored"))?;
+            let stored = load_stored(conn, &here)?
+                .ok_or_else(|| anyhow::anyhow!("the fleet's module {version} is not stored"))?;
+            trust.admits(&stored)?;
+            let module = runtime.load(&stored.bytes, &here)?;
+            edge_db::set_meta(conn, "active_module", &here)?;
+            return Ok(module);
+        }
+    };
     anyhow::ensure!(
         sha256_hex(&m.bytes) == m.sha256 && is_version(&m.version),
         "central's copy of the fleet's module {} does not match its digest or name",
@@ -451,19 +478,15 @@ pub fn adopt_fleet_module(
         "the fleet's module {} is not signed by a key this edge trusts",
         m.version
     );
-    let known = version_of(conn, &m.sha256)?;
-    if known.is_none() && stored_sha(conn, &m.version)?.is_some() {
+    if stored_sha(conn, &m.version)?.is_some() {
         anyhow::bail!(
             "version {} names another module on this edge than the fleet's",
             m.version
         );
     }
-    let version = known.unwrap_or_else(|| m.version.clone());
-    let module = runtime.load(&m.bytes, &version)?;
-    if version_of(conn, &m.sha256)?.is_none() {
-        store(conn, &version, &m.bytes, m.signature.as_deref(), now)?;
-    }
-    edge_db::set_meta(conn, "active_module", &version)?;
+    let module = runtime.load(&m.bytes, &m.version)?;
+    store(conn, &m.version, &m.bytes, m.signature.as_deref(), now)?;
+    edge_db::set_meta(conn, "active_module", &m.version)?;
     Ok(module)
 }
 
