@@ -137,7 +137,9 @@ impl Edge {
             Some(FixedRules(rules)) => Arc::clone(rules),
             None => Arc::clone(&first) as Arc<dyn CartRules>,
         }));
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        metrics.register_instances(runtime.counters());
+        let metrics = Arc::new(metrics);
         let writer = WriterHandle::spawn(conn, config.writer, Arc::clone(&metrics))?;
         let readers = Arc::new(edge_db::Readers::new(&config.data_dir));
         let modules = Modules::new(

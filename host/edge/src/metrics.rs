@@ -167,6 +167,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts how the rules calls' instances are made (see [`crate::wasm`]).
+    pub fn register_instances(&mut self, counters: &crate::wasm::InstanceCounters) {
+        self.registry.register(
+            "guest_instances_made_ahead",
+            "Fresh instances rules calls ran in that were made ahead, off the writer",
+            counters.ahead.clone(),
+        );
+        self.registry.register(
+            "guest_instances_made_by_call",
+            "Fresh instances rules calls made themselves, none being ready",
+            counters.by_call.clone(),
+        );
+    }
+
     /// A forwarded request the owner answered in `took`.
     pub fn forwarded_in(&self, took: Duration) {
         self.forward_seconds.observe(took.as_secs_f64());

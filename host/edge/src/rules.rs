@@ -15,6 +15,12 @@ pub trait CartRules: Send + Sync {
     /// The version answers name in `X-Module-Version`.
     fn version(&self) -> &str;
 
+    /// Whether these rules serve new requests now: while they do, they may prepare for calls
+    /// ahead of them (the component makes its instances ahead), and when they stop, let go of it.
+    fn set_serving(&self, serving: bool) {
+        let _ = serving;
+    }
+
     fn set_quantity(
         &self,
         req: &SetRequest<'_>,
@@ -32,6 +38,7 @@ pub struct ActiveRules(RwLock<Arc<dyn CartRules>>);
 
 impl ActiveRules {
     pub fn new(rules: Arc<dyn CartRules>) -> Self {
+        rules.set_serving(true);
         Self(RwLock::new(rules))
     }
 
@@ -40,7 +47,14 @@ impl ActiveRules {
     }
 
     pub fn set(&self, rules: Arc<dyn CartRules>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        rules.set_serving(true);
+        let old = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::clone(&rules),
+        );
+        if !Arc::ptr_eq(&old, &rules) {
+            old.set_serving(false);
+        }
     }
 }
 

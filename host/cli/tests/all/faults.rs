@@ -215,3 +215,50 @@ async fn rules_that_hold_more_than_is_free_are_refused_by_the_books() {
     let (_, got) = edge.get_cart(&cart).await;
     assert_eq!(got["lines"], serde_json::json!([]));
 }
+
+/// With instances made ahead (`serve --instances-ahead`), each still serves one call: its
+/// deadline counts from the call, not from when it was made; a trap or a loop costs only its
+/// own request; and the calls do run on instances made ahead.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_made_ahead_is_timed_from_its_call_and_serves_one_call() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = module(faulty_wasm());
+    config.sandbox.deadline = Duration::from_millis(200);
+    config.sandbox.instances_ahead = 4;
+    let edge = fleet.edge_with(config).await;
+    let cart = edge.create_cart("c").await;
+    // Time passing is the point: the instances were made longer ago than the deadline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = edge.set(&cart, "BAG-1", 2).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an instance made ahead has its whole deadline: {body}"
+    );
+
+    let (status, body) = edge.set(&cart, "BAG-1", TRAP).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let started = Instant::now();
+    let (status, body) = edge.set(&cart, "BAG-1", LOOP_FOREVER).await;
+    assert_eq!(body["error"]["code"], "guest_fault", "{status} {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the loop was stopped"
+    );
+    for quantity in [3, 1, 2] {
+        let (status, body) = edge.set(&cart, "BAG-1", quantity).await;
+        assert_eq!(status, StatusCode::OK, "served after the faults: {body}");
+        assert_eq!(body["lines"][0]["quantity"], quantity);
+    }
+    let metrics = edge
+        .send(hyper::Method::GET, "/metrics", None, &[], "")
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let ahead = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cart_guest_instances_made_ahead_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(ahead >= 1.0, "calls ran on instances made ahead:\n{text}");
+}

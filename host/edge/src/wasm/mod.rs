@@ -1,14 +1,21 @@
 //! The WebAssembly side of the host: one engine and linker, compiled cart modules, and the
 //! fresh instance in which each rules call runs under an epoch deadline and a memory cap.
 //!
+//! Each call has an instance of its own, used once. The serving module's instances are made
+//! ahead on a thread of its own ([`ahead`]), and spent ones are reset on another, so that the
+//! writer, which runs every call, pays for the call alone.
+//!
 //! - [`convert`]: the rules' types to the WIT's and back.
+//! - [`ahead`]: instances made ahead of their calls, and spent ones reset off the writer.
 
+mod ahead;
 mod convert;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cart_rules::{CartError, CheckoutOutcome, CheckoutRequest, Line, SetRequest};
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -18,20 +25,23 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{Cart, CartPre};
 use crate::rules::{CartRules, GuestFault};
 
-/// Instances alive at once: each rules call has its own, and calls run on the writer and on
-/// deploys' smoke checks.
-const POOL_SLOTS: u32 = 16;
+/// Instances alive at once: those made ahead for the serving module, spent ones waiting to be
+/// reset, and those of the calls running (on the writer and in deploys' smoke checks).
+const POOL_SLOTS: u32 = 2 * (ahead::MOST_READY as u32 + ahead::SPENT as u32);
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// What one guest call may use.
+/// What one guest call may use, and how its instances are made.
 #[derive(Clone, Copy, Debug)]
 pub struct SandboxLimits {
     /// Wall time one guest call may run before it is interrupted.
     pub deadline: Duration,
     /// Linear memory one guest instance may grow to.
     pub memory_bytes: usize,
+    /// Instances of the serving module made ahead of their calls, on a thread of their own (at
+    /// most [`ahead::MOST_READY`]); 0: each call makes its own, and resets it after.
+    pub instances_ahead: usize,
 }
 
 impl Default for SandboxLimits {
@@ -39,6 +49,7 @@ impl Default for SandboxLimits {
         Self {
             deadline: Duration::from_millis(100),
             memory_bytes: 16 << 20,
+            instances_ahead: 0,
         }
     }
 }
@@ -71,12 +82,23 @@ impl WasiView for HostState {
     }
 }
 
+/// How the instances of rules calls were made, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceCounters {
+    /// Made ahead of the call, off the writer.
+    pub ahead: Counter,
+    /// Made by the call itself, none being ready.
+    pub by_call: Counter,
+}
+
 /// The engine and linker every module is compiled and linked with.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     limits: SandboxLimits,
+    reaper: ahead::Reaper,
+    counters: InstanceCounters,
 }
 
 impl Runtime {
@@ -95,7 +117,9 @@ impl Runtime {
             .total_tables(POOL_SLOTS * 4)
             .max_memory_size(limits.memory_bytes)
             .linear_memory_keep_resident(256 << 10)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // Reset only the pages an instance dirtied (Linux 6.7+), not all it keeps resident.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         config.memory_init_cow(true);
         let engine = Engine::new(&config)?;
@@ -106,7 +130,14 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             limits,
+            reaper: ahead::Reaper::spawn(limits.instances_ahead > 0),
+            counters: InstanceCounters::default(),
         })
+    }
+
+    /// How the instances of every module's calls were made.
+    pub fn counters(&self) -> &InstanceCounters {
+        &self.counters
     }
 
     /// Compiles and links a module. Compiling takes a while: call this off the async workers.
@@ -122,6 +153,9 @@ impl Runtime {
             version: version.to_owned(),
             pre,
             limits: self.limits,
+            ahead: ahead::Ahead::default(),
+            reaper: self.reaper.clone(),
+            counters: self.counters.clone(),
         })
     }
 }
@@ -131,37 +165,84 @@ pub struct LoadedModule {
     version: String,
     pre: CartPre<HostState>,
     limits: SandboxLimits,
+    /// Instances made ahead while this module serves.
+    ahead: ahead::Ahead,
+    /// Where spent instances go to be reset.
+    reaper: ahead::Reaper,
+    counters: InstanceCounters,
 }
 
-impl LoadedModule {
-    /// Runs `f` in a fresh instance, under the deadline and the memory cap.
-    fn call<R>(
-        &self,
-        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, GuestFault> {
+/// A fresh instance of a module, and what its guest says on stderr.
+struct Fresh {
+    store: Store<HostState>,
+    cart: Cart,
+    stderr: MemoryOutputPipe,
+}
+
+impl Fresh {
+    /// A new instance of `pre`, instantiated under `limits` (its start runs under the deadline).
+    fn new(pre: &CartPre<HostState>, limits: SandboxLimits) -> Result<Self, GuestFault> {
         let stderr = MemoryOutputPipe::new(4096);
         let state = HostState {
             limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
+                .memory_size(limits.memory_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let cart = self
-            .pre
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let cart = pre
             .instantiate(&mut store)
             .map_err(|e| fault(&e, &stderr))?;
-        f(&cart, &mut store).map_err(|e| fault(&e, &stderr))
+        Ok(Self {
+            store,
+            cart,
+            stderr,
+        })
+    }
+}
+
+impl LoadedModule {
+    /// Runs `f` in a fresh instance (one made ahead if there is one), under the deadline and
+    /// the memory cap; the instance is reset off this thread afterwards.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&Cart, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        let mut fresh = match self.ahead.take() {
+            Some(fresh) => {
+                self.counters.ahead.inc();
+                fresh
+            }
+            None => {
+                self.counters.by_call.inc();
+                Fresh::new(&self.pre, self.limits)?
+            }
+        };
+        // The deadline counts from the call, not from when the instance was made.
+        fresh
+            .store
+            .set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let result = f(&fresh.cart, &mut fresh.store).map_err(|e| fault(&e, &fresh.stderr));
+        self.reaper.reset(fresh);
+        result
     }
 }
 
 impl CartRules for LoadedModule {
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn set_serving(&self, serving: bool) {
+        if serving && self.limits.instances_ahead > 0 {
+            self.ahead.start(&self.pre, self.limits);
+        } else if !serving {
+            self.ahead.stop();
+        }
     }
 
     fn set_quantity(
