@@ -5,13 +5,21 @@
 //! - [`native`]: the cart rules compiled into the host, the baseline the component is measured
 //!   against; `cart-bench edge` serves an edge on it.
 //! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`.
+//! - [`budget`]: the rules call on its own, in a fresh instance and natively.
 //! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
 //! - [`watching`]: what the operator dashboard costs an edge during the rush.
+//! - [`wrk`]: the same servers under `wrk`, closed loop; CPU time of a process; `taskset`.
+//! - [`speed`]: the edge against its speed goals under `wrk`, beside the anchors.
+//! - [`hello`]: a plain hyper hello world, the HTTP anchor.
 
+pub mod budget;
 pub mod delivery;
 pub mod draining;
+pub mod hello;
 pub mod load;
 pub mod native;
 pub mod scaling;
+pub mod speed;
 pub mod suite;
 pub mod watching;
+pub mod wrk;

@@ -44,12 +44,23 @@ impl Curve {
     fn shape(self, x: f64) -> f64 {
         match self {
             Self::Flat => 1.0,
-            Self::Noon if x < 0.1 => 0.05 + 0.95 * x / 0.1,
-            Self::Noon if x < 0.3 => 1.0,
-            Self::Noon => 0.15 + 0.85 * (-(x - 0.3) * 5.0).exp(),
+            Self::Noon if x < NOON_PEAK.start => 0.05 + 0.95 * x / NOON_PEAK.start,
+            Self::Noon if x < NOON_PEAK.end => 1.0,
+            Self::Noon => 0.15 + 0.85 * (-(x - NOON_PEAK.end) * 5.0).exp(),
+        }
+    }
+
+    /// Where the rate is at its peak (a share of the run).
+    fn peak(self) -> std::ops::Range<f64> {
+        match self {
+            Self::Flat => 0.0..1.0,
+            Self::Noon => NOON_PEAK,
         }
     }
 }
+
+/// Noon's plateau: from a tenth of the run to three tenths.
+const NOON_PEAK: std::ops::Range<f64> = 0.1..0.3;
 
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -154,6 +165,16 @@ pub struct LoadReport {
 impl LoadReport {
     pub fn errors_total(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// The worst p99 of the seconds in which arrivals were at their peak rate.
+    pub fn peak_p99_ms(&self) -> f64 {
+        let peak = self.curve.peak();
+        self.timeline
+            .iter()
+            .filter(|s| peak.contains(&((s.t as f64 + 0.5) / self.duration_s)))
+            .map(|s| s.latency_ms.p99)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -487,7 +508,7 @@ async fn list_skus(client: &HttpClient, edge: &str) -> anyhow::Result<Vec<String
 }
 
 /// Opens `n` carts spread over the edges; returns (edge, item path, token) for each.
-async fn open_carts(
+pub async fn open_carts(
     client: &HttpClient,
     edges: &[String],
     n: usize,

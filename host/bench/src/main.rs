@@ -35,6 +35,24 @@ enum Command {
     Scaling,
     /// Only the drain under load (a part of the suite), printed.
     Draining,
+    /// Only the edge, the native rules and both hello worlds under wrk, CPU time per update and
+    /// reads during updates (a part of the suite), printed.
+    Speed,
+    /// Only the component's edge under wrk, on every core and on one: for measuring a change to
+    /// the edge before and after.
+    SpeedEdge,
+    /// Only the rules call on its own, in a fresh instance and natively (a part of the suite),
+    /// printed.
+    Budget {
+        /// Calls per round.
+        #[arg(long, default_value_t = cart_bench::budget::CALLS)]
+        calls: u32,
+    },
+    /// Serve a plain hyper hello world: the HTTP anchor the suite measures beside the edge.
+    Hello {
+        #[arg(long)]
+        listen: String,
+    },
 }
 
 #[derive(Args)]
@@ -119,6 +137,22 @@ fn main() -> ExitCode {
         Some(Command::Draining) => {
             runtime.block_on(part!(cli.suite, draining::run, draining::summary))
         }
+        Some(Command::Speed) => runtime.block_on(part!(cli.suite, speed::run, speed::summary)),
+        Some(Command::SpeedEdge) => runtime.block_on(async {
+            let cfg = suite_config(cli.suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            cart_bench::speed::component_updates(&cfg).await.map(drop)
+        }),
+        Some(Command::Budget { calls }) => {
+            cart_bench::budget::run(&cli.suite.module, calls).map(|b| {
+                let mut text = String::new();
+                cart_bench::budget::summary(&mut text, &b);
+                println!("{text}");
+            })
+        }
+        Some(Command::Hello { listen }) => runtime.block_on(async {
+            cart_bench::hello::serve(tokio::net::TcpListener::bind(&listen).await?).await
+        }),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };
     match outcome {
