@@ -20,7 +20,7 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres nats chromium build guest run test lint bench clean
+.PHONY: all setup postgres nats chromium wrk build guest run test lint bench clean
 
 all: build
 
@@ -42,6 +42,11 @@ nats:
 chromium:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# wrk, the closed-loop load generator the benchmarks run beside their own.
+wrk:
+	@command -v wrk >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 # The cart component, and the deliberately broken ones the tests deploy. The smoke-failing one
 # is the faulty crate with a feature; it is copied aside before the plain build replaces it.
@@ -77,7 +82,7 @@ lint: guest
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings
 
 # One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.
-bench: build postgres nats $(WASMTIME)
+bench: build postgres nats wrk $(WASMTIME)
 	$(CARGO) build --release --target $(WASM_TARGET) -p hello-http
 	target/release/cart-bench --module $(GUEST) --hello $(HELLO) --wasmtime $(WASMTIME)
 

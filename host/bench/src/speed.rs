@@ -112,7 +112,12 @@ async fn edge_with_carts(
 ) -> anyhow::Result<(Edge, Scripts)> {
     let (dir, central) = suite::updates_fleet(cfg, name).await?;
     let edge = Edge::start(cfg, &dir, "edge-1", &central, rules, extra).await?;
-    let carts = load::open_carts(&HttpClient::default(), &[edge.url.clone()], CARTS).await?;
+    let carts = load::open_carts(
+        &HttpClient::default(),
+        std::slice::from_ref(&edge.url),
+        CARTS,
+    )
+    .await?;
     let items: Vec<(String, String)> = carts.into_iter().map(|(_, p, t)| (p, t)).collect();
     let views: Vec<(String, String)> = items
         .iter()
