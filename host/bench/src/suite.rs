@@ -1,11 +1,12 @@
 //! `make bench` (the `cart-bench` binary): one run on one machine of the edge's sustained rate of
 //! durable cart updates and its latency at fixed rates, the same rules compiled natively as a
-//! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, and a
-//! three-edge sale against PostgreSQL, and that sale on ten edges with direct and queued
-//! delivery ([`delivery`]), what watching the rush on the dashboard costs ([`watching`]), and
-//! a drain under load ([`draining`]) and the noon sale through a fleet that grows and drains
-//! with it ([`scaling`]); results in
-//! `BENCHMARKS.md`, reports and plots beside.
+//! baseline, `wasmtime serve` with a hello-world component as the runtime anchor, the same
+//! servers and a plain hyper hello world under wrk with the edge's CPU and writer time per update
+//! ([`speed`]), the rules call on its own ([`budget`]), a three-edge sale against PostgreSQL, and
+//! that sale on ten edges with direct and queued delivery ([`delivery`]), what watching the rush
+//! on the dashboard costs ([`watching`]), and a drain under load ([`draining`]) and the noon sale
+//! through a fleet that grows and drains with it ([`scaling`]); results in `BENCHMARKS.md`,
+//! reports and plots beside.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::load::{self, Curve, LoadConfig, LoadReport, Scenario};
-use crate::{delivery, draining, scaling, watching};
+use crate::{budget, delivery, draining, scaling, speed, watching};
 use cart_central::Central;
 use cart_central::sale::Sale;
 use cart_central::time::{rfc3339, wall_ms};
@@ -481,7 +482,9 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     eprintln!("wasmtime serve, hello world");
     let hello = wasmtime_hello(cfg).await?;
     eprintln!("under wrk: the edge, the native rules, two hello worlds; reads during updates");
-    let speed = crate::speed::run(cfg).await?;
+    let under_wrk = speed::run(cfg).await?;
+    eprintln!("the rules call on its own");
+    let rules_call = budget::run(&cfg.module, budget::CALLS)?;
     eprintln!("an update forwarded by another edge against one sent to the cart's edge");
     let forwarding = forwarding(cfg).await?;
     eprintln!("three edges, PostgreSQL, a noon sale");
@@ -507,9 +510,10 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
         hello.as_ref(),
         &forwarding,
         &fleet,
-        &speed,
+        &under_wrk,
     );
-    crate::speed::summary(&mut text, &speed);
+    speed::summary(&mut text, &under_wrk);
+    budget::summary(&mut text, &rules_call);
     delivery::summary(&mut text, &delivery);
     watching::summary(&mut text, &watching);
     draining::summary(&mut text, &drained);
@@ -591,7 +595,7 @@ fn summary(
     hello: Option<&Ramp>,
     forwarding: &Forwarding,
     fleet: &FleetRun,
-    speed: &crate::speed::Speed,
+    speed: &speed::Speed,
 ) -> String {
     let mut s = String::new();
     let rate = |m: Option<&LoadReport>| m.map_or(0.0, |r| r.throughput);
@@ -724,7 +728,7 @@ fn summary(
         &mut s,
         &format!(
             "`GET /v1/carts/{{id}}`/s while {:.0} updates/s run, wrk",
-            crate::speed::UPDATES_DURING_READS
+            speed::UPDATES_DURING_READS
         ),
         per_s(speed.reads.rate),
         speed.reads.rate,
