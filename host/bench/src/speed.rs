@@ -336,34 +336,19 @@ pub fn summary(s: &mut String, speed: &Speed) {
         );
     };
     let cores = |c: Option<&str>| c.unwrap_or("all").to_owned();
+    let edge_row = |s: &mut String, what: &str, run: &CoreRun| {
+        let (edge, client) = (cores(run.edge_cpus), cores(run.wrk_cpus));
+        row(s, what, &edge, &client, &run.report, Some(run));
+    };
     for run in &speed.edge {
-        row(
-            s,
-            "edge, WebAssembly (a fresh instance per update)",
-            &cores(run.edge_cpus),
-            &cores(run.wrk_cpus),
-            &run.report,
-            Some(run),
-        );
+        edge_row(s, "edge, WebAssembly (a fresh instance per update)", run);
     }
-    let a = &speed.ahead;
-    row(
+    edge_row(
         s,
         "edge, WebAssembly, instances made ahead (`serve --instances-ahead 16`)",
-        &cores(a.edge_cpus),
-        &cores(a.wrk_cpus),
-        &a.report,
-        Some(a),
+        &speed.ahead,
     );
-    let n = &speed.native;
-    row(
-        s,
-        "edge, the rules compiled natively",
-        &cores(n.edge_cpus),
-        &cores(n.wrk_cpus),
-        &n.report,
-        Some(n),
-    );
+    edge_row(s, "edge, the rules compiled natively", &speed.native);
     if let Some(h) = &speed.wasmtime_hello {
         row(s, "`wasmtime serve`, hello world", "all", "all", h, None);
     }

@@ -1,7 +1,8 @@
 //! Instances made ahead of their calls, and spent ones reset, on threads other than the writer.
 //!
 //! Making an instance (a store, a WASI context, a slot of the pool) and resetting a spent one
-//! (its memory back to the module's image) are most of what a fresh instance per call costs. The
+//! (its memory back to the module's image) are what a fresh instance per call costs beyond the
+//! call itself. The
 //! serving module keeps [`SandboxLimits::instances_ahead`] instances made ahead by a thread of
 //! its own; a call takes one (or makes one itself when none is ready), runs once in it, and
 //! hands it to the reaper, whose thread drops it. Nothing is shared between calls: each
@@ -70,7 +71,7 @@ fn make_ahead(pre: &CartPre<HostState>, limits: SandboxLimits, ready: &SyncSende
                 }
             }
             Err(fault) => {
-                tracing::debug!("making a guest instance ahead: {fault}");
+                tracing::warn!("no more guest instances made ahead; calls make their own: {fault}");
                 return;
             }
         }

@@ -1,9 +1,9 @@
 //! The WebAssembly side of the host: one engine and linker, compiled cart modules, and the
 //! fresh instance in which each rules call runs under an epoch deadline and a memory cap.
 //!
-//! Each call has an instance of its own, used once. The serving module's instances are made
-//! ahead on a thread of its own ([`ahead`]), and spent ones are reset on another, so that the
-//! writer, which runs every call, pays for the call alone.
+//! Each call has an instance of its own, used once. With [`SandboxLimits::instances_ahead`], the
+//! serving module's instances are made ahead on a thread of its own ([`ahead`]) and spent ones
+//! are reset on another, so that the writer, which runs every call, pays for the call alone.
 //!
 //! - [`convert`]: the rules' types to the WIT's and back.
 //! - [`ahead`]: instances made ahead of their calls, and spent ones reset off the writer.
@@ -25,9 +25,19 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{Cart, CartPre};
 use crate::rules::{CartRules, GuestFault};
 
-/// Instances alive at once: those made ahead for the serving module, spent ones waiting to be
-/// reset, and those of the calls running (on the writer and in deploys' smoke checks).
-const POOL_SLOTS: u32 = 2 * (ahead::MOST_READY as u32 + ahead::SPENT as u32);
+/// Instances of calls running at once: on the writer and in deploys' smoke checks.
+const CALL_SLOTS: u32 = 16;
+
+/// Instances alive at once: the calls', and with instances made ahead, those made for the
+/// serving module (and for the one it replaces, until it lets go) and spent ones waiting to be
+/// reset.
+fn pool_slots(limits: &SandboxLimits) -> u32 {
+    if limits.instances_ahead == 0 {
+        return CALL_SLOTS;
+    }
+    let ahead = limits.instances_ahead.min(ahead::MOST_READY) as u32;
+    CALL_SLOTS + 2 * ahead + ahead::SPENT as u32
+}
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -111,10 +121,11 @@ impl Runtime {
         // instances come from a pool: slots are reused, memory is reset from its copy-on-write
         // image, and the first pages stay resident (zeroed in place, not faulted in again).
         let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_SLOTS)
-            .total_core_instances(POOL_SLOTS * 8)
-            .total_memories(POOL_SLOTS * 2)
-            .total_tables(POOL_SLOTS * 4)
+        let slots = pool_slots(&limits);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
             .max_memory_size(limits.memory_bytes)
             .linear_memory_keep_resident(256 << 10)
             .table_keep_resident(64 << 10)
