@@ -326,7 +326,16 @@ mod tests {
         assert!(writer.pulse().healthy(Duration::from_secs(1)));
         let crash = writer.host(|_| -> rusqlite::Result<()> { panic!("a host bug") });
         assert!(crash.await.is_err());
-        assert!(!writer.pulse().healthy(Duration::from_secs(1)));
+        // The job's answer is dropped as its thread unwinds, a moment before the thread marks
+        // itself stopped: wait for that, with a deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while writer.pulse().healthy(Duration::from_secs(1)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/healthz never learned the writer is gone"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(matches!(
             writer.host(|_| Ok(())).await,
             Err(WriteError::Stopped)
