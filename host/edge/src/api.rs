@@ -201,7 +201,7 @@ async fn get_cart(
 ) -> ApiResult {
     let token_hash = cart_token(&headers)?;
     check_cart_id(&cart_id)?;
-    let cart = shop::get(&edge, cart_id, token_hash).await?;
+    let cart = shop::get(&edge, &cart_id, &token_hash)?;
     Ok(cart_response(StatusCode::OK, cart, &edge))
 }
 

@@ -281,6 +281,15 @@ impl Edge {
         self.readers.read(f).await
     }
 
+    /// [`Self::read_with`] on this thread: for a read by key, such as a cart's, which takes
+    /// less time than handing it to a blocking thread.
+    pub fn read_now<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> anyhow::Result<Result<T, E>> {
+        self.readers.read_now(f)
+    }
+
     pub async fn stock(&self) -> anyhow::Result<Vec<StockLine>> {
         self.read(edge_db::stock_rows).await
     }

@@ -51,7 +51,7 @@ pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
 pub struct Readers {
     dir: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// Reads at once; each holds a connection on a blocking thread.
+    /// Reads at once on blocking threads; each holds a connection there.
     gate: tokio::sync::Semaphore,
 }
 
@@ -74,20 +74,23 @@ impl Readers {
     ) -> anyhow::Result<Result<T, E>> {
         let _turn = self.gate.acquire().await?;
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let idle = this.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match idle {
-                Some(conn) => conn,
-                None => open_reader(&this.dir)?,
-            };
-            let result = f(&conn);
-            this.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
-            Ok(result)
-        })
-        .await?
+        tokio::task::spawn_blocking(move || this.read_now(f)).await?
+    }
+
+    /// Runs `f` on a read connection here and now: for a read by key, which takes less time
+    /// than handing it to a blocking thread would. A WAL read never waits for the writer.
+    pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.dir)?,
+        };
+        let result = f(&conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(result)
     }
 }
 

@@ -65,16 +65,12 @@ pub async fn create(
     ))
 }
 
-/// A cart, read from the last commit without waiting for the writer.
-pub async fn get(
-    edge: &Edge,
-    cart_id: String,
-    token_hash: String,
-) -> Result<Served<CartView>, ShopError> {
+/// A cart, read from the last commit without waiting for the writer, on the request's own
+/// thread: it is a read by key.
+pub fn get(edge: &Edge, cart_id: &str, token_hash: &str) -> Result<Served<CartView>, ShopError> {
     let module = edge.rules.get().version().to_owned();
     let cart = edge
-        .read_with(move |c| carts::load_authorized(c, &cart_id, &token_hash))
-        .await
+        .read_now(|c| carts::load_authorized(c, cart_id, token_hash))
         .map_err(ShopError::Read)??;
     Ok(Served {
         value: cart.view(),

@@ -79,6 +79,40 @@ async fn a_looping_or_greedy_guest_is_stopped_and_the_host_serves_on() {
     assert_eq!(edge.status().await["skus"]["BAG-1"]["held"], 1);
 }
 
+/// A cart read never waits for the writer: while an endless guest call holds it, a cart is read
+/// at once, as last committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cart_is_read_while_the_writer_is_held() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let mut config = fleet.config("edge-a");
+    config.module = module(faulty_wasm());
+    config.sandbox.deadline = Duration::from_secs(4);
+    // `/healthz` turns 503 once a job has run this long: how the test knows the writer is held.
+    config.writer.stuck_after = Duration::from_millis(300);
+    let edge = fleet.edge_with(config).await;
+    let (cart, other) = (edge.create_cart("c").await, edge.create_cart("d").await);
+    assert_eq!(edge.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
+
+    let looping = tokio::spawn({
+        let client = edge.client.clone();
+        async move { client.set(&other, "BAG-1", LOOP_FOREVER).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while edge.healthy().await {
+        assert!(Instant::now() < deadline, "the writer was never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = edge.get_cart(&cart).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["lines"][0]["quantity"], 2);
+    assert!(
+        !looping.is_finished(),
+        "the read was answered only once the writer was free"
+    );
+    let (status, body) = looping.await.expect("the looping update");
+    assert_eq!(body["error"]["code"], "guest_fault", "{status}: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_sheds_load_with_503() {
     // Stock enough that the first grant covers the demand: no top-up takes the queue's place.
