@@ -41,6 +41,9 @@ enum Command {
     /// Only the component's edge under wrk, on every core and on one: for measuring a change to
     /// the edge before and after.
     SpeedEdge,
+    /// Only the component's edge's cart reads while updates run: for measuring a change to the
+    /// read path before and after.
+    SpeedReads,
     /// Only the rules call on its own, in a fresh instance and natively (a part of the suite),
     /// printed.
     Budget {
@@ -142,6 +145,11 @@ fn main() -> ExitCode {
             let cfg = suite_config(cli.suite);
             std::fs::create_dir_all(&cfg.out_dir)?;
             cart_bench::speed::component_updates(&cfg).await.map(drop)
+        }),
+        Some(Command::SpeedReads) => runtime.block_on(async {
+            let cfg = suite_config(cli.suite);
+            std::fs::create_dir_all(&cfg.out_dir)?;
+            cart_bench::speed::component_reads(&cfg).await.map(drop)
         }),
         Some(Command::Budget { calls }) => {
             cart_bench::budget::run(&cli.suite.module, calls).map(|b| {

@@ -33,6 +33,8 @@ pub struct CoreRun {
     pub writer_us_per_update: f64,
     /// The share of the updates' instances that were made ahead, off the writer.
     pub made_ahead: f64,
+    /// The writer's jobs per batch, so per `COMMIT` and fsync (background jobs included).
+    pub jobs_per_commit: f64,
 }
 
 pub struct Speed {
@@ -154,17 +156,19 @@ async fn updates(
             cpu_us_per_update: spent.as_secs_f64() * 1e6 / answered,
             writer_us_per_update: counted.writer_busy_s * 1e6 / answered,
             made_ahead: counted.made_ahead / (counted.made_ahead + counted.made_by_call).max(1.0),
+            jobs_per_commit: counted.batch_jobs / counted.batches.max(1.0),
             report,
         };
         eprintln!(
             "    edge on {}, wrk on {}: {:.0} updates/s, p99 {:.2} ms; per update {:.1} µs CPU, \
-             {:.1} µs of the writer; {:.0}% of instances made ahead",
+             {:.1} µs of the writer; {:.1} jobs per commit; {:.0}% of instances made ahead",
             edge_cpus.unwrap_or("every core"),
             wrk_cpus.unwrap_or("every core"),
             run.report.rate,
             run.report.p99_ms,
             run.cpu_us_per_update,
             run.writer_us_per_update,
+            run.jobs_per_commit,
             run.made_ahead * 100.0
         );
         runs.push(run);
@@ -178,6 +182,8 @@ struct Counters {
     writer_busy_s: f64,
     made_ahead: f64,
     made_by_call: f64,
+    batches: f64,
+    batch_jobs: f64,
 }
 
 impl Counters {
@@ -196,6 +202,8 @@ impl Counters {
             writer_busy_s: value("cart_writer_busy_seconds_total"),
             made_ahead: value("cart_guest_instances_made_ahead_total"),
             made_by_call: value("cart_guest_instances_made_by_call_total"),
+            batches: value("cart_writer_batch_jobs_count"),
+            batch_jobs: value("cart_writer_batch_jobs_sum"),
         })
     }
 
@@ -204,6 +212,8 @@ impl Counters {
             writer_busy_s: self.writer_busy_s - before.writer_busy_s,
             made_ahead: self.made_ahead - before.made_ahead,
             made_by_call: self.made_by_call - before.made_by_call,
+            batches: self.batches - before.batches,
+            batch_jobs: self.batch_jobs - before.batch_jobs,
         }
     }
 }
@@ -235,6 +245,22 @@ async fn component(
 ) -> anyhow::Result<(Vec<CoreRun>, WrkReport, LoadReport)> {
     let (edge, scripts) = edge_with_carts(cfg, "speed-wasm", Rules::Component, &[]).await?;
     let runs = updates(&edge, &scripts, secs, PLACEMENTS).await?;
+    let (reads, updates) = reads_during_updates(&edge, &scripts, secs).await?;
+    Ok((runs, reads, updates))
+}
+
+/// The component's edge's cart reads while updates run (printed as they are measured).
+pub async fn component_reads(cfg: &BenchConfig) -> anyhow::Result<(WrkReport, LoadReport)> {
+    let (edge, scripts) = edge_with_carts(cfg, "speed-reads", Rules::Component, &[]).await?;
+    reads_during_updates(&edge, &scripts, Duration::from_secs_f64(cfg.step_secs)).await
+}
+
+/// wrk's cart reads while our generator sends [`UPDATES_DURING_READS`] updates a second.
+async fn reads_during_updates(
+    edge: &Edge,
+    scripts: &Scripts,
+    secs: Duration,
+) -> anyhow::Result<(WrkReport, LoadReport)> {
     let background = tokio::spawn(load::run(LoadConfig {
         edges: vec![edge.url.clone()],
         scenario: Scenario::Updates,
@@ -250,7 +276,7 @@ async fn component(
         "    reads: {:.0}/s, p99 {:.2} ms, with {:.0} updates/s (p99 {:.2} ms)",
         reads.rate, reads.p99_ms, updates.throughput, updates.latency_ms.p99
     );
-    Ok((runs, reads, updates))
+    Ok((reads, updates))
 }
 
 /// A hello-world server started as `server ADDR_FLAG 127.0.0.1:PORT [component]`, under wrk.
@@ -298,18 +324,19 @@ pub fn summary(s: &mut String, speed: &Speed) {
          every request changes a hold (`PUT /v1/carts/{{id}}/items/{{sku}}`, durable); the hello \
          worlds answer `GET /`. CPU per update: the edge process's user and system time, all its \
          threads, over the updates answered; writer per update: its busy time (`BEGIN` to the end \
-         of `COMMIT`, fsync included) from `/metrics`, whose inverse is one writer's ceiling.\n",
+         of `COMMIT`, fsync included) from `/metrics`, whose inverse is one writer's ceiling; jobs per \
+         commit: the writer's batch size (group commit), from `/metrics`.\n",
         wrk::THREADS,
         wrk::CONNECTIONS,
         speed.hyper_hello.seconds
     );
     let _ = writeln!(
         s,
-        "| server | edge on cores | wrk on cores | requests/s | p50 ms | p99 ms | max ms | not 2xx | CPU µs per update | writer µs per update | instances made ahead |"
+        "| server | edge on cores | wrk on cores | requests/s | p50 ms | p99 ms | max ms | not 2xx | CPU µs per update | writer µs per update | jobs per commit | instances made ahead |"
     );
     let _ = writeln!(
         s,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let row = |s: &mut String,
                what: &str,
@@ -317,17 +344,18 @@ pub fn summary(s: &mut String, speed: &Speed) {
                client: &str,
                r: &WrkReport,
                run: Option<&CoreRun>| {
-        let (cpu, writer, ahead) = match run {
+        let (cpu, writer, jobs, ahead) = match run {
             Some(run) => (
                 format!("{:.1}", run.cpu_us_per_update),
                 format!("{:.1}", run.writer_us_per_update),
+                format!("{:.1}", run.jobs_per_commit),
                 format!("{:.0}%", run.made_ahead * 100.0),
             ),
             None => Default::default(),
         };
         let _ = writeln!(
             s,
-            "| {what} | {edge} | {client} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {cpu} | {writer} | {ahead} |",
+            "| {what} | {edge} | {client} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {cpu} | {writer} | {jobs} | {ahead} |",
             r.rate,
             r.p50_ms,
             r.p99_ms,
