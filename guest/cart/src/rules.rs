@@ -1,6 +1,8 @@
 //! The rules behind the WIT: each export converts the WIT's types to the rules' and back.
 //! Shared by the real component and the faulty one (`guest/faulty`), which includes this file.
 
+use alloc::vec::Vec;
+
 use crate::bindings::exports::flashsale::cart::rules::{
     CheckoutOutcome, CheckoutRequest, SetRequest,
 };

@@ -10,6 +10,8 @@
 //! Built with the `smoke-fail` feature, its checkout forgets idempotency (a replay places the
 //! order again), which the host's smoke check must catch before such a module serves.
 
+extern crate alloc;
+
 mod bindings {
     wit_bindgen::generate!({ path: "../../wit", world: "cart" });
 }
