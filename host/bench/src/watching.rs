@@ -110,7 +110,7 @@ async fn poll(url: &str, i: usize, stop: &AtomicBool) -> Seen {
 }
 
 pub fn summary(s: &mut String, w: &Watching) {
-    let _ = writeln!(s, "## What watching the rush costs\n");
+    let _ = writeln!(s, "\n## What watching the rush costs\n");
     let _ = writeln!(
         s,
         "Cart updates at {RATE:.0}/s on edge-1 of a two-edge fleet (SQLite central), with no \
