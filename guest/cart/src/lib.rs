@@ -13,7 +13,8 @@ extern crate alloc;
 
 /// Every allocation comes out of an arena in the module's own memory, so a call never grows its
 /// memory (growing, and shrinking it back when the host resets the instance, are system calls).
-/// A call needs a few hundred bytes of it; running out traps.
+/// `set-quantity` needs a few hundred bytes of it, a checkout of the most lines tens of KiB;
+/// running out traps.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmArenaTalc = {
@@ -26,8 +27,9 @@ static ALLOCATOR: talc::wasm::WasmArenaTalc = {
 #[cfg(target_arch = "wasm32")]
 const ARENA_BYTES: usize = 256 << 10;
 
-/// The canonical ABI's allocator, through which the host passes strings and lists in. Under std
-/// the standard library exports it on wasm32-wasip2; here this crate must.
+/// The canonical ABI's allocator, through which the host passes strings and lists in. On
+/// wasm32-wasip2 wasi-libc exports it, which std links; wit-bindgen's `realloc` feature brings
+/// its own only for wasip1. Without std, this crate must.
 #[cfg(target_arch = "wasm32")]
 #[unsafe(no_mangle)]
 unsafe extern "C" fn cabi_realloc(
@@ -37,20 +39,22 @@ unsafe extern "C" fn cabi_realloc(
     new_len: usize,
 ) -> *mut u8 {
     use alloc::alloc::{Layout, alloc, realloc};
+    // The canonical ABI never shrinks a block to nothing.
+    debug_assert!(old_len == 0 || new_len > 0);
     if new_len == 0 {
         return align as *mut u8;
     }
-    // SAFETY: the canonical ABI passes a power-of-two alignment and, with `old_len` above 0, a
+    let Ok(layout) = Layout::from_size_align(if old_len == 0 { new_len } else { old_len }, align)
+    else {
+        core::arch::wasm32::unreachable()
+    };
+    // SAFETY: `layout` has a non-zero size; with `old_len` above 0 the canonical ABI passes a
     // block this allocator gave out with that length and alignment.
     let ptr = unsafe {
         if old_len == 0 {
-            alloc(Layout::from_size_align_unchecked(new_len, align))
+            alloc(layout)
         } else {
-            realloc(
-                old_ptr,
-                Layout::from_size_align_unchecked(old_len, align),
-                new_len,
-            )
+            realloc(old_ptr, layout, new_len)
         }
     };
     if ptr.is_null() {
