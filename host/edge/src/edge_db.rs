@@ -55,7 +55,8 @@ pub struct Readers {
     gate: tokio::sync::Semaphore,
 }
 
-/// Read connections an edge keeps (and reads it runs at once).
+/// Reads an edge runs at once on blocking threads. It keeps at most this many read connections,
+/// and one more for each async worker ([`Readers::read_now`]).
 const READERS: usize = 8;
 
 impl Readers {
@@ -78,7 +79,9 @@ impl Readers {
     }
 
     /// Runs `f` on a read connection here and now: for a read by key, which takes less time
-    /// than handing it to a blocking thread would. A WAL read never waits for the writer.
+    /// than handing it to a blocking thread would. A WAL read never waits for the writer; it
+    /// can wait, for a millisecond or so, only in the rare moment the writer starts the WAL
+    /// over. The first reads of an edge also open their connections here.
     pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
