@@ -10,7 +10,9 @@ use crate::support::{CartRef, EdgeProcess, Fleet, audit_passes, sale};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_edge_keeps_every_acknowledged_update_and_delivers_once() {
-    let fleet = Fleet::new(&sale(&[("BAG-1", 100_000, 1000)], -60)).await;
+    // A limit and stock no shopper reaches before the kill: at 1.5 ms an update, one raises
+    // its line a thousand times in those 1.5 s.
+    let fleet = Fleet::new(&sale(&[("BAG-1", 200_000, 10_000)], -60)).await;
     let edge = EdgeProcess::start(&fleet, "edge-a").await;
 
     // Shoppers raise their line one unit at a time and note every acknowledged quantity.
