@@ -273,16 +273,8 @@ impl Edge {
         Ok(self.readers.read(f).await??)
     }
 
-    /// [`Self::read`] for reads with their own errors, which come back as they are.
-    pub async fn read_with<T: Send + 'static, E: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-    ) -> anyhow::Result<Result<T, E>> {
-        self.readers.read(f).await
-    }
-
-    /// [`Self::read_with`] on this thread: for a read by key, such as a cart's, which takes
-    /// less time than handing it to a blocking thread.
+    /// A read with its own errors, which come back as they are, run on this thread: for a read
+    /// by key, such as a cart's, which takes less time than handing it to a blocking thread.
     pub fn read_now<T, E>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
