@@ -74,11 +74,12 @@ test: guest postgres nats chromium $(SCHEMATHESIS)
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
 		CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator \
-		$(CARGO) test --release
+		$(CARGO) test --release --features cart-host/test-hooks
 
 lint: guest
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	python3 .ci/import-cycles.py
+	$(CARGO) clippy --release --workspace --all-targets --features cart-host/test-hooks -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings
 
 # One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.

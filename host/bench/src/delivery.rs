@@ -14,9 +14,9 @@ use hdrhistogram::Histogram;
 use hyper::Method;
 use tokio::process::Command;
 
-use crate::load::LoadReport;
-use crate::suite::{BenchConfig, Edge, Rules, audit, measure, noon_sale, postgres_with_sale};
+use crate::harness::{BenchConfig, Edge, Rules, audit, measure, noon_sale, postgres_with_sale};
 use cart_edge::http_client::HttpClient;
+use cart_load::LoadReport;
 use cart_testkit::Nats;
 
 pub const EDGES: usize = 10;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::suite::{BenchConfig, Edge, Rules, audit, postgres_with_sale};
+use crate::harness::{BenchConfig, Edge, Rules, audit, postgres_with_sale};
 use cart_edge::http_client::HttpClient;
 
 /// Shoppers holding units on the edge that drains.

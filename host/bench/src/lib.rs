@@ -1,10 +1,12 @@
 //! Benchmarks of the flash-sale edge.
 //!
-//! - [`load`]: the flash-sale load generator (`cart-host load`): open-loop arrivals, HDR
-//!   histograms, errors by code, sell-through, a JSON report and a latency plot.
+//! The load generator is the `cart-load` crate (also `cart-host load`'s); [`plot`] draws its
+//! reports.
+//!
 //! - [`native`]: the cart rules compiled into the host, the baseline the component is measured
 //!   against; `cart-bench edge` serves an edge on it.
-//! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`.
+//! - [`suite`]: `make bench`: every benchmark in one run, written to `BENCHMARKS.md`;
+//!   [`harness`]: what its parts share (edge processes, fleets, measured runs, the audit).
 //! - [`budget`]: the rules call on its own, in a fresh instance and natively.
 //! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
 //! - [`watching`]: what the operator dashboard costs an edge during the rush.
@@ -15,9 +17,10 @@
 pub mod budget;
 pub mod delivery;
 pub mod draining;
+pub mod harness;
 pub mod hello;
-pub mod load;
 pub mod native;
+pub mod plot;
 pub mod scaling;
 pub mod speed;
 pub mod suite;

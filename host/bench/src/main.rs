@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cart_bench::harness::BenchConfig;
 use cart_bench::native::NativeRules;
-use cart_bench::suite::{self, BenchConfig};
+use cart_bench::suite;
 use cart_edge::config::CreateRate;
 use cart_edge::edge::{EdgeConfig, ModuleBytes};
 use cart_edge::rules::FixedRules;
@@ -55,6 +56,15 @@ enum Command {
     Hello {
         #[arg(long)]
         listen: String,
+    },
+    /// Draw a `cart-host load --report` file: latency over time, as an SVG.
+    Plot {
+        /// The report (JSON) `cart-host load --report` wrote.
+        #[arg(long)]
+        report: PathBuf,
+        /// Where to write the plot.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -161,6 +171,7 @@ fn main() -> ExitCode {
         Some(Command::Hello { listen }) => runtime.block_on(async {
             cart_bench::hello::serve(tokio::net::TcpListener::bind(&listen).await?).await
         }),
+        Some(Command::Plot { report, out }) => cart_bench::plot::read_and_draw(&report, &out),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };
     match outcome {

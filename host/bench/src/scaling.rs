@@ -15,10 +15,10 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::load::{Curve, LoadConfig, LoadReport, Scenario};
-use crate::suite::{BenchConfig, audit, measure, postgres_with_sale};
+use crate::harness::{BenchConfig, audit, measure, postgres_with_sale};
 use cart_central::time::wall_ms;
 use cart_edge::http_client::HttpClient;
+use cart_load::{Curve, LoadConfig, LoadReport, Scenario};
 
 /// The sale's peak, in shoppers arriving a second.
 const PEAK: f64 = 400.0;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::process::Command;
 
-use crate::load::{self, LoadConfig, LoadReport, Scenario};
-use crate::suite::{self, BenchConfig, Edge, Rules};
+use crate::harness::{self, BenchConfig, Edge, Rules};
 use crate::wrk::{self, WrkReport};
 use cart_edge::http_client::HttpClient;
+use cart_load::{self as load, LoadConfig, LoadReport, Scenario};
 
 /// Carts the updates and reads rotate over: enough that no two requests in flight share one.
 const CARTS: usize = 2_000;
@@ -112,7 +112,7 @@ async fn edge_with_carts(
     rules: Rules,
     extra: &[&str],
 ) -> anyhow::Result<(Edge, Scripts)> {
-    let (dir, central) = suite::updates_fleet(cfg, name).await?;
+    let (dir, central) = harness::updates_fleet(cfg, name).await?;
     let edge = Edge::start(cfg, &dir, "edge-1", &central, rules, extra).await?;
     let carts = load::open_carts(
         &HttpClient::default(),
@@ -299,7 +299,7 @@ async fn hello_world(
         .kill_on_drop(true);
     let _server = server.spawn().context("starting a hello-world server")?;
     let url = format!("http://127.0.0.1:{port}/");
-    suite::wait_healthy(&url).await?;
+    harness::wait_healthy(&url).await?;
     let script = wrk::get_script(&cfg.out_dir)?;
     wrk::run(&url, &script, Duration::from_secs(2), None).await?;
     let report = wrk::run(&url, &script, secs, None).await?;

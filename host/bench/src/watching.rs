@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::load::{LoadConfig, LoadReport, Scenario};
-use crate::suite::{BenchConfig, measure, two_edges};
+use crate::harness::{BenchConfig, measure, two_edges};
 use cart_edge::http_client::HttpClient;
+use cart_load::{LoadConfig, LoadReport, Scenario};
 
 /// Operators watching at once.
 pub const DASHBOARDS: usize = 10;
@@ -37,7 +37,7 @@ pub async fn compare(cfg: &BenchConfig) -> anyhow::Result<Watching> {
         duration: Duration::from_secs_f64(cfg.step_secs),
         ..LoadConfig::default()
     };
-    crate::load::run(LoadConfig {
+    cart_load::run(LoadConfig {
         duration: Duration::from_secs(3),
         ..base.clone()
     })
@@ -119,9 +119,9 @@ pub fn summary(s: &mut String, w: &Watching) {
          registry and stock, both edges' status) at most once a second and serves it to every \
          dashboard.\n"
     );
-    s.push_str(crate::suite::TABLE_HEAD);
-    s.push_str(&crate::suite::row("no dashboard", &w.quiet));
-    s.push_str(&crate::suite::row(
+    s.push_str(crate::harness::TABLE_HEAD);
+    s.push_str(&crate::harness::row("no dashboard", &w.quiet));
+    s.push_str(&crate::harness::row(
         &format!("{DASHBOARDS} dashboards"),
         &w.watched,
     ));

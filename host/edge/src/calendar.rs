@@ -1,24 +1,17 @@
 //! The calendar of sales at an edge: kept in its database (so it restarts without central),
-//! held in memory as the [`Catalog`] requests read, and followed while the edge runs: a sale
-//! loaded, replaced or ended at central reaches the edge within seconds. A sale that has ended
-//! is kept until this edge holds nothing of it (its holds released, its free units returned),
-//! then dropped.
+//! held in memory as the [`Catalog`] requests read, and followed while the edge runs (by
+//! [`crate::tasks`]): a sale loaded, replaced or ended at central reaches the edge within
+//! seconds. A sale that has ended is kept until this edge holds nothing of it (its holds
+//! released, its free units returned), then dropped.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use cart_central::sale::{Catalog, Sale, SkuEntry};
 use rusqlite::{Connection, params};
-use tokio::sync::watch;
 
 use crate::clock::Millis;
-use crate::edge::{Edge, pause};
-use crate::edge_db;
-
-/// How often an edge asks central whether the calendar changed.
-const FOLLOW_EVERY: Duration = Duration::from_secs(1);
-/// Sales that ended longer ago than this are not fetched again.
-const ENDED_WITHIN_MS: Millis = 24 * 3_600_000;
+use crate::locks;
+use crate::store::db;
 
 /// The catalog requests read; replaced whole when the calendar changes.
 #[derive(Default)]
@@ -30,11 +23,11 @@ impl CatalogCell {
     }
 
     pub fn get(&self) -> Arc<Catalog> {
-        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&locks::read(&self.0))
     }
 
     pub fn set(&self, catalog: Catalog) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        *locks::write(&self.0) = Arc::new(catalog);
     }
 }
 
@@ -63,7 +56,7 @@ pub fn store_sale(conn: &Connection, sale: &Sale) -> rusqlite::Result<()> {
                 s.stock_total
             ],
         )?;
-        edge_db::add_stock(conn, &s.sale_id, &s.sku)?;
+        db::add_stock(conn, &s.sale_id, &s.sku)?;
     }
     Ok(())
 }
@@ -108,7 +101,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Catalog> {
 
 /// Drops ended sales of which this edge holds nothing any more (every unit sold or returned);
 /// their stock rows stay, for the audit. The sales dropped.
-fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<String>> {
+pub fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<String>> {
     let finished: Vec<String> = conn
         .prepare(
             "SELECT s.sale_id FROM sales s WHERE s.ends_at <= ?1 AND NOT EXISTS (\
@@ -123,48 +116,4 @@ fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<String>
         conn.execute("DELETE FROM sales WHERE sale_id = ?1", [sale_id])?;
     }
     Ok(finished)
-}
-
-/// Follows central's calendar until shutdown.
-pub(crate) async fn follow(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut seen = None;
-    while pause(FOLLOW_EVERY, &mut shutdown).await {
-        if let Err(e) = follow_once(&edge, &mut seen).await {
-            tracing::warn!("following the calendar of sales: {e:#}");
-        }
-    }
-}
-
-async fn follow_once(edge: &Edge, seen: &mut Option<i64>) -> anyhow::Result<()> {
-    let now = edge.clock.now();
-    let version = edge.central.catalog_version().await?;
-    let mut changed = false;
-    if *seen != Some(version) {
-        let sales = edge
-            .central
-            .sales_ending_after(now - ENDED_WITHIN_MS)
-            .await?;
-        edge.writer
-            .host(move |c| {
-                for sale in &sales {
-                    store_sale(c, sale)?;
-                }
-                Ok(())
-            })
-            .await?;
-        *seen = Some(version);
-        changed = true;
-    }
-    let catalog = edge.catalog();
-    if catalog.sales().any(|s| s.ends_at <= now) {
-        let dropped = edge.writer.host(move |c| drop_finished(c, now)).await?;
-        for sale_id in &dropped {
-            tracing::info!(sale_id, "sale ended and settled here: dropped from memory");
-        }
-        changed |= !dropped.is_empty();
-    }
-    if changed {
-        edge.reload_catalog().await?;
-    }
-    Ok(())
 }

@@ -11,8 +11,9 @@ use cart_rules::{
 use rusqlite::{Connection, params};
 
 use crate::clock::Millis;
-use crate::edge_db;
+use crate::ids;
 use crate::rules::{CartRules, GuestFault};
+use crate::store::db;
 pub use cart_central::events::Order;
 use cart_central::events::{EventLine, OutboxEvent};
 use cart_central::sale::Catalog;
@@ -67,15 +68,26 @@ fn bad_decision(what: String) -> CartFailure {
 }
 
 impl StoredCart {
-    /// Checks the shopper's token; compares digests whose equality says nothing of the token.
+    /// Checks the shopper's token (as its digest), in time that says nothing of the token.
     pub fn authorize(&self, token_hash: &str) -> Result<(), CartFailure> {
-        let (a, b) = (self.token_hash.as_bytes(), token_hash.as_bytes());
-        let differ = a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0;
-        if differ {
-            Err(CartFailure::Unauthorized)
-        } else {
+        if ids::same_secret(token_hash.as_bytes(), &self.token_hash) {
             Ok(())
+        } else {
+            Err(CartFailure::Unauthorized)
         }
+    }
+
+    /// The lines as an order's and the outbox's events name them.
+    fn event_lines(&self) -> Vec<EventLine> {
+        self.lines
+            .iter()
+            .map(|l| EventLine {
+                sale_id: l.sale_id.clone(),
+                sku: l.line.sku.clone(),
+                quantity: l.line.quantity,
+                unit_price_cents: l.line.unit_price_cents,
+            })
+            .collect()
     }
 
     /// The shopper's view: every line, and their total.
@@ -206,7 +218,7 @@ pub fn set_quantity(
         return Err(CartFailure::TooManyLines);
     }
     let current = at.map(|i| &cart.lines[i].line);
-    let free = edge_db::free(conn, &entry.sale_id, &entry.sku)?;
+    let free = db::free(conn, &entry.sale_id, &entry.sku)?;
     let elsewhere = customer_elsewhere(conn, &cart, &entry.sale_id, &entry.sku, now)?;
     let info = entry.info();
     let decided = rules
@@ -243,14 +255,14 @@ pub fn set_quantity(
     let after = decided.as_ref().map_or(0, Line::reserved);
     if after > before {
         let more = after - before;
-        if edge_db::reserve(conn, &entry.sale_id, &entry.sku, more)?.is_err() {
+        if db::reserve(conn, &entry.sale_id, &entry.sku, more)?.is_err() {
             return Err(bad_decision(format!(
                 "to hold {more} more units of {} with {free} free",
                 ask.sku
             )));
         }
     } else if before > after {
-        edge_db::release(conn, &entry.sale_id, &entry.sku, before - after)?;
+        db::release(conn, &entry.sale_id, &entry.sku, before - after)?;
     }
     match &decided {
         Some(l) => {
@@ -401,18 +413,9 @@ fn place(
         )));
     }
     for l in &cart.lines {
-        edge_db::sell(conn, &l.sale_id, &l.line.sku, l.line.quantity)?;
+        db::sell(conn, &l.sale_id, &l.line.sku, l.line.quantity)?;
     }
-    let lines: Vec<EventLine> = cart
-        .lines
-        .iter()
-        .map(|l| EventLine {
-            sale_id: l.sale_id.clone(),
-            sku: l.line.sku.clone(),
-            quantity: l.line.quantity,
-            unit_price_cents: l.line.unit_price_cents,
-        })
-        .collect();
+    let lines = cart.event_lines();
     let order = Order {
         order_id: order_id(&cart.cart_id),
         cart_id: cart.cart_id.clone(),
@@ -451,16 +454,7 @@ fn load_order(conn: &Connection, cart: &StoredCart) -> rusqlite::Result<(Order, 
         .query_row([&cart.cart_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
-    let lines = cart
-        .lines
-        .iter()
-        .map(|l| EventLine {
-            sale_id: l.sale_id.clone(),
-            sku: l.line.sku.clone(),
-            quantity: l.line.quantity,
-            unit_price_cents: l.line.unit_price_cents,
-        })
-        .collect();
+    let lines = cart.event_lines();
     let order = Order {
         order_id,
         cart_id: cart.cart_id.clone(),
@@ -509,7 +503,7 @@ fn release_where(
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (cart_id, customer_id, sale_id, sku, quantity) in &lapsed {
-        edge_db::release(conn, sale_id, sku, *quantity)?;
+        db::release(conn, sale_id, sku, *quantity)?;
         conn.prepare_cached("UPDATE cart_lines SET held = 0 WHERE cart_id = ?1 AND sku = ?2")?
             .execute(params![cart_id, sku])?;
         emit(
@@ -531,7 +525,7 @@ fn release_where(
 fn emit(conn: &Connection, now: Millis, event: &OutboxEvent) -> rusqlite::Result<()> {
     let json = serde_json::to_string(event)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    edge_db::append_outbox(conn, now, &json)
+    db::append_outbox(conn, now, &json)
 }
 
 /// One order per cart, so the order's id follows from the cart's.

@@ -9,9 +9,8 @@ use anyhow::Context as _;
 use crate::clock::Clock;
 use crate::customer::CustomerKey;
 use crate::rules::FixedRules;
-use crate::server::HttpLimits;
+use crate::store::writer::WriterConfig;
 use crate::wasm::SandboxLimits;
-use crate::writer::WriterConfig;
 
 /// Everything `cart-host serve` is told. Tests fill in what they need and default the rest.
 #[derive(Clone, Debug)]
@@ -49,7 +48,7 @@ pub struct EdgeConfig {
     /// other edges' carts nor accepts forwarded ones.
     pub fleet_secret: Option<String>,
     /// Browser origins allowed to call the API (CORS); none: no CORS headers at all.
-    pub cors_origins: Vec<axum::http::HeaderValue>,
+    pub cors_origins: Vec<hyper::header::HeaderValue>,
     /// With it, a new cart's customer comes only from a token the storefront signed.
     pub customer_key: Option<Arc<CustomerKey>>,
     /// New carts a client address may make.
@@ -62,6 +61,27 @@ pub struct EdgeConfig {
     /// How long a drain may take (`POST /admin/drain`, `SIGTERM`) before the edge exits with
     /// what is left on its disk.
     pub drain_timeout: Duration,
+}
+
+/// How long HTTP peers may take.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// For a request head to arrive, and for a keep-alive connection to sit idle.
+    pub header_timeout: Duration,
+    /// For a request body to arrive.
+    pub body_timeout: Duration,
+    /// For connections to finish once the edge stops; then they are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// New carts one client address may make: `per_second` on average, `burst` at once; a rate of

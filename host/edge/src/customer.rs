@@ -9,14 +9,27 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
-use axum::http::HeaderMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
+use hyper::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::ApiError;
 use cart_central::sale::is_plain_id;
+
+/// Why a new cart's customer was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerError {
+    /// The body does not say who the customer is in a form this edge reads.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The customer token is missing, unsigned, expired or malformed.
+    #[error("{0}")]
+    Token(String),
+    /// Too many new carts from one address.
+    #[error("too many new carts from this address; try again later")]
+    RateLimited { retry_after_secs: u64 },
+}
 
 /// Checks the storefront's customer tokens.
 pub struct CustomerKey {
@@ -49,12 +62,12 @@ impl CustomerKey {
     }
 
     /// The customer a token names, if the storefront signed it and it has not expired.
-    fn customer(&self, token: &str) -> Result<String, ApiError> {
+    fn customer(&self, token: &str) -> Result<String, CustomerError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| ApiError::CustomerToken(format!("customer_token refused: {e}")))?
+            .map_err(|e| CustomerError::Token(format!("customer_token refused: {e}")))?
             .claims;
         if !is_plain_id(&claims.sub) {
-            return Err(ApiError::CustomerToken(
+            return Err(CustomerError::Token(
                 "customer_token's sub must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
             ));
         }
@@ -64,31 +77,31 @@ impl CustomerKey {
 
 /// The customer of a new cart, from the body of `POST /v1/carts`: `customer_token` with a key,
 /// `customer_id` without one.
-pub fn of_new_cart(key: Option<&CustomerKey>, body: &Value) -> Result<String, ApiError> {
+pub fn of_new_cart(key: Option<&CustomerKey>, body: &Value) -> Result<String, CustomerError> {
     let token = match body.get("customer_token") {
         None => None,
         Some(Value::String(token)) => Some(token),
         Some(_) => {
-            return Err(ApiError::BadRequest(
+            return Err(CustomerError::BadRequest(
                 "customer_token must be a string".into(),
             ));
         }
     };
     match (key, token) {
         (Some(key), Some(token)) => key.customer(token),
-        (Some(_), None) => Err(ApiError::CustomerToken(
+        (Some(_), None) => Err(CustomerError::Token(
             "this fleet takes the customer only from a signed customer_token".into(),
         )),
         (None, _) => match body.get("customer_id") {
             Some(Value::String(s)) if is_plain_id(s) => Ok(s.clone()),
-            Some(_) => Err(ApiError::BadRequest(
+            Some(_) => Err(CustomerError::BadRequest(
                 "customer_id must be 1 to 64 of A-Z a-z 0-9 _ -".into(),
             )),
-            None if token.is_some() => Err(ApiError::CustomerToken(
+            None if token.is_some() => Err(CustomerError::Token(
                 "this edge has no customer key to check customer_token with: send customer_id"
                     .into(),
             )),
-            None => Err(ApiError::BadRequest("customer_id is required".into())),
+            None => Err(CustomerError::BadRequest("customer_id is required".into())),
         },
     }
 }
@@ -111,7 +124,7 @@ impl CreateLimit {
     /// Counts a cart made for `client`: `429` with the seconds until the next is allowed when
     /// the address is over its rate. An IPv6 client is counted by its /64 (one subscriber's
     /// network, whose addresses cost it nothing).
-    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub fn check(&self, client: IpAddr) -> Result<(), CustomerError> {
         if self.limiter.len() > MAX_TRACKED {
             // Addresses that have not made a cart lately hold nothing worth keeping.
             self.limiter.retain_recent();
@@ -122,7 +135,7 @@ impl CreateLimit {
         };
         self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
-            ApiError::RateLimited {
+            CustomerError::RateLimited {
                 retry_after_secs: wait.as_secs() + 1,
             }
         })

@@ -8,20 +8,20 @@
 //! peer (the whole fleet is stopping) the carts stay here and the edge exits at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{Method, StatusCode};
 use cart_central::SkuKey;
-use tokio::sync::watch;
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
 
 use crate::edge::Edge;
-use crate::fleet::{FLEET_SECRET, FORWARDED_BY, Peer};
-use crate::handoff::{self, CUSTOMERS_PER_HANDOFF, Outgoing};
-
-/// Where the receiving edge takes hand-offs.
-pub const HANDOFF_PATH: &str = "/fleet/handoffs";
+use crate::fleet::Peer;
+use crate::handoff::{self, Batch, CUSTOMERS_PER_HANDOFF, Outgoing};
+use crate::http_client::join;
+use crate::store::db;
+use crate::store::writer::WriteError;
+use crate::wire::HANDOFF_PATH;
 
 /// How long an edge that keeps its carts spends returning units and delivering its outbox.
 const KEEPING_GRACE: Duration = Duration::from_secs(2);
@@ -29,56 +29,6 @@ const KEEPING_GRACE: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between attempts at a step that did not go through.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
-
-/// Where an edge is in its life as far as draining goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Serving,
-    Draining,
-}
-
-/// The drain's switch: thrown once, by the operator or the signal.
-pub struct Drain {
-    phase: watch::Sender<Phase>,
-    /// The same, for checks inside writer jobs.
-    flag: Arc<AtomicBool>,
-}
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self {
-            phase: watch::Sender::new(Phase::Serving),
-            flag: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-impl Drain {
-    /// Starts the drain; false if it had started already.
-    pub fn ask(&self) -> bool {
-        self.flag.store(true, Ordering::SeqCst);
-        self.phase.send_if_modified(|phase| {
-            let first = *phase == Phase::Serving;
-            *phase = Phase::Draining;
-            first
-        })
-    }
-
-    pub fn draining(&self) -> bool {
-        *self.phase.borrow() == Phase::Draining
-    }
-
-    /// Whether the edge is draining, readable from a writer job.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.flag)
-    }
-
-    /// Resolves once the drain is asked for.
-    pub async fn asked(&self) {
-        let mut phase = self.phase.subscribe();
-        let _ = phase.wait_for(|p| *p == Phase::Draining).await;
-    }
-}
 
 /// What a drain did, for the log.
 #[derive(Debug, Default)]
@@ -120,6 +70,47 @@ impl DrainReport {
     }
 }
 
+/// What the receiving edge did with a batch a draining peer offered.
+#[derive(Debug)]
+pub enum Intake {
+    /// The carts are in this edge's books (now, or from an earlier offer of the same batch).
+    Taken(usize),
+    /// Refused for good, and why.
+    Refused(String),
+}
+
+/// Takes a batch a draining peer hands this edge, once; an edge that is not ready, or that
+/// began draining itself, refuses it for good.
+pub async fn receive(edge: &Edge, batch: Batch) -> Result<Intake, WriteError> {
+    let (catalog, now, not_ready) = (edge.catalog(), edge.clock.now(), edge.ready().err());
+    let carts: Vec<String> = batch.carts.iter().map(|c| c.cart_id.clone()).collect();
+    // Checked again inside the job: a drain that began meanwhile must not see it taken later.
+    let draining = edge.drain.flag();
+    let taken = edge
+        .writer
+        .host(move |c| {
+            let not_ready = not_ready.or_else(|| {
+                draining
+                    .load(Ordering::SeqCst)
+                    .then(|| "draining".to_owned())
+            });
+            match not_ready {
+                // Refused now, unless taken before.
+                Some(why) => Ok(handoff::refuse(c, &batch, now)?.then_some(why)),
+                None => Ok(handoff::take(c, &batch, &catalog, now)?.err()),
+            }
+        })
+        .await?;
+    Ok(match taken {
+        None => {
+            let n = carts.len();
+            edge.fleet.note_adopted(carts);
+            Intake::Taken(n)
+        }
+        Some(why) => Intake::Refused(why),
+    })
+}
+
 /// Drains the edge within `timeout`.
 pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
     edge.drain.ask();
@@ -128,7 +119,7 @@ pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
     // are refused inside their job (see `take_handoff`).
     let _ = edge.writer.host(|_| Ok(())).await;
     let mut report = DrainReport::default();
-    let all_moved = edge.fleet.secret().is_some() && hand_off(edge, deadline, &mut report).await;
+    let all_moved = edge.fleet.in_fleet() && hand_off(edge, deadline, &mut report).await;
     // With carts kept here (no ready peer), the edge exits at once: it returns what central
     // takes within a moment and leaves the outbox for its restart.
     let deadline = if all_moved {
@@ -232,31 +223,27 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
 }
 
 /// Finishes the hand-offs a drain left unfinished (its timeout came, or the process was killed):
-/// a restart resumes them at once, whether or not it drains again.
-pub(crate) async fn resume_unfinished(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let pending = edge.read(handoff::unfinished).await.unwrap_or_default();
-        if pending.is_empty() {
-            return;
-        }
-        for out in pending {
-            let deadline = Instant::now() + RESUME_FOR;
-            if complete(&edge, &out, deadline).await == Some(true) {
-                tracing::info!(
-                    "hand-off {} to {} resumed and finished",
-                    out.batch.handoff_id,
-                    out.to_edge
-                );
-            }
-        }
-        if !crate::edge::pause(RESUME_FOR, &mut shutdown).await {
-            return;
+/// a restart resumes them at once, whether or not it drains again. Whether any is left.
+pub async fn resume_unfinished(edge: &Arc<Edge>) -> bool {
+    let pending = edge.read(handoff::unfinished).await.unwrap_or_default();
+    if pending.is_empty() {
+        return false;
+    }
+    for out in pending {
+        let deadline = Instant::now() + RESUME_FOR;
+        if complete(edge, &out, deadline).await == Some(true) {
+            tracing::info!(
+                "hand-off {} to {} resumed and finished",
+                out.batch.handoff_id,
+                out.to_edge
+            );
         }
     }
+    true
 }
 
 /// How long a resumed hand-off is tried before the next round.
-const RESUME_FOR: Duration = Duration::from_secs(2);
+pub const RESUME_FOR: Duration = Duration::from_secs(2);
 
 /// Takes one hand-off to its end: `Some(true)` done, `Some(false)` refused by the receiver
 /// (the carts are back in the books), `None` not finished by the deadline (resumed on restart).
@@ -361,14 +348,16 @@ async fn offer(edge: &Arc<Edge>, out: &Outgoing) -> Result<Taken, String> {
         }
         Err(e) => {
             // It may be back on another address.
-            let _ = edge.fleet.refresh(edge).await;
+            let _ = edge.fleet.refresh().await;
             Err(format!("hand-off {id} to {}: {e:#}", out.to_edge))
         }
     }
 }
 
-/// For the crash tests: `CART_TEST_HANDOFF_PAUSE=STEP:MS` stops every hand-off at `STEP`
-/// (`before_push`, `after_push`) for `MS` milliseconds, so that a test can kill an edge there.
+/// For the crash tests, in a build with the `test-hooks` feature only:
+/// `CART_TEST_HANDOFF_PAUSE=STEP:MS` stops every hand-off at `STEP` (`before_push`,
+/// `after_push`) for `MS` milliseconds, so that a test can kill an edge there.
+#[cfg(feature = "test-hooks")]
 async fn test_pause(step: &str, handoff_id: &str) {
     let Ok(setting) = std::env::var("CART_TEST_HANDOFF_PAUSE") else {
         return;
@@ -384,21 +373,21 @@ async fn test_pause(step: &str, handoff_id: &str) {
     }
 }
 
+#[cfg(not(feature = "test-hooks"))]
+async fn test_pause(_step: &str, _handoff_id: &str) {}
+
 /// Offers the batch to its receiver: `Ok(true)` taken (now or before), `Ok(false)` refused for
 /// good, `Err` no answer either way.
 async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<bool> {
     let body = Bytes::from(serde_json::to_vec(&out.batch)?);
     // The receiver may have restarted on another address since the batch was frozen.
-    let at = match edge.fleet.peer_named(edge, &out.to_edge).await {
+    let at = match edge.fleet.peer_named(&out.to_edge).await {
         Ok(Some(peer)) => peer.url,
         _ => out.to_url.clone(),
     };
-    let url = format!("{}{HANDOFF_PATH}", at.trim_end_matches('/'));
-    let headers = [
-        ("content-type", "application/json"),
-        (FORWARDED_BY, edge.config.edge_id.as_str()),
-        (FLEET_SECRET, edge.fleet.secret().unwrap_or_default()),
-    ];
+    let url = join(&at, HANDOFF_PATH);
+    let [by, secret] = edge.fleet.peer_headers();
+    let headers = [("content-type", "application/json"), by, secret];
     let answer = edge
         .fleet
         .client()
@@ -421,12 +410,12 @@ async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<bool> {
 
 /// Peers of the fleet that answer `/readyz` with `200` now.
 async fn ready_peers(edge: &Edge) -> Vec<Peer> {
-    if let Err(e) = edge.fleet.refresh(edge).await {
+    if let Err(e) = edge.fleet.refresh().await {
         tracing::warn!("drain: reading the registry: {e}");
     }
     let mut ready = Vec::new();
-    for peer in edge.fleet.others(edge) {
-        let url = format!("{}/readyz", peer.url.trim_end_matches('/'));
+    for peer in edge.fleet.others() {
+        let url = join(&peer.url, "/readyz");
         let answer = tokio::time::timeout(READY_TIMEOUT, edge.fleet.client().get(&url, None)).await;
         if matches!(answer, Ok(Ok(r)) if r.status == StatusCode::OK) {
             ready.push(peer);
@@ -493,10 +482,7 @@ async fn return_free_units(edge: &Edge, deadline: Instant) -> u32 {
 /// Waits until central has the whole outbox, or the deadline; how many events are left.
 async fn outbox_drained(edge: &Edge, deadline: Instant) -> i64 {
     loop {
-        let left = edge
-            .read(crate::edge_db::outbox_backlog)
-            .await
-            .unwrap_or(i64::MAX);
+        let left = edge.read(db::outbox_backlog).await.unwrap_or(i64::MAX);
         if left == 0 || Instant::now() >= deadline {
             return left;
         }

@@ -1,31 +1,36 @@
-//! One edge host: its shared parts, its start-up (schema, catalog, module, writer), and the
-//! background tasks that keep it in sync ([`crate::sync`]), stocked ([`crate::escrow`]) and
-//! swept.
+//! One edge host: the parts it is made of (its books, its rules, its writer, central, its place
+//! in the fleet) and its start-up: open the books, choose the module, claim the edge id. Its
+//! background loops are [`crate::tasks`]'; its HTTP face is [`crate::http`].
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cart_central::Central;
+use cart_central::sale::{Catalog, Sale};
 use rusqlite::Connection;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::calendar::{self, CatalogCell};
 use crate::clock::Clock;
 pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::customer::CreateLimit;
-use crate::edge_db::{self, StockLine};
 use crate::escrow::Allotments;
-use crate::fleet::{Fleet, Peer};
+use crate::fleet::{Fleet, edge_tag};
+use crate::handoff;
 use crate::identity::{Identity, Standing};
+use crate::lifecycle::Drain;
+use crate::locks;
 use crate::metrics::Metrics;
-use crate::modules::{self, Modules, Trust};
+use crate::modules::{self, FleetCopy, Modules, Trust};
 use crate::rules::{ActiveRules, CartRules, FixedRules};
-use crate::sync::SyncStatus;
-use crate::wasm::{Runtime, sha256_hex};
-use crate::writer::WriterHandle;
-use cart_central::Central;
-use cart_central::sale::Catalog;
+use crate::store::db::{self, Readers, StockLine};
+use crate::store::writer::WriterHandle;
+use crate::wasm::{LoadedModule, Runtime, sha256_hex};
+use crate::wire::SyncStatus;
+
+/// How long start-up waits for central to answer the claim before going on without it.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
 /// A running edge's shared parts.
 pub struct Edge {
@@ -50,16 +55,29 @@ pub struct Edge {
     pub fleet: Fleet,
     /// How many carts each client address may make (`None`: no limit).
     pub create_limit: Option<CreateLimit>,
-    /// What the operator dashboard reads, gathered at most once a second.
-    pub dashboard: crate::dashboard::Dashboard,
     /// Whether the edge is leaving the fleet (see [`crate::drain`]).
-    pub drain: crate::drain::Drain,
+    pub drain: Drain,
     standing: Mutex<Standing>,
-    readers: Arc<edge_db::Readers>,
+    readers: Arc<Readers>,
+}
+
+/// What the edge's folder holds when it starts, read in one go off the async workers.
+struct Books {
+    conn: Connection,
+    identity: Identity,
+    /// Whether this folder has ever been claimed at central.
+    own_history: bool,
+    catalog: Catalog,
+    /// The module the edge starts on.
+    first: Arc<LoadedModule>,
+    /// Carts this edge handed off, and carts it keeps for other edges.
+    moved: Vec<(String, Option<String>)>,
+    adopted: Vec<String>,
 }
 
 impl Edge {
-    /// Opens the edge's database, learns the sale, loads the module and starts the writer.
+    /// Opens the edge's books, learns the sale, chooses the module, starts the writer and claims
+    /// the edge id at central.
     pub async fn start(config: EdgeConfig, url: String) -> anyhow::Result<Arc<Self>> {
         // Through the queue, central answers only grants, returns and leases: one connection.
         let central = match &config.queue_url {
@@ -90,66 +108,31 @@ impl Edge {
             started_with: sha256_hex(&initial),
         };
         let runtime = Runtime::new(config.sandbox)?;
-        let (dir, edge_id, now) = (
-            config.data_dir.clone(),
-            config.edge_id.clone(),
-            config.clock.now(),
-        );
-        let tag = crate::fleet::edge_tag(&config.edge_id);
-        let (conn, identity, own_history, catalog, first, moved, adopted) = {
-            let (runtime, trust) = (runtime.clone(), trust.clone());
+        let books = {
+            let (runtime, trust, config) = (runtime.clone(), trust.clone(), config.clone());
             tokio::task::spawn_blocking(move || {
-                let conn = edge_db::open_writer(&dir)?;
-                let identity = Identity::open(&dir, &edge_id, &conn)?;
-                let own_history = Identity::own_history(&conn)?;
-                let tx = conn.unchecked_transaction()?;
-                for sale in &sales {
-                    calendar::store_sale(&tx, sale)?;
-                }
-                tx.commit()?;
-                let catalog = calendar::load(&conn)?;
-                let adopted = fleet_module
-                    .as_ref()
-                    .map(|m| modules::adopt_fleet_module(&conn, &runtime, m, &trust, now));
-                let first = match adopted {
-                    Some(Ok(module)) => module,
-                    Some(Err(e)) => {
-                        tracing::warn!("not running the fleet's module: {e:#}");
-                        modules::start_module(&conn, &runtime, &initial, &trust, now)?
-                    }
-                    None => modules::start_module(&conn, &runtime, &initial, &trust, now)?,
-                };
-                let moved = crate::handoff::moved(&conn)?;
-                let adopted = crate::handoff::adopted(&conn, &tag)?;
-                anyhow::Ok((
-                    conn,
-                    identity,
-                    own_history,
-                    catalog,
-                    Arc::new(first),
-                    moved,
-                    adopted,
-                ))
+                open_books(&config, &sales, &runtime, &trust, fleet_module, &initial)
             })
             .await??
         };
         let rules = Arc::new(ActiveRules::new(match &config.fixed_rules {
             Some(FixedRules(rules)) => Arc::clone(rules),
-            None => Arc::clone(&first) as Arc<dyn CartRules>,
+            None => Arc::clone(&books.first) as Arc<dyn CartRules>,
         }));
         let mut metrics = Metrics::default();
         metrics.register_instances(runtime.counters());
         let metrics = Arc::new(metrics);
-        let writer = WriterHandle::spawn(conn, config.writer, Arc::clone(&metrics))?;
-        let readers = Arc::new(edge_db::Readers::new(&config.data_dir));
+        let writer = WriterHandle::spawn(books.conn, config.writer, Arc::clone(&metrics))?;
+        let readers = Arc::new(Readers::new(&config.data_dir));
         let modules = Modules::new(
             runtime,
             Arc::clone(&rules),
-            first,
+            books.first,
             writer.clone(),
             config.clock.clone(),
             trust,
         );
+        let identity = books.identity;
         let allotments = Arc::new(Allotments::new(
             config.edge_id.clone(),
             identity.incarnation.clone(),
@@ -158,44 +141,27 @@ impl Edge {
             config.clock.clone(),
             Arc::clone(&metrics),
         ));
-        // Claim the edge id now: refusals end the start; an unreachable central does not.
-        let claimed = tokio::time::timeout(
-            CLAIM_WAIT,
-            identity.claim(&central, &writer, &url, config.lease_ms(), config.take_over),
+        let standing = claim(
+            &identity,
+            &central,
+            &writer,
+            &url,
+            &config,
+            books.own_history,
         )
-        .await;
-        let standing = match claimed {
-            Ok(Ok(())) => Standing::Claimed,
-            Ok(Err(e)) if e.is_refusal() => return Err(e.into()),
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "no answer".into(),
-                };
-                tracing::warn!(
-                    "central is unreachable ({why}): {}",
-                    if own_history {
-                        "selling from this edge's own units until it answers"
-                    } else {
-                        "this new edge sells nothing until it answers"
-                    }
-                );
-                Standing::Unclaimed { own_history }
-            }
-        };
-        let fleet = Fleet::new(&config.edge_id, config.fleet_secret.clone());
-        fleet.note_moved(moved);
-        fleet.note_adopted(adopted);
+        .await?;
+        let fleet = Fleet::new(
+            &config.edge_id,
+            &url,
+            config.fleet_secret.clone(),
+            Arc::clone(&central),
+        );
+        fleet.note_moved(books.moved);
+        fleet.note_adopted(books.adopted);
         if standing == Standing::Claimed {
             // An edge whose carts the fleet could not tell from another's does not start.
-            let registry = central.registry().await?;
             fleet
-                .learn(
-                    registry
-                        .into_iter()
-                        .map(|(edge_id, url)| Peer { edge_id, url })
-                        .collect(),
-                )
+                .learn(central.registry().await?)
                 .map_err(anyhow::Error::msg)?;
         }
         Ok(Arc::new(Self {
@@ -205,7 +171,7 @@ impl Edge {
             standing: Mutex::new(standing),
             url,
             clock: config.clock.clone(),
-            catalog: CatalogCell::new(catalog),
+            catalog: CatalogCell::new(books.catalog),
             rules,
             writer,
             central,
@@ -214,8 +180,7 @@ impl Edge {
             metrics,
             sync: Mutex::default(),
             queue,
-            dashboard: crate::dashboard::Dashboard::default(),
-            drain: crate::drain::Drain::default(),
+            drain: Drain::default(),
             readers,
             config,
         }))
@@ -254,14 +219,11 @@ impl Edge {
 
     /// Whether this edge may sell now.
     pub fn standing(&self) -> Standing {
-        self.standing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        locks::lock(&self.standing).clone()
     }
 
     pub(crate) fn set_standing(&self, standing: Standing) {
-        *self.standing.lock().unwrap_or_else(|p| p.into_inner()) = standing;
+        *locks::lock(&self.standing) = standing;
     }
 
     /// Runs a read on one of the edge's read-only connections, off the async workers. It sees
@@ -283,33 +245,101 @@ impl Edge {
     }
 
     pub async fn stock(&self) -> anyhow::Result<Vec<StockLine>> {
-        self.read(edge_db::stock_rows).await
+        self.read(db::stock_rows).await
     }
+}
 
-    /// Starts the background tasks; they end when `shutdown` turns true.
-    pub fn spawn_tasks(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        vec![
-            tokio::spawn(crate::sync::deliver_outbox(
-                Arc::clone(self),
-                shutdown.clone(),
-            )),
-            tokio::spawn(sweep_holds(Arc::clone(self), shutdown.clone())),
-            tokio::spawn(calendar::follow(Arc::clone(self), shutdown.clone())),
-            tokio::spawn(crate::escrow::keep_stocked(
-                Arc::clone(self),
-                shutdown.clone(),
-            )),
-            tokio::spawn(crate::drain::resume_unfinished(
-                Arc::clone(self),
-                shutdown.clone(),
-            )),
-        ]
+/// Opens the folder's books: its database (migrated), its identity and history, the sales
+/// central answered with, the module to start on, and where its carts went.
+fn open_books(
+    config: &EdgeConfig,
+    sales: &[Sale],
+    runtime: &Runtime,
+    trust: &Trust,
+    fleet_module: Option<FleetCopy>,
+    initial: &[u8],
+) -> anyhow::Result<Books> {
+    let (dir, now) = (&config.data_dir, config.clock.now());
+    let conn = db::open_writer(dir)?;
+    let identity = Identity::open(dir, &config.edge_id, &conn)?;
+    let own_history = Identity::own_history(&conn)?;
+    let tx = conn.unchecked_transaction()?;
+    for sale in sales {
+        calendar::store_sale(&tx, sale)?;
     }
+    tx.commit()?;
+    let catalog = calendar::load(&conn)?;
+    let first = choose_module(&conn, runtime, trust, fleet_module, initial, now)?;
+    let moved = handoff::moved(&conn)?;
+    let adopted = handoff::adopted(&conn, &edge_tag(&config.edge_id))?;
+    Ok(Books {
+        conn,
+        identity,
+        own_history,
+        catalog,
+        first: Arc::new(first),
+        moved,
+        adopted,
+    })
+}
+
+/// The module an edge starts on: the fleet's when it can run it, else the one it stored last
+/// (or was started with).
+fn choose_module(
+    conn: &Connection,
+    runtime: &Runtime,
+    trust: &Trust,
+    fleet_module: Option<FleetCopy>,
+    initial: &[u8],
+    now: i64,
+) -> anyhow::Result<LoadedModule> {
+    if let Some(fleet_module) = fleet_module {
+        match modules::adopt_fleet_module(conn, runtime, &fleet_module, trust, now) {
+            Ok(module) => return Ok(module),
+            Err(e) => tracing::warn!("not running the fleet's module: {e:#}"),
+        }
+    }
+    modules::start_module(conn, runtime, initial, trust, now)
+}
+
+/// Claims the edge id at central: refusals end the start; an unreachable central does not.
+async fn claim(
+    identity: &Identity,
+    central: &Central,
+    writer: &WriterHandle,
+    url: &str,
+    config: &EdgeConfig,
+    own_history: bool,
+) -> anyhow::Result<Standing> {
+    let claimed = tokio::time::timeout(
+        CLAIM_WAIT,
+        identity.claim(central, writer, url, config.lease_ms(), config.take_over),
+    )
+    .await;
+    Ok(match claimed {
+        Ok(Ok(())) => Standing::Claimed,
+        Ok(Err(e)) if e.is_refusal() => return Err(e.into()),
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer".into(),
+            };
+            tracing::warn!(
+                "central is unreachable ({why}): {}",
+                if own_history {
+                    "selling from this edge's own units until it answers"
+                } else {
+                    "this new edge sells nothing until it answers"
+                }
+            );
+            Standing::Unclaimed { own_history }
+        }
+    })
 }
 
 /// The fleet's module as central records it: `Stored` when this edge has it already, `None`
 /// when central records none or does not answer.
-async fn fleet_module(central: &Central, dir: &std::path::Path) -> Option<modules::FleetCopy> {
+async fn fleet_module(central: &Central, dir: &Path) -> Option<FleetCopy> {
     let (version, sha256) = match central.fleet_module_id().await {
         Ok(id) => id?,
         Err(e) => {
@@ -320,7 +350,7 @@ async fn fleet_module(central: &Central, dir: &std::path::Path) -> Option<module
     let dir = dir.to_owned();
     let sha = sha256.clone();
     let stored = tokio::task::spawn_blocking(move || {
-        let conn = edge_db::open_writer(&dir)?;
+        let conn = db::open_writer(&dir)?;
         anyhow::Ok(modules::stores(&conn, &sha)?)
     })
     .await
@@ -328,56 +358,13 @@ async fn fleet_module(central: &Central, dir: &std::path::Path) -> Option<module
     .and_then(Result::ok)
     .unwrap_or(false);
     if stored {
-        return Some(modules::FleetCopy::Stored { version, sha256 });
+        return Some(FleetCopy::Stored { version, sha256 });
     }
     match central.fleet_module().await {
-        Ok(m) => m.map(modules::FleetCopy::Fetched),
+        Ok(m) => m.map(FleetCopy::Fetched),
         Err(e) => {
             tracing::warn!("reading the fleet's module from central: {e}");
             None
         }
     }
 }
-
-/// How long start-up waits for central to answer the claim before going on without it.
-const CLAIM_WAIT: Duration = Duration::from_secs(5);
-
-/// Waits `period`, or returns false when shutdown was asked for.
-pub(crate) async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(period) => true,
-        _ = shutdown.changed() => false,
-    }
-}
-
-/// Releases lapsed holds, and the holds of sales that have ended, on a timer: a batch per
-/// transaction, until none are left.
-async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    while pause(edge.config.sweep_every, &mut shutdown).await {
-        let now = edge.clock.now();
-        let ended: Vec<String> = edge
-            .catalog()
-            .sales()
-            .filter(|s| s.ends_at <= now)
-            .map(|s| s.sale_id.clone())
-            .collect();
-        loop {
-            let ended = ended.clone();
-            match edge
-                .writer
-                .host(move |c| crate::carts::sweep(c, now, &ended, SWEEP_BATCH))
-                .await
-            {
-                Ok(n) if n >= SWEEP_BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!("sweep failed: {e}");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Lapsed holds released per transaction.
-const SWEEP_BATCH: u32 = 500;

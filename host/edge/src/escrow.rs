@@ -1,22 +1,19 @@
 //! The edge's side of escrow: asking central for units, before the shelf runs empty and when a
 //! shopper finds it empty, with grant ids stored before asking so a retry never leaks units;
-//! and the loop that keeps each SKU's free units near its demand.
+//! and how each SKU's free units are kept near its demand (the loop is [`crate::tasks`]'s).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::clock::{Clock, Millis};
-use crate::edge::{Edge, pause};
-use crate::edge_db;
-use crate::edge_db::{StockLine, StockRow};
-use crate::metrics::Metrics;
-use crate::writer::{WriteError, WriterHandle};
 use cart_central::sale::SkuEntry;
 use cart_central::{Central, CentralError, GrantRequest, SkuKey, UnitReturn};
+
+use crate::clock::{Clock, Millis};
+use crate::locks;
+use crate::metrics::Metrics;
+use crate::store::db::{self, StockRow};
+use crate::store::writer::{WriteError, WriterHandle};
 
 /// After central answered 0 for a SKU, how long before asking again.
 const EXHAUSTED_BACKOFF_MS: Millis = 500;
@@ -89,7 +86,7 @@ impl Allotments {
 
     /// The bookkeeping of a SKU, made on first use.
     fn state(&self, key: &SkuKey) -> Arc<SkuState> {
-        let mut skus = self.skus.lock().unwrap_or_else(|p| p.into_inner());
+        let mut skus = locks::lock(&self.skus);
         Arc::clone(skus.entry(key.clone()).or_default())
     }
 
@@ -105,7 +102,7 @@ impl Allotments {
         }
         let state = self.state(key);
         let now = self.clock.now();
-        let mut d = state.demand.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = locks::lock(&state.demand);
         if now - d.0 >= DEMAND_WINDOW_MS {
             *d = (
                 now,
@@ -123,7 +120,7 @@ impl Allotments {
     /// Units asked for in about the last second.
     pub fn recent_demand(&self, key: &SkuKey) -> u32 {
         let state = self.state(key);
-        let d = state.demand.lock().unwrap_or_else(|p| p.into_inner());
+        let d = locks::lock(&state.demand);
         u32::try_from(d.1.max(d.2)).unwrap_or(u32::MAX)
     }
 
@@ -221,8 +218,8 @@ impl Allotments {
 
     /// Finishes grant requests a crash or an outage left unanswered (`pending`, as read from
     /// the edge's database), with their own ids.
-    pub async fn resume(&self, pending: Vec<edge_db::PendingGrant>) -> Result<(), GrantError> {
-        for edge_db::PendingGrant {
+    pub async fn resume(&self, pending: Vec<db::PendingGrant>) -> Result<(), GrantError> {
+        for db::PendingGrant {
             grant_id,
             sale_id,
             sku,
@@ -260,7 +257,7 @@ impl Allotments {
         );
         let taken = self
             .writer
-            .host(move |conn| edge_db::record_return(conn, &id, &sale_id, &s, quantity, now))
+            .host(move |conn| db::record_return(conn, &id, &sale_id, &s, quantity, now))
             .await?;
         if taken > 0 {
             self.confirm(&UnitReturn {
@@ -273,11 +270,8 @@ impl Allotments {
     }
 
     /// Finishes returns a crash or an outage left unconfirmed.
-    pub async fn resume_returns(
-        &self,
-        pending: Vec<edge_db::PendingReturn>,
-    ) -> Result<(), GrantError> {
-        for edge_db::PendingReturn {
+    pub async fn resume_returns(&self, pending: Vec<db::PendingReturn>) -> Result<(), GrantError> {
+        for db::PendingReturn {
             return_id,
             sale_id,
             sku,
@@ -301,13 +295,13 @@ impl Allotments {
         self.central.return_units(ret).await?;
         let (id, now) = (ret.return_id.clone(), self.clock.now());
         self.writer
-            .host(move |conn| edge_db::confirm_return(conn, &id, now))
+            .host(move |conn| db::confirm_return(conn, &id, now))
             .await?;
         Ok(())
     }
 
     fn recently_exhausted(&self, state: &SkuState) -> bool {
-        let at = *state.exhausted_at.lock().unwrap_or_else(|p| p.into_inner());
+        let at = *locks::lock(&state.exhausted_at);
         at.is_some_and(|t| self.clock.now() - t < EXHAUSTED_BACKOFF_MS)
     }
 
@@ -327,11 +321,10 @@ impl Allotments {
             self.clock.now(),
         );
         self.writer
-            .host(move |conn| edge_db::record_grant_request(conn, &id, &sale_id, &s, want, now))
+            .host(move |conn| db::record_grant_request(conn, &id, &sale_id, &s, want, now))
             .await?;
         let granted = self.finish(&req).await?;
-        *state.exhausted_at.lock().unwrap_or_else(|p| p.into_inner()) =
-            (granted == 0).then(|| self.clock.now());
+        *locks::lock(&state.exhausted_at) = (granted == 0).then(|| self.clock.now());
         Ok(granted)
     }
 
@@ -341,7 +334,7 @@ impl Allotments {
         let (id, now) = (req.grant_id.clone(), self.clock.now());
         let applied = self
             .writer
-            .host(move |conn| edge_db::apply_grant(conn, &id, granted, now))
+            .host(move |conn| db::apply_grant(conn, &id, granted, now))
             .await?;
         if applied && granted > 0 {
             self.metrics.grants_received.inc_by(u64::from(granted));
@@ -351,45 +344,6 @@ impl Allotments {
         }
         Ok(granted)
     }
-}
-
-/// Keeps each SKU's free units near its demand (see [`Allotments::balance`]).
-pub(crate) async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = balance(&edge).await {
-            tracing::warn!("keeping stock balanced: {e:#}");
-        }
-        if !pause(Duration::from_millis(200), &mut shutdown).await {
-            return;
-        }
-    }
-}
-
-/// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
-/// and never keeps the others from their units.
-async fn balance(edge: &Edge) -> anyhow::Result<()> {
-    // A draining edge returns its units: it asks for none.
-    if edge.standing().refusal().is_some() || edge.drain.draining() {
-        return Ok(());
-    }
-    let stock = edge.stock().await?;
-    let wanted = edge.central.wanted_skus().await?;
-    let (catalog, now) = (edge.catalog(), edge.clock.now());
-    for StockLine {
-        sale_id,
-        sku,
-        units: row,
-    } in stock
-    {
-        let Some(entry) = catalog.entry(&sale_id, &sku) else {
-            continue;
-        };
-        let wanted = wanted.contains(&SkuKey::new(&sale_id, &sku));
-        if let Err(e) = edge.allotments.balance(entry, row, wanted, now).await {
-            tracing::warn!("keeping {sale_id}/{sku} stocked: {e}");
-        }
-    }
-    Ok(())
 }
 
 /// An edge's first grant of a SKU: a tenth of the stock, at least one unit (none of none).

@@ -23,8 +23,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
-use crate::edge_db;
 use crate::ids;
+use crate::store::db;
 
 /// Customers whose carts move in one hand-off, at most.
 pub const CUSTOMERS_PER_HANDOFF: u32 = 100;
@@ -185,7 +185,7 @@ pub fn freeze(
                 .execute([&cart.cart_id])?;
         }
     }
-    let frozen_seq = edge_db::highest_seq(conn)?;
+    let frozen_seq = db::highest_seq(conn)?;
     let json = serde_json::to_string(&batch)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.prepare_cached(
@@ -461,7 +461,7 @@ fn insert(conn: &Connection, batch: &Batch) -> rusqlite::Result<()> {
                 l.hold_expires_at,
                 held > 0
             ])?;
-            edge_db::add_stock(conn, &l.sale_id, &l.sku)?;
+            db::add_stock(conn, &l.sale_id, &l.sku)?;
             conn.prepare_cached(
                 "UPDATE stock SET held = held + ?3, sold = sold + ?4 WHERE sale_id = ?1 AND sku = ?2",
             )?
@@ -513,7 +513,7 @@ mod tests {
 
     fn books() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = edge_db::open_writer(dir.path()).expect("open");
+        let conn = db::open_writer(dir.path()).expect("open");
         (dir, conn)
     }
 

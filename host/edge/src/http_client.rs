@@ -1,10 +1,11 @@
-//! A small HTTP/1.1 client (hyper) for the commands that talk to edges: audit, deploy, load.
+//! A small HTTP/1.1 client (hyper) for edges' calls to their peers and for the commands that
+//! talk to edges: audit, deploy, load.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -89,4 +90,9 @@ impl HttpClient {
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
         self.send(Method::GET, url, &headers, Bytes::new()).await
     }
+}
+
+/// `base` (an edge's URL, with or without a trailing `/`) followed by `path` (starting with `/`).
+pub fn join(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
 }

@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use cart_central::{Central, CentralError, Claim};
 use rusqlite::Connection;
 
-use crate::edge_db;
-use crate::writer::WriterHandle;
+use crate::locks;
+use crate::store::db;
+use crate::store::writer::WriterHandle;
 
 /// This process's identity.
 pub struct Identity {
@@ -69,17 +70,17 @@ impl Identity {
                 dir.display()
             )
         })?;
-        let history_id = match edge_db::meta(conn, "history_id")? {
+        let history_id = match db::meta(conn, "history_id")? {
             Some(h) => h,
             None => {
                 let h = crate::ids::new_id("h");
-                edge_db::set_meta(conn, "history_id", &h)?;
+                db::set_meta(conn, "history_id", &h)?;
                 h
             }
         };
-        let previous = edge_db::meta(conn, "incarnation")?;
+        let previous = db::meta(conn, "incarnation")?;
         let incarnation = crate::ids::new_id("i");
-        edge_db::set_meta(conn, "incarnation", &incarnation)?;
+        db::set_meta(conn, "incarnation", &incarnation)?;
         Ok(Self {
             edge_id: edge_id.to_owned(),
             history_id: Mutex::new(history_id),
@@ -90,15 +91,12 @@ impl Identity {
     }
 
     pub fn history_id(&self) -> String {
-        self.history_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        locks::lock(&self.history_id).clone()
     }
 
     /// Whether this folder has ever been claimed at central.
     pub fn own_history(conn: &Connection) -> rusqlite::Result<bool> {
-        Ok(edge_db::meta(conn, "claimed")?.is_some())
+        Ok(db::meta(conn, "claimed")?.is_some())
     }
 
     /// Claims the edge id at central. With `take_over`, a history central does not recognise is
@@ -122,7 +120,7 @@ impl Identity {
             take_over,
         };
         let local_seq = writer
-            .host(edge_db::highest_seq)
+            .host(db::highest_seq)
             .await
             .map_err(|e| CentralError::Decode(format!("reading this edge's outbox: {e}")))?;
         let claimed = match central
@@ -133,10 +131,10 @@ impl Identity {
                 let fresh = crate::ids::new_id("h");
                 let h = fresh.clone();
                 writer
-                    .host(move |c| edge_db::start_over(c, &h))
+                    .host(move |c| db::start_over(c, &h))
                     .await
                     .map_err(|e| CentralError::Decode(format!("starting this folder over: {e}")))?;
-                *self.history_id.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                *locks::lock(&self.history_id) = fresh.clone();
                 let done = central.claim_edge(&claim(fresh, 0, true)).await?;
                 if let Some(retired) = &done.retired {
                     tracing::warn!(
@@ -149,7 +147,7 @@ impl Identity {
             other => other?,
         };
         writer
-            .host(|c| edge_db::set_meta(c, "claimed", "1"))
+            .host(|c| db::set_meta(c, "claimed", "1"))
             .await
             .map_err(|e| CentralError::Decode(format!("recording the claim: {e}")))?;
         tracing::info!(edge_id = %self.edge_id, high_water = claimed.high_water, "claimed at central");

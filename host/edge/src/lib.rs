@@ -1,67 +1,63 @@
 //! The flash-sale edge: the product library behind `cart-host serve`.
 //!
-//! A storefront's request arrives at [`api`], which checks it and hands it to [`shop`]; each cart
-//! operation is one job of the [`writer`] (a savepoint in a group commit on the edge's SQLite,
-//! [`edge_db`]), in which [`carts`] loads what the cart rules need, asks them ([`rules`]: the
+//! A storefront's request arrives at [`http`], which checks it and hands it to [`shop`]; each
+//! cart operation is one job of the writer ([`store`]: a savepoint in a group commit on the
+//! edge's SQLite), in which [`carts`] loads what the cart rules need, asks them ([`rules`]: the
 //! deployed component, run by [`wasm`]), and applies their decision with its stock moves and
 //! outbox event. [`sync`] delivers the outbox to the central database (crate `cart-central`),
 //! from which [`escrow`] draws units.
 //!
-//! - [`server`]: serving an edge on a listener until shutdown; [`config`]: what it is told.
-//! - [`api`]: routes, input checks, JSON views; [`error`]: the one place errors become HTTP;
-//!   [`status`]: the operator's `/admin/status`.
-//! - [`shop`]: each shopper operation, and the escrow retry before `sold_out`.
-//! - [`carts`]: the cart store: load, decide, check, apply; the cart's view.
-//! - [`writer`]: the single writer thread, batching and group commit.
-//! - [`rules`]: the seam to the cart rules; [`wasm`]: engine, modules, a fresh instance per
-//!   call; [`bindings`]: the generated bindings, generated once.
-//! - [`modules`]: deploying cart components: signatures, validation, versions, rollback.
-//! - [`edge_db`]: the edge's schema and the host's SQL on stock, grants, returns and outbox.
-//! - [`edge`]: a running edge's shared parts, its start-up and its background tasks.
-//! - [`sync`]: outbox delivery; [`escrow`]: grants and returns of units, and stock balancing;
-//!   [`calendar`]: the sales this edge serves, followed while it runs.
-//! - [`identity`]: the data folder's lock and history, the process's claim and lease at central.
-//! - [`fleet`]: one fleet behind one address: cart ids name their edge; requests for another
-//!   edge's cart are forwarded to it.
-//! - [`drain`]: leaving the fleet (`POST /admin/drain`, `SIGTERM`); [`handoff`]: moving carts
-//!   to another edge exactly once.
-//! - [`customer`]: who a new cart's customer is (a signed token, or taken on trust), and how
-//!   many carts an address may make.
-//! - [`pages`]: the storefront (`/`) and the operator dashboard (`/admin/`), embedded;
-//!   [`dashboard`]: `/admin/fleet`, the fleet's view the dashboard reads; [`recent`]: cart
-//!   updates second by second over the last two minutes.
-//! - [`http_client`]: the HTTP client edges and commands use.
-//! - [`clock`], [`ids`], [`metrics`]: time, identifiers, Prometheus metrics.
+//! The modules are floors: each imports only the ones below it.
+//!
+//! - The top: [`server`] serves an edge on a listener until shutdown; [`http`] is the only part
+//!   that knows axum and HTTP's errors; [`tasks`] runs every background loop.
+//! - On the node: [`shop`], each shopper operation and the escrow retry before `sold_out`;
+//!   [`drain`], leaving the fleet and taking the carts another edge leaves; [`sync`], outbox
+//!   delivery and the edge's claim at central.
+//! - The node: [`edge`], the parts composed, and start-up.
+//! - What peers exchange: [`wire`], every header and path name and the operator API's types.
+//! - Services on narrow handles (a store, central, their own state; never the whole edge):
+//!   [`carts`], the cart store (load, decide, check, apply); [`handoff`], the books' side of
+//!   moving carts, exactly once; [`escrow`], grants and returns of units; [`modules`], deploying
+//!   components (signatures, validation, versions, rollback); [`identity`], the data folder's
+//!   lock and history and the process's claim at central; [`calendar`], the sales this edge
+//!   serves; [`config`], what it is told.
+//! - Storage and the sandbox: [`store`], the edge's SQLite and its single writer; [`wasm`], the
+//!   engine and a fresh instance per call, with [`bindings`] generated once; [`rules`], the
+//!   seam to the rules; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
+//! - Leaves: [`http_client`], [`ids`], [`recent`] (cart updates second by second), [`clock`],
+//!   [`customer`] (who a new cart's customer is, and how many carts an address may make),
+//!   [`lifecycle`] (serving or draining), [`shutdown`], [`locks`].
 
 // Server code answers errors; it does not panic on them.
 #![warn(clippy::expect_used)]
 
-pub mod api;
 pub mod bindings;
 pub mod calendar;
 pub mod carts;
 pub mod clock;
 pub mod config;
 pub mod customer;
-pub mod dashboard;
 pub mod drain;
 pub mod edge;
-pub mod edge_db;
-pub mod error;
 pub mod escrow;
 pub mod fleet;
 pub mod handoff;
+pub mod http;
 pub mod http_client;
 pub mod identity;
 pub mod ids;
+pub mod lifecycle;
+pub mod locks;
 pub mod metrics;
 pub mod modules;
-pub mod pages;
 pub mod recent;
 pub mod rules;
 pub mod server;
 pub mod shop;
-pub mod status;
+pub mod shutdown;
+pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod wasm;
-pub mod writer;
+pub mod wire;

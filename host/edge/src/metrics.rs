@@ -10,7 +10,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::status::Forwarded;
+/// Requests this edge forwarded to the carts' owners since it started.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// Answered by the owner (whatever the answer).
+    pub answered: u64,
+    /// The owner could not be reached: answered `503` here.
+    pub failed: u64,
+    /// Mean time the owners took to answer, in milliseconds (0 when none was forwarded).
+    pub mean_ms: f64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

@@ -15,10 +15,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::clock::{Clock, Millis, rfc3339};
-use crate::edge_db;
+use crate::locks;
 use crate::rules::{ActiveRules, CartRules};
+use crate::store::db;
+use crate::store::writer::{WriteError, WriterHandle};
 use crate::wasm::{LoadedModule, ModuleError, Runtime, sha256_hex};
-use crate::writer::{WriteError, WriterHandle};
 
 /// The largest module an edge takes.
 pub const MAX_MODULE_BYTES: usize = 32 << 20;
@@ -186,7 +187,7 @@ impl Modules {
             .writer
             .host(move |c| {
                 store(c, &v, &bytes, signature.as_deref(), at)?;
-                edge_db::set_meta(c, "active_module", &v)?;
+                db::set_meta(c, "active_module", &v)?;
                 Ok(ModuleInfo {
                     version: v,
                     sha256,
@@ -214,7 +215,7 @@ impl Modules {
         };
         let v = version.to_owned();
         self.writer
-            .host(move |c| edge_db::set_meta(c, "active_module", &v))
+            .host(move |c| db::set_meta(c, "active_module", &v))
             .await?;
         self.active.set(module);
         tracing::info!(version, "module activated");
@@ -251,19 +252,12 @@ impl Modules {
         let (runtime, v) = (self.runtime.clone(), version.to_owned());
         let module =
             Arc::new(tokio::task::spawn_blocking(move || runtime.load(&bytes, &v)).await??);
-        self.compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(version.to_owned(), Arc::clone(&module));
+        locks::lock(&self.compiled).insert(version.to_owned(), Arc::clone(&module));
         Ok(module)
     }
 
     fn cached(&self, version: &str) -> Option<Arc<LoadedModule>> {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(version)
-            .cloned()
+        locks::lock(&self.compiled).get(version).cloned()
     }
 }
 
@@ -462,7 +456,7 @@ pub fn adopt_fleet_module(
                 .ok_or_else(|| anyhow::anyhow!("the fleet's module {version} is not stored"))?;
             trust.admits(&stored)?;
             let module = runtime.load(&stored.bytes, &here)?;
-            edge_db::set_meta(conn, "active_module", &here)?;
+            db::set_meta(conn, "active_module", &here)?;
             return Ok(module);
         }
     };
@@ -486,7 +480,7 @@ pub fn adopt_fleet_module(
     }
     let module = runtime.load(&m.bytes, &m.version)?;
     store(conn, &m.version, &m.bytes, m.signature.as_deref(), now)?;
-    edge_db::set_meta(conn, "active_module", &m.version)?;
+    db::set_meta(conn, "active_module", &m.version)?;
     Ok(module)
 }
 
@@ -499,7 +493,7 @@ pub fn start_module(
     trust: &Trust,
     now: Millis,
 ) -> anyhow::Result<LoadedModule> {
-    if let Some(version) = edge_db::meta(conn, "active_module")?
+    if let Some(version) = db::meta(conn, "active_module")?
         && let Some(stored) = load_stored(conn, &version)?
     {
         match trust.admits(&stored) {
@@ -523,6 +517,6 @@ pub fn start_module(
     let module = runtime
         .load(initial, &version)
         .map_err(|e| anyhow::Error::new(e).context("loading the cart module"))?;
-    edge_db::set_meta(conn, "active_module", &version)?;
+    db::set_meta(conn, "active_module", &version)?;
     Ok(module)
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::locks;
+
 /// Seconds kept.
 pub const WINDOW_SECS: u64 = 120;
 /// Longest time recorded exactly; longer ones count as this.
@@ -98,7 +100,7 @@ impl Recent {
     fn record_at(&self, at: SystemTime, took: Duration) {
         let now = unix_second(at);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let mut guard = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = locks::lock(&self.window);
         let window = &mut *guard;
         if window
             .current
@@ -134,7 +136,7 @@ impl Recent {
         let now = unix_second(at);
         let first = now.saturating_sub(WINDOW_SECS);
         let (mut known, last) = {
-            let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            let window = locks::lock(&self.window);
             let known: Vec<Closed> = window.closed.iter().copied().collect();
             // A second with no update after it is not closed yet: copied out, worked out below.
             let last = window

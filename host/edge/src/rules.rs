@@ -5,6 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use cart_rules::{CartError, CheckoutOutcome, CheckoutRequest, Line, SetRequest};
 
+use crate::locks;
+
 /// The rules failed to decide: trapped, ran past their deadline, or outgrew their memory.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -43,15 +45,12 @@ impl ActiveRules {
     }
 
     pub fn get(&self) -> Arc<dyn CartRules> {
-        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&locks::read(&self.0))
     }
 
     pub fn set(&self, rules: Arc<dyn CartRules>) {
         rules.set_serving(true);
-        let old = std::mem::replace(
-            &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::clone(&rules),
-        );
+        let old = std::mem::replace(&mut *locks::write(&self.0), Arc::clone(&rules));
         if !Arc::ptr_eq(&old, &rules) {
             old.set_serving(false);
         }

@@ -4,45 +4,23 @@
 //!
 //! Every connection is bounded in time: a request head must arrive within the header timeout,
 //! which also closes a keep-alive connection left idle that long (hyper starts it again after
-//! each response), and a body within the body timeout (see `api`).
+//! each response), and a body within the body timeout (see [`crate::http::input`]).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::Service as _;
 
-use crate::api;
-use crate::edge::{Edge, EdgeConfig};
-
-/// How long HTTP peers may take.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    /// For a request head to arrive, and for a keep-alive connection to sit idle.
-    pub header_timeout: Duration,
-    /// For a request body to arrive.
-    pub body_timeout: Duration,
-    /// For connections to finish once the edge stops; then they are closed.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
+use crate::config::{EdgeConfig, HttpLimits};
+use crate::drain;
+use crate::edge::Edge;
+use crate::http::App;
+use crate::tasks;
 
 /// An edge serving on its listener.
 pub struct RunningEdge {
@@ -51,12 +29,12 @@ pub struct RunningEdge {
     stop: Arc<watch::Sender<bool>>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
-    /// Drains the edge and stops it, once a drain is asked for (see [`crate::drain`]).
+    /// Drains the edge and stops it, once a drain is asked for (see [`drain`]).
     drainer: JoinHandle<()>,
 }
 
 impl RunningEdge {
-    /// Drains the edge within its drain timeout (see [`crate::drain`]), then stops it.
+    /// Drains the edge within its drain timeout (see [`drain`]), then stops it.
     pub async fn drain(self) -> anyhow::Result<()> {
         self.edge.drain.ask();
         self.until_stopped().await;
@@ -98,8 +76,8 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
     let edge = Edge::start(config, url.clone()).await?;
     let (stop, stopped) = watch::channel(false);
     let stop = Arc::new(stop);
-    let tasks = edge.spawn_tasks(&stopped);
-    let app = api::router(Arc::clone(&edge));
+    let tasks = tasks::spawn(&edge, &stopped);
+    let app = App::new(Arc::clone(&edge));
     let server = tokio::spawn(serve(listener, app, stopped, limits));
     let drainer = tokio::spawn(drain_when_asked(Arc::clone(&edge), Arc::clone(&stop)));
     tracing::info!(edge_id = %edge.config.edge_id, %url, "edge serving");
@@ -118,7 +96,7 @@ async fn drain_when_asked(edge: Arc<Edge>, stop: Arc<watch::Sender<bool>>) {
     edge.drain.asked().await;
     let timeout = edge.config.drain_timeout;
     tracing::info!("draining, within {timeout:?}");
-    let report = crate::drain::run(&edge, timeout).await;
+    let report = drain::run(&edge, timeout).await;
     if report.complete() {
         tracing::info!("drained: {report}");
     } else {
@@ -128,7 +106,7 @@ async fn drain_when_asked(edge: Arc<Edge>, stop: Arc<watch::Sender<bool>>) {
 }
 
 /// Runs an edge on `listener` until `shutdown` resolves or an operator asks it to drain; drains
-/// it either way (see [`crate::drain`]), and stops.
+/// it either way (see [`drain`]), and stops.
 pub async fn run(
     listener: TcpListener,
     config: EdgeConfig,
@@ -145,7 +123,7 @@ pub async fn run(
 /// Accepts connections until `stopped`, then drains them within the grace.
 async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: App,
     mut stopped: watch::Receiver<bool>,
     limits: HttpLimits,
 ) {
@@ -170,7 +148,7 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper::service::service_fn(with_peer(app.clone(), peer));
+        let service = hyper::service::service_fn(app.for_connection(peer));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         connections.spawn(async move {
             if let Err(e) = connection.await {
@@ -191,16 +169,4 @@ async fn serve(
         }
     }
     connections.shutdown().await;
-}
-
-/// The router as a hyper service for one connection, telling handlers who the peer is.
-fn with_peer(
-    app: axum::Router,
-    peer: SocketAddr,
-) -> impl Fn(hyper::Request<Incoming>) -> axum::routing::future::RouteFuture<std::convert::Infallible>
-+ Clone {
-    move |mut req| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().call(req)
-    }
 }

@@ -11,7 +11,7 @@ use crate::carts::{self, CartFailure, CartView, Order, SetQuantity};
 use crate::edge::Edge;
 use crate::escrow::AfterShortage;
 use crate::ids;
-use crate::writer::WriteError;
+use crate::store::writer::WriteError;
 
 /// Grant attempts per request after a shortage.
 const SHORTAGE_RETRIES: usize = 2;

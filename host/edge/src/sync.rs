@@ -1,98 +1,22 @@
 //! Outbox delivery: the edge's events reach central in order, in batches, each applied once;
 //! and the grants and returns a crash or an outage left unfinished are finished.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use anyhow::Context as _;
-use tokio::sync::watch;
-
-use crate::clock::Millis;
-use crate::edge::{Edge, pause};
-use crate::edge_db;
-use crate::identity::Standing;
 use cart_central::CentralError;
 use cart_central::events::{Delivery, OutboxEvent};
 
-/// How the outbox delivery is doing, for `/admin/status`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SyncStatus {
-    pub last_sync_at: Option<Millis>,
-    pub last_error: Option<String>,
-}
+use crate::clock::Millis;
+use crate::edge::Edge;
+use crate::identity::Standing;
+use crate::locks;
+use crate::store::db;
+use crate::wire::SyncStatus;
 
 /// A grant request unanswered this long was interrupted, not slow.
 const STALE_GRANT_MS: Millis = 5_000;
 
-/// Delivers the outbox to central (or to the queue) in order, in batches; keeps the edge's
-/// claim and finishes interrupted grants and returns; retries with backoff while central is
-/// away. Through the queue, the outbox keeps draining while central is away.
-pub(crate) async fn deliver_outbox(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = edge.config.sync_every;
-    let max_backoff = Duration::from_secs(5);
-    let mut renewed_at = edge.clock.now();
-    // Through the queue: when central may be tried again, and how long to wait after that.
-    let mut central_due = Instant::now();
-    let mut central_backoff = edge.config.sync_every;
-    loop {
-        let result = async {
-            if let Standing::Refused(_) = edge.standing() {
-                return Ok(Idle::Refused);
-            }
-            if edge.queue.is_none() || Instant::now() >= central_due {
-                match tend_central(&edge, &mut renewed_at).await {
-                    Ok(()) => central_backoff = edge.config.sync_every,
-                    Err(e) if edge.queue.is_none() || is_refusal(&e) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(
-                            "central did not answer, retrying in {central_backoff:?}; the outbox \
-                             still drains into the queue: {e:#}"
-                        );
-                        central_due = Instant::now() + central_backoff;
-                        central_backoff = (central_backoff * 2).min(max_backoff);
-                    }
-                }
-            }
-            // A history central has not confirmed has nothing it may deliver yet.
-            if let Standing::Unclaimed { own_history: false } = edge.standing() {
-                return Ok(Idle::Caught);
-            }
-            Ok(if deliver_once(&edge).await? > 0 {
-                Idle::Busy
-            } else {
-                Idle::Caught
-            })
-        }
-        .await;
-        let period = match result {
-            Ok(Idle::Busy) => Duration::ZERO,
-            Ok(Idle::Caught) => {
-                backoff = edge.config.sync_every;
-                edge.config.sync_every
-            }
-            Ok(Idle::Refused) => Duration::from_secs(3600),
-            Err(e) => {
-                if let Some(refusal) = e.downcast_ref::<CentralError>().filter(|e| e.is_refusal()) {
-                    tracing::error!("{refusal}");
-                    edge.set_standing(Standing::Refused(refusal.to_string()));
-                    continue;
-                }
-                tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
-                edge.sync
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .last_error = Some(format!("{e:#}"));
-                backoff = (backoff * 2).min(max_backoff);
-                backoff
-            }
-        };
-        if !pause(period, &mut shutdown).await {
-            return;
-        }
-    }
-}
-
-fn is_refusal(e: &anyhow::Error) -> bool {
+/// Whether central refused this process: retrying changes nothing until an operator acts.
+pub fn is_refusal(e: &anyhow::Error) -> bool {
     e.downcast_ref::<CentralError>()
         .is_some_and(CentralError::is_refusal)
 }
@@ -100,7 +24,7 @@ fn is_refusal(e: &anyhow::Error) -> bool {
 /// What the edge owes central besides its outbox: its claim on the edge id (made, or renewed
 /// at a fifth of the lease so a slow central does not let it lapse), and the grant requests
 /// and returns a crash or an outage interrupted (not the ones in flight now).
-async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Result<()> {
+pub async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Result<()> {
     match edge.standing() {
         Standing::Refused(_) => return Ok(()),
         Standing::Unclaimed { .. } => {
@@ -131,8 +55,8 @@ async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Result<()
     let before = edge.clock.now() - STALE_GRANT_MS;
     let (grants, returns) = edge
         .read(move |c| {
-            let grants = edge_db::pending_grants(c, before)?;
-            Ok((grants, edge_db::pending_returns(c, before)?))
+            let grants = db::pending_grants(c, before)?;
+            Ok((grants, db::pending_returns(c, before)?))
         })
         .await?;
     edge.allotments.resume(grants).await?;
@@ -140,26 +64,13 @@ async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Result<()
     Ok(())
 }
 
-/// What a pass of the sync loop found.
-enum Idle {
-    /// It delivered events: more may be waiting.
-    Busy,
-    /// Nothing left to deliver.
-    Caught,
-    /// Central refused this process its edge id: there is nothing it may deliver.
-    Refused,
-}
-
 /// Delivers one batch; returns how many events central applied.
-async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
+pub async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
     let limit = edge.config.sync_batch;
     let (rows, backlog) = edge
         .read(move |c| {
-            let after = edge_db::delivered_seq(c)?;
-            Ok((
-                edge_db::outbox_after(c, after, limit)?,
-                edge_db::outbox_backlog(c)?,
-            ))
+            let after = db::delivered_seq(c)?;
+            Ok((db::outbox_after(c, after, limit)?, db::outbox_backlog(c)?))
         })
         .await?;
     edge.metrics.outbox_backlog.set(backlog);
@@ -199,7 +110,7 @@ async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
     );
     if high_water >= first {
         edge.writer
-            .host(move |c| edge_db::mark_delivered(c, high_water))
+            .host(move |c| db::mark_delivered(c, high_water))
             .await?;
     }
     let applied = u64::try_from(high_water - (first - 1)).unwrap_or(0);
@@ -208,8 +119,7 @@ async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
         // Kept in the outbox, sent again: a full stream or an absent server loses nothing.
         return Err(e.into());
     }
-    let mut status = edge.sync.lock().unwrap_or_else(|p| p.into_inner());
-    *status = SyncStatus {
+    *locks::lock(&edge.sync) = SyncStatus {
         last_sync_at: Some(edge.clock.now()),
         last_error: None,
     };

@@ -14,7 +14,7 @@ use cart_central::events::Order;
 use cart_central::time::{Millis, wall_ms};
 use cart_central::{Central, SkuKey, SkuLedger, Snapshot};
 use cart_edge::http_client::HttpClient;
-use cart_edge::status::{self, EdgeBooks, EdgeStatus};
+use cart_edge::wire::{self, EdgeBooks, EdgeStatus};
 use clap::Args;
 
 #[derive(Args)]
@@ -128,15 +128,15 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
         let mut statuses = Vec::with_capacity(urls.len());
         let mut books = Vec::with_capacity(urls.len());
         for url in &urls {
-            statuses.push(status::fetch(&client, url, token).await?);
-            books.push(status::fetch_books(&client, url, token).await?);
+            statuses.push(wire::fetch(&client, url, token).await?);
+            books.push(wire::fetch_books(&client, url, token).await?);
         }
         let snapshot = central.snapshot().await?;
         let mut central_orders = Vec::with_capacity(urls.len());
         let mut still = true;
         for ((url, status), books) in urls.iter().zip(&statuses).zip(&books) {
             central_orders.push(central.orders_of(&status.edge_id).await?);
-            let again = status::fetch_books(&client, url, token).await?;
+            let again = wire::fetch_books(&client, url, token).await?;
             // Through a queue, delivered means stored in the stream: the relay may still be
             // applying it.
             let applied = snapshot.edges.get(&status.edge_id).map(|e| e.high_water);

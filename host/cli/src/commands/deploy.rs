@@ -10,13 +10,13 @@ use base64::Engine as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signer, SigningKey};
 use hyper::{Method, StatusCode};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use std::process::ExitCode;
 
 use cart_edge::http_client::HttpClient;
 use cart_edge::modules::default_version;
 use cart_edge::wasm::sha256_hex;
+use cart_edge::wire::{MODULE_SIGNATURE, MODULE_VERSION};
 use clap::Args;
 
 #[derive(Args)]
@@ -71,7 +71,7 @@ pub struct DeployConfig {
     pub signing_key: Option<PathBuf>,
     /// The version to deploy as; by default the module's sha256's first twelve hex digits.
     pub version: Option<String>,
-    /// Show a progress bar (on a terminal).
+    /// Say each step on standard error (on a terminal).
     pub progress: bool,
 }
 
@@ -137,15 +137,12 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
     };
     let client = HttpClient::new(Duration::from_secs(120));
     let auth = config.admin_token.as_ref().map(|t| format!("Bearer {t}"));
-    let bar = if config.progress {
-        ProgressBar::new(config.edges.len() as u64)
-    } else {
-        ProgressBar::hidden()
+    // One line per step on standard error, numbered by edge.
+    let step = |n: usize, what: &str| {
+        if config.progress {
+            eprintln!("[{n}/{}] {what}", config.edges.len());
+        }
     };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
 
     let mut report = DeployReport {
         version,
@@ -154,14 +151,14 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
         failed: None,
         running: Vec::new(),
     };
-    for edge in &config.edges {
-        bar.set_message(format!("{edge}: uploading {}", report.version));
-        let mut headers = vec![("x-module-version", report.version.as_str())];
+    for (n, edge) in (1..).zip(&config.edges) {
+        step(n, &format!("{edge}: uploading {}", report.version));
+        let mut headers = vec![(MODULE_VERSION, report.version.as_str())];
         if let Some(a) = &auth {
             headers.push(("authorization", a));
         }
         if let Some(s) = &signature {
-            headers.push(("x-module-signature", s));
+            headers.push((MODULE_SIGNATURE, s));
         }
         let url = format!("{edge}/admin/modules");
         let outcome = match client
@@ -170,7 +167,7 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
         {
             // 201: stored now; 200: these bytes were stored under this version already.
             Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => {
-                bar.set_message(format!("{edge}: checking health on {}", report.version));
+                step(n, &format!("{edge}: checking health on {}", report.version));
                 healthy_on(&client, edge, auth.as_deref(), &report.version).await
             }
             Ok(r) => Err(format!(
@@ -181,17 +178,13 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
             Err(e) => Err(format!("{e:#}")),
         };
         match outcome {
-            Ok(()) => {
-                report.updated.push(edge.clone());
-                bar.inc(1);
-            }
+            Ok(()) => report.updated.push(edge.clone()),
             Err(why) => {
                 report.failed = Some((edge.clone(), why));
                 break;
             }
         }
     }
-    bar.finish_and_clear();
     for edge in &config.edges {
         let running = active_version(&client, edge, auth.as_deref())
             .await

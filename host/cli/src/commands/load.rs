@@ -1,10 +1,10 @@
-//! `cart-host load`: drive edges with flash-sale load (the generator is `cart_bench::load`).
+//! `cart-host load`: drive edges with flash-sale load (the generator is the `cart-load` crate).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cart_bench::load::{self, Curve, LoadConfig, Scenario};
+use cart_load::{self as load, Curve, LoadConfig, Scenario};
 use clap::Args;
 
 #[derive(Args)]
@@ -42,12 +42,9 @@ pub struct LoadArgs {
     /// Operator token file, to read sell-through from the edges.
     #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Write the full report (JSON) here.
+    /// Write the full report (JSON) here; `cart-bench plot` draws it.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write a latency-over-time plot (SVG) here.
-    #[arg(long)]
-    plot: Option<PathBuf>,
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
@@ -69,9 +66,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     print!("{report}");
     if let Some(path) = &args.report {
         load::write_json(&report, path)?;
-    }
-    if let Some(path) = &args.plot {
-        load::write_plot(&report, path)?;
     }
     Ok(ExitCode::SUCCESS)
 }

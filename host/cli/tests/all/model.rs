@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use cart_central::sale::{Catalog, Sale, SkuEntry};
 use cart_edge::carts::{self, CartFailure, SetQuantity};
-use cart_edge::edge_db;
 use cart_edge::rules::CartRules;
+use cart_edge::store::db as edge_db;
 use cart_rules::{CartError, CartStatus};
 use proptest::prelude::*;
 

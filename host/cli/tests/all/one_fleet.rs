@@ -317,10 +317,9 @@ async fn most_any_customer_has(clients: &[Client]) -> i64 {
     let http = cart_edge::http_client::HttpClient::default();
     let mut units: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for c in clients {
-        let books =
-            cart_edge::status::fetch_books(&http, &c.url, Some(crate::support::ADMIN_TOKEN))
-                .await
-                .expect("books");
+        let books = cart_edge::wire::fetch_books(&http, &c.url, Some(crate::support::ADMIN_TOKEN))
+            .await
+            .expect("books");
         for u in books.customers.iter().filter(|u| u.sku == "BAG-1") {
             *units.entry(u.customer_id.clone()).or_default() += u.held + u.sold;
         }

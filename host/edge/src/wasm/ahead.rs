@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{CartPre, Fresh, HostState, SandboxLimits};
 
+use crate::locks;
+
 /// Most instances a module may keep made ahead.
 pub const MOST_READY: usize = 32;
 /// Spent instances waiting to be reset; beyond this a call resets its own.
@@ -29,7 +31,7 @@ pub struct Ahead(Mutex<Option<Receiver<Fresh>>>);
 impl Ahead {
     /// Starts making instances ahead, unless that is already under way.
     pub fn start(&self, pre: &CartPre<HostState>, limits: SandboxLimits) {
-        let mut ready = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ready = locks::lock(&self.0);
         if ready.is_some() {
             return;
         }
@@ -47,14 +49,12 @@ impl Ahead {
 
     /// Stops making instances ahead and lets go of those made (their thread ends).
     pub fn stop(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        locks::lock(&self.0).take();
     }
 
     /// An instance made ahead, if one is ready.
     pub fn take(&self) -> Option<Fresh> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        locks::lock(&self.0)
             .as_ref()
             .and_then(|rx| rx.try_recv().ok())
     }

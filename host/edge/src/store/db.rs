@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Millis;
+use crate::locks;
 
 mod migrations {
     refinery::embed_migrations!("../../schema/edge");
@@ -83,16 +84,13 @@ impl Readers {
     /// can wait, for a millisecond or so, only in the rare moment the writer starts the WAL
     /// over. The first reads of an edge also open their connections here.
     pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = locks::lock(&self.idle).pop();
         let conn = match idle {
             Some(conn) => conn,
             None => open_reader(&self.dir)?,
         };
         let result = f(&conn);
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        locks::lock(&self.idle).push(conn);
         Ok(result)
     }
 }

@@ -2,7 +2,7 @@
 //! binary, built only on the public HTTP API, like any storefront or operator tool would be.
 //! Nothing is generated per request: the edge's work is the API calls the pages make.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-use crate::edge::Edge;
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// One embedded file.
 struct Asset {
@@ -25,7 +24,7 @@ macro_rules! asset {
         Asset {
             path: $path,
             content_type: $type,
-            body: include_bytes!(concat!("../pages/", $file)),
+            body: include_bytes!(concat!("../../pages/", $file)),
         }
     };
 }
@@ -65,7 +64,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-pub fn routes() -> Router<Arc<Edge>> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router =
         Router::new().route("/admin", get(|| async { Redirect::permanent("/admin/") }));
     for (index, asset) in ASSETS.iter().enumerate() {

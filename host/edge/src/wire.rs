@@ -1,5 +1,7 @@
-//! `/admin/status`: what an edge says of itself, as the operator API serves it and as the
-//! audit, the load generator and the dashboard read it.
+//! What edges, commands and dashboards exchange over HTTP besides the storefront's JSON: every
+//! header and path name the fleet uses, written once, and the operator API's wire types
+//! (`/admin/status`, `/admin/ledger`), as an edge serves them and as the audit, the load
+//! generator and the dashboard read them.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +9,37 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::carts::{CartUnits, CustomerUnits, Order};
-use crate::edge_db::{BooksMark, StockLine, StockRow};
-use crate::http_client::HttpClient;
+use crate::clock::Millis;
+use crate::http_client::{HttpClient, join};
+pub use crate::metrics::Forwarded;
+use crate::store::db::{BooksMark, StockLine, StockRow};
+
+/// Names the edge that owns the cart, on every answer about a cart.
+pub const CART_EDGE: &str = "x-cart-edge";
+/// Set by an edge that forwards a request or hands carts off: its edge id.
+pub const FORWARDED_BY: &str = "x-cart-forwarded-by";
+/// The fleet secret, on a request from a peer edge.
+pub const FLEET_SECRET: &str = "x-fleet-secret";
+/// Which version of the cart rules answered; on a deploy, the version to store a module under.
+pub const MODULE_VERSION: &str = "x-module-version";
+/// A module's ed25519 signature (base64), on a deploy.
+pub const MODULE_SIGNATURE: &str = "x-module-signature";
+/// The key a checkout is idempotent by.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Where the receiving edge takes hand-offs.
+pub const HANDOFF_PATH: &str = "/fleet/handoffs";
+/// An edge's own view of itself.
+pub const STATUS_PATH: &str = "/admin/status";
+/// An edge's books, for the audit.
+pub const LEDGER_PATH: &str = "/admin/ledger";
+
+/// How the outbox delivery is doing, for `/admin/status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub last_sync_at: Option<Millis>,
+    pub last_error: Option<String>,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EdgeStatus {
@@ -41,17 +72,6 @@ pub struct EdgeStatus {
     /// Cart updates answered here in each whole second of the last two minutes.
     #[serde(default)]
     pub cart_updates: crate::recent::Seconds,
-}
-
-/// Requests this edge forwarded to the carts' owners since it started.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Forwarded {
-    /// Answered by the owner (whatever the answer).
-    pub answered: u64,
-    /// The owner could not be reached: answered `503` here.
-    pub failed: u64,
-    /// Mean time the owners took to answer, in milliseconds (0 when none was forwarded).
-    pub mean_ms: f64,
 }
 
 impl EdgeStatus {
@@ -88,7 +108,7 @@ pub async fn fetch(
     url: &str,
     token: Option<&str>,
 ) -> anyhow::Result<EdgeStatus> {
-    get_json(client, url, "/admin/status", token).await
+    get_json(client, url, STATUS_PATH, token).await
 }
 
 /// Fetches an edge's books with the operator token.
@@ -97,7 +117,7 @@ pub async fn fetch_books(
     url: &str,
     token: Option<&str>,
 ) -> anyhow::Result<EdgeBooks> {
-    get_json(client, url, "/admin/ledger", token).await
+    get_json(client, url, LEDGER_PATH, token).await
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(
@@ -106,7 +126,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<T> {
-    let response = client.get(&format!("{url}{path}"), token).await?;
+    let response = client.get(&join(url, path), token).await?;
     anyhow::ensure!(
         response.status.is_success(),
         "{url}{path} answered {}: {}",

@@ -1,6 +1,7 @@
-//! The flash-sale load generator (`cart-host load`): open-loop arrivals at a set rate, so a slow
-//! answer delays nothing behind it and shows in the latency (no coordinated omission); HDR
-//! latency histograms, throughput, errors by code, sell-through, a JSON report and a plot.
+//! The flash-sale load generator (`cart-host load`, and the benchmarks'): open-loop arrivals at
+//! a set rate, so a slow answer delays nothing behind it and shows in the latency (no
+//! coordinated omission); HDR latency histograms, throughput, errors by code, sell-through, and
+//! a JSON report (which `cart-bench plot` draws).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,14 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use cart_edge::http_client::HttpClient;
 
 /// What each arrival does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// One durable cart update (`PUT .../items/{sku}`) per arrival, over a pool of open carts.
@@ -30,7 +30,7 @@ pub enum Scenario {
 }
 
 /// How the arrival rate moves over the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Curve {
     /// The set rate throughout.
@@ -81,6 +81,7 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     /// Read every edge's `/admin/status` at the end for sell-through.
     pub admin_token: Option<String>,
+    /// Say how the run goes, once a second, on standard error.
     pub progress: bool,
 }
 
@@ -103,7 +104,7 @@ impl Default for LoadConfig {
 }
 
 /// Latencies in milliseconds.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
@@ -131,7 +132,7 @@ impl Latency {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Second {
     pub t: u64,
     pub completed: u64,
@@ -139,7 +140,7 @@ pub struct Second {
 }
 
 /// What a run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadReport {
     pub scenario: Scenario,
     pub curve: Curve,
@@ -250,7 +251,10 @@ impl Shared {
             .unwrap_or(u64::MAX)
             .max(1);
         let second = intended.saturating_duration_since(self.started).as_secs() as usize;
-        let mut r = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self
+            .recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = r.total.record(us.min(120_000_000));
         if let Some(h) = r.seconds.get_mut(second) {
             let _ = h.record(us.min(120_000_000));
@@ -259,7 +263,10 @@ impl Shared {
     }
 
     fn record_error(&self, code: String) {
-        let mut r = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self
+            .recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *r.errors.entry(code).or_default() += 1;
     }
 
@@ -328,7 +335,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         skus,
         config: config.clone(),
     });
-    let bar = progress_bar(config.progress, config.duration);
+    let mut progress = Progress::new(config.progress, config.duration);
 
     // Open loop: arrivals are due on the curve whatever the answers do.
     let started = shared.started;
@@ -360,18 +367,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             issued += 1;
         }
         while tasks.try_join_next().is_some() {}
-        bar.set_position(elapsed.as_millis() as u64);
-        bar.set_message(format!(
-            "{} sent, {} ok, {} in flight",
-            shared.sent.load(Ordering::Relaxed),
-            shared.ok.load(Ordering::Relaxed),
-            shared.in_flight.load(Ordering::Relaxed)
-        ));
+        progress.show(elapsed, &shared);
         tokio::time::sleep(tick).await;
     }
-    bar.set_message("waiting for the last answers");
+    progress.finish("waiting for the last answers");
     while tasks.join_next().await.is_some() {}
-    bar.finish_and_clear();
+    progress.finish("done");
 
     let sell_through = match (&config.admin_token, config.scenario) {
         (Some(token), Scenario::Sale) => {
@@ -379,7 +380,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         }
         _ => None,
     };
-    let recorder = shared.recorder.lock().unwrap_or_else(|p| p.into_inner());
+    let recorder = shared
+        .recorder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ok = shared.ok.load(Ordering::Relaxed);
     Ok(LoadReport {
         scenario: config.scenario,
@@ -551,7 +555,7 @@ async fn sell_through(client: &HttpClient, edges: &[String], token: &str) -> any
     let mut sold = 0u64;
     let mut total = 0u64;
     for e in edges {
-        let status = cart_edge::status::fetch(client, e, Some(token)).await?;
+        let status = cart_edge::wire::fetch(client, e, Some(token)).await?;
         sold += status.skus.values().map(|s| u64::from(s.sold)).sum::<u64>();
         total = status.stock_total.values().sum();
     }
@@ -562,70 +566,50 @@ async fn sell_through(client: &HttpClient, edges: &[String], token: &str) -> any
     })
 }
 
-fn progress_bar(show: bool, duration: Duration) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// A line on standard error, rewritten once a second: how far the run is and what it got.
+struct Progress {
+    show: bool,
+    duration: Duration,
+    shown_at: Option<Instant>,
+}
+
+impl Progress {
+    fn new(show: bool, duration: Duration) -> Self {
+        Self {
+            show,
+            duration,
+            shown_at: None,
+        }
     }
-    let bar = ProgressBar::new(duration.as_millis() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+
+    fn show(&mut self, elapsed: Duration, shared: &Shared) {
+        if !self.show
+            || self
+                .shown_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.shown_at = Some(Instant::now());
+        eprint!(
+            "\r{:>4.0} s of {:.0}: {} sent, {} ok, {} in flight   ",
+            elapsed.as_secs_f64(),
+            self.duration.as_secs_f64(),
+            shared.sent.load(Ordering::Relaxed),
+            shared.ok.load(Ordering::Relaxed),
+            shared.in_flight.load(Ordering::Relaxed)
+        );
+    }
+
+    fn finish(&self, what: &str) {
+        if self.show {
+            eprint!("\r{what:<72}\r");
+        }
+    }
 }
 
 /// Writes the report as JSON.
 pub fn write_json(report: &LoadReport, path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Draws latency over time (p50, p99, p99.9 per second) as an SVG.
-pub fn write_plot(report: &LoadReport, path: &Path) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let seconds = report.timeline.len().max(1) as f64;
-    let top = report
-        .timeline
-        .iter()
-        .map(|s| s.latency_ms.p999)
-        .fold(1.0f64, f64::max)
-        * 1.1;
-    let title = format!(
-        "{:?} at {:.0}/s: latency over time (ms, by scheduled second)",
-        report.scenario, report.target_rate
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..seconds, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("second")
-        .y_desc("ms")
-        .draw()?;
-    type Pick = fn(&Latency) -> f64;
-    let series: [(&str, Pick, RGBColor); 3] = [
-        ("p50", |l| l.p50, BLUE),
-        ("p99", |l| l.p99, RED),
-        ("p99.9", |l| l.p999, BLACK),
-    ];
-    for (name, pick, color) in series {
-        chart
-            .draw_series(LineSeries::new(
-                report
-                    .timeline
-                    .iter()
-                    .map(|s| (s.t as f64, pick(&s.latency_ms))),
-                &color,
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart.configure_series_labels().border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
 }

@@ -8,8 +8,11 @@ use cart_rules::{CartError, MAX_QUANTITY};
 
 use crate::carts::CartFailure;
 use crate::clock::rfc3339;
+use crate::customer::CustomerError;
+use crate::fleet::FleetError;
+use crate::modules::DeployError;
 use crate::shop::ShopError;
-use crate::writer::WriteError;
+use crate::store::writer::WriteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -88,6 +91,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status_and_code().0
     }
+
+    /// The edge could not read what an answer needs (its database, say).
+    pub fn unavailable(e: anyhow::Error) -> Self {
+        Self::Unavailable(format!("{e:#}"))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -160,9 +168,9 @@ impl From<ShopError> for ApiError {
     }
 }
 
-impl From<crate::modules::DeployError> for ApiError {
-    fn from(e: crate::modules::DeployError) -> Self {
-        use crate::modules::DeployError as D;
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        use DeployError as D;
         match e {
             D::UnknownVersion(_) => Self::NotFound("module version"),
             D::Write(w) => w.into(),
@@ -179,5 +187,23 @@ impl From<WriteError> for ApiError {
             WriteError::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
             WriteError::Stopped => Self::Unavailable("shutting down".into()),
         }
+    }
+}
+
+impl From<CustomerError> for ApiError {
+    fn from(e: CustomerError) -> Self {
+        match e {
+            CustomerError::BadRequest(why) => Self::BadRequest(why),
+            CustomerError::Token(why) => Self::CustomerToken(why),
+            CustomerError::RateLimited { retry_after_secs } => {
+                Self::RateLimited { retry_after_secs }
+            }
+        }
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        Self::Unavailable(e.to_string())
     }
 }

@@ -262,7 +262,7 @@ mod tests {
 
     fn writer() -> (tempfile::TempDir, WriterHandle) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = crate::edge_db::open_writer(dir.path()).expect("open");
+        let conn = crate::store::db::open_writer(dir.path()).expect("open");
         conn.execute_batch("CREATE TABLE t (x INTEGER)")
             .expect("table");
         let writer =
@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn rows(dir: &tempfile::TempDir) -> i64 {
-        let conn = crate::edge_db::open_reader(dir.path()).expect("reader");
+        let conn = crate::store::db::open_reader(dir.path()).expect("reader");
         conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .expect("count")
     }

@@ -3,18 +3,23 @@
 //! `/admin/status`. Gathered at most once a second however many dashboards watch, so watching
 //! the rush costs it two small reads at central and one request per edge a second.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use cart_central::StockLevel;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use super::admin::{admin_auth, own_status};
+use super::error::ApiError;
 use crate::clock::rfc3339;
 use crate::edge::Edge;
-use crate::error::ApiError;
 use crate::http_client::HttpClient;
-use crate::status::{self, EdgeStatus};
+use crate::wire::{self, EdgeStatus};
 
 /// How long a gathered view is served again.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -46,6 +51,24 @@ pub struct EdgeView {
     pub status: Option<EdgeStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// `GET /admin/fleet`: the whole fleet, for the operator dashboard.
+pub async fn fleet(
+    State(edge): State<Arc<Edge>>,
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin_auth(&edge, &headers)?;
+    let body = dashboard.fleet(&edge).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The last view served, and the client that asks the peers.
@@ -110,16 +133,14 @@ impl Dashboard {
             let client = self.client.clone();
             let token = edge.config.admin_token.clone();
             peers.spawn(async move {
-                let status = bounded(status::fetch(&client, &url, token.as_deref())).await;
+                let status = bounded(wire::fetch(&client, &url, token.as_deref())).await;
                 EdgeView::new(edge_id, url, status)
             });
         }
         let mut edges = vec![EdgeView::new(
             me.clone(),
             edge.url.clone(),
-            crate::api::own_status(edge)
-                .await
-                .map_err(|e| e.to_string()),
+            own_status(edge).await.map_err(|e| e.to_string()),
         )];
         while let Some(view) = peers.join_next().await {
             edges.extend(view.ok());

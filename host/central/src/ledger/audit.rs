@@ -1,0 +1,177 @@
+//! The audit's view: the snapshot of what central knows, stock levels, the registry of edges,
+//! customers' home edges and each edge's orders.
+
+use super::calendar::sales_ending_after;
+use crate::db::{Tx, params};
+use crate::events::{EventLine, Order};
+use crate::time::Millis;
+use crate::{CentralError, EdgeLedger, PerEdge, SaleLedger, SkuKey, Snapshot, StockLevel};
+
+/// The audit's per-edge sums `(sale_id, sku, edge_id, n)`.
+const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
+    (
+        "SELECT sale_id, sku, edge_id, CAST(SUM(n) AS BIGINT) FROM (\
+           SELECT sale_id, sku, edge_id, granted AS n FROM grants \
+           UNION ALL SELECT sale_id, sku, edge_id, -quantity FROM unit_returns \
+           UNION ALL SELECT sale_id, sku, from_edge, -quantity FROM unit_moves \
+           UNION ALL SELECT sale_id, sku, to_edge, quantity FROM unit_moves) AS moves \
+         GROUP BY sale_id, sku, edge_id",
+        PerEdge::Allotted,
+    ),
+    (
+        "SELECT sale_id, sku, edge_id, CAST(SUM(quantity) AS BIGINT) FROM holds \
+         GROUP BY sale_id, sku, edge_id",
+        PerEdge::Held,
+    ),
+    (
+        "SELECT l.sale_id, l.sku, o.edge_id, CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l \
+         JOIN orders o ON o.order_id = l.order_id GROUP BY l.sale_id, l.sku, o.edge_id",
+        PerEdge::Sold,
+    ),
+];
+
+/// What central knows, for the audit.
+pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
+    let mut snap = Snapshot::default();
+    for sale in sales_ending_after(tx, Millis::MIN)? {
+        snap.sales.insert(
+            sale.sale_id.clone(),
+            SaleLedger {
+                starts_at: sale.starts_at,
+                ends_at: sale.ends_at,
+            },
+        );
+    }
+    for r in tx.query(
+        "SELECT sale_id, sku, stock_total, unallocated, limit_per_customer FROM skus",
+        &[],
+    )? {
+        let ledger = snap
+            .skus
+            .entry(SkuKey::new(r.text(0)?, r.text(1)?))
+            .or_default();
+        ledger.stock_total = r.int(2)?;
+        ledger.unallocated = r.int(3)?;
+        ledger.limit_per_customer = r.int(4)?;
+    }
+    for (sql, which) in PER_EDGE_SUMS {
+        for r in tx.query(sql, &[])? {
+            let ledger = snap
+                .skus
+                .entry(SkuKey::new(r.text(0)?, r.text(1)?))
+                .or_default();
+            ledger.per_edge(*which).insert(r.text(2)?, r.int(3)?);
+        }
+    }
+    for r in tx.query(
+        "SELECT e.edge_id, e.url, e.high_water, \
+           (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
+           (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id), \
+           CASE WHEN e.retired_at IS NULL THEN 0 ELSE 1 END, \
+           CASE WHEN e.drained_at IS NULL THEN 0 ELSE 1 END \
+         FROM edges e",
+        &[],
+    )? {
+        snap.edges.insert(
+            r.text(0)?,
+            EdgeLedger {
+                url: r.text(1)?,
+                high_water: r.int(2)?,
+                events_applied: r.int(3)?,
+                orders: r.int(4)?,
+                retired: r.int(5)? == 1,
+                drained: r.int(6)? == 1,
+            },
+        );
+    }
+    Ok(snap)
+}
+
+/// Each SKU's stock and the units no edge holds yet, for the operator dashboard: one cheap read,
+/// unlike [`snapshot`].
+pub fn stock_levels(tx: &mut dyn Tx) -> Result<Vec<StockLevel>, CentralError> {
+    tx.query(
+        "SELECT sale_id, sku, stock_total, unallocated FROM skus ORDER BY sale_id, sku",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(StockLevel {
+            sale_id: r.text(0)?,
+            sku: r.text(1)?,
+            stock_total: r.int(2)?,
+            unallocated: r.int(3)?,
+        })
+    })
+    .collect()
+}
+
+/// Each edge id in service (not retired, not drained), with the URL it registered.
+pub fn registry(tx: &mut dyn Tx) -> Result<Vec<(String, String)>, CentralError> {
+    tx.query(
+        "SELECT edge_id, url FROM edges WHERE retired_at IS NULL AND drained_at IS NULL \
+         ORDER BY edge_id",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .collect()
+}
+
+/// A customer's home edge: the one recorded, or else `proposed`, recorded now.
+pub fn home_of(
+    tx: &mut dyn Tx,
+    customer_id: &str,
+    proposed: &str,
+    now: Millis,
+) -> Result<String, CentralError> {
+    let select = "SELECT edge_id FROM customers WHERE customer_id = $1";
+    if let Some(home) = tx.query_opt(select, &[customer_id.into()])? {
+        return home.text(0);
+    }
+    // Two edges may propose at once: the first to commit is the home.
+    tx.exec(
+        "INSERT INTO customers (customer_id, edge_id, since) VALUES ($1, $2, $3) \
+         ON CONFLICT (customer_id) DO NOTHING",
+        &[customer_id.into(), proposed.into(), now.into()],
+    )?;
+    tx.query_opt(
+        "SELECT edge_id FROM customers WHERE customer_id = $1",
+        &[customer_id.into()],
+    )?
+    .ok_or_else(|| CentralError::Decode(format!("no home recorded for {customer_id}")))?
+    .text(0)
+}
+
+/// The orders central holds for an edge, with their lines, by order id.
+pub fn orders_of(tx: &mut dyn Tx, edge_id: &str) -> Result<Vec<Order>, CentralError> {
+    let mut out: Vec<Order> = Vec::new();
+    for r in tx.query(
+        "SELECT o.order_id, o.cart_id, o.customer_id, o.total_cents, o.placed_at, \
+           l.sale_id, l.sku, l.quantity, l.unit_price_cents \
+         FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
+         WHERE o.edge_id = $1 ORDER BY o.order_id, l.sale_id, l.sku",
+        params![edge_id],
+    )? {
+        let order_id = r.text(0)?;
+        if out.last().is_none_or(|o| o.order_id != order_id) {
+            out.push(Order {
+                order_id,
+                cart_id: r.text(1)?,
+                customer_id: r.text(2)?,
+                total_cents: r.int(3)?,
+                placed_at: r.int(4)?,
+                lines: Vec::new(),
+            });
+        }
+        if let Some(order) = out.last_mut() {
+            order.lines.push(EventLine {
+                sale_id: r.text(5)?,
+                sku: r.text(6)?,
+                quantity: r.count(7)?,
+                unit_price_cents: r.int(8)?,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,5 @@
+//! The edge's SQLite: [`db`] opens it, migrates its schema and holds the host's statements on
+//! stock, grants, returns, the outbox and meta; [`writer`] is the one thread that changes it.
+
+pub mod db;
+pub mod writer;

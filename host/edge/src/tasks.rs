@@ -1,0 +1,241 @@
+//! Every background loop of a running edge: delivering the outbox and tending the edge's claim
+//! at central, keeping each SKU stocked, following the calendar of sales, releasing lapsed
+//! holds, and finishing hand-offs a drain left unfinished. Each ends when the edge stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cart_central::CentralError;
+use cart_central::SkuKey;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::calendar;
+use crate::carts;
+use crate::clock::Millis;
+use crate::drain;
+use crate::edge::Edge;
+use crate::identity::Standing;
+use crate::locks;
+use crate::shutdown::pause;
+use crate::store::db::StockLine;
+use crate::sync;
+
+/// How often an edge asks central whether the calendar changed.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// Sales that ended longer ago than this are not fetched again.
+const ENDED_WITHIN_MS: Millis = 24 * 3_600_000;
+/// Lapsed holds released per transaction.
+const SWEEP_BATCH: u32 = 500;
+/// How often each SKU's stock is looked at.
+const BALANCE_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts the background tasks; they end when `shutdown` turns true.
+pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(deliver(Arc::clone(edge), shutdown.clone())),
+        tokio::spawn(sweep_holds(Arc::clone(edge), shutdown.clone())),
+        tokio::spawn(follow_calendar(Arc::clone(edge), shutdown.clone())),
+        tokio::spawn(keep_stocked(Arc::clone(edge), shutdown.clone())),
+        tokio::spawn(resume_handoffs(Arc::clone(edge), shutdown.clone())),
+    ]
+}
+
+/// Delivers the outbox to central (or to the queue) in order, in batches; keeps the edge's
+/// claim and finishes interrupted grants and returns; retries with backoff while central is
+/// away. Through the queue, the outbox keeps draining while central is away.
+async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = edge.config.sync_every;
+    let max_backoff = Duration::from_secs(5);
+    let mut renewed_at = edge.clock.now();
+    // Through the queue: when central may be tried again, and how long to wait after that.
+    let mut central_due = Instant::now();
+    let mut central_backoff = edge.config.sync_every;
+    loop {
+        let result = async {
+            if let Standing::Refused(_) = edge.standing() {
+                return Ok(Idle::Refused);
+            }
+            if edge.queue.is_none() || Instant::now() >= central_due {
+                match sync::tend_central(&edge, &mut renewed_at).await {
+                    Ok(()) => central_backoff = edge.config.sync_every,
+                    Err(e) if edge.queue.is_none() || sync::is_refusal(&e) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(
+                            "central did not answer, retrying in {central_backoff:?}; the outbox \
+                             still drains into the queue: {e:#}"
+                        );
+                        central_due = Instant::now() + central_backoff;
+                        central_backoff = (central_backoff * 2).min(max_backoff);
+                    }
+                }
+            }
+            // A history central has not confirmed has nothing it may deliver yet.
+            if let Standing::Unclaimed { own_history: false } = edge.standing() {
+                return Ok(Idle::Caught);
+            }
+            Ok(if sync::deliver_once(&edge).await? > 0 {
+                Idle::Busy
+            } else {
+                Idle::Caught
+            })
+        }
+        .await;
+        let period = match result {
+            Ok(Idle::Busy) => Duration::ZERO,
+            Ok(Idle::Caught) => {
+                backoff = edge.config.sync_every;
+                edge.config.sync_every
+            }
+            Ok(Idle::Refused) => Duration::from_secs(3600),
+            Err(e) => {
+                if let Some(refusal) = e.downcast_ref::<CentralError>().filter(|e| e.is_refusal()) {
+                    tracing::error!("{refusal}");
+                    edge.set_standing(Standing::Refused(refusal.to_string()));
+                    continue;
+                }
+                tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
+                locks::lock(&edge.sync).last_error = Some(format!("{e:#}"));
+                backoff = (backoff * 2).min(max_backoff);
+                backoff
+            }
+        };
+        if !pause(period, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// What a pass of the sync loop found.
+enum Idle {
+    /// It delivered events: more may be waiting.
+    Busy,
+    /// Nothing left to deliver.
+    Caught,
+    /// Central refused this process its edge id: there is nothing it may deliver.
+    Refused,
+}
+
+/// Keeps each SKU's free units near its demand (see [`crate::escrow::Allotments::balance`]).
+async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = balance_once(&edge).await {
+            tracing::warn!("keeping stock balanced: {e:#}");
+        }
+        if !pause(BALANCE_EVERY, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
+/// and never keeps the others from their units.
+async fn balance_once(edge: &Edge) -> anyhow::Result<()> {
+    // A draining edge returns its units: it asks for none.
+    if edge.standing().refusal().is_some() || edge.drain.draining() {
+        return Ok(());
+    }
+    let stock = edge.stock().await?;
+    let wanted = edge.central.wanted_skus().await?;
+    let (catalog, now) = (edge.catalog(), edge.clock.now());
+    for StockLine {
+        sale_id,
+        sku,
+        units: row,
+    } in stock
+    {
+        let Some(entry) = catalog.entry(&sale_id, &sku) else {
+            continue;
+        };
+        let wanted = wanted.contains(&SkuKey::new(&sale_id, &sku));
+        if let Err(e) = edge.allotments.balance(entry, row, wanted, now).await {
+            tracing::warn!("keeping {sale_id}/{sku} stocked: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Follows central's calendar until shutdown.
+async fn follow_calendar(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let mut seen = None;
+    while pause(FOLLOW_EVERY, &mut shutdown).await {
+        if let Err(e) = follow_once(&edge, &mut seen).await {
+            tracing::warn!("following the calendar of sales: {e:#}");
+        }
+    }
+}
+
+async fn follow_once(edge: &Edge, seen: &mut Option<i64>) -> anyhow::Result<()> {
+    let now = edge.clock.now();
+    let version = edge.central.catalog_version().await?;
+    let mut changed = false;
+    if *seen != Some(version) {
+        let sales = edge
+            .central
+            .sales_ending_after(now - ENDED_WITHIN_MS)
+            .await?;
+        edge.writer
+            .host(move |c| {
+                for sale in &sales {
+                    calendar::store_sale(c, sale)?;
+                }
+                Ok(())
+            })
+            .await?;
+        *seen = Some(version);
+        changed = true;
+    }
+    let catalog = edge.catalog();
+    if catalog.sales().any(|s| s.ends_at <= now) {
+        let dropped = edge
+            .writer
+            .host(move |c| calendar::drop_finished(c, now))
+            .await?;
+        for sale_id in &dropped {
+            tracing::info!(sale_id, "sale ended and settled here: dropped from memory");
+        }
+        changed |= !dropped.is_empty();
+    }
+    if changed {
+        edge.reload_catalog().await?;
+    }
+    Ok(())
+}
+
+/// Releases lapsed holds, and the holds of sales that have ended, on a timer: a batch per
+/// transaction, until none are left.
+async fn sweep_holds(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    while pause(edge.config.sweep_every, &mut shutdown).await {
+        let now = edge.clock.now();
+        let ended: Vec<String> = edge
+            .catalog()
+            .sales()
+            .filter(|s| s.ends_at <= now)
+            .map(|s| s.sale_id.clone())
+            .collect();
+        loop {
+            let ended = ended.clone();
+            match edge
+                .writer
+                .host(move |c| carts::sweep(c, now, &ended, SWEEP_BATCH))
+                .await
+            {
+                Ok(n) if n >= SWEEP_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("sweep failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Finishes the hand-offs a drain left unfinished, until none is left.
+async fn resume_handoffs(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    while drain::resume_unfinished(&edge).await {
+        if !pause(drain::RESUME_FOR, &mut shutdown).await {
+            return;
+        }
+    }
+}
