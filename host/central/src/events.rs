@@ -1,6 +1,14 @@
-//! Outbox events as stored on the edge and applied by central: JSON, one object per event.
+//! Outbox events as stored on the edge and applied by central: JSON, one object per event;
+//! and their signatures. The process that serves an edge id holds an ed25519 key of its own,
+//! registered with its claim; it signs every event it delivers, and central applies only events
+//! the key of the event's history signed, whatever path they took (straight, or through the
+//! queue and a relay).
 
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -47,9 +55,124 @@ impl OutboxEvent {
     }
 }
 
-/// One outbox row on its way to central.
+/// One outbox row on its way to central, signed by the process that delivers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub seq: i64,
     pub event: OutboxEvent,
+    /// Base64 ed25519 signature over [`signed_bytes`].
+    pub signature: String,
+}
+
+/// An event's digest: the SHA-256 (hex) of its JSON as this crate writes it. Central keeps it
+/// for each event it applies, so an edge can tell its own events from another's.
+pub fn digest(event: &OutboxEvent) -> String {
+    // Serializing a value of these plain types cannot fail.
+    let json = serde_json::to_vec(event).unwrap_or_default();
+    hex::encode(Sha256::digest(json))
+}
+
+/// What a signature covers: the history, the sequence number and the event's digest.
+pub fn signed_bytes(history_id: &str, seq: i64, digest: &str) -> Vec<u8> {
+    format!("cart-outbox-v1\n{history_id}\n{seq}\n{digest}").into_bytes()
+}
+
+/// A process's key for its outbox events.
+pub struct EventKey(SigningKey);
+
+impl EventKey {
+    /// A new key, for this process only.
+    pub fn generate() -> Self {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        Self(SigningKey::from_bytes(&secret))
+    }
+
+    /// The public key as central records it (base64).
+    pub fn public_key(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0.verifying_key().as_bytes())
+    }
+
+    /// The event, signed as row `seq` of `history_id`.
+    pub fn sign(&self, history_id: &str, seq: i64, event: OutboxEvent) -> Delivery {
+        let signature = self.0.sign(&signed_bytes(history_id, seq, &digest(&event)));
+        Delivery {
+            seq,
+            event,
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventKey({})", self.public_key())
+    }
+}
+
+/// Whether `delivery` was signed, as row of `history_id`, by the key `public_key` (base64).
+pub fn verify(public_key: &str, history_id: &str, delivery: &Delivery) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64
+        .decode(public_key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok());
+    let signature = b64
+        .decode(&delivery.signature)
+        .ok()
+        .and_then(|s| Signature::from_slice(&s).ok());
+    match (key, signature) {
+        (Some(key), Some(signature)) => key
+            .verify(
+                &signed_bytes(history_id, delivery.seq, &digest(&delivery.event)),
+                &signature,
+            )
+            .is_ok(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(quantity: u32) -> OutboxEvent {
+        OutboxEvent::HoldChanged {
+            cart_id: "c_1".into(),
+            customer_id: "ann".into(),
+            sale_id: "s".into(),
+            sku: "A".into(),
+            quantity,
+            expires_at: 5,
+        }
+    }
+
+    #[test]
+    fn only_the_key_of_the_history_signs_its_events() {
+        let (key, other) = (EventKey::generate(), EventKey::generate());
+        let signed = key.sign("h-1", 7, hold(2));
+        assert!(verify(&key.public_key(), "h-1", &signed));
+        assert!(!verify(&other.public_key(), "h-1", &signed), "another key");
+        assert!(
+            !verify(&key.public_key(), "h-2", &signed),
+            "another history"
+        );
+        let moved = Delivery {
+            seq: 8,
+            ..signed.clone()
+        };
+        assert!(!verify(&key.public_key(), "h-1", &moved), "another row");
+        let changed = Delivery {
+            event: hold(3),
+            ..signed.clone()
+        };
+        assert!(!verify(&key.public_key(), "h-1", &changed), "another event");
+        let unsigned = Delivery {
+            signature: String::new(),
+            ..signed
+        };
+        assert!(!verify(&key.public_key(), "h-1", &unsigned));
+        assert!(!verify("not a key", "h-1", &unsigned));
+    }
 }

@@ -97,6 +97,20 @@ pub enum CentralError {
     },
     #[error("edge {0} is now served by another process: this one must stop selling")]
     Superseded(String),
+    #[error("edge {edge_id}'s outbox event {seq} is not signed by the key of its history")]
+    BadSignature { edge_id: String, seq: i64 },
+    #[error(
+        "{edge_id} may give back at most {spare} units of {sku} (allotted, neither held nor \
+         sold, as central knows it), not {quantity}"
+    )]
+    ReturnRefused {
+        edge_id: String,
+        sku: String,
+        quantity: u32,
+        spare: i64,
+    },
+    #[error("hand-off {0} to this edge is recorded and not taken yet")]
+    HandoffUntaken(String),
     #[error("central database: {0}")]
     Decode(String),
     #[error("central SQLite: {0}")]
@@ -162,6 +176,11 @@ pub struct Claim {
     pub lease_ms: i64,
     /// Write the old history off if it does not match (`serve --take-over`).
     pub take_over: bool,
+    /// The database file this history runs on (its identity on the disk, not its path): the
+    /// next process on the same file may succeed a crashed one at once; a copy may not.
+    pub folder: String,
+    /// This process's key for its outbox events (see [`events::EventKey`]).
+    pub public_key: String,
 }
 
 /// What a claim found.
@@ -171,6 +190,8 @@ pub struct Claimed {
     pub high_water: i64,
     /// The id the written-off history was retired under, after a take-over.
     pub retired: Option<String>,
+    /// Until when central holds the id for this process (on central's clock).
+    pub lease_until: Millis,
 }
 
 /// A grant request: the id is the edge's, chosen and stored before asking.
@@ -323,6 +344,27 @@ pub struct MovedUnits {
     pub quantity: u32,
 }
 
+/// A hand-off as central recorded it, for the receiving edge (see [`Central::handoff_record`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordedHandoff {
+    pub from_edge: String,
+    pub carts: Vec<String>,
+    /// The carts' holds as central has them.
+    pub holds: Vec<RecordedHold>,
+    /// The carts' orders as central has them.
+    pub orders: Vec<events::Order>,
+}
+
+/// One hold of a handed-off cart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedHold {
+    pub cart_id: String,
+    pub sale_id: String,
+    pub sku: String,
+    pub quantity: u32,
+    pub expires_at: Millis,
+}
+
 /// Outbox events of one edge's history, in sequence order, for [`Central::apply_batches`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EdgeBatch {
@@ -336,8 +378,6 @@ pub struct EdgeBatch {
 pub enum Applied {
     /// The edge's high-water mark before and after: events up to `after` are applied.
     Marks(Marks),
-    /// The history was written off by a take-over: its events are void.
-    Retired,
     /// No such history (yet): its edge has not claimed its id with it.
     Unknown,
     /// Applying it failed, and nothing of it was kept: why.
@@ -444,23 +484,26 @@ impl Central {
     /// Claims an edge id for a process (see [`Claim`]).
     pub async fn claim_edge(&self, claim: &Claim) -> Result<Claimed, CentralError> {
         let claim = claim.clone();
-        self.transact(move |tx| ledger::claim_edge(tx, &claim, wall_ms()))
+        self.transact(move |tx| ledger::claim_edge(tx, &claim))
             .await
     }
 
-    /// Extends a process's lease on its edge id.
+    /// Extends a process's lease on its edge id by `lease_ms` from now, on central's clock;
+    /// the catalog's version (see [`Self::catalog_version`]).
     pub async fn renew_lease(
         &self,
         edge_id: &str,
         incarnation: &str,
         lease_ms: i64,
-    ) -> Result<(), CentralError> {
+    ) -> Result<i64, CentralError> {
         let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
-        self.transact(move |tx| {
-            let now = wall_ms();
-            ledger::renew_lease(tx, &edge_id, &incarnation, now + lease_ms, now)
-        })
-        .await
+        self.transact(move |tx| ledger::renew_lease(tx, &edge_id, &incarnation, lease_ms))
+            .await
+    }
+
+    /// Central's clock now, in milliseconds: the one leases are granted and compared on.
+    pub async fn clock(&self) -> Result<Millis, CentralError> {
+        self.transact(ledger::clock).await
     }
 
     /// Grants up to the requested units; the same grant id always gets the same answer.
@@ -477,11 +520,42 @@ impl Central {
         history_id: &str,
         batch: &[Delivery],
     ) -> Result<i64, CentralError> {
+        self.deliver(edge_id, history_id, batch)
+            .await
+            .map(|marks| marks.after)
+    }
+
+    /// Applies a batch of an edge's outbox; the history's high-water mark before and after.
+    pub async fn deliver(
+        &self,
+        edge_id: &str,
+        history_id: &str,
+        batch: &[Delivery],
+    ) -> Result<Marks, CentralError> {
         let (edge_id, history_id, batch) =
             (edge_id.to_owned(), history_id.to_owned(), batch.to_vec());
         self.transact(move |tx| ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms()))
             .await
-            .map(|marks| marks.after)
+    }
+
+    /// The digests of the events of a history central applied, `from` to `to`, by sequence
+    /// number (see [`events::digest`]).
+    pub async fn applied_digests(
+        &self,
+        history_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, CentralError> {
+        let history_id = history_id.to_owned();
+        self.transact(move |tx| ledger::applied_digests(tx, &history_id, from, to))
+            .await
+    }
+
+    /// The keys that have signed a history's events (none: central does not know it).
+    pub async fn history_keys(&self, history_id: &str) -> Result<Vec<String>, CentralError> {
+        let history_id = history_id.to_owned();
+        self.transact(move |tx| ledger::history_keys(tx, &history_id))
+            .await
     }
 
     /// Applies several edges' batches in one transaction, as [`Self::apply`] does one: the
@@ -503,9 +577,6 @@ impl Central {
                 tx.exec("SAVEPOINT edge_batch", params![])?;
                 outcomes[i] = match ledger::apply(tx, &b.edge_id, &b.history_id, &b.events, now) {
                     Ok(marks) => Applied::Marks(marks),
-                    Err(CentralError::UnknownEdge(_)) if ledger::retired(tx, &b.history_id)? => {
-                        Applied::Retired
-                    }
                     Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
                     Err(e) => {
                         tx.exec("ROLLBACK TO SAVEPOINT edge_batch", params![])?;
@@ -554,6 +625,33 @@ impl Central {
     pub async fn applied_up_to(&self, edge_id: &str) -> Result<i64, CentralError> {
         let id = edge_id.to_owned();
         self.transact(move |tx| ledger::applied_up_to(tx, &id))
+            .await
+    }
+
+    /// A hand-off recorded to `to_edge`, as that edge takes it.
+    pub async fn handoff_record(
+        &self,
+        handoff_id: &str,
+        to_edge: &str,
+    ) -> Result<Option<RecordedHandoff>, CentralError> {
+        let (id, to) = (handoff_id.to_owned(), to_edge.to_owned());
+        self.transact(move |tx| ledger::handoff_record(tx, &id, &to))
+            .await
+    }
+
+    /// The receiving edge has taken a hand-off into its books.
+    pub async fn handoff_taken(
+        &self,
+        handoff_id: &str,
+        to_edge: &str,
+        incarnation: &str,
+    ) -> Result<(), CentralError> {
+        let (id, to, inc) = (
+            handoff_id.to_owned(),
+            to_edge.to_owned(),
+            incarnation.to_owned(),
+        );
+        self.transact(move |tx| ledger::handoff_taken(tx, &id, &to, &inc, wall_ms()))
             .await
     }
 

@@ -8,16 +8,15 @@
 //! peer (the whole fleet is stopping) the carts stay here and the edge exits at once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cart_central::SkuKey;
+use cart_central::{CentralError, SkuKey};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 
 use crate::edge::Edge;
 use crate::fleet::Peer;
-use crate::handoff::{self, Batch, CUSTOMERS_PER_HANDOFF, Outgoing};
+use crate::handoff::{self, Batch, CUSTOMERS_PER_HANDOFF, Outgoing, Refusal};
 use crate::http_client::join;
 use crate::store::db;
 use crate::store::writer::WriteError;
@@ -75,40 +74,85 @@ impl DrainReport {
 pub enum Intake {
     /// The carts are in this edge's books (now, or from an earlier offer of the same batch).
     Taken(usize),
-    /// Refused for good, and why.
+    /// Refused for good, and why: central recorded no such hand-off to this edge, or the batch
+    /// is not the one it recorded.
     Refused(String),
+    /// Not now, and why: this edge cannot take it yet; the sender offers it again.
+    NotYet(String),
 }
 
-/// Takes a batch a draining peer hands this edge, once; an edge that is not ready, or that
-/// began draining itself, refuses it for good.
+/// Takes a batch a draining peer hands this edge, once, as central recorded it (see
+/// [`handoff::take`]). A draining edge takes it too: the carts are its own at central already,
+/// and it hands them on in turn.
 pub async fn receive(edge: &Edge, batch: Batch) -> Result<Intake, WriteError> {
-    let (catalog, now, not_ready) = (edge.catalog(), edge.clock.now(), edge.ready().err());
+    if let Some(why) = edge
+        .standing()
+        .lost_id()
+        .then(|| edge.standing().refusal())
+        .flatten()
+    {
+        return Ok(Intake::NotYet(why));
+    }
+    let record = match edge
+        .central
+        .handoff_record(&batch.handoff_id, &edge.config.edge_id)
+        .await
+    {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            tracing::warn!(
+                "hand-off {} from {}: central recorded no such hand-off to this edge; refused",
+                batch.handoff_id,
+                batch.from_edge
+            );
+            return Ok(Intake::Refused(
+                "central recorded no such hand-off to this edge".into(),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(
+                "hand-off {}: reading central's record: {e}",
+                batch.handoff_id
+            );
+            return Ok(Intake::NotYet(
+                "central does not answer for the hand-off's record".into(),
+            ));
+        }
+    };
+    let (catalog, now, id) = (edge.catalog(), edge.clock.now(), batch.handoff_id.clone());
     let carts: Vec<String> = batch.carts.iter().map(|c| c.cart_id.clone()).collect();
-    // Checked again inside the job: a drain that began meanwhile must not see it taken later.
-    let draining = edge.drain.flag();
     let taken = edge
         .writer
-        .host(move |c| {
-            let not_ready = not_ready.or_else(|| {
-                draining
-                    .load(Ordering::SeqCst)
-                    .then(|| "draining".to_owned())
-            });
-            match not_ready {
-                // Refused now, unless taken before.
-                Some(why) => Ok(handoff::refuse(c, &batch, now)?.then_some(why)),
-                None => Ok(handoff::take(c, &batch, &catalog, now)?.err()),
-            }
-        })
+        .host(move |c| handoff::take(c, &batch, &record, &catalog, now))
         .await?;
     Ok(match taken {
-        None => {
+        Ok(()) => {
             let n = carts.len();
             edge.fleet.note_adopted(carts);
+            tell_taken(edge, &id).await;
             Intake::Taken(n)
         }
-        Some(why) => Intake::Refused(why),
+        Err(Refusal::ForGood(why)) => Intake::Refused(why),
+        Err(Refusal::NotYet(why)) => Intake::NotYet(why),
     })
+}
+
+/// Tells central a hand-off is in this edge's books; what central does not hear now, the next
+/// drain tells it (see [`received_recorded`]).
+async fn tell_taken(edge: &Edge, handoff_id: &str) {
+    let told = edge
+        .central
+        .handoff_taken(handoff_id, &edge.config.edge_id, &edge.identity.incarnation)
+        .await;
+    match told {
+        Ok(()) => {
+            let id = handoff_id.to_owned();
+            if let Err(e) = edge.writer.host(move |c| handoff::recorded(c, &id)).await {
+                tracing::warn!("hand-off {handoff_id}: marking it known at central: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("hand-off {handoff_id}: telling central it was taken: {e}"),
+    }
 }
 
 /// Drains the edge within `timeout`.
@@ -245,34 +289,41 @@ pub async fn resume_unfinished(edge: &Arc<Edge>) -> bool {
 /// How long a resumed hand-off is tried before the next round.
 pub const RESUME_FOR: Duration = Duration::from_secs(2);
 
-/// Takes one hand-off to its end: `Some(true)` done, `Some(false)` refused by the receiver
-/// (the carts are back in the books), `None` not finished by the deadline (resumed on restart).
-/// The steps, each safe to repeat: central applies this edge's outbox up to the freeze (so that
-/// no older event of this edge about the carts can land after the receiver's newer ones), the
-/// receiver takes the batch, central records it, the batch is marked done here.
+/// Takes one hand-off to its end: `Some(true)` done, `Some(false)` not recorded because the
+/// receiver left the fleet meanwhile (the carts are back in the books), `None` not finished by
+/// the deadline (resumed on restart). The steps, each safe to repeat: central applies this
+/// edge's outbox up to the freeze (so that no older event of this edge about the carts can
+/// land after the receiver's newer ones), central records the move, the receiver takes the
+/// batch as recorded, the batch is marked done here.
 async fn complete(edge: &Arc<Edge>, out: &Outgoing, deadline: Instant) -> Option<bool> {
     let id = &out.batch.handoff_id;
-    // Killed after central recorded it: the receiver took it then, and may be gone since.
     let recorded = matches!(edge.central.handoff_recorded(id).await, Ok(true));
     if !recorded {
         until(deadline, || outbox_applied(edge, out.frozen_seq)).await?;
-        test_pause("before_push", id).await;
-        match until(deadline, || offer(edge, out)).await? {
-            Taken::Yes => {}
-            Taken::Refused => return Some(false),
-        }
-        test_pause("after_push", id).await;
         let record =
             out.batch
                 .for_central(&edge.identity.incarnation, &out.to_edge, out.frozen_seq);
-        until(deadline, || async {
-            edge.central
-                .record_handoff(&record)
-                .await
-                .map_err(|e| format!("hand-off {id}: recording it at central: {e}"))
+        let receiver_left = until(deadline, || async {
+            match edge.central.record_handoff(&record).await {
+                Ok(()) => Ok(false),
+                // Nothing moved at central: the carts stay here.
+                Err(CentralError::UnknownEdge(gone)) if gone == out.to_edge => Ok(true),
+                Err(e) => Err(format!("hand-off {id}: recording it at central: {e}")),
+            }
         })
         .await?;
+        if receiver_left {
+            tracing::warn!(
+                "hand-off {id}: {} left the fleet before central recorded it; the carts stay",
+                out.to_edge
+            );
+            put_back(edge, out).await?;
+            return Some(false);
+        }
     }
+    test_pause("before_push", id).await;
+    until(deadline, || offer(edge, out)).await?;
+    test_pause("after_push", id).await;
     until(deadline, || async {
         let done = id.clone();
         edge.writer
@@ -288,6 +339,25 @@ async fn complete(edge: &Arc<Edge>, out: &Outgoing, deadline: Instant) -> Option
             .map(|c| (c.cart_id.clone(), Some(out.to_edge.clone()))),
     );
     Some(true)
+}
+
+/// A hand-off central did not record goes back into the books.
+async fn put_back(edge: &Edge, out: &Outgoing) -> Option<()> {
+    let aborted = out.clone();
+    match edge.writer.host(move |c| handoff::abort(c, &aborted)).await {
+        Ok(()) => {
+            edge.fleet
+                .note_kept(out.batch.carts.iter().map(|c| c.cart_id.clone()));
+            Some(())
+        }
+        Err(e) => {
+            tracing::error!(
+                "hand-off {}: putting the carts back: {e}",
+                out.batch.handoff_id
+            );
+            None
+        }
+    }
 }
 
 /// Repeats `step` until it succeeds (`Some`) or the deadline passes (`None`), saying why each
@@ -326,25 +396,19 @@ async fn outbox_applied(edge: &Edge, seq: i64) -> Result<(), String> {
     }
 }
 
-enum Taken {
-    Yes,
-    Refused,
-}
-
-/// Offers the batch until the receiver answers; on a refusal the carts go back into the books.
-async fn offer(edge: &Arc<Edge>, out: &Outgoing) -> Result<Taken, String> {
+/// Offers a recorded batch until the receiver has taken it.
+async fn offer(edge: &Arc<Edge>, out: &Outgoing) -> Result<(), String> {
     let id = &out.batch.handoff_id;
     match push(edge, out).await {
-        Ok(true) => Ok(Taken::Yes),
-        Ok(false) => {
-            let aborted = out.clone();
-            edge.writer
-                .host(move |c| handoff::abort(c, &aborted))
-                .await
-                .map_err(|e| format!("hand-off {id}: putting the carts back: {e}"))?;
-            edge.fleet
-                .note_kept(out.batch.carts.iter().map(|c| c.cart_id.clone()));
-            Ok(Taken::Refused)
+        Ok(Pushed::Taken) => Ok(()),
+        // Recorded at central, so the receiver's: it cannot be put back here. Said loudly, and
+        // offered again until the drain's time is up (a restart resumes it).
+        Ok(Pushed::Refused(why)) => {
+            tracing::error!(
+                "hand-off {id}: {} refused a recorded hand-off: {why}",
+                out.to_edge
+            );
+            Err(format!("hand-off {id} refused by {}: {why}", out.to_edge))
         }
         Err(e) => {
             // It may be back on another address.
@@ -352,6 +416,12 @@ async fn offer(edge: &Arc<Edge>, out: &Outgoing) -> Result<Taken, String> {
             Err(format!("hand-off {id} to {}: {e:#}", out.to_edge))
         }
     }
+}
+
+/// What the receiver said of a batch.
+enum Pushed {
+    Taken,
+    Refused(String),
 }
 
 /// For the crash tests, in a build with the `test-hooks` feature only:
@@ -376,9 +446,9 @@ async fn test_pause(step: &str, handoff_id: &str) {
 #[cfg(not(feature = "test-hooks"))]
 async fn test_pause(_step: &str, _handoff_id: &str) {}
 
-/// Offers the batch to its receiver: `Ok(true)` taken (now or before), `Ok(false)` refused for
-/// good, `Err` no answer either way.
-async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<bool> {
+/// Offers the batch to its receiver: taken (now or before), refused for good, or (`Err`) no
+/// answer either way.
+async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<Pushed> {
     let body = Bytes::from(serde_json::to_vec(&out.batch)?);
     // The receiver may have restarted on another address since the batch was frozen.
     let at = match edge.fleet.peer_named(&out.to_edge).await {
@@ -394,16 +464,10 @@ async fn push(edge: &Edge, out: &Outgoing) -> anyhow::Result<bool> {
         .send(Method::POST, &url, &headers, body)
         .await?;
     match answer.status {
-        StatusCode::OK => Ok(true),
-        StatusCode::CONFLICT => {
-            tracing::warn!(
-                "hand-off {} refused by {}: {}",
-                out.batch.handoff_id,
-                out.to_edge,
-                String::from_utf8_lossy(&answer.body)
-            );
-            Ok(false)
-        }
+        StatusCode::OK => Ok(Pushed::Taken),
+        StatusCode::CONFLICT => Ok(Pushed::Refused(
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )),
         status => anyhow::bail!("{status}: {}", String::from_utf8_lossy(&answer.body)),
     }
 }
@@ -425,7 +489,8 @@ async fn ready_peers(edge: &Edge) -> Vec<Peer> {
     ready
 }
 
-/// Whether central has recorded every hand-off this edge took; marks the ones it has.
+/// Whether central knows of every hand-off this edge took that it has them; tells it of the
+/// ones it does not.
 async fn received_recorded(edge: &Edge) -> bool {
     let unrecorded = match edge.read(handoff::unrecorded).await {
         Ok(ids) => ids,
@@ -434,24 +499,12 @@ async fn received_recorded(edge: &Edge) -> bool {
             return false;
         }
     };
-    let mut all = true;
-    for id in unrecorded {
-        match edge.central.handoff_recorded(&id).await {
-            Ok(true) => {
-                let mark = id.clone();
-                if let Err(e) = edge.writer.host(move |c| handoff::recorded(c, &mark)).await {
-                    tracing::warn!("drain: marking hand-off {id} recorded: {e}");
-                    all = false;
-                }
-            }
-            Ok(false) => all = false,
-            Err(e) => {
-                tracing::warn!("drain: asking central about hand-off {id}: {e}");
-                all = false;
-            }
-        }
+    for id in &unrecorded {
+        tell_taken(edge, id).await;
     }
-    all
+    edge.read(handoff::unrecorded)
+        .await
+        .is_ok_and(|left| left.is_empty())
 }
 
 /// Gives every free unit back to central; how many went.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cart_central::Central;
 use cart_central::sale::{Catalog, Sale};
+use cart_central::{Central, CentralError};
 use rusqlite::Connection;
 
 use crate::calendar::{self, CatalogCell};
@@ -28,6 +28,11 @@ use crate::store::db::{self, Readers, StockLine};
 use crate::store::writer::WriterHandle;
 use crate::wasm::{LoadedModule, Runtime, sha256_hex};
 use crate::wire::SyncStatus;
+
+/// Why an edge that cannot renew its lease does not sell.
+pub const NO_LEASE: &str = "this edge cannot renew its lease at central, so it has stopped \
+    selling before central could give its id to another process; it sells again once central \
+    answers";
 
 /// How long start-up waits for central to answer the claim before going on without it.
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
@@ -209,7 +214,10 @@ impl Edge {
             Standing::Unclaimed { .. } => {
                 return Err("central has not confirmed this process's claim on its edge id".into());
             }
-            Standing::Refused(why) => return Err(why),
+            Standing::Refused(why) | Standing::Superseded(why) => return Err(why),
+        }
+        if !self.identity.holds_lease() {
+            return Err(NO_LEASE.into());
         }
         if !self.writer.pulse().healthy(self.config.writer.stuck_after) {
             return Err("the writer is stopped or stuck".into());
@@ -261,7 +269,7 @@ fn open_books(
 ) -> anyhow::Result<Books> {
     let (dir, now) = (&config.data_dir, config.clock.now());
     let conn = db::open_writer(dir)?;
-    let identity = Identity::open(dir, &config.edge_id, &conn)?;
+    let identity = Identity::open(dir, &config.edge_id, &conn, config.take_over)?;
     let own_history = Identity::own_history(&conn)?;
     let tx = conn.unchecked_transaction()?;
     for sale in sales {
@@ -313,11 +321,16 @@ async fn claim(
 ) -> anyhow::Result<Standing> {
     let claimed = tokio::time::timeout(
         CLAIM_WAIT,
-        identity.claim(central, writer, url, config.lease_ms(), config.take_over),
+        identity.claim(central, writer, url, config.lease, config.take_over),
     )
     .await;
     Ok(match claimed {
         Ok(Ok(())) => Standing::Claimed,
+        // A take-over waits for the old process's lease to lapse.
+        Ok(Err(e @ CentralError::EdgeRunning { .. })) if config.take_over => {
+            tracing::warn!("{e}: taking it over once that lease has lapsed");
+            Standing::Unclaimed { own_history }
+        }
         Ok(Err(e)) if e.is_refusal() => return Err(e.into()),
         other => {
             let why = match other {

@@ -4,20 +4,24 @@
 //!    lines and orders, leaves the books; their held and sold units leave its stock; the batch is
 //!    stored in `handoffs_out` (`sending`) with the outbox's last sequence number, and
 //!    `moved_carts` names the receiver. Requests for those carts answer `503` until it is done.
-//! 2. **Take** (the receiver, one transaction): the carts and units enter its books, and
-//!    `handoffs_in` records the id, so a retry is taken once. Or it refuses, and records that.
-//! 3. **Record** (central, one transaction, after it applied the outbox up to the freeze): the
-//!    carts' owner, their holds and orders, their customers' home and the units move.
+//! 2. **Record** (central, one transaction, after it applied the outbox up to the freeze): the
+//!    carts' owner, their holds and orders, their customers' home and the units move, as
+//!    central's own holds and orders of those carts count them.
+//! 3. **Take** (the receiver, one transaction): the carts enter its books with the holds,
+//!    orders and units central recorded (never what the batch says of them), at its catalog's
+//!    prices, and `handoffs_in` records the id, so a retry is taken once; central is told it
+//!    was taken. A batch central did not record to it is refused, and a peer holding the fleet
+//!    secret can at most move carts that exist, between edges, as central records.
 //! 4. **Done** (the draining edge): requests for the carts go to the receiver from now on.
 //!
-//! A crash anywhere leaves a `sending` hand-off, which the draining edge resumes from step 2 when
-//! it runs again; every step is idempotent. A refusal (step 2 answered "no") puts the carts back
-//! (`aborted`).
+//! A crash anywhere leaves a `sending` hand-off, which the draining edge resumes where it was
+//! when it runs again; every step is idempotent. Central refusing to record it (the receiver
+//! left the fleet meanwhile) puts the carts back (`aborted`).
 
 use std::collections::BTreeMap;
 
 use cart_central::sale::{Catalog, is_plain_id};
-use cart_central::{Handoff, MovedUnits};
+use cart_central::{Handoff, MovedUnits, RecordedHandoff};
 use cart_rules::{MAX_CART_LINES, MAX_QUANTITY};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -340,29 +344,58 @@ pub fn answered(conn: &Connection, handoff_id: &str) -> rusqlite::Result<Option<
         .optional()
 }
 
-/// Takes a batch into the books, once (the caller's transaction, which keeps a refusal too):
-/// `Ok(Err(why))` when refused, now or before. A batch taken before is taken again as `Ok`.
+/// Takes a batch into the books, once (the caller's transaction, which keeps a refusal too),
+/// as central recorded it: the carts the record names, with the holds and orders central has
+/// for them, at the catalog's prices. From the batch come only what central does not keep:
+/// each cart's customer, token digest and creation time, its lapsed lines (which hold nothing)
+/// and its order's idempotency key. `Ok(Err(why))` when refused, now or before; a batch taken
+/// before is taken again as `Ok`.
 pub fn take(
     conn: &Connection,
     batch: &Batch,
+    record: &RecordedHandoff,
     catalog: &Catalog,
     now: Millis,
-) -> rusqlite::Result<Result<(), String>> {
+) -> rusqlite::Result<Result<(), Refusal>> {
     match answered(conn, &batch.handoff_id)? {
         Some(true) => return Ok(Ok(())),
-        Some(false) => return Ok(Err("this edge refused the hand-off before".into())),
+        Some(false) => {
+            return Ok(Err(Refusal::ForGood(
+                "this edge refused the hand-off before".into(),
+            )));
+        }
         None => {}
     }
-    if let Err(why) = check(conn, batch, catalog)? {
+    if let Err(why) = check(conn, batch, record)? {
         refuse(conn, batch, now)?;
-        return Ok(Err(why));
+        return Ok(Err(Refusal::ForGood(why)));
     }
-    insert(conn, batch)?;
+    let priced = |sale_id: &str, sku: &str| catalog.entry(sale_id, sku).map(|e| e.price_cents);
+    if let Some(h) = record
+        .holds
+        .iter()
+        .find(|h| priced(&h.sale_id, &h.sku).is_none())
+    {
+        return Ok(Err(Refusal::NotYet(format!(
+            "{}/{} is not in this edge's calendar yet",
+            h.sale_id, h.sku
+        ))));
+    }
+    insert_recorded(conn, batch, record, &priced)?;
     conn.prepare_cached(
         "INSERT INTO handoffs_in (handoff_id, from_edge, taken, received_at) VALUES (?1, ?2, 1, ?3)",
     )?
     .execute(params![batch.handoff_id, batch.from_edge, now])?;
     Ok(Ok(()))
+}
+
+/// Why a batch was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Never: it is not the hand-off central recorded to this edge, or not a sane one.
+    ForGood(String),
+    /// Not now: this edge cannot take it yet (its calendar lags); the sender asks again.
+    NotYet(String),
 }
 
 /// Records that this edge will never take the batch; `Ok(false)`: it took it already.
@@ -378,45 +411,52 @@ pub fn refuse(conn: &Connection, batch: &Batch, now: Millis) -> rusqlite::Result
     Ok(true)
 }
 
-/// A batch from a peer is checked like any input: ids, SKUs this edge sells, sane numbers,
-/// and no cart this edge has already.
+/// A batch from a peer is checked like any input: ids, sane numbers, no cart this edge has
+/// already, and exactly the carts central recorded, from the edge it recorded.
 fn check(
     conn: &Connection,
     batch: &Batch,
-    catalog: &Catalog,
+    record: &RecordedHandoff,
 ) -> rusqlite::Result<Result<(), String>> {
     if !ids::is_id(&batch.handoff_id, "h") || !is_plain_id(&batch.from_edge) {
         return Ok(Err("a malformed hand-off id or edge id".into()));
     }
-    let mut seen = std::collections::HashSet::new();
+    if batch.from_edge != record.from_edge {
+        return Ok(Err(format!(
+            "central recorded this hand-off from {}, not {}",
+            record.from_edge, batch.from_edge
+        )));
+    }
+    let mut sent: Vec<&str> = batch.carts.iter().map(|c| c.cart_id.as_str()).collect();
+    sent.sort_unstable();
+    if sent.windows(2).any(|w| w[0] == w[1]) || sent != record.carts {
+        return Ok(Err(
+            "the batch's carts are not the ones central recorded for this hand-off".into(),
+        ));
+    }
     for cart in &batch.carts {
         let id = &cart.cart_id;
-        if !seen.insert(id.as_str()) {
-            return Ok(Err(format!("cart {id} twice in one batch")));
-        }
         if !ids::is_id(id, "c") || !is_plain_id(&cart.customer_id) {
             return Ok(Err(format!("cart {id:?}: a malformed cart or customer id")));
         }
         if cart.token_hash.len() != 64 || !cart.token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Err(format!("cart {id}: a malformed token digest")));
         }
-        if cart.lines.len() > MAX_CART_LINES || cart.checked_out != cart.order.is_some() {
+        let ordered = record.orders.iter().any(|o| &o.cart_id == id);
+        if cart.lines.len() > MAX_CART_LINES
+            || cart.checked_out != cart.order.is_some()
+            || cart.checked_out != ordered
+        {
             return Ok(Err(format!(
                 "cart {id}: too many lines, or an order that does not fit"
             )));
         }
-        for l in &cart.lines {
-            if l.quantity == 0 || l.quantity > MAX_QUANTITY {
-                return Ok(Err(format!("cart {id}: {} units of {}", l.quantity, l.sku)));
-            }
-            // Sold lines and released ones may be of a sale this edge no longer follows.
-            let holds = l.held && !cart.checked_out;
-            if holds && catalog.entry(&l.sale_id, &l.sku).is_none() {
-                return Ok(Err(format!(
-                    "cart {id}: {}/{} is not sold here",
-                    l.sale_id, l.sku
-                )));
-            }
+        if let Some(l) = cart
+            .lines
+            .iter()
+            .find(|l| l.quantity == 0 || l.quantity > MAX_QUANTITY)
+        {
+            return Ok(Err(format!("cart {id}: {} units of {}", l.quantity, l.sku)));
         }
         if crate::carts::load(conn, id)?.is_some() {
             return Ok(Err(format!("cart {id} is here already")));
@@ -425,7 +465,125 @@ fn check(
     Ok(Ok(()))
 }
 
-/// Puts a batch's carts, lines, orders and units into the books.
+/// Puts a recorded hand-off's carts into the books: their holds and orders as central has them,
+/// held lines at the catalog's price (`priced`), and the units they hold and sold.
+fn insert_recorded(
+    conn: &Connection,
+    batch: &Batch,
+    record: &RecordedHandoff,
+    priced: &dyn Fn(&str, &str) -> Option<i64>,
+) -> rusqlite::Result<()> {
+    for cart in &batch.carts {
+        conn.prepare_cached("DELETE FROM moved_carts WHERE cart_id = ?1")?
+            .execute([&cart.cart_id])?;
+        let order = record.orders.iter().find(|o| o.cart_id == cart.cart_id);
+        conn.prepare_cached(
+            "INSERT INTO carts (cart_id, customer_id, token_hash, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            cart.cart_id,
+            cart.customer_id,
+            cart.token_hash,
+            if order.is_some() {
+                "checked_out"
+            } else {
+                "open"
+            },
+            cart.created_at
+        ])?;
+        let mut lines: Vec<(String, String, u32, i64, Millis, bool)> = Vec::new();
+        match order {
+            Some(o) => {
+                for l in &o.lines {
+                    lines.push((
+                        l.sale_id.clone(),
+                        l.sku.clone(),
+                        l.quantity,
+                        l.unit_price_cents,
+                        0,
+                        false,
+                    ));
+                    db::add_stock(conn, &l.sale_id, &l.sku)?;
+                    conn.prepare_cached(
+                        "UPDATE stock SET sold = sold + ?3 WHERE sale_id = ?1 AND sku = ?2",
+                    )?
+                    .execute(params![l.sale_id, l.sku, l.quantity])?;
+                }
+                let key = cart
+                    .order
+                    .as_ref()
+                    .map_or("", |m| m.idempotency_key.as_str());
+                conn.prepare_cached(
+                    "INSERT INTO orders \
+                       (order_id, cart_id, customer_id, idempotency_key, total_cents, placed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    o.order_id,
+                    cart.cart_id,
+                    cart.customer_id,
+                    key,
+                    o.total_cents,
+                    o.placed_at
+                ])?;
+            }
+            None => {
+                for h in record.holds.iter().filter(|h| h.cart_id == cart.cart_id) {
+                    let price = priced(&h.sale_id, &h.sku).unwrap_or(0);
+                    lines.push((
+                        h.sale_id.clone(),
+                        h.sku.clone(),
+                        h.quantity,
+                        price,
+                        h.expires_at,
+                        true,
+                    ));
+                    db::add_stock(conn, &h.sale_id, &h.sku)?;
+                    conn.prepare_cached(
+                        "UPDATE stock SET held = held + ?3 WHERE sale_id = ?1 AND sku = ?2",
+                    )?
+                    .execute(params![h.sale_id, h.sku, h.quantity])?;
+                }
+                // Lapsed lines hold nothing: they stay in the cart, marked lapsed.
+                for l in cart.lines.iter().filter(|l| !l.held) {
+                    if lines.iter().any(|(_, sku, ..)| *sku == l.sku) {
+                        continue;
+                    }
+                    let price = priced(&l.sale_id, &l.sku).unwrap_or(0);
+                    lines.push((
+                        l.sale_id.clone(),
+                        l.sku.clone(),
+                        l.quantity,
+                        price,
+                        l.hold_expires_at,
+                        false,
+                    ));
+                }
+            }
+        }
+        for (sale_id, sku, quantity, price, expires, held) in lines {
+            conn.prepare_cached(
+                "INSERT INTO cart_lines \
+                   (cart_id, sku, sale_id, quantity, unit_price_cents, hold_expires_at, held) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                cart.cart_id,
+                sku,
+                sale_id,
+                quantity,
+                price,
+                expires,
+                held
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts a batch's carts, lines, orders and units back into the books of the edge that froze
+/// them (a hand-off central refused to record).
 fn insert(conn: &Connection, batch: &Batch) -> rusqlite::Result<()> {
     for cart in &batch.carts {
         // A cart that comes back to an edge it once left is this edge's again.

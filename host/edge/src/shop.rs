@@ -29,12 +29,16 @@ pub enum ShopError {
     NotSelling(String),
 }
 
-/// Refuses changes while the edge may not sell (see [`crate::identity::Standing`]).
+/// Refuses changes while the edge may not sell (see [`crate::identity::Standing`]), and once
+/// its lease has run out (see [`crate::identity`]).
 fn selling(edge: &Edge) -> Result<(), ShopError> {
-    match edge.standing().refusal() {
-        None => Ok(()),
-        Some(why) => Err(ShopError::NotSelling(why)),
+    if let Some(why) = edge.standing().refusal() {
+        return Err(ShopError::NotSelling(why));
     }
+    if !edge.identity.holds_lease() {
+        return Err(ShopError::NotSelling(crate::edge::NO_LEASE.into()));
+    }
+    Ok(())
 }
 
 /// An answer, and the version of the rules that gave it.

@@ -1,9 +1,11 @@
 //! Outbox delivery: the edge's events reach central in order, in batches, each applied once;
 //! and the grants and returns a crash or an outage left unfinished are finished.
 
+use std::time::Instant;
+
 use anyhow::Context as _;
 use cart_central::CentralError;
-use cart_central::events::{Delivery, OutboxEvent};
+use cart_central::events::{Delivery, OutboxEvent, digest};
 
 use crate::clock::Millis;
 use crate::edge::Edge;
@@ -15,32 +17,37 @@ use crate::wire::SyncStatus;
 /// A grant request unanswered this long was interrupted, not slow.
 const STALE_GRANT_MS: Millis = 5_000;
 
-/// Whether central refused this process: retrying changes nothing until an operator acts.
-pub fn is_refusal(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<CentralError>()
-        .is_some_and(CentralError::is_refusal)
+/// Whether central refused this process: retrying changes nothing until an operator acts. (A
+/// take-over waiting for the old process's lease to lapse is not refused: it waits.)
+pub fn is_refusal(edge: &Edge, e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CentralError>().is_some_and(|e| {
+        e.is_refusal() && !(edge.config.take_over && matches!(e, CentralError::EdgeRunning { .. }))
+    })
 }
 
 /// What the edge owes central besides its outbox: its claim on the edge id (made, or renewed
 /// at a fifth of the lease so a slow central does not let it lapse), and the grant requests
-/// and returns a crash or an outage interrupted (not the ones in flight now).
-pub async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Result<()> {
+/// and returns a crash or an outage interrupted (not the ones in flight now). A process that
+/// lost its id still finishes its returns.
+pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyhow::Result<()> {
+    let lease = edge.config.lease;
     match edge.standing() {
-        Standing::Refused(_) => return Ok(()),
+        Standing::Refused(_) | Standing::Superseded(_) => {}
         Standing::Unclaimed { .. } => {
             edge.identity
                 .claim(
                     &edge.central,
                     &edge.writer,
                     &edge.url,
-                    edge.config.lease_ms(),
+                    lease,
                     edge.config.take_over,
                 )
                 .await?;
             edge.set_standing(Standing::Claimed);
-            *renewed_at = edge.clock.now();
+            *renewed_at = Some(Instant::now());
         }
-        Standing::Claimed if edge.clock.now() - *renewed_at >= edge.config.lease_ms() / 5 => {
+        Standing::Claimed if renewed_at.is_none_or(|at| at.elapsed() >= lease / 5) => {
+            let asked = Instant::now();
             edge.central
                 .renew_lease(
                     &edge.config.edge_id,
@@ -48,18 +55,25 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Millis) -> anyhow::Resul
                     edge.config.lease_ms(),
                 )
                 .await?;
-            *renewed_at = edge.clock.now();
+            *renewed_at = Some(asked);
+            let until = edge.identity.renewed(asked, lease);
+            edge.writer
+                .host(move |c| db::set_meta(c, "lease_until", &until.to_string()))
+                .await?;
         }
         Standing::Claimed => {}
     }
     let before = edge.clock.now() - STALE_GRANT_MS;
+    let refused = edge.standing().lost_id();
     let (grants, returns) = edge
         .read(move |c| {
             let grants = db::pending_grants(c, before)?;
             Ok((grants, db::pending_returns(c, before)?))
         })
         .await?;
-    edge.allotments.resume(grants).await?;
+    if !refused {
+        edge.allotments.resume(grants).await?;
+    }
     edge.allotments.resume_returns(returns).await?;
     Ok(())
 }
@@ -77,36 +91,44 @@ pub async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
     let Some(last) = rows.last().map(|r| r.seq) else {
         return Ok(0);
     };
+    let history = edge.identity.history_id();
     let batch = rows
         .iter()
         .map(|r| {
             let event: OutboxEvent = serde_json::from_str(&r.event)
                 .with_context(|| format!("outbox event {} is not readable", r.seq))?;
-            Ok(Delivery { seq: r.seq, event })
+            Ok(edge.identity.key.sign(&history, r.seq, event))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = batch.first().map_or(last, |d| d.seq);
-    let history = edge.identity.history_id();
     let (high_water, failure) = match &edge.queue {
         // Delivered once the stream has stored it; the relay applies it to central.
         Some(queue) => {
             let (stored, failure) = queue.publish(&history, &batch).await;
             (stored.unwrap_or(first - 1), failure)
         }
-        None => (
-            edge.central
-                .apply(&edge.config.edge_id, &history, &batch)
-                .await?,
-            None,
-        ),
+        None => {
+            let marks = edge
+                .central
+                .deliver(&edge.config.edge_id, &history, &batch)
+                .await?;
+            if marks.before >= first {
+                // Central had events of ours from this batch on, applied before a crash kept
+                // us from marking them: they must be these very events.
+                same_as_applied(edge, &history, &batch, marks.before).await?;
+            }
+            (marks.after, None)
+        }
     };
     // Central applied at most what it was sent; after a crash between its commit and ours it
     // is ahead of our mark, but never past what this outbox holds, nor short of the event
     // before this batch. Anything else means central and this edge disagree on the history.
     anyhow::ensure!(
         (first - 1..=last).contains(&high_water),
-        "central has applied this edge's events up to {high_water}, but its outbox holds \
-         {first}..={last} undelivered: the histories differ"
+        Diverged(format!(
+            "central has applied this edge's events up to {high_water}, but its outbox holds \
+             {first}..={last} undelivered: the histories differ"
+        ))
     );
     if high_water >= first {
         edge.writer
@@ -124,4 +146,37 @@ pub async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
         last_error: None,
     };
     Ok(usize::try_from(applied).unwrap_or(0))
+}
+
+/// This edge's outbox and central's record of its history disagree: delivery stops, loudly,
+/// for an operator to look at; it is never read as delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Diverged(pub String);
+
+/// Checks that the events central applied of this history up to `to` are `batch`'s.
+async fn same_as_applied(
+    edge: &Edge,
+    history: &str,
+    batch: &[Delivery],
+    to: i64,
+) -> anyhow::Result<()> {
+    let from = batch.first().map_or(to, |d| d.seq);
+    let applied = edge.central.applied_digests(history, from, to).await?;
+    for d in batch.iter().take_while(|d| d.seq <= to) {
+        let ours = digest(&d.event);
+        let theirs = applied
+            .iter()
+            .find(|(seq, _)| *seq == d.seq)
+            .map(|(_, h)| h);
+        if theirs != Some(&ours) {
+            return Err(Diverged(format!(
+                "central applied another event as seq {} of this edge's history than the one \
+                 in its outbox: another process has delivered under this history",
+                d.seq
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }

@@ -47,7 +47,7 @@ pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHand
 async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = edge.config.sync_every;
     let max_backoff = Duration::from_secs(5);
-    let mut renewed_at = edge.clock.now();
+    let mut renewed_at = None;
     // Through the queue: when central may be tried again, and how long to wait after that.
     let mut central_due = Instant::now();
     let mut central_backoff = edge.config.sync_every;
@@ -59,7 +59,9 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             if edge.queue.is_none() || Instant::now() >= central_due {
                 match sync::tend_central(&edge, &mut renewed_at).await {
                     Ok(()) => central_backoff = edge.config.sync_every,
-                    Err(e) if edge.queue.is_none() || sync::is_refusal(&e) => return Err(e),
+                    Err(e) if edge.queue.is_none() || sync::is_refusal(&edge, &e) => {
+                        return Err(e);
+                    }
                     Err(e) => {
                         tracing::warn!(
                             "central did not answer, retrying in {central_backoff:?}; the outbox \
@@ -89,9 +91,10 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             }
             Ok(Idle::Refused) => Duration::from_secs(3600),
             Err(e) => {
-                if let Some(refusal) = e.downcast_ref::<CentralError>().filter(|e| e.is_refusal()) {
-                    tracing::error!("{refusal}");
-                    edge.set_standing(Standing::Refused(refusal.to_string()));
+                if let Some(stop) = stopped(&edge, &e) {
+                    edge.identity.lose_lease();
+                    locks::lock(&edge.sync).last_error = Some(format!("{e:#}"));
+                    edge.set_standing(stop);
                     continue;
                 }
                 tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
@@ -104,6 +107,25 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// The standing an error leaves this process in, if it is one retrying cannot mend: central
+/// gave the id to another process (it still delivers what it has and gives its units back), or
+/// refused it, or this edge's outbox and central's record of its history disagree.
+fn stopped(edge: &Edge, e: &anyhow::Error) -> Option<Standing> {
+    if let Some(diverged) = e.downcast_ref::<sync::Diverged>() {
+        tracing::error!("outbox delivery stopped: {diverged}");
+        return Some(Standing::Refused(diverged.to_string()));
+    }
+    if !sync::is_refusal(edge, e) {
+        return None;
+    }
+    let refusal = e.downcast_ref::<CentralError>()?;
+    tracing::error!("{refusal}");
+    Some(match refusal {
+        CentralError::Superseded(_) => Standing::Superseded(refusal.to_string()),
+        _ => Standing::Refused(refusal.to_string()),
+    })
 }
 
 /// What a pass of the sync loop found.
@@ -131,6 +153,16 @@ async fn keep_stocked(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
 /// One pass over every SKU. One SKU's trouble (central refusing it, a failed grant) is logged
 /// and never keeps the others from their units.
 async fn balance_once(edge: &Edge) -> anyhow::Result<()> {
+    // A process that lost its id sells no more: its free units go back.
+    if let Standing::Superseded(_) = edge.standing() {
+        for line in edge.stock().await?.into_iter().filter(|l| l.units.free > 0) {
+            let key = SkuKey::new(&line.sale_id, &line.sku);
+            if let Err(e) = edge.allotments.give_back(&key, line.units.free).await {
+                tracing::warn!("giving {key} back after losing the edge id: {e}");
+            }
+        }
+        return Ok(());
+    }
     // A draining edge returns its units: it asks for none.
     if edge.standing().refusal().is_some() || edge.drain.draining() {
         return Ok(());

@@ -55,20 +55,34 @@ pub fn stream_config() -> stream::Config {
     }
 }
 
-/// One outbox row as the stream stores it.
+/// One outbox row as the stream stores it, signed by the edge process that published it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub edge_id: String,
-    /// The edge's data folder history the row belongs to: central applies only the one it keeps.
+    /// The edge's data folder history the row belongs to.
     pub history_id: String,
     pub seq: i64,
     pub event: OutboxEvent,
+    /// See [`cart_central::events::Delivery::signature`].
+    pub signature: String,
 }
 
 impl Envelope {
-    /// JetStream's de-duplication key: one per row of one history.
+    /// JetStream's de-duplication key: one per row of one history, as one process signed it.
+    /// It ends in the signature, which no one without the process's key can make, so a message
+    /// someone else published first under the same row cannot make the real one a duplicate.
     pub fn message_id(&self) -> String {
-        format!("{}/{}/{}", self.edge_id, self.history_id, self.seq)
+        let signed: String = self.signature.chars().take(24).collect();
+        format!("{}/{}/{}/{signed}", self.edge_id, self.history_id, self.seq)
+    }
+
+    /// The row as central applies it.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            seq: self.seq,
+            event: self.event.clone(),
+            signature: self.signature.clone(),
+        }
     }
 }
 
@@ -180,6 +194,7 @@ impl Publisher {
                 history_id: history_id.to_owned(),
                 seq: d.seq,
                 event: d.event.clone(),
+                signature: d.signature.clone(),
             };
             let payload = match serde_json::to_vec(&envelope) {
                 Ok(p) => p,

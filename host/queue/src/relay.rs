@@ -11,8 +11,10 @@
 //!   waited for, never jumped;
 //! - of a history central does not know yet (its edge has not claimed its id with it): put
 //!   back for a few seconds;
-//! - of a history a take-over wrote off, or unreadable: dropped and counted, so one bad message
-//!   does not stop the others.
+//! - unreadable, or not signed by a key of its history (forged, or corrupt): set aside,
+//!   counted and logged, so one bad message neither applies, nor stops the others, nor keeps
+//!   the lag above zero. (A history a take-over wrote off still applies what its process
+//!   published: those orders are real.)
 //!
 //! Central unreachable: the whole batch goes back to the stream, and the lag grows until it
 //! answers. One edge's events that central refuses go back alone; the other edges' apply. Several relays may share the consumer; the high-water marks make their order
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
-use cart_central::events::{Delivery, OutboxEvent};
-use cart_central::{Applied, Central, EdgeBatch};
+use cart_central::events::{Delivery, verify};
+use cart_central::{Applied, Central, CentralError, EdgeBatch};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -70,8 +72,10 @@ pub struct RelayStats {
     pub duplicates: Counter,
     /// Times a message was put back to wait for an earlier event of its edge, or its claim.
     pub waiting: Counter,
-    /// Unreadable messages and events of written-off histories.
+    /// Unreadable messages.
     pub dropped: Counter,
+    /// Messages whose signature no key of their history made: forged or corrupt, set aside.
+    pub rejected: Counter,
     /// Central transactions committed.
     pub transactions: Counter,
     /// Central transactions, and edges' batches in them, that failed (their messages went back
@@ -100,10 +104,11 @@ impl Default for RelayStats {
             "waiting",
             "Times a message was put back to wait for an earlier event of its edge, or its claim",
         );
-        let dropped = stats(
+        let dropped = stats(&mut registry, "dropped", "Unreadable messages, set aside");
+        let rejected = stats(
             &mut registry,
-            "dropped",
-            "Unreadable messages and events of histories central no longer keeps",
+            "rejected",
+            "Messages no key of their history signed (forged or corrupt), set aside",
         );
         let transactions = stats(
             &mut registry,
@@ -128,6 +133,7 @@ impl Default for RelayStats {
             duplicates,
             waiting,
             dropped,
+            rejected,
             transactions,
             failures,
             lag,
@@ -156,6 +162,7 @@ pub async fn run(
     let client = connect(&config.queue_url, "cart-relay").await?;
     let js = jetstream::new(client);
     let mut report = Report::new();
+    let mut keys = Keys::default();
     while !*shutdown.borrow() {
         let consumer = match consumer(&js).await {
             Ok(c) => c,
@@ -193,7 +200,7 @@ pub async fn run(
                             Err(e) => tracing::warn!("the outbox stream: {e}"),
                         }
                     }
-                    apply(&central, readable, &stats).await;
+                    apply(&central, &mut keys, readable, &stats).await;
                 }
                 _ = ticker.tick() => {
                     let mut info = consumer.clone();
@@ -238,23 +245,62 @@ async fn pause(period: Duration, shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Applies what a batch of messages holds, then settles each message by what central did.
-async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &RelayStats) {
-    let mut events: BTreeMap<(String, String), BTreeMap<i64, OutboxEvent>> = BTreeMap::new();
+async fn apply(
+    central: &Central,
+    keys: &mut Keys,
+    messages: Vec<jetstream::Message>,
+    stats: &RelayStats,
+) {
+    let mut events: BTreeMap<(String, String), BTreeMap<i64, Delivery>> = BTreeMap::new();
     let mut keyed = Vec::with_capacity(messages.len());
     for m in messages {
-        match serde_json::from_slice::<Envelope>(&m.payload) {
-            Ok(e) => {
-                let key = (e.edge_id, e.history_id);
+        let e = match serde_json::from_slice::<Envelope>(&m.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("an unreadable message in the outbox stream, set aside: {e}");
+                stats.dropped.inc();
+                settle(&m, AckKind::Term).await;
+                continue;
+            }
+        };
+        match keys.signed(central, &e).await {
+            Ok(Some(true)) => {
+                let key = (e.edge_id.clone(), e.history_id.clone());
                 events
                     .entry(key.clone())
                     .or_default()
-                    .insert(e.seq, e.event);
+                    .insert(e.seq, e.delivery());
                 keyed.push((key, e.seq, m));
             }
-            Err(e) => {
-                tracing::error!("an unreadable message in the outbox stream, dropped: {e}");
-                stats.dropped.inc();
+            Ok(Some(false)) => {
+                tracing::error!(
+                    "a message in the outbox stream as edge {}'s event {} of history {}, which no \
+                     key of that history signed (forged or corrupt): set aside",
+                    e.edge_id,
+                    e.seq,
+                    e.history_id
+                );
+                stats.rejected.inc();
                 settle(&m, AckKind::Term).await;
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    "edge {}: central knows no history {} yet; its event {} waits for the \
+                     edge's claim",
+                    e.edge_id,
+                    e.history_id,
+                    e.seq
+                );
+                stats.waiting.inc();
+                settle(&m, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "reading history {}'s keys from central: {err}",
+                    e.history_id
+                );
+                stats.failures.inc();
+                settle(&m, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
     }
@@ -266,10 +312,7 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
         .map(|((edge_id, history_id), events)| EdgeBatch {
             edge_id,
             history_id,
-            events: events
-                .into_iter()
-                .map(|(seq, event)| Delivery { seq, event })
-                .collect(),
+            events: events.into_values().collect(),
         })
         .collect();
     let outcomes = match central.apply_batches(&batches).await {
@@ -331,20 +374,41 @@ async fn apply(central: &Central, messages: Vec<jetstream::Message>, stats: &Rel
             Applied::Failed(_) => {
                 settle(m, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
-            Applied::Retired => {
-                tracing::error!(
-                    "edge {edge_id}: history {history_id} was written off by a take-over: its \
-                     event {seq} is dropped"
-                );
-                stats.dropped.inc();
-                settle(m, AckKind::Term).await;
-            }
         }
     }
     // Acknowledged without being applied now: applied before (a redelivery, or a copy).
     stats
         .duplicates
         .inc_by(u64::try_from(acknowledged).unwrap_or(0));
+}
+
+/// The keys of the histories this relay has seen (see [`cart_central::events`]), read from
+/// central when a history is new here or a message is signed by a key not read yet.
+#[derive(Default)]
+pub struct Keys(HashMap<String, Vec<String>>);
+
+impl Keys {
+    /// Whether one of its history's keys signed the message; `None` when central does not know
+    /// the history (yet).
+    async fn signed(
+        &mut self,
+        central: &Central,
+        envelope: &Envelope,
+    ) -> Result<Option<bool>, CentralError> {
+        let delivery = envelope.delivery();
+        let history = &envelope.history_id;
+        let by = |keys: &[String]| keys.iter().any(|k| verify(k, history, &delivery));
+        if self.0.get(history).is_some_and(|keys| by(keys)) {
+            return Ok(Some(true));
+        }
+        let keys = central.history_keys(history).await?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let signed = by(&keys);
+        self.0.insert(history.clone(), keys);
+        Ok(Some(signed))
+    }
 }
 
 /// Tells the server what became of a message. A lost acknowledgement only means it is
@@ -376,7 +440,8 @@ impl Report {
         let secs = self.since.elapsed().as_secs_f64().max(0.001);
         tracing::info!(
             "relay: {} events applied in {} central transactions ({:.0}/s); lag {} messages; \
-             {} duplicates, {} waiting for an earlier event, {} dropped, {} failed transactions",
+             {} duplicates, {} waiting for an earlier event, {} unreadable and {} unsigned set \
+             aside, {} failed transactions",
             applied - self.applied,
             transactions - self.transactions,
             (applied - self.applied) as f64 / secs,
@@ -384,6 +449,7 @@ impl Report {
             stats.duplicates.get(),
             stats.waiting.get(),
             stats.dropped.get(),
+            stats.rejected.get(),
             stats.failures.get(),
         );
         *self = Self {

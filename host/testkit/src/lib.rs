@@ -1,7 +1,10 @@
 //! Throwaway servers in temporary folders, stopped when dropped, for the tests and the
 //! benchmarks: a PostgreSQL cluster ([`Postgres`]; `initdb` and `pg_ctl` refuse to run as root,
-//! so as root they run as the `postgres` user), a NATS server with JetStream ([`Nats`]), and a
-//! headless Chromium driven over WebDriver ([`Browser`]).
+//! so as root they run as the `postgres` user), a NATS server with JetStream ([`Nats`]), a
+//! headless Chromium driven over WebDriver ([`Browser`]), and a network link the test controls
+//! ([`link`]: latency, refused connections, a blackhole).
+
+pub mod link;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

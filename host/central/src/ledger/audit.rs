@@ -145,13 +145,24 @@ pub fn home_of(
 
 /// The orders central holds for an edge, with their lines, by order id.
 pub fn orders_of(tx: &mut dyn Tx, edge_id: &str) -> Result<Vec<Order>, CentralError> {
+    orders_where(tx, "o.edge_id = $1", edge_id)
+}
+
+/// Orders, with their lines, by order id, of those matching `filter` on `o` with `$1`.
+pub(super) fn orders_where(
+    tx: &mut dyn Tx,
+    filter: &str,
+    value: &str,
+) -> Result<Vec<Order>, CentralError> {
     let mut out: Vec<Order> = Vec::new();
     for r in tx.query(
-        "SELECT o.order_id, o.cart_id, o.customer_id, o.total_cents, o.placed_at, \
-           l.sale_id, l.sku, l.quantity, l.unit_price_cents \
-         FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
-         WHERE o.edge_id = $1 ORDER BY o.order_id, l.sale_id, l.sku",
-        params![edge_id],
+        &format!(
+            "SELECT o.order_id, o.cart_id, o.customer_id, o.total_cents, o.placed_at, \
+               l.sale_id, l.sku, l.quantity, l.unit_price_cents \
+             FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
+             WHERE {filter} ORDER BY o.order_id, l.sale_id, l.sku"
+        ),
+        params![value],
     )? {
         let order_id = r.text(0)?;
         if out.last().is_none_or(|o| o.order_id != order_id) {

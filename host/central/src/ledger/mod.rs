@@ -6,13 +6,14 @@
 //! - [`calendar`]: sales loaded, replaced, ended and read back, and the catalog's version;
 //! - [`units`]: edges and their units: claims, retired histories, leases, the fence against
 //!   superseded processes, grants, returns, and the SKUs edges want back;
-//! - [`outbox`]: an edge's outbox events applied once, in sequence, and retired histories;
+//! - [`outbox`]: an edge's outbox events, signed by its key, applied once, in sequence;
 //! - [`audit`]: the audit's snapshot, stock levels, the registry, customers' homes and orders;
 //! - [`handoffs`]: carts handed from a draining edge to another, and drained edges;
 //! - [`fleet_module`]: the module the fleet runs.
 //!
-//! The files import one another one way only (`audit` reads sales through `calendar`,
-//! `handoffs` fences through `units`) and never this file; callers use the re-exports below.
+//! The files import one another one way only (`units` below the others, which fence and count
+//! units through it; `audit` reads sales through `calendar`) and never this file; callers use
+//! the re-exports below.
 
 mod audit;
 mod calendar;
@@ -24,6 +25,9 @@ mod units;
 pub(crate) use audit::{home_of, orders_of, registry, snapshot, stock_levels};
 pub(crate) use calendar::{catalog_version, end_sale, load_sale, read_sale, sales_ending_after};
 pub(crate) use fleet_module::{fleet_module, fleet_module_id, set_fleet_module};
-pub(crate) use handoffs::{applied_up_to, cart_owner, drained, handoff_recorded, record_handoff};
-pub(crate) use outbox::{apply, retired};
-pub(crate) use units::{claim_edge, grant, renew_lease, return_units, wanted};
+pub(crate) use handoffs::{
+    applied_up_to, cart_owner, drained, handoff_record, handoff_recorded, handoff_taken,
+    record_handoff,
+};
+pub(crate) use outbox::{applied_digests, apply, history_keys};
+pub(crate) use units::{claim_edge, clock, grant, renew_lease, return_units, wanted};

@@ -1,25 +1,51 @@
 //! Edges and their units: claiming an edge id, retiring a history, leases and the fence that
 //! refuses superseded processes, grants and returns of units, and the SKUs edges want back.
 
-use crate::db::{Tx, params};
+use crate::db::{Dialect, Tx, params};
 use crate::time::Millis;
 use crate::{CentralError, Claim, Claimed, GrantRequest, SkuKey, UnitReturn, WANTED_FOR_MS};
 
-/// Claims an edge id for a process: records its history, incarnation, URL and lease. Refused
-/// while another process holds the lease, and when this folder's history is not the one
-/// central has applied (unless the operator takes over, writing the old history off).
-pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim, now: Millis) -> Result<Claimed, CentralError> {
+/// The database's own clock, in milliseconds: leases are granted and compared on one clock,
+/// whichever machine the process asking runs on.
+pub(crate) fn clock(tx: &mut dyn Tx) -> Result<Millis, CentralError> {
+    match tx.dialect() {
+        // One machine's file: its clock is every caller's.
+        Dialect::Sqlite => Ok(crate::time::wall_ms()),
+        Dialect::Postgres => tx
+            .query_opt(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+                &[],
+            )?
+            .ok_or_else(|| CentralError::Decode("no clock".into()))?
+            .int(0),
+    }
+}
+
+/// Claims an edge id for a process: records its history, incarnation, folder, key, URL and
+/// lease. Refused while another process holds the lease (the same process claiming again, or
+/// the next process on the very database file its predecessor ran on, after a crash, is no
+/// other), and when this folder's history is not the one central has applied (unless the
+/// operator takes over, writing the old history off once its lease has certainly lapsed).
+pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralError> {
+    let now = clock(tx)?;
     let current = tx.query_opt(
         "UPDATE edges SET last_seen = last_seen WHERE edge_id = $1 \
-         RETURNING history_id, incarnation, lease_until, high_water",
+         RETURNING history_id, incarnation, lease_until, high_water, folder",
         params![&claim.edge_id],
     )?;
     let mut retired = None;
     if let Some(row) = current {
-        let (history, incarnation, lease_until, high_water) =
-            (row.text(0)?, row.text(1)?, row.int(2)?, row.int(3)?);
-        let ours = incarnation == claim.incarnation
-            || claim.previous_incarnation.as_deref() == Some(incarnation.as_str());
+        let (history, incarnation, lease_until, high_water, folder) = (
+            row.text(0)?,
+            row.text(1)?,
+            row.int(2)?,
+            row.int(3)?,
+            row.text(4)?,
+        );
+        // A copy of the folder names the same previous process, but not the same file.
+        let successor = claim.previous_incarnation.as_deref() == Some(incarnation.as_str())
+            && (folder == claim.folder || folder.is_empty());
+        let ours = incarnation == claim.incarnation || successor;
         if !ours && lease_until > now {
             return Err(CentralError::EdgeRunning {
                 edge_id: claim.edge_id.clone(),
@@ -32,18 +58,21 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim, now: Millis) -> Result<Claimed
             // A drained edge that starts again is back in the registry.
             tx.exec(
                 "UPDATE edges SET url = $2, incarnation = $3, lease_until = $4, last_seen = $5, \
-                   drained_at = NULL WHERE edge_id = $1",
+                   drained_at = NULL, folder = $6 WHERE edge_id = $1",
                 params![
                     &claim.edge_id,
                     &claim.url,
                     &claim.incarnation,
                     now + claim.lease_ms,
-                    now
+                    now,
+                    &claim.folder
                 ],
             )?;
+            register_key(tx, claim)?;
             return Ok(Claimed {
                 high_water,
                 retired: None,
+                lease_until: now + claim.lease_ms,
             });
         }
         if !claim.take_over {
@@ -58,25 +87,41 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim, now: Millis) -> Result<Claimed
         retired = Some(retire(tx, &claim.edge_id, &history, now)?);
     }
     tx.exec(
-        "INSERT INTO edges (edge_id, url, history_id, incarnation, lease_until, last_seen) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO edges (edge_id, url, history_id, incarnation, lease_until, last_seen, \
+           folder) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         params![
             &claim.edge_id,
             &claim.url,
             &claim.history_id,
             &claim.incarnation,
             now + claim.lease_ms,
-            now
+            now,
+            &claim.folder
         ],
     )?;
+    register_key(tx, claim)?;
     Ok(Claimed {
         high_water: 0,
         retired,
+        lease_until: now + claim.lease_ms,
     })
 }
 
-/// Writes a history off: its ledger moves to a retired id, the holds of its lost carts are
-/// released and its unsold units return to central; its orders stay sold. The retired id.
+/// Records the claiming process's event key among its history's.
+fn register_key(tx: &mut dyn Tx, claim: &Claim) -> Result<(), CentralError> {
+    tx.exec(
+        "INSERT INTO history_keys (history_id, public_key) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
+        params![&claim.history_id, &claim.public_key],
+    )?;
+    Ok(())
+}
+
+/// Writes a history off: its ledger moves to a retired id and the holds of its lost carts are
+/// released. Its units stay with it: the process that served it may have sold some of them in
+/// the moments before its lease lapsed, on the far side of a partition, and those orders reach
+/// central only when that process, or its folder, delivers them. A retired history still
+/// delivers its outbox and gives units back; it is never granted more. The retired id.
 fn retire(
     tx: &mut dyn Tx,
     edge_id: &str,
@@ -103,39 +148,10 @@ fn retire(
         )?;
     }
     tx.exec("DELETE FROM holds WHERE edge_id = $1", params![&retired])?;
-    let unsold = tx.query(
-        "SELECT sale_id, sku, CAST(SUM(n) AS BIGINT) FROM (\
-           SELECT sale_id, sku, granted AS n FROM grants WHERE edge_id = $1 \
-           UNION ALL SELECT sale_id, sku, -quantity FROM unit_returns WHERE edge_id = $1 \
-           UNION ALL SELECT sale_id, sku, -quantity FROM unit_moves WHERE from_edge = $1 \
-           UNION ALL SELECT sale_id, sku, quantity FROM unit_moves WHERE to_edge = $1 \
-           UNION ALL SELECT l.sale_id, l.sku, -l.quantity FROM order_lines l \
-             JOIN orders o ON o.order_id = l.order_id WHERE o.edge_id = $1) AS units \
-         GROUP BY sale_id, sku",
-        params![&retired],
+    tx.exec(
+        "UPDATE edge_units SET edge_id = $2, held = 0 WHERE edge_id = $1",
+        params![edge_id, &retired],
     )?;
-    for r in unsold {
-        let (sale_id, sku, n) = (r.text(0)?, r.text(1)?, r.int(2)?);
-        if n <= 0 {
-            continue;
-        }
-        tx.exec(
-            "INSERT INTO unit_returns (return_id, edge_id, sale_id, sku, quantity, returned_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            params![
-                &format!("retired:{retired}:{sale_id}:{sku}"),
-                &retired,
-                &sale_id,
-                &sku,
-                n,
-                now
-            ],
-        )?;
-        tx.exec(
-            "UPDATE skus SET unallocated = unallocated + $3 WHERE sale_id = $1 AND sku = $2",
-            params![&sale_id, &sku, n],
-        )?;
-    }
     tx.exec(
         "UPDATE edges SET edge_id = $2, url = '', lease_until = 0, retired_at = $3 \
          WHERE edge_id = $1",
@@ -144,45 +160,73 @@ fn retire(
     Ok(retired)
 }
 
-/// Extends a process's lease on its edge id; refused once another process has the id.
+/// Extends a process's lease on its edge id by `lease_ms` from now; refused once another
+/// process has the id. The catalog's version, so that the edge knows whether its calendar is
+/// current before it sells on under the new lease.
 pub fn renew_lease(
     tx: &mut dyn Tx,
     edge_id: &str,
     incarnation: &str,
-    until: Millis,
-    now: Millis,
-) -> Result<(), CentralError> {
+    lease_ms: Millis,
+) -> Result<i64, CentralError> {
+    let now = clock(tx)?;
     let renewed = tx.exec(
-        "UPDATE edges SET lease_until = $3, last_seen = $4 WHERE edge_id = $1 AND incarnation = $2",
-        params![edge_id, incarnation, until, now],
+        "UPDATE edges SET lease_until = $3, last_seen = $4 \
+         WHERE edge_id = $1 AND incarnation = $2 AND retired_at IS NULL",
+        params![edge_id, incarnation, now + lease_ms, now],
     )?;
     if renewed == 0 {
         return Err(CentralError::Superseded(edge_id.to_owned()));
     }
-    Ok(())
+    super::calendar::catalog_version(tx)
 }
 
-/// Refuses calls from a process that no longer holds its edge id.
+/// Who is calling, as the fence finds it: the name its ledger rows carry (a retired history's
+/// is `<edge_id>~<history>`), and whether it still holds the edge id.
+pub(super) struct Caller {
+    pub name: String,
+    pub retired: bool,
+}
+
+/// Refuses calls from a process that is not the one serving `edge_id`'s current history, or
+/// (`may_be_retired`) the last one that served a history since written off, which may still
+/// deliver what it holds and give units back.
 pub(super) fn fence(
     tx: &mut dyn Tx,
     edge_id: &str,
     incarnation: &str,
     now: Millis,
-) -> Result<(), CentralError> {
-    let current = tx.exec(
-        "UPDATE edges SET last_seen = $3 WHERE edge_id = $1 AND incarnation = $2",
-        params![edge_id, incarnation, now],
+    may_be_retired: bool,
+) -> Result<Caller, CentralError> {
+    let row = tx.query_opt(
+        "UPDATE edges SET last_seen = $2 WHERE incarnation = $1 \
+         RETURNING edge_id, CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END",
+        params![incarnation, now],
     )?;
-    if current == 0 {
+    let caller = match row {
+        Some(r) => Caller {
+            name: r.text(0)?,
+            retired: r.int(1)? == 1,
+        },
+        None => return Err(CentralError::Superseded(edge_id.to_owned())),
+    };
+    let named = caller.name == edge_id || is_retired_name(&caller.name, edge_id);
+    if !named || (caller.retired && !may_be_retired) {
         return Err(CentralError::Superseded(edge_id.to_owned()));
     }
-    Ok(())
+    Ok(caller)
+}
+
+/// Whether `name` is a retired history of `edge_id`.
+pub(super) fn is_retired_name(name: &str, edge_id: &str) -> bool {
+    name.strip_prefix(edge_id)
+        .is_some_and(|rest| rest.starts_with('~'))
 }
 
 /// Grants up to the requested units from what is unallocated; the same grant id always gets
 /// the same answer. A sale that has ended grants nothing.
 pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, CentralError> {
-    fence(tx, &req.edge_id, &req.incarnation, now)?;
+    fence(tx, &req.edge_id, &req.incarnation, now, false)?;
     // The SKU's row lock orders every grant of it, retries of the same id included.
     let locked = tx.exec(
         "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
@@ -240,28 +284,106 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
             now
         ],
     )?;
+    count_units(tx, &req.edge_id, &req.sale_id, &req.sku, granted, 0, 0)?;
     u32::try_from(granted).map_err(|_| CentralError::Decode(format!("granted {granted}")))
 }
 
-/// Takes back units an edge returns; the same return id is taken once.
+/// Takes back units an edge returns; the same return id is taken once. An edge gives back at
+/// most what it was allotted and has not sold or does not hold, as central knows it: units
+/// that were never its own are refused (and a return that central's outbox view has not caught
+/// up with is refused until it has: the edge asks again).
 pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<(), CentralError> {
-    fence(tx, &ret.edge_id, &ret.incarnation, now)?;
-    let inserted = tx.exec(
+    let caller = fence(tx, &ret.edge_id, &ret.incarnation, now, true)?;
+    // The SKU's row lock orders this against grants and other returns of it.
+    tx.exec(
+        "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
+        params![&ret.sale_id, &ret.sku],
+    )?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM unit_returns WHERE return_id = $1",
+            params![&ret.return_id],
+        )?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let spare = spare_units(tx, &caller.name, &ret.sale_id, &ret.sku)?;
+    if i64::from(ret.quantity) > spare {
+        return Err(CentralError::ReturnRefused {
+            edge_id: caller.name,
+            sku: format!("{}/{}", ret.sale_id, ret.sku),
+            quantity: ret.quantity,
+            spare,
+        });
+    }
+    tx.exec(
         "INSERT INTO unit_returns (return_id, edge_id, sale_id, sku, quantity, returned_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (return_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6)",
         params![
             &ret.return_id,
-            &ret.edge_id,
+            &caller.name,
             &ret.sale_id,
             &ret.sku,
             ret.quantity,
             now
         ],
     )?;
-    if inserted == 1 {
+    tx.exec(
+        "UPDATE skus SET unallocated = unallocated + $3 WHERE sale_id = $1 AND sku = $2",
+        params![&ret.sale_id, &ret.sku, ret.quantity],
+    )?;
+    count_units(
+        tx,
+        &caller.name,
+        &ret.sale_id,
+        &ret.sku,
+        -i64::from(ret.quantity),
+        0,
+        0,
+    )
+}
+
+/// Units of a SKU allotted to an edge that it neither holds nor sold, as central knows them.
+pub(super) fn spare_units(
+    tx: &mut dyn Tx,
+    edge: &str,
+    sale_id: &str,
+    sku: &str,
+) -> Result<i64, CentralError> {
+    tx.query_opt(
+        "SELECT allotted - held - sold FROM edge_units \
+         WHERE edge_id = $1 AND sale_id = $2 AND sku = $3",
+        params![edge, sale_id, sku],
+    )?
+    .map_or(Ok(0), |r| r.int(0))
+}
+
+/// Moves an edge's counters of one SKU (see `edge_units` in the schema, whose CHECK refuses
+/// holding and selling more than was allotted).
+pub(super) fn count_units(
+    tx: &mut dyn Tx,
+    edge: &str,
+    sale_id: &str,
+    sku: &str,
+    allotted: i64,
+    held: i64,
+    sold: i64,
+) -> Result<(), CentralError> {
+    if (allotted, held, sold) == (0, 0, 0) {
+        return Ok(());
+    }
+    // An update first: an insert's proposed row is checked before its conflict is found.
+    let changed = tx.exec(
+        "UPDATE edge_units SET allotted = allotted + $4, held = held + $5, sold = sold + $6 \
+         WHERE edge_id = $1 AND sale_id = $2 AND sku = $3",
+        params![edge, sale_id, sku, allotted, held, sold],
+    )?;
+    if changed == 0 {
         tx.exec(
-            "UPDATE skus SET unallocated = unallocated + $3 WHERE sale_id = $1 AND sku = $2",
-            params![&ret.sale_id, &ret.sku, ret.quantity],
+            "INSERT INTO edge_units (edge_id, sale_id, sku, allotted, held, sold) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![edge, sale_id, sku, allotted, held, sold],
         )?;
     }
     Ok(())

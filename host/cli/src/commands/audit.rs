@@ -374,16 +374,17 @@ fn check_sku(
             unaudited += n;
         }
         if retired(edge) {
+            // A retired history keeps its units until its folder reports what it sold before
+            // its lease lapsed (or they would be sold twice): in doubt, not lost.
             let sold = ledger.sold.get(edge).copied().unwrap_or(0);
-            report.expect(
-                *n == sold,
-                format!("{key}: retired {edge} still has {} unsold units", n - sold),
-            );
             let held = ledger.held.get(edge).copied().unwrap_or(0);
-            report.expect(
-                held == 0,
-                format!("{key}: retired {edge} still has {held} units held"),
-            );
+            if *n != sold {
+                report.checked.push(format!(
+                    "{key}: retired {edge} keeps {} units in doubt ({held} held) until its \
+                     folder delivers what it has",
+                    n - sold
+                ));
+            }
         }
         if drained(edge) && !audited(edge) {
             // Its carts went to other edges with their held and sold units; the rest came back.

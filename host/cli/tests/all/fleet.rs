@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cart_central::events::{Delivery, OutboxEvent};
-use cart_central::{Central, Claim};
+use cart_central::events::{Delivery, EventKey, OutboxEvent};
+use cart_central::{Central, Claim, GrantRequest};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -269,6 +269,7 @@ async fn a_redelivered_batch_changes_nothing() {
     let sqlite_url = format!("sqlite:{}", dir.path().join("central.db").display());
     for url in [sqlite_url, pg_url] {
         let central = Central::connect(&url).await.expect("central");
+        let key = EventKey::generate();
         central
             .load_sale(&sale(&[("BAG-1", 10, 5)], -60))
             .await
@@ -283,19 +284,36 @@ async fn a_redelivered_batch_changes_nothing() {
                 local_seq: 0,
                 lease_ms: 10_000,
                 take_over: false,
+                folder: "folder-1".into(),
+                public_key: key.public_key(),
             })
             .await
             .expect("claim");
-        let hold = |seq: i64, cart: &str, quantity: u32| Delivery {
-            seq,
-            event: OutboxEvent::HoldChanged {
-                cart_id: cart.into(),
-                customer_id: "c".into(),
+        // Units to hold: central refuses holds an edge was never allotted.
+        central
+            .grant(&GrantRequest {
+                grant_id: "g-1".into(),
+                edge_id: "edge-1".into(),
+                incarnation: "i-1".into(),
                 sale_id: "test-sale".into(),
                 sku: "BAG-1".into(),
-                quantity,
-                expires_at: 1,
-            },
+                requested: 10,
+            })
+            .await
+            .expect("grant");
+        let hold = |seq: i64, cart: &str, quantity: u32| {
+            key.sign(
+                "h-1",
+                seq,
+                OutboxEvent::HoldChanged {
+                    cart_id: cart.into(),
+                    customer_id: "c".into(),
+                    sale_id: "test-sale".into(),
+                    sku: "BAG-1".into(),
+                    quantity,
+                    expires_at: 1,
+                },
+            )
         };
         let batch: Vec<Delivery> = (1..=5).map(|s| hold(s, &format!("cart-{s}"), 1)).collect();
         assert_eq!(

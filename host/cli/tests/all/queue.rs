@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use cart_central::Claim;
-use cart_central::events::{Delivery, EventLine, Order, OutboxEvent};
+use cart_central::events::{EventKey, EventLine, Order, OutboxEvent};
+use cart_central::{Claim, GrantRequest};
 use cart_queue::Envelope;
 use cart_testkit::{Nats, Postgres};
 
@@ -241,20 +241,35 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
     let nats = Nats::start().expect("a NATS server with JetStream");
     let fleet = Fleet::new(&sale(&[("BAG-1", 10, 5)], -60)).await;
     let central = fleet.central().await;
+    let key = EventKey::generate();
     for edge in ["edge-a", "edge-b"] {
         central
             .claim_edge(&Claim {
                 edge_id: edge.into(),
                 url: format!("http://{edge}"),
                 history_id: format!("h-{edge}"),
-                incarnation: "i-1".into(),
+                incarnation: format!("i-{edge}"),
                 previous_incarnation: None,
                 local_seq: 0,
                 lease_ms: 60_000,
                 take_over: false,
+                folder: format!("folder-{edge}"),
+                public_key: key.public_key(),
             })
             .await
             .expect("claim");
+        // Units to sell: central refuses orders an edge was never allotted.
+        central
+            .grant(&GrantRequest {
+                grant_id: format!("g-{edge}"),
+                edge_id: edge.into(),
+                incarnation: format!("i-{edge}"),
+                sale_id: "test-sale".into(),
+                sku: "BAG-1".into(),
+                requested: 5,
+            })
+            .await
+            .expect("grant");
     }
     let order = |id: &str| {
         OutboxEvent::OrderPlaced(Order {
@@ -276,21 +291,21 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
         .apply(
             "edge-a",
             "h-edge-a",
-            &[Delivery {
-                seq: 1,
-                event: order("o-taken"),
-            }],
+            &[key.sign("h-edge-a", 1, order("o-taken"))],
         )
         .await
         .expect("edge-a's first event, straight");
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("NATS"));
     cart_queue::ensure_stream(&js).await.expect("the stream");
     let envelope = |edge: &str, seq: i64, event: OutboxEvent| {
+        let history_id = format!("h-{edge}");
+        let signed = key.sign(&history_id, seq, event);
         serde_json::to_vec(&Envelope {
             edge_id: edge.into(),
-            history_id: format!("h-{edge}"),
+            history_id,
             seq,
-            event,
+            event: signed.event,
+            signature: signed.signature,
         })
         .expect("JSON")
     };

@@ -79,7 +79,7 @@ pub async fn start_drain(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> A
 const MAX_HANDOFF_BODY: usize = 8 * 1024 * 1024;
 
 /// A draining peer hands carts to this edge (see [`crate::drain::receive`]): `200` taken (now
-/// or before), `409` refused for good.
+/// or before), `409` refused for good, `503` not now.
 pub async fn take_handoff(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
     if !forward::from_peer(&edge, &parts.headers)? {
@@ -97,6 +97,7 @@ pub async fn take_handoff(State(edge): State<Arc<Edge>>, req: Request) -> ApiRes
             Json(serde_json::json!({"error": {"code": "refused", "message": why}})),
         )
             .into_response()),
+        Intake::NotYet(why) => Err(ApiError::Unavailable(why)),
     }
 }
 

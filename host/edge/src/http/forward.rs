@@ -22,7 +22,6 @@ use crate::edge::Edge;
 use crate::fleet::{Peer, Route, edge_tag};
 use crate::handoff;
 use crate::http_client::join;
-use crate::identity::Standing;
 use crate::wire::{CART_EDGE, FLEET_SECRET, FORWARDED_BY, IDEMPOTENCY_KEY, MODULE_VERSION};
 
 /// What a forward passes on: the storefront's credentials and body, and the owner's answer.
@@ -318,8 +317,7 @@ async fn serve_here(
 ) -> Response {
     let fleet = &edge.fleet;
     // A process whose edge id central gave to another: that id's carts are the other's now.
-    let superseded =
-        fleet.owns(cart_id) && !forwarded && matches!(edge.standing(), Standing::Refused(_));
+    let superseded = fleet.owns(cart_id) && !forwarded && edge.standing().lost_id();
     if superseded {
         match fleet.peer(fleet.tag(), true).await {
             Ok(Some(peer)) if !fleet.is_me(&peer) => {
