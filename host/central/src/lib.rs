@@ -119,6 +119,8 @@ pub enum CentralError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("central PostgreSQL pool: {0}")]
     Pool(String),
+    #[error("central did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("central schema: {0}")]
     Migration(#[from] refinery::Error),
     #[error("central database file: {0}")]

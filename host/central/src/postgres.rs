@@ -17,6 +17,17 @@ mod migrations {
     refinery::embed_migrations!("../../schema/central");
 }
 
+/// Longest wait for one statement's answer: central far away, or a link that blackholes, costs
+/// a bounded wait, and the connection it was on is closed rather than used again.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a session may sit in a transaction before PostgreSQL ends it: well past any
+/// statement's deadline.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(15);
+
+/// Longest wait for the schema to be brought up to date (others may be migrating it first).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Key of the advisory lock edges take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x00ca_47ed;
 
@@ -30,7 +41,16 @@ pub struct Postgres {
 impl Postgres {
     /// Opens a pool of at most `connections` and brings the schema up to date.
     pub async fn open(url: &str, connections: usize) -> Result<Self, CentralError> {
-        let config = tokio_postgres::Config::from_str(url)?;
+        let mut config = tokio_postgres::Config::from_str(url)?;
+        // A caller cut off mid-transaction (a blackholed link sends no FIN) must not hold its
+        // row locks, an edge's lease row among them, until TCP gives up hours later: the server
+        // ends a session that sits in a transaction this long.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        config.options(options.trim());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -53,7 +73,7 @@ impl Postgres {
         };
         if let Err(e) = db.migrated.get_or_try_init(|| db.migrate()).await {
             match e {
-                CentralError::Pool(_) => {}
+                CentralError::Pool(_) | CentralError::Timeout(_) => {}
                 e => return Err(e),
             }
         }
@@ -69,16 +89,25 @@ impl Postgres {
 
     async fn migrate(&self) -> Result<(), CentralError> {
         let mut client = self.client().await?;
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        let raw: &mut tokio_postgres::Client = &mut client;
-        let migrated = migrations::migrations::runner().run_async(raw).await;
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        migrated?;
-        Ok(())
+        let run = async {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            let raw: &mut tokio_postgres::Client = &mut client;
+            let migrated = migrations::migrations::runner().run_async(raw).await;
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            migrated?;
+            Ok(())
+        };
+        let done = tokio::time::timeout(MIGRATION_TIMEOUT, run)
+            .await
+            .unwrap_or(Err(CentralError::Timeout(MIGRATION_TIMEOUT)));
+        if let Err(CentralError::Timeout(_)) = done {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        done
     }
 
     /// Runs `f` in one transaction on a pooled connection; commits if it succeeds.
@@ -90,13 +119,26 @@ impl Postgres {
         let mut client = self.client().await?;
         let rt = Handle::current();
         tokio::task::spawn_blocking(move || {
-            let tx = rt.block_on(client.transaction())?;
-            let value = f(&mut PgTx { tx: &tx, rt: &rt })?;
-            rt.block_on(tx.commit())?;
-            Ok(value)
+            let done = (|| {
+                let tx = within(&rt, client.transaction())??;
+                let value = f(&mut PgTx { tx: &tx, rt: &rt })?;
+                within(&rt, tx.commit())??;
+                Ok(value)
+            })();
+            if let Err(CentralError::Timeout(_)) = done {
+                // Its answer may still come, to a statement no one waits for: not reused.
+                drop(deadpool_postgres::Object::take(client));
+            }
+            done
         })
         .await?
     }
+}
+
+/// Runs a statement's future to its end, or to [`STATEMENT_TIMEOUT`].
+fn within<T>(rt: &Handle, f: impl Future<Output = T>) -> Result<T, CentralError> {
+    rt.block_on(tokio::time::timeout(STATEMENT_TIMEOUT, f))
+        .map_err(|_| CentralError::Timeout(STATEMENT_TIMEOUT))
 }
 
 struct PgTx<'a> {
@@ -125,17 +167,16 @@ impl Tx for PgTx<'_> {
     }
 
     fn exec(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, CentralError> {
-        let stmt = self.rt.block_on(self.tx.prepare_cached(sql))?;
-        Ok(self
-            .rt
-            .block_on(self.tx.execute(&stmt, &Self::values(params)))?)
+        let stmt = within(self.rt, self.tx.prepare_cached(sql))??;
+        Ok(within(
+            self.rt,
+            self.tx.execute(&stmt, &Self::values(params)),
+        )??)
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, CentralError> {
-        let stmt = self.rt.block_on(self.tx.prepare_cached(sql))?;
-        let rows = self
-            .rt
-            .block_on(self.tx.query(&stmt, &Self::values(params)))?;
+        let stmt = within(self.rt, self.tx.prepare_cached(sql))??;
+        let rows = within(self.rt, self.tx.query(&stmt, &Self::values(params)))??;
         rows.iter()
             .map(|r| {
                 let values = r

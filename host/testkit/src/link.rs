@@ -156,7 +156,10 @@ async fn pump(
             Mode::Refused => break,
             Mode::Blackholed => Duration::ZERO,
         };
-        if queue.send((Instant::now() + latency, buf[..n].to_vec())).is_err() {
+        if queue
+            .send((Instant::now() + latency, buf[..n].to_vec()))
+            .is_err()
+        {
             break;
         }
     }
@@ -206,7 +209,11 @@ mod tests {
     #[tokio::test]
     async fn a_link_delays_refuses_blackholes_and_heals() {
         let link = Link::start(echo().await).await.expect("link");
-        assert!(round_trip(link.addr(), Duration::from_secs(2)).await.is_some());
+        assert!(
+            round_trip(link.addr(), Duration::from_secs(2))
+                .await
+                .is_some()
+        );
         link.delay(Duration::from_millis(100));
         let took = round_trip(link.addr(), Duration::from_secs(2))
             .await
@@ -223,6 +230,10 @@ mod tests {
             None
         );
         link.heal();
-        assert!(round_trip(link.addr(), Duration::from_secs(2)).await.is_some());
+        assert!(
+            round_trip(link.addr(), Duration::from_secs(2))
+                .await
+                .is_some()
+        );
     }
 }

@@ -38,6 +38,9 @@ mod customers;
 mod audit;
 // Untrusted input: anonymous demand, modules, second processes, slow clients, redeploys.
 mod trust;
+// Never oversell: a copied folder, a partition and a take-over, a forged hand-off, forged
+// queue messages.
+mod oversell;
 // The OpenAPI document validates, and Schemathesis finds no disagreement with a live edge.
 mod api;
 // The storefront and the dashboard in headless Chromium.
