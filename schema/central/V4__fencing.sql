@@ -58,3 +58,7 @@ CREATE TABLE handoff_carts (
 CREATE INDEX orders_cart ON orders (cart_id);
 CREATE INDEX orders_edge ON orders (edge_id);
 CREATE INDEX holds_edge ON holds (edge_id, sale_id, sku);
+
+-- When an operator ended a sale early (`cart-host sale end`): such a sale stays ended, whatever
+-- file is loaded under its id again.
+ALTER TABLE sales ADD COLUMN ended_early_at BIGINT;

@@ -3,6 +3,7 @@
 //! written once against it.
 
 use crate::CentralError;
+use crate::time::Millis;
 
 /// A statement parameter.
 #[derive(Clone, Copy, Debug)]
@@ -113,5 +114,21 @@ pub trait Tx {
     /// Runs a query; its first row, if any.
     fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, CentralError> {
         Ok(self.query(sql, params)?.into_iter().next())
+    }
+}
+
+/// The database's own clock, in milliseconds: leases are granted and compared on one clock,
+/// whichever machine the process asking runs on.
+pub fn clock(tx: &mut dyn Tx) -> Result<Millis, CentralError> {
+    match tx.dialect() {
+        // One machine's file: its clock is every caller's.
+        Dialect::Sqlite => Ok(crate::time::wall_ms()),
+        Dialect::Postgres => tx
+            .query_opt(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+                &[],
+            )?
+            .ok_or_else(|| CentralError::Decode("no clock".into()))?
+            .int(0),
     }
 }

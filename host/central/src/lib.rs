@@ -55,6 +55,8 @@ pub enum CentralError {
     },
     #[error("no sale {0:?}")]
     UnknownSale(String),
+    #[error("sale {0} was ended by an operator and stays ended: load the sale under another id")]
+    SaleEnded(String),
     #[error("no SKU {1:?} in sale {0:?}")]
     UnknownSku(String, String),
     #[error("edge {0:?} has not registered with central (or not with this history)")]
@@ -194,6 +196,8 @@ pub struct Claimed {
     pub retired: Option<String>,
     /// Until when central holds the id for this process (on central's clock).
     pub lease_until: Millis,
+    /// The catalog's version: the calendar the edge must have before it sells on this lease.
+    pub catalog_version: i64,
 }
 
 /// A grant request: the id is the edge's, chosen and stored before asking.
@@ -246,6 +250,39 @@ pub struct Snapshot {
     pub skus: BTreeMap<SkuKey, SkuLedger>,
     /// Per edge: how far its outbox was applied, and how many events that was.
     pub edges: BTreeMap<String, EdgeLedger>,
+    /// Customers past a SKU's limit by central's own orders and holds, across every edge and
+    /// history.
+    pub over_limit: Vec<OverLimit>,
+    /// Orders placed at or after their sale's end.
+    pub late_orders: Vec<LateOrder>,
+}
+
+/// A customer past a SKU's limit, by central's own orders and holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    pub customer_id: String,
+    pub sku: SkuKey,
+    /// Bought, and held in holds that have not lapsed.
+    pub units: i64,
+    pub limit: i64,
+}
+
+/// An order with a line of a sale, placed at or after the sale's end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateOrder {
+    pub order_id: String,
+    pub edge_id: String,
+    pub sale_id: String,
+    pub placed_at: Millis,
+    pub ends_at: Millis,
+}
+
+/// What one customer bought and holds of a SKU in the histories a take-over retired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredUnits {
+    pub customer_id: String,
+    pub sku: SkuKey,
+    pub units: i64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -454,11 +491,10 @@ impl Central {
             .await
     }
 
-    /// Ends a sale now; when it ended.
+    /// Ends a sale as soon as every edge can know it (see [`ledger::end_sale`]); when it ends.
     pub async fn end_sale(&self, sale_id: &str) -> Result<Millis, CentralError> {
         let id = sale_id.to_owned();
-        self.transact(move |tx| ledger::end_sale(tx, &id, wall_ms()))
-            .await
+        self.transact(move |tx| ledger::end_sale(tx, &id)).await
     }
 
     /// Changes whenever a sale is loaded, replaced or ended.
@@ -694,6 +730,20 @@ impl Central {
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {
-        self.transact(ledger::snapshot).await
+        self.transact(|tx| {
+            let mut snapshot = ledger::snapshot(tx)?;
+            snapshot.over_limit = ledger::over_limit(tx, wall_ms())?;
+            snapshot.late_orders = ledger::late_orders(tx)?;
+            Ok(snapshot)
+        })
+        .await
+    }
+
+    /// What customers bought and hold in `edge_id`'s histories a take-over retired (see
+    /// [`ledger::retired_units`]).
+    pub async fn retired_units(&self, edge_id: &str) -> Result<Vec<RetiredUnits>, CentralError> {
+        let id = edge_id.to_owned();
+        self.transact(move |tx| ledger::retired_units(tx, &id))
+            .await
     }
 }

@@ -1,8 +1,8 @@
 //! The calendar of sales at an edge: kept in its database (so it restarts without central),
 //! held in memory as the [`Catalog`] requests read, and followed while the edge runs (by
 //! [`crate::tasks`]): a sale loaded, replaced or ended at central reaches the edge within
-//! seconds. A sale that has ended is kept until this edge holds nothing of it (its holds
-//! released, its free units returned), then dropped.
+//! seconds. A sale that has ended is kept for a day, and then until this edge holds nothing of
+//! it (its holds released, its free units returned), then dropped.
 
 use std::sync::{Arc, RwLock};
 
@@ -12,6 +12,10 @@ use rusqlite::{Connection, params};
 use crate::clock::Millis;
 use crate::locks;
 use crate::store::db;
+
+/// How long an edge keeps an ended sale it has settled (its SKUs answer `sale_ended`, not
+/// `404`), and how far back it fetches ended sales from central.
+pub const KEEP_ENDED_MS: Millis = 24 * 3_600_000;
 
 /// The catalog requests read; replaced whole when the calendar changes.
 #[derive(Default)]
@@ -99,9 +103,9 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Catalog> {
     Ok(Catalog::new(sales))
 }
 
-/// Drops ended sales of which this edge holds nothing any more (every unit sold or returned);
-/// their stock rows stay, for the audit. The sales dropped.
-pub fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<String>> {
+/// Drops sales that ended at or before `ended_by` of which this edge holds nothing any more
+/// (every unit sold or returned); their stock rows stay, for the audit. The sales dropped.
+pub fn drop_finished(conn: &Connection, ended_by: Millis) -> rusqlite::Result<Vec<String>> {
     let finished: Vec<String> = conn
         .prepare(
             "SELECT s.sale_id FROM sales s WHERE s.ends_at <= ?1 AND NOT EXISTS (\
@@ -109,7 +113,7 @@ pub fn drop_finished(conn: &Connection, now: Millis) -> rusqlite::Result<Vec<Str
              AND NOT EXISTS (SELECT 1 FROM unit_returns r \
                WHERE r.sale_id = s.sale_id AND r.confirmed_at IS NULL)",
         )?
-        .query_map([now], |r| r.get(0))?
+        .query_map([ended_by], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for sale_id in &finished {
         conn.execute("DELETE FROM catalog WHERE sale_id = ?1", [sale_id])?;

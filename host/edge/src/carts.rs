@@ -14,6 +14,7 @@ use crate::clock::Millis;
 use crate::ids;
 use crate::rules::{CartRules, GuestFault};
 use crate::store::db;
+use cart_central::RetiredUnits;
 pub use cart_central::events::Order;
 use cart_central::events::{EventLine, OutboxEvent};
 use cart_central::sale::Catalog;
@@ -56,6 +57,8 @@ pub enum CartFailure {
     Refused(CartError),
     #[error("a cart holds at most {MAX_CART_LINES} lines")]
     TooManyLines,
+    #[error("a customer may have at most {MAX_OPEN_CARTS} open carts")]
+    TooManyCarts,
     #[error("the cart rules failed: {0}")]
     Fault(#[from] GuestFault),
     #[error("edge database: {0}")]
@@ -163,14 +166,24 @@ pub fn load_authorized(
     Ok(cart)
 }
 
-/// Creates an empty open cart.
+/// Open carts one customer may have on an edge at once: enough for any shopper, few enough
+/// that a customer's carts cost every update of theirs, and a hand-off, little.
+pub const MAX_OPEN_CARTS: u32 = 20;
+
+/// Creates an empty open cart, unless the customer has [`MAX_OPEN_CARTS`] open already.
 pub fn create(
     conn: &Connection,
     cart_id: &str,
     customer_id: &str,
     token_hash: &str,
     now: Millis,
-) -> rusqlite::Result<CartView> {
+) -> Result<CartView, CartFailure> {
+    let open: u32 = conn
+        .prepare_cached("SELECT COUNT(*) FROM carts WHERE customer_id = ?1 AND status = 'open'")?
+        .query_row([customer_id], |r| r.get(0))?;
+    if open >= MAX_OPEN_CARTS {
+        return Err(CartFailure::TooManyCarts);
+    }
     conn.prepare_cached(
         "INSERT INTO carts (cart_id, customer_id, token_hash, status, created_at) \
          VALUES (?1, ?2, ?3, 'open', ?4)",
@@ -213,6 +226,10 @@ pub fn set_quantity(
     let entry = catalog
         .sku(&ask.sku, now)
         .ok_or(CartFailure::NotFound("SKU"))?;
+    // Whatever the rules say: nothing is held or changed once the sale has ended.
+    if now >= entry.ends_at {
+        return Err(CartFailure::Refused(CartError::SaleEnded(entry.ends_at)));
+    }
     let at = cart.lines.iter().position(|l| l.line.sku == ask.sku);
     if at.is_none() && ask.quantity > 0 && cart.lines.len() >= MAX_CART_LINES {
         return Err(CartFailure::TooManyLines);
@@ -327,7 +344,8 @@ pub fn set_quantity(
     })
 }
 
-/// Units of a SKU the customer holds in their other open carts or bought, on this edge.
+/// Units of a SKU the customer holds in their other open carts or bought, on this edge (and in
+/// its histories a take-over retired).
 fn customer_elsewhere(
     conn: &Connection,
     cart: &StoredCart,
@@ -336,10 +354,12 @@ fn customer_elsewhere(
     now: Millis,
 ) -> rusqlite::Result<u32> {
     conn.prepare_cached(
-        "SELECT COALESCE(SUM(l.quantity), 0) FROM carts c \
+        "SELECT (SELECT COALESCE(SUM(l.quantity), 0) FROM carts c \
          JOIN cart_lines l ON l.cart_id = c.cart_id \
          WHERE c.customer_id = ?1 AND l.sale_id = ?2 AND l.sku = ?3 AND c.cart_id <> ?4 \
-         AND (c.status = 'checked_out' OR (l.held = 1 AND l.hold_expires_at > ?5))",
+         AND (c.status = 'checked_out' OR (l.held = 1 AND l.hold_expires_at > ?5))) \
+         + COALESCE((SELECT units FROM retired_units \
+             WHERE customer_id = ?1 AND sale_id = ?2 AND sku = ?3), 0)",
     )?
     .query_row(
         params![cart.customer_id, sale_id, sku, cart.cart_id, now],
@@ -363,6 +383,17 @@ pub fn checkout(
         CartStatus::CheckedOut => Some(load_order(conn, &cart)?),
         CartStatus::Open => None,
     };
+    // Whatever the rules say: no order for a line of a sale that has ended (the sweep takes
+    // such lines out of the cart within a second; the rest of it then checks out).
+    if placed.is_none()
+        && let Some(ended) = cart.lines.iter().find_map(|l| {
+            catalog
+                .entry(&l.sale_id, &l.line.sku)
+                .map_or(Some(i64::MIN), |e| (now >= e.ends_at).then_some(e.ends_at))
+        })
+    {
+        return Err(CartFailure::Refused(CartError::SaleEnded(ended.max(0))));
+    }
     let lines: Vec<Line> = cart.lines.iter().map(|l| l.line.clone()).collect();
     let skus: Vec<_> = cart
         .lines
@@ -466,8 +497,8 @@ fn load_order(conn: &Connection, cart: &StoredCart) -> rusqlite::Result<(Order, 
     Ok((order, key))
 }
 
-/// Releases up to `limit` holds that lapsed at or before `now`, and holds of the sales in
-/// `ended`, in order of expiry; how many.
+/// Releases up to `limit` holds that lapsed at or before `now`, in order of expiry, and takes
+/// the lines of the sales in `ended` out of open carts (their units released); how many.
 pub fn sweep(
     conn: &Connection,
     now: Millis,
@@ -480,8 +511,23 @@ pub fn sweep(
             break;
         }
         released += release_where(conn, now, "l.sale_id = ?1", sale_id, limit - released)?;
+        if released < limit {
+            released += remove_ended_lines(conn, sale_id, limit - released)?;
+        }
     }
     Ok(released)
+}
+
+/// Takes up to `limit` lines of an ended sale, which hold nothing any more, out of open carts.
+fn remove_ended_lines(conn: &Connection, sale_id: &str, limit: u32) -> rusqlite::Result<u32> {
+    let removed = conn
+        .prepare_cached(
+            "DELETE FROM cart_lines WHERE (cart_id, sku) IN (SELECT l.cart_id, l.sku \
+             FROM cart_lines l JOIN carts c ON c.cart_id = l.cart_id \
+             WHERE l.sale_id = ?1 AND l.held = 0 AND c.status = 'open' LIMIT ?2)",
+        )?
+        .execute(params![sale_id, limit])?;
+    Ok(u32::try_from(removed).unwrap_or(u32::MAX))
 }
 
 /// Releases up to `limit` held lines matching `filter` (on `l`, the lines, with `?1`).
@@ -629,4 +675,17 @@ pub fn orders(conn: &Connection) -> rusqlite::Result<Vec<Order>> {
         }
     }
     Ok(out)
+}
+
+/// Replaces what customers bought and hold in this edge id's retired histories.
+pub fn set_retired_units(conn: &Connection, units: &[RetiredUnits]) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM retired_units")?
+        .execute([])?;
+    for u in units {
+        conn.prepare_cached(
+            "INSERT INTO retired_units (customer_id, sale_id, sku, units) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![u.customer_id, u.sku.sale_id, u.sku.sku, u.units])?;
+    }
+    Ok(())
 }

@@ -58,6 +58,9 @@ pub struct EdgeConfig {
     /// With it (`nats://HOST:PORT`), the outbox goes to JetStream instead of straight to
     /// central, and central is asked only for grants, returns and the edge's lease.
     pub queue_url: Option<String>,
+    /// Failed operator logins one client address may make a minute before it is refused for a
+    /// minute (0: no limit; see `http::middleware::Logins`).
+    pub failed_logins_per_minute: u32,
     /// How long a drain may take (`POST /admin/drain`, `SIGTERM`) before the edge exits with
     /// what is left on its disk.
     pub drain_timeout: Duration,
@@ -141,6 +144,7 @@ impl Default for EdgeConfig {
             trusted_proxies: Vec::new(),
             queue_url: None,
             drain_timeout: Duration::from_secs(30),
+            failed_logins_per_minute: 10,
             http: HttpLimits::default(),
             lease: Duration::from_secs(10),
         }

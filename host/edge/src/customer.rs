@@ -56,6 +56,8 @@ impl CustomerKey {
             .map_err(|e| anyhow::anyhow!("not an ed25519 public key in PEM: {e}"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token not valid yet is not valid.
+        validation.validate_nbf = true;
         // A storefront's and an edge's clocks may differ by a few seconds, not minutes.
         validation.leeway = 5;
         Ok(Self { key, validation })

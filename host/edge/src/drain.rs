@@ -225,17 +225,37 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
     }
     let mut refused: Vec<String> = Vec::new();
     let mut turn = 0usize;
+    // The receiver of a customer whose carts did not all fit in the last batch.
+    let mut sticky: Option<Peer> = None;
     while Instant::now() < deadline {
         let peers: Vec<Peer> = ready_peers(edge)
             .await
             .into_iter()
             .filter(|p| !refused.contains(&p.edge_id))
             .collect();
-        let Some(peer) = peers.get(turn % peers.len().max(1)).cloned() else {
-            tracing::warn!("drain: no other edge is ready: the carts left stay on this edge");
-            return false;
+        let peer = match &sticky {
+            // A customer's carts all end up on one edge, where their limit is counted.
+            Some(sticky) if !peers.iter().any(|p| p.edge_id == sticky.edge_id) => {
+                tracing::warn!(
+                    "drain: {} is not ready, and it has part of a customer's carts: the rest \
+                     wait for it",
+                    sticky.edge_id
+                );
+                tokio::time::sleep(RETRY_EVERY).await;
+                continue;
+            }
+            Some(sticky) => sticky.clone(),
+            None => {
+                let Some(peer) = peers.get(turn % peers.len().max(1)).cloned() else {
+                    tracing::warn!(
+                        "drain: no other edge is ready: the carts left stay on this edge"
+                    );
+                    return false;
+                };
+                turn += 1;
+                peer
+            }
         };
-        turn += 1;
         let (from, to, url, now) = (
             edge.config.edge_id.clone(),
             peer.edge_id.clone(),
@@ -258,8 +278,14 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
         edge.fleet
             .note_moved(out.batch.carts.iter().map(|c| (c.cart_id.clone(), None)));
         match complete(edge, &out, deadline).await {
-            Some(true) => report.carts_handed_off += out.batch.carts.len(),
-            Some(false) => refused.push(peer.edge_id),
+            Some(true) => {
+                report.carts_handed_off += out.batch.carts.len();
+                sticky = out.split.then_some(peer);
+            }
+            Some(false) => {
+                refused.push(peer.edge_id);
+                sticky = None;
+            }
             None => return false,
         }
     }

@@ -3,12 +3,13 @@
 //! background loops are [`crate::tasks`]'; its HTTP face is [`crate::http`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use cart_central::sale::{Catalog, Sale};
-use cart_central::{Central, CentralError};
+use cart_central::{Central, CentralError, RetiredUnits};
 use rusqlite::Connection;
 
 use crate::calendar::{self, CatalogCell};
@@ -63,6 +64,10 @@ pub struct Edge {
     /// Whether the edge is leaving the fleet (see [`crate::drain`]).
     pub drain: Drain,
     standing: Mutex<Standing>,
+    /// The version of central's calendar this edge last loaded (0: none yet).
+    calendar_version: AtomicI64,
+    /// What customers bought and hold in this edge id's retired histories, as last stored.
+    retired_units: Mutex<Vec<RetiredUnits>>,
     readers: Arc<Readers>,
 }
 
@@ -169,11 +174,13 @@ impl Edge {
                 .learn(central.registry().await?)
                 .map_err(anyhow::Error::msg)?;
         }
-        Ok(Arc::new(Self {
+        let edge = Arc::new(Self {
             identity,
             fleet,
             create_limit: CreateLimit::new(config.create_rate.per_second, config.create_rate.burst),
             standing: Mutex::new(standing),
+            calendar_version: AtomicI64::new(0),
+            retired_units: Mutex::default(),
             url,
             clock: config.clock.clone(),
             catalog: CatalogCell::new(books.catalog),
@@ -188,7 +195,15 @@ impl Edge {
             drain: Drain::default(),
             readers,
             config,
-        }))
+        });
+        // A claimed edge sells at once: with central's calendar and what its customers bought
+        // in the histories a take-over retired, which their limits count.
+        if edge.standing() == Standing::Claimed
+            && let Err(e) = edge.follow_calendar(None).await
+        {
+            tracing::warn!("reading central's calendar after the claim: {e:#}");
+        }
+        Ok(edge)
     }
 
     /// The calendar of sales now.
@@ -197,9 +212,72 @@ impl Edge {
     }
 
     /// Reads the calendar again from the edge's database.
-    pub(crate) async fn reload_catalog(&self) -> anyhow::Result<()> {
+    async fn reload_catalog(&self) -> anyhow::Result<()> {
         let catalog = self.read(calendar::load).await?;
         self.catalog.set(catalog);
+        Ok(())
+    }
+
+    /// The version of central's calendar this edge has loaded.
+    pub fn calendar_version(&self) -> i64 {
+        self.calendar_version.load(Ordering::Acquire)
+    }
+
+    /// Brings the calendar up to central's `version` (read now when `None`): the sales loaded,
+    /// replaced or ended there since; and drops the ended sales this edge has settled, a day
+    /// after their end (until then their SKUs answer `sale_ended`).
+    pub async fn follow_calendar(&self, version: Option<i64>) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let version = match version {
+            Some(v) => v,
+            None => self.central.catalog_version().await?,
+        };
+        let mut changed = false;
+        if self.calendar_version() != version {
+            let sales = self
+                .central
+                .sales_ending_after(now - calendar::KEEP_ENDED_MS)
+                .await?;
+            self.writer
+                .host(move |c| {
+                    for sale in &sales {
+                        calendar::store_sale(c, sale)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            changed = true;
+        }
+        let settled_before = now - calendar::KEEP_ENDED_MS;
+        if self.catalog().sales().any(|s| s.ends_at <= settled_before) {
+            let dropped = self
+                .writer
+                .host(move |c| calendar::drop_finished(c, settled_before))
+                .await?;
+            for sale_id in &dropped {
+                tracing::info!(sale_id, "sale ended a day ago and settled here: dropped");
+            }
+            changed |= !dropped.is_empty();
+        }
+        if changed {
+            self.reload_catalog().await?;
+        }
+        self.calendar_version.fetch_max(version, Ordering::AcqRel);
+        self.follow_retired_units().await
+    }
+
+    /// Keeps what customers bought and hold in this edge id's retired histories (a take-over
+    /// wrote them off) in the books, so that their limits count it.
+    async fn follow_retired_units(&self) -> anyhow::Result<()> {
+        let units = self.central.retired_units(&self.config.edge_id).await?;
+        if *locks::lock(&self.retired_units) == units {
+            return Ok(());
+        }
+        let stored = units.clone();
+        self.writer
+            .host(move |c| crate::carts::set_retired_units(c, &stored))
+            .await?;
+        *locks::lock(&self.retired_units) = units;
         Ok(())
     }
 
@@ -325,7 +403,7 @@ async fn claim(
     )
     .await;
     Ok(match claimed {
-        Ok(Ok(())) => Standing::Claimed,
+        Ok(Ok(_)) => Standing::Claimed,
         // A take-over waits for the old process's lease to lapse.
         Ok(Err(e @ CentralError::EdgeRunning { .. })) if config.take_over => {
             tracing::warn!("{e}: taking it over once that lease has lapsed");

@@ -57,6 +57,9 @@ pub struct Fleet {
     /// Where this process serves (a peer registered at this URL is this process).
     url: String,
     secret: Option<String>,
+    /// The key cart tokens are signed with, from the fleet secret: any edge checks a cart's
+    /// token before it forwards a request or asks central where the cart is.
+    token_key: Option<[u8; 32]>,
     central: Arc<Central>,
     client: HttpClient,
     /// Peers by tag.
@@ -103,6 +106,9 @@ impl Fleet {
             edge_id: edge_id.to_owned(),
             tag: edge_tag(edge_id),
             url: url.to_owned(),
+            token_key: secret
+                .as_deref()
+                .map(|s| mac(s.as_bytes(), &[b"cart-token-v1"])),
             secret,
             central,
             client: HttpClient::new(PEER_TIMEOUT),
@@ -145,6 +151,15 @@ impl Fleet {
         }
     }
 
+    /// The edge that keeps `cart_id`, as far as this edge knows without asking anyone.
+    pub fn known_owner(&self, cart_id: &str) -> Option<String> {
+        match self.route(cart_id) {
+            Route::Here | Route::InTransit => Some(self.edge_id.clone()),
+            Route::Moved(owner) => Some(owner),
+            Route::Tag(tag) => self.cached(&tag).map(|p| p.edge_id),
+        }
+    }
+
     /// Carts leaving (`None`) or gone (`Some(edge)`) from this edge.
     pub fn note_moved(&self, carts: impl IntoIterator<Item = (String, Option<String>)>) {
         let mut moved = locks::write(&self.moved);
@@ -176,7 +191,10 @@ impl Fleet {
         }
     }
 
-    /// Asks central which edge keeps a cart that was handed off, and remembers it.
+    /// Asks central which edge keeps a cart that was handed off, and remembers it. ("Never handed
+    /// off" is not remembered: a hand-off recorded a moment later would make this edge answer
+    /// for a cart it does not keep. A request gets this far only with a token that fits its
+    /// cart, see [`Self::token_fits`], so made-up carts cost central nothing.)
     pub async fn ask_owner(&self, cart_id: &str) -> Option<String> {
         match self.central.cart_owner(cart_id).await {
             Ok(Some(owner)) => {
@@ -242,6 +260,34 @@ impl Fleet {
     /// The client peer requests go through.
     pub fn client(&self) -> &HttpClient {
         &self.client
+    }
+
+    /// A new cart's token: 256 bits, the second half a MAC of the cart id and the first under
+    /// the fleet's token key (in a fleet), so that any edge can tell a token that cannot be
+    /// right at once; random otherwise.
+    pub fn new_token(&self, cart_id: &str) -> String {
+        let token = ids::new_token();
+        match &self.token_key {
+            Some(key) => {
+                let nonce = &token[..32];
+                let tag = mac(key, &[cart_id.as_bytes(), nonce.as_bytes()]);
+                format!("{nonce}{}", hex::encode(&tag[..16]))
+            }
+            None => token,
+        }
+    }
+
+    /// Whether `token` could be `cart_id`'s (the owner checks it for good); always, out of a
+    /// fleet.
+    pub fn token_fits(&self, cart_id: &str, token: &str) -> bool {
+        let Some(key) = &self.token_key else {
+            return true;
+        };
+        let (Some(nonce), Some(tag)) = (token.get(..32), token.get(32..)) else {
+            return false;
+        };
+        let expected = hex::encode(&mac(key, &[cart_id.as_bytes(), nonce.as_bytes()])[..16]);
+        token.len() == 64 && ids::same_secret(tag.as_bytes(), &expected)
     }
 
     /// A new cart id of this edge's.
@@ -403,6 +449,17 @@ impl Fleet {
     }
 }
 
+/// HMAC-SHA-256 of `parts`, in order, under `key`.
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::Mac as _;
+    // HMAC takes a key of any length.
+    let mut m = <hmac::Hmac<Sha256>>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +483,42 @@ mod tests {
         assert_eq!(owner_tag(&id), Some(edge_tag("edge-1").as_str()));
         assert_eq!(owner_tag("c_../../etc"), None);
         assert_ne!(fleet.new_cart_id(), id);
+    }
+
+    #[tokio::test]
+    async fn in_a_fleet_any_edge_tells_a_token_that_cannot_be_right() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("central.db").display());
+        let central = Arc::new(Central::connect(&url).await.expect("central"));
+        let one = Fleet::new(
+            "edge-1",
+            "http://1",
+            Some("s3cret".into()),
+            Arc::clone(&central),
+        );
+        let two = Fleet::new(
+            "edge-2",
+            "http://2",
+            Some("s3cret".into()),
+            Arc::clone(&central),
+        );
+        let other = Fleet::new("edge-3", "http://3", Some("another".into()), central);
+        let cart = one.new_cart_id();
+        let token = one.new_token(&cart);
+        assert_eq!(token.len(), 64);
+        assert!(two.token_fits(&cart, &token), "any edge of the fleet");
+        assert!(
+            !two.token_fits(&one.new_cart_id(), &token),
+            "another cart's"
+        );
+        assert!(!other.token_fits(&cart, &token), "another fleet's");
+        assert!(!two.token_fits(&cart, &ids::new_token()), "a random one");
+        assert!(!two.token_fits(&cart, "short"));
+        let (_dir, lone) = directory("edge-4").await;
+        assert!(
+            lone.token_fits(&cart, "anything"),
+            "out of a fleet, the owner checks"
+        );
     }
 
     #[tokio::test]

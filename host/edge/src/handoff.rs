@@ -32,8 +32,11 @@ use crate::store::db;
 
 /// Customers whose carts move in one hand-off, at most.
 pub const CUSTOMERS_PER_HANDOFF: u32 = 100;
-/// Carts in one hand-off: no more customers join a batch once it has this many.
+/// Carts in one hand-off, at most.
 const CARTS_PER_HANDOFF: usize = 500;
+/// A hand-off's carts, as JSON, at most: well within what a receiver takes (8 MiB), however
+/// many carts one customer has.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// A batch of carts on its way from one edge to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +134,8 @@ pub struct Outgoing {
     pub to_edge: String,
     pub to_url: String,
     pub frozen_seq: i64,
+    /// The batch ends partway through a customer's carts: the rest go to the same receiver.
+    pub split: bool,
 }
 
 // ---- the draining edge ---------------------------------------------------------------------
@@ -152,17 +157,24 @@ pub fn freeze(
     if who.is_empty() {
         return Ok(None);
     }
-    let mut carts = Vec::new();
-    for customer in &who {
-        if carts.len() >= CARTS_PER_HANDOFF {
-            break;
-        }
+    // Whole customers while they fit; a customer with more carts than fit in one batch goes in
+    // several, all to the same receiver (`split`).
+    let (mut carts, mut bytes, mut split) = (Vec::new(), 0usize, false);
+    'customers: for customer in &who {
         let ids: Vec<String> = conn
             .prepare_cached("SELECT cart_id FROM carts WHERE customer_id = ?1 ORDER BY cart_id")?
             .query_map([customer], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        for cart_id in ids {
-            carts.push(load_moving(conn, &cart_id)?);
+        for (i, cart_id) in ids.iter().enumerate() {
+            let cart = load_moving(conn, cart_id)?;
+            let size = serde_json::to_vec(&cart).map_or(0, |json| json.len());
+            let full = carts.len() >= CARTS_PER_HANDOFF || bytes + size > MAX_BATCH_BYTES;
+            if full && !carts.is_empty() {
+                split = i > 0;
+                break 'customers;
+            }
+            bytes += size;
+            carts.push(cart);
         }
     }
     let batch = Batch {
@@ -209,6 +221,7 @@ pub fn freeze(
         to_edge: to_edge.to_owned(),
         to_url: to_url.to_owned(),
         frozen_seq,
+        split,
     }))
 }
 
@@ -284,6 +297,7 @@ pub fn unfinished(conn: &Connection) -> rusqlite::Result<Vec<Outgoing>> {
                 to_edge,
                 to_url,
                 frozen_seq,
+                split: false,
             })
         })
         .collect()
@@ -693,6 +707,40 @@ mod tests {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .expect("stock")
+    }
+
+    #[test]
+    fn a_customer_with_more_carts_than_a_batch_holds_goes_in_several_to_one_receiver() {
+        let (_dir, conn) = books();
+        conn.execute_batch(
+            "INSERT INTO stock (sale_id, sku, free, held, sold) VALUES ('s', 'A', 0, 0, 600)",
+        )
+        .expect("stock");
+        for i in 0..600 {
+            conn.execute_batch(&format!(
+                "INSERT INTO carts VALUES ('c_{i:04}', 'whale', 'h', 'checked_out', 1);
+                 INSERT INTO cart_lines VALUES ('c_{i:04}', 'A', 's', 1, 100, 0, 0);
+                 INSERT INTO orders VALUES ('o_{i:04}', 'c_{i:04}', 'whale', 'k{i}', 100, 5);"
+            ))
+            .expect("seed");
+        }
+        let first = freeze(&conn, "e1", "e2", "http://e2", 100, 7)
+            .expect("freeze")
+            .expect("a batch");
+        assert_eq!(first.batch.carts.len(), CARTS_PER_HANDOFF);
+        assert!(first.split, "the whale's carts did not all fit");
+        let json = serde_json::to_vec(&first.batch).expect("JSON");
+        assert!(json.len() <= MAX_BATCH_BYTES, "{} bytes", json.len());
+        let rest = freeze(&conn, "e1", "e2", "http://e2", 100, 7)
+            .expect("freeze")
+            .expect("the rest");
+        assert_eq!(rest.batch.carts.len(), 100);
+        assert!(!rest.split);
+        assert!(
+            freeze(&conn, "e1", "e2", "http://e2", 100, 7)
+                .expect("freeze")
+                .is_none()
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cart_central::events::EventKey;
-use cart_central::{Central, CentralError, Claim};
+use cart_central::{Central, CentralError, Claim, Claimed};
 use rusqlite::Connection;
 
 use crate::clock::{Millis, wall_ms};
@@ -217,7 +217,7 @@ impl Identity {
         url: &str,
         lease: Duration,
         take_over: bool,
-    ) -> Result<(), CentralError> {
+    ) -> Result<Claimed, CentralError> {
         let lease_ms = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
         let claim = |history_id: String, local_seq: i64, take_over: bool| Claim {
             edge_id: self.edge_id.clone(),
@@ -269,6 +269,6 @@ impl Identity {
             .await
             .map_err(|e| CentralError::Decode(format!("recording the claim: {e}")))?;
         tracing::info!(edge_id = %self.edge_id, high_water = claimed.high_water, "claimed at central");
-        Ok(())
+        Ok(claimed)
     }
 }

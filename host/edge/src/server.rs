@@ -120,8 +120,10 @@ pub async fn run(
     running.drain().await
 }
 
-/// Accepts connections until `stopped`, then drains them within the grace.
-async fn serve(
+/// Accepts connections until `stopped`, then drains them within the grace. Every connection
+/// is bounded in time (see the module's documentation): for the edge's application, and for
+/// any other front an edge's binary serves (`cart-host scale`'s front door).
+pub async fn serve(
     listener: TcpListener,
     app: App,
     mut stopped: watch::Receiver<bool>,

@@ -53,13 +53,14 @@ pub async fn create(
     customer_id: String,
 ) -> Result<(Served<CartView>, String), ShopError> {
     selling(edge)?;
-    let (cart_id, token) = (edge.fleet.new_cart_id(), ids::new_token());
+    let cart_id = edge.fleet.new_cart_id();
+    let token = edge.fleet.new_token(&cart_id);
     let (hash, now) = (ids::token_hash(&token), edge.clock.now());
     let module = edge.rules.get().version().to_owned();
     let view = edge
         .writer
-        .host(move |c| carts::create(c, &cart_id, &customer_id, &hash, now))
-        .await?;
+        .run(move |c| carts::create(c, &cart_id, &customer_id, &hash, now))
+        .await??;
     Ok((
         Served {
             value: view,

@@ -34,7 +34,8 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
     match edge.standing() {
         Standing::Refused(_) | Standing::Superseded(_) => {}
         Standing::Unclaimed { .. } => {
-            edge.identity
+            let claimed = edge
+                .identity
                 .claim(
                     &edge.central,
                     &edge.writer,
@@ -43,18 +44,27 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
                     edge.config.take_over,
                 )
                 .await?;
+            // The calendar, and what customers bought in histories this claim may just have
+            // retired, before it sells.
+            if let Err(e) = edge.follow_calendar(Some(claimed.catalog_version)).await {
+                // It sells on no lease with an old calendar: it waits for the next try.
+                edge.identity.lose_lease();
+                return Err(e);
+            }
             edge.set_standing(Standing::Claimed);
             *renewed_at = Some(Instant::now());
         }
         Standing::Claimed if renewed_at.is_none_or(|at| at.elapsed() >= lease / 5) => {
             let asked = Instant::now();
-            edge.central
+            let calendar = edge
+                .central
                 .renew_lease(
                     &edge.config.edge_id,
                     &edge.identity.incarnation,
                     edge.config.lease_ms(),
                 )
                 .await?;
+            current_calendar(edge, calendar).await?;
             *renewed_at = Some(asked);
             let until = edge.identity.renewed(asked, lease);
             edge.writer
@@ -75,6 +85,15 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
         edge.allotments.resume(grants).await?;
     }
     edge.allotments.resume_returns(returns).await?;
+    Ok(())
+}
+
+/// Selling on under a lease needs the calendar it was granted with: a sale ended early ends at
+/// a time every lease granted since knows of (see `cart_central`'s `end_sale`).
+async fn current_calendar(edge: &Edge, version: i64) -> anyhow::Result<()> {
+    if version != edge.calendar_version() {
+        edge.follow_calendar(Some(version)).await?;
+    }
     Ok(())
 }
 

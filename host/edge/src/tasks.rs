@@ -10,9 +10,7 @@ use cart_central::SkuKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::calendar;
 use crate::carts;
-use crate::clock::Millis;
 use crate::drain;
 use crate::edge::Edge;
 use crate::identity::Standing;
@@ -23,8 +21,6 @@ use crate::sync;
 
 /// How often an edge asks central whether the calendar changed.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
-/// Sales that ended longer ago than this are not fetched again.
-const ENDED_WITHIN_MS: Millis = 24 * 3_600_000;
 /// Lapsed holds released per transaction.
 const SWEEP_BATCH: u32 = 500;
 /// How often each SKU's stock is looked at.
@@ -189,49 +185,11 @@ async fn balance_once(edge: &Edge) -> anyhow::Result<()> {
 
 /// Follows central's calendar until shutdown.
 async fn follow_calendar(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    let mut seen = None;
     while pause(FOLLOW_EVERY, &mut shutdown).await {
-        if let Err(e) = follow_once(&edge, &mut seen).await {
+        if let Err(e) = edge.follow_calendar(None).await {
             tracing::warn!("following the calendar of sales: {e:#}");
         }
     }
-}
-
-async fn follow_once(edge: &Edge, seen: &mut Option<i64>) -> anyhow::Result<()> {
-    let now = edge.clock.now();
-    let version = edge.central.catalog_version().await?;
-    let mut changed = false;
-    if *seen != Some(version) {
-        let sales = edge
-            .central
-            .sales_ending_after(now - ENDED_WITHIN_MS)
-            .await?;
-        edge.writer
-            .host(move |c| {
-                for sale in &sales {
-                    calendar::store_sale(c, sale)?;
-                }
-                Ok(())
-            })
-            .await?;
-        *seen = Some(version);
-        changed = true;
-    }
-    let catalog = edge.catalog();
-    if catalog.sales().any(|s| s.ends_at <= now) {
-        let dropped = edge
-            .writer
-            .host(move |c| calendar::drop_finished(c, now))
-            .await?;
-        for sale_id in &dropped {
-            tracing::info!(sale_id, "sale ended and settled here: dropped from memory");
-        }
-        changed |= !dropped.is_empty();
-    }
-    if changed {
-        edge.reload_catalog().await?;
-    }
-    Ok(())
 }
 
 /// Releases lapsed holds, and the holds of sales that have ended, on a timer: a batch per

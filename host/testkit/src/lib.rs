@@ -2,8 +2,10 @@
 //! benchmarks: a PostgreSQL cluster ([`Postgres`]; `initdb` and `pg_ctl` refuse to run as root,
 //! so as root they run as the `postgres` user), a NATS server with JetStream ([`Nats`]), a
 //! headless Chromium driven over WebDriver ([`Browser`]), and a network link the test controls
-//! ([`link`]: latency, refused connections, a blackhole).
+//! ([`link`]: latency, refused connections, a blackhole); and a randomized fault run over a
+//! fleet of real edges with a checker of what it promised ([`chaos`]).
 
+pub mod chaos;
 pub mod link;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,10 @@ use super::calendar::sales_ending_after;
 use crate::db::{Tx, params};
 use crate::events::{EventLine, Order};
 use crate::time::Millis;
-use crate::{CentralError, EdgeLedger, PerEdge, SaleLedger, SkuKey, Snapshot, StockLevel};
+use crate::{
+    CentralError, EdgeLedger, LateOrder, OverLimit, PerEdge, RetiredUnits, SaleLedger, SkuKey,
+    Snapshot, StockLevel,
+};
 
 /// The audit's per-edge sums `(sale_id, sku, edge_id, n)`.
 const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
@@ -185,4 +188,78 @@ pub(super) fn orders_where(
         }
     }
     Ok(out)
+}
+
+/// What customers bought and hold in the histories a take-over retired of `edge_id`, per SKU:
+/// the edge that serves the id now counts it against their limits.
+pub fn retired_units(tx: &mut dyn Tx, edge_id: &str) -> Result<Vec<RetiredUnits>, CentralError> {
+    let retired = "e.retired_at IS NOT NULL AND substr(e.edge_id, 1, length($1) + 1) = $1 || '~'";
+    tx.query(
+        &format!(
+            "SELECT customer_id, sale_id, sku, CAST(SUM(n) AS BIGINT) FROM (\
+               SELECT o.customer_id, l.sale_id, l.sku, l.quantity AS n FROM orders o \
+                 JOIN order_lines l ON l.order_id = o.order_id \
+                 JOIN edges e ON e.edge_id = o.edge_id WHERE {retired} \
+               UNION ALL SELECT h.customer_id, h.sale_id, h.sku, h.quantity FROM holds h \
+                 JOIN edges e ON e.edge_id = h.edge_id WHERE {retired}) AS units \
+             GROUP BY customer_id, sale_id, sku ORDER BY customer_id, sale_id, sku"
+        ),
+        params![edge_id],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(RetiredUnits {
+            customer_id: r.text(0)?,
+            sku: SkuKey::new(r.text(1)?, r.text(2)?),
+            units: r.int(3)?,
+        })
+    })
+    .collect()
+}
+
+/// Customers whose units of a SKU, bought and held unexpired at `now`, across every edge and
+/// every history, exceed its limit.
+pub fn over_limit(tx: &mut dyn Tx, now: Millis) -> Result<Vec<OverLimit>, CentralError> {
+    tx.query(
+        "SELECT u.customer_id, u.sale_id, u.sku, CAST(SUM(u.n) AS BIGINT), k.limit_per_customer \
+         FROM (SELECT o.customer_id, l.sale_id, l.sku, l.quantity AS n FROM orders o \
+                 JOIN order_lines l ON l.order_id = o.order_id \
+               UNION ALL SELECT customer_id, sale_id, sku, quantity FROM holds \
+                 WHERE expires_at > $1) AS u \
+         JOIN skus k ON k.sale_id = u.sale_id AND k.sku = u.sku \
+         GROUP BY u.customer_id, u.sale_id, u.sku, k.limit_per_customer \
+         HAVING SUM(u.n) > k.limit_per_customer ORDER BY u.customer_id, u.sale_id, u.sku",
+        params![now],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(OverLimit {
+            customer_id: r.text(0)?,
+            sku: SkuKey::new(r.text(1)?, r.text(2)?),
+            units: r.int(3)?,
+            limit: r.int(4)?,
+        })
+    })
+    .collect()
+}
+
+/// Orders with a line of a sale placed at or after its end.
+pub fn late_orders(tx: &mut dyn Tx) -> Result<Vec<LateOrder>, CentralError> {
+    tx.query(
+        "SELECT DISTINCT o.order_id, o.edge_id, l.sale_id, o.placed_at, s.ends_at FROM orders o \
+         JOIN order_lines l ON l.order_id = o.order_id JOIN sales s ON s.sale_id = l.sale_id \
+         WHERE o.placed_at >= s.ends_at ORDER BY o.order_id",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(LateOrder {
+            order_id: r.text(0)?,
+            edge_id: r.text(1)?,
+            sale_id: r.text(2)?,
+            placed_at: r.int(3)?,
+            ends_at: r.int(4)?,
+        })
+    })
+    .collect()
 }

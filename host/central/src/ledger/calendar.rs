@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::db::{Dialect, Row, Tx, params};
+use crate::db::{Dialect, Row, Tx, clock, params};
 use crate::sale::{Sale, SkuEntry};
 use crate::time::Millis;
 use crate::{CentralError, Loaded};
@@ -19,6 +19,16 @@ pub fn load_sale(tx: &mut dyn Tx, sale: &Sale, now: Millis) -> Result<Loaded, Ce
         let differences = old.differences(sale);
         if differences.is_empty() {
             return Ok(Loaded::Unchanged);
+        }
+        // An operator's `sale end` is final, whether the sale had started or not.
+        let ended_early = tx
+            .query_opt(
+                "SELECT 1 FROM sales WHERE sale_id = $1 AND ended_early_at IS NOT NULL",
+                params![&sale.sale_id],
+            )?
+            .is_some();
+        if ended_early {
+            return Err(CentralError::SaleEnded(sale.sale_id.clone()));
         }
         if now >= old.starts_at {
             return Err(CentralError::SaleChanged {
@@ -240,8 +250,12 @@ fn sku_entry(r: &Row, sale: &Sale) -> Result<SkuEntry, CentralError> {
     })
 }
 
-/// Ends a sale now (or leaves an ended one as it is); when it ends.
-pub fn end_sale(tx: &mut dyn Tx, sale_id: &str, now: Millis) -> Result<Millis, CentralError> {
+/// Ends a sale (or leaves an ended or ending one as it is); when it ends. Not at once: at a
+/// moment every edge that may sell knows of before it comes. An edge sells only on a lease,
+/// which it extends only with the calendar current (a renewal says the catalog's version), so
+/// an edge that has not heard of the end stops when its lease runs out, and the end comes after
+/// every lease granted so far, and a moment more for the edges to follow.
+pub fn end_sale(tx: &mut dyn Tx, sale_id: &str) -> Result<Millis, CentralError> {
     let ends_at = tx
         .query_opt(
             "SELECT ends_at FROM sales WHERE sale_id = $1",
@@ -249,13 +263,25 @@ pub fn end_sale(tx: &mut dyn Tx, sale_id: &str, now: Millis) -> Result<Millis, C
         )?
         .ok_or_else(|| CentralError::UnknownSale(sale_id.to_owned()))?
         .int(0)?;
-    if ends_at <= now {
+    let now = clock(tx)?;
+    let leases = tx
+        .query_opt(
+            "SELECT CAST(COALESCE(MAX(lease_until), 0) AS BIGINT) FROM edges \
+             WHERE retired_at IS NULL AND drained_at IS NULL",
+            &[],
+        )?
+        .map_or(Ok(0), |r| r.int(0))?;
+    let at = now.max(leases) + END_NOTICE_MS;
+    if ends_at <= at {
         return Ok(ends_at);
     }
     tx.exec(
-        "UPDATE sales SET ends_at = $2 WHERE sale_id = $1",
-        params![sale_id, now],
+        "UPDATE sales SET ends_at = $2, ended_early_at = $3 WHERE sale_id = $1",
+        params![sale_id, at, now],
     )?;
     bump_catalog(tx)?;
-    Ok(now)
+    Ok(at)
 }
+
+/// How long after the last lease an early end comes: time for the edges to follow.
+const END_NOTICE_MS: Millis = 1_000;

@@ -22,7 +22,10 @@ mod handoffs;
 mod outbox;
 mod units;
 
-pub(crate) use audit::{home_of, orders_of, registry, snapshot, stock_levels};
+pub(crate) use crate::db::clock;
+pub(crate) use audit::{
+    home_of, late_orders, orders_of, over_limit, registry, retired_units, snapshot, stock_levels,
+};
 pub(crate) use calendar::{catalog_version, end_sale, load_sale, read_sale, sales_ending_after};
 pub(crate) use fleet_module::{fleet_module, fleet_module_id, set_fleet_module};
 pub(crate) use handoffs::{
@@ -30,4 +33,4 @@ pub(crate) use handoffs::{
     record_handoff,
 };
 pub(crate) use outbox::{applied_digests, apply, history_keys};
-pub(crate) use units::{claim_edge, clock, grant, renew_lease, return_units, wanted};
+pub(crate) use units::{claim_edge, grant, renew_lease, return_units, wanted};

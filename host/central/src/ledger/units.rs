@@ -1,25 +1,9 @@
 //! Edges and their units: claiming an edge id, retiring a history, leases and the fence that
 //! refuses superseded processes, grants and returns of units, and the SKUs edges want back.
 
-use crate::db::{Dialect, Tx, params};
+use crate::db::{Tx, clock, params};
 use crate::time::Millis;
 use crate::{CentralError, Claim, Claimed, GrantRequest, SkuKey, UnitReturn, WANTED_FOR_MS};
-
-/// The database's own clock, in milliseconds: leases are granted and compared on one clock,
-/// whichever machine the process asking runs on.
-pub(crate) fn clock(tx: &mut dyn Tx) -> Result<Millis, CentralError> {
-    match tx.dialect() {
-        // One machine's file: its clock is every caller's.
-        Dialect::Sqlite => Ok(crate::time::wall_ms()),
-        Dialect::Postgres => tx
-            .query_opt(
-                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-                &[],
-            )?
-            .ok_or_else(|| CentralError::Decode("no clock".into()))?
-            .int(0),
-    }
-}
 
 /// Claims an edge id for a process: records its history, incarnation, folder, key, URL and
 /// lease. Refused while another process holds the lease (the same process claiming again, or
@@ -73,6 +57,7 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralErro
                 high_water,
                 retired: None,
                 lease_until: now + claim.lease_ms,
+                catalog_version: super::calendar::catalog_version(tx)?,
             });
         }
         if !claim.take_over {
@@ -104,6 +89,7 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralErro
         high_water: 0,
         retired,
         lease_until: now + claim.lease_ms,
+        catalog_version: super::calendar::catalog_version(tx)?,
     })
 }
 

@@ -189,6 +189,27 @@ pub fn compare(snapshot: &Snapshot, edges: &[AuditedEdge], now: Millis) -> Audit
         check_sku(&mut report, snapshot, edges, key, ledger);
     }
     check_limits(&mut report, snapshot, edges);
+    for o in &snapshot.over_limit {
+        report.problems.push(format!(
+            "customer {} bought and holds {} of {} by central's own orders and holds (every \
+             edge and history), over its limit of {}",
+            o.customer_id, o.units, o.sku, o.limit
+        ));
+    }
+    for o in &snapshot.late_orders {
+        report.problems.push(format!(
+            "order {} of {} was placed at {}, at or after sale {}'s end at {}",
+            o.order_id,
+            o.edge_id,
+            cart_central::time::rfc3339(o.placed_at),
+            o.sale_id,
+            cart_central::time::rfc3339(o.ends_at)
+        ));
+    }
+    report.checked.push(
+        "central's orders and holds: no customer past a limit, no order after its sale's end"
+            .into(),
+    );
     for (sale_id, sale) in &snapshot.sales {
         if sale.ends_at <= now {
             check_final(&mut report, snapshot, sale_id);

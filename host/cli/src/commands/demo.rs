@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use cart_edge::config::CreateRate;
 use tokio::net::TcpListener;
 
 use std::process::ExitCode;
@@ -33,6 +34,16 @@ pub struct DemoArgs {
     /// `nats-server -js`), with a relay running in the demo, instead of straight to central.
     #[arg(long, env = "CART_QUEUE")]
     queue: Option<String>,
+    /// New carts one client address may make per second at each edge (0: no limit, for
+    /// `cart-host load` against the demo); over it, `429`.
+    #[arg(long, env = "CART_CREATE_RATE", default_value_t = CreateRate::default().per_second)]
+    create_rate: u32,
+    /// New carts one client address may make at once, before the rate applies.
+    #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
+    create_burst: u32,
+    /// Failed operator logins one client address may make a minute (0: no limit).
+    #[arg(long, env = "CART_FAILED_LOGINS_PER_MINUTE", default_value_t = 10)]
+    failed_logins_per_minute: u32,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -42,6 +53,11 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         module: crate::module_or_built_in(args.module.as_deref())?,
         port: args.port,
         queue_url: args.queue,
+        create_rate: CreateRate {
+            per_second: args.create_rate,
+            burst: args.create_burst,
+        },
+        failed_logins_per_minute: args.failed_logins_per_minute,
     };
     run(&config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -54,6 +70,10 @@ pub struct DemoConfig {
     pub port: u16,
     /// The NATS server the outboxes go through, with a relay in the demo; none: straight.
     pub queue_url: Option<String>,
+    /// New carts one client address may make at each edge.
+    pub create_rate: CreateRate,
+    /// Failed operator logins one client address may make a minute (0: no limit).
+    pub failed_logins_per_minute: u32,
 }
 
 /// The demo sale: three SKUs, on sale from now, holds of ten minutes.
@@ -97,10 +117,10 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     central.load_sale(&sale).await?;
     let token = cart_edge::ids::new_token();
     let token_file = dir.join("admin-token");
-    std::fs::write(&token_file, &token)?;
+    write_secret(&token_file, &token)?;
     // The two edges answer for each other's carts.
     let fleet_secret = cart_edge::ids::new_token();
-    std::fs::write(dir.join("fleet-secret"), &fleet_secret)?;
+    write_secret(&dir.join("fleet-secret"), &fleet_secret)?;
 
     let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
     let relay = config.queue_url.clone().map(|queue_url| {
@@ -130,6 +150,8 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
             admin_token: Some(token.clone()),
             fleet_secret: Some(fleet_secret.clone()),
             queue_url: config.queue_url.clone(),
+            create_rate: config.create_rate,
+            failed_logins_per_minute: config.failed_logins_per_minute,
             ..EdgeConfig::default()
         };
         edges.push(server::start(listener, edge_config).await?);
@@ -171,5 +193,20 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     if let Some(relay) = relay {
         relay.await??;
     }
+    Ok(())
+}
+
+/// Writes a secret only its owner may read (mode 600), replacing any file there.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
     Ok(())
 }

@@ -35,9 +35,22 @@ pub fn read_secret(file: &Path, what: &str) -> anyhow::Result<String> {
     Ok(secret.to_owned())
 }
 
+/// The shortest operator token an edge takes: one a guesser cannot find.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
 /// The operator token from `--admin-token-file`, if one was given.
 pub fn admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    file.map(|f| read_secret(f, "admin token")).transpose()
+    let token = file.map(|f| read_secret(f, "admin token")).transpose()?;
+    if let (Some(token), Some(file)) = (&token, file) {
+        anyhow::ensure!(
+            token.chars().count() >= MIN_ADMIN_TOKEN,
+            "the admin token in {} is {} characters: an operator token has at least \
+             {MIN_ADMIN_TOKEN} (`openssl rand -hex 16` makes one)",
+            file.display(),
+            token.chars().count()
+        );
+    }
+    Ok(token)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -53,8 +53,9 @@ pub async fn run(command: SaleCommand) -> anyhow::Result<ExitCode> {
         SaleCommand::End { central, sale_id } => {
             let ended = Central::connect(&central).await?.end_sale(&sale_id).await?;
             println!(
-                "sale {sale_id} ended at {}: edges release its holds and return its units \
-                 within seconds",
+                "sale {sale_id} ends at {}, once every edge can know it (after the leases \
+                 central has granted): no hold or order after that; edges then release its \
+                 holds and return its units within seconds",
                 rfc3339(ended)
             );
         }

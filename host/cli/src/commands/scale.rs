@@ -120,13 +120,16 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let app = axum::Router::new()
         .fallback(pass_on)
-        .with_state(door.clone())
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the front door stopped: {e}");
-        }
-    });
+        .with_state(door.clone());
+    // Served as an edge is: a request's head and body each get a deadline, idle keep-alive
+    // connections close.
+    let (_never, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(cart_edge::server::serve(
+        listener,
+        cart_edge::http::App::from_router(app),
+        stopped,
+        cart_edge::config::HttpLimits::default(),
+    ));
     println!("the fleet's address: http://{}", args.listen);
     let mut record = match &args.record {
         Some(path) => Some(
@@ -303,8 +306,12 @@ async fn pass_on(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let client = client.ip().to_string();
-    let Ok(body) = to_bytes(body, 1 << 20).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    // A body that does not arrive in time holds nothing up: the door is bounded like an edge.
+    let limits = cart_edge::config::HttpLimits::default();
+    let body = match tokio::time::timeout(limits.body_timeout, to_bytes(body, 1 << 20)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
     };
     let ready = door.ready.read().unwrap_or_else(|p| p.into_inner()).clone();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());

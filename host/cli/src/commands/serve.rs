@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// New carts one client address may make at once, before the rate applies.
     #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
     create_burst: u32,
+    /// Failed operator logins one client address may make a minute; past it, the address is
+    /// refused for a minute, right token or not (0: no limit). Each failure costs a quarter
+    /// second besides.
+    #[arg(long, env = "CART_FAILED_LOGINS_PER_MINUTE", default_value_t = 10)]
+    failed_logins_per_minute: u32,
     /// A proxy (the load balancer) whose `X-Forwarded-For` names the client, for the rate
     /// above: repeat for each. Other peers are taken as the client themselves.
     #[arg(
@@ -153,6 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: args.trusted_proxies,
         queue_url: args.queue,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        failed_logins_per_minute: args.failed_logins_per_minute,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -162,3 +162,49 @@ async fn the_audit_catches_a_customer_over_the_limit_across_islands() {
         "{report}"
     );
 }
+
+/// An order placed at or after its sale's end (an edge that sold past it) is named, whichever
+/// edge or history placed it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_catches_an_order_placed_after_its_sales_end() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = fleet.edge("edge-a").await;
+    trading(&fleet, &edge).await;
+    audit_passes(&fleet, [edge.url.clone()]).await;
+    central_db(&fleet)
+        .execute(
+            "UPDATE orders SET placed_at = (SELECT ends_at FROM sales WHERE sale_id = 'test-sale')",
+            [],
+        )
+        .expect("tamper");
+    fails_naming(&fleet, &edge, "at or after sale test-sale's end").await;
+}
+
+/// A customer past the limit by central's own orders, as after a take-over that forgot them,
+/// is named even though no audited edge's books show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_catches_a_customer_over_the_limit_by_centrals_orders() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = fleet.edge("edge-a").await;
+    trading(&fleet, &edge).await;
+    audit_passes(&fleet, [edge.url.clone()]).await;
+    let db = central_db(&fleet);
+    db.execute(
+        "INSERT INTO orders (order_id, edge_id, cart_id, customer_id, total_cents, placed_at) \
+         VALUES ('o_retired', 'edge-a~gone', 'c_retired', 'c-2', 0, 1)",
+        [],
+    )
+    .expect("tamper");
+    db.execute(
+        "INSERT INTO order_lines (order_id, sale_id, sku, quantity, unit_price_cents) \
+         VALUES ('o_retired', 'test-sale', 'BAG-1', 5, 0)",
+        [],
+    )
+    .expect("tamper");
+    fails_naming(
+        &fleet,
+        &edge,
+        "customer c-2 bought and holds 6 of test-sale/BAG-1 by central's own orders",
+    )
+    .await;
+}

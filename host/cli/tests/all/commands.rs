@@ -39,6 +39,15 @@ async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["lines"][0]["sku"], json!("BAG-1"));
     assert!(elsewhere.path().join("demo-data/central.db").exists());
+    // Its secrets are its own user's to read.
+    for secret in ["admin-token", "fleet-secret"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(elsewhere.path().join("demo-data").join(secret))
+            .expect(secret)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}: {mode:o}");
+    }
     demo.start_kill().expect("stop the demo");
 }
 

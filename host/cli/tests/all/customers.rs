@@ -32,17 +32,22 @@ impl Storefront {
 
     /// A token for `customer`, expiring `expires_in` seconds from now (negative: expired).
     fn token(&self, customer: &str, expires_in: i64) -> String {
+        self.token_from(customer, 0, expires_in)
+    }
+
+    /// A token for `customer`, valid from `valid_in` seconds from now (`nbf`; 0: no `nbf`)
+    /// until `expires_in` seconds from now.
+    fn token_from(&self, customer: &str, valid_in: i64, expires_in: i64) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("after 1970")
             .as_secs();
         let exp = now.saturating_add_signed(expires_in);
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            &json!({"sub": customer, "exp": exp}),
-            &self.key,
-        )
-        .expect("signed")
+        let mut claims = json!({"sub": customer, "exp": exp});
+        if valid_in != 0 {
+            claims["nbf"] = json!(now.saturating_add_signed(valid_in));
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).expect("signed")
     }
 }
 
@@ -76,6 +81,10 @@ async fn a_customer_comes_only_from_a_token_the_storefront_signed() {
         ("garbage", json!("not-a-jwt")),
         ("another key's", json!(Storefront::new(8).token("c-1", 60))),
         ("expired", json!(shop.token("c-1", -60))),
+        (
+            "not valid before tomorrow",
+            json!(shop.token_from("c-1", 86_400, 172_800)),
+        ),
         ("unsigned", json!(unsigned)),
         ("a bad customer id", json!(shop.token("c 1", 60))),
     ] {

@@ -41,6 +41,8 @@ mod trust;
 // Never oversell: a copied folder, a partition and a take-over, a forged hand-off, forged
 // queue messages.
 mod oversell;
+// A seeded run of random faults over a fleet, checked against every answer shoppers got.
+mod chaos;
 // The OpenAPI document validates, and Schemathesis finds no disagreement with a live edge.
 mod api;
 // The storefront and the dashboard in headless Chromium.

@@ -271,10 +271,20 @@ fn run(rules: &dyn CartRules, ops: &[Op]) -> Result<(), TestCaseError> {
                 let (id, token) = (cart_edge::ids::new_id("c"), cart_edge::ids::new_token());
                 let customer = format!("cust-{customer}");
                 let hash = cart_edge::ids::token_hash(&token);
-                in_tx(&mut conn, |c| {
-                    Ok(carts::create(c, &id, &customer, &hash, now)?)
-                })
-                .expect("create");
+                let open = model
+                    .carts
+                    .iter()
+                    .filter(|c| c.customer == customer && c.placed_with.is_none())
+                    .count();
+                let made = in_tx(&mut conn, |c| carts::create(c, &id, &customer, &hash, now));
+                if open >= carts::MAX_OPEN_CARTS as usize {
+                    assert!(
+                        matches!(made, Err(carts::CartFailure::TooManyCarts)),
+                        "step {step}: a cart past the cap: {made:?}"
+                    );
+                    continue;
+                }
+                made.expect("create");
                 model.carts.push(ModelCart {
                     id,
                     token,

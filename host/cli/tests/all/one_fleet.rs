@@ -225,7 +225,8 @@ async fn only_the_fleet_forwards_and_only_once() {
     let (_, body) = one.client.get_cart(&cart).await;
     assert_eq!(body["lines"], json!([]), "nothing was held: {body}");
 
-    // A cart id no edge of the fleet made.
+    // A cart id no edge of the fleet made, with another cart's token: refused at the door, as
+    // the token cannot be this cart's (no peer or central is asked).
     let nobody = CartRef {
         id: format!("c_{}", "f".repeat(32)),
         token: cart.token.clone(),
@@ -239,7 +240,7 @@ async fn only_the_fleet_forwards_and_only_once() {
         Value::Null,
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // A wrong token is the owner's answer, through any edge.
     let stranger = CartRef {
         id: cart.id.clone(),

@@ -391,3 +391,52 @@ async fn forged_queue_messages_neither_apply_nor_suppress_nor_block() {
     assert_eq!(relay.metric("cart_relay_dropped_total").await, Some(1.0));
     audit_passes(&fleet, [edge.client.url.clone()]).await;
 }
+
+/// A take-over writes a history off, not what its customers bought: a customer with a limit of
+/// one who bought before the take-over cannot buy again after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_take_over_keeps_counting_what_customers_bought_before_it() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 20, 1)], -60)).await;
+    let old = EdgeProcess::start_with(&fleet, "edge-1", "folder-a", &["--lease-secs", "1"]).await;
+    eventually("units at edge-1", Duration::from_secs(10), || async {
+        old.client.available("BAG-1").await > 0
+    })
+    .await;
+    buy(&old.client, "ann", 1).await.expect("ann's one");
+    eventually("the order at central", Duration::from_secs(10), || async {
+        old.client.status().await["outbox_backlog"] == 0
+    })
+    .await;
+    old.kill().await;
+    let new = EdgeProcess::start_with(
+        &fleet,
+        "edge-1",
+        "folder-b",
+        &["--lease-secs", "1", "--take-over"],
+    )
+    .await;
+    eventually(
+        "the take-over to serve",
+        Duration::from_secs(30),
+        || async { readyz(&new.client).await == StatusCode::OK },
+    )
+    .await;
+    // What the retired history sold reaches the new one's books within a moment.
+    let mut answer = None;
+    for _ in 0..50 {
+        match buy(&new.client, "ann", 1).await {
+            Err((StatusCode::UNPROCESSABLE_ENTITY, body)) => {
+                answer = Some(body);
+                break;
+            }
+            Err((StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT, _)) => {}
+            other => panic!("ann bought past her limit of 1: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = answer.expect("a limit_exceeded answer");
+    assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
+    buy(&new.client, "bob", 1)
+        .await
+        .expect("another customer buys");
+}

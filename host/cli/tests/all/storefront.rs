@@ -430,3 +430,80 @@ async fn operator_endpoints_need_the_token() {
         .await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 }
+
+/// A customer has at most 20 open carts: the 21st is `409 too_many_carts`, and checking one
+/// out makes room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_has_at_most_twenty_open_carts() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let edge = fleet.edge("edge-a").await;
+    let mut carts = Vec::new();
+    for _ in 0..20 {
+        carts.push(edge.create_cart("hoarder").await);
+    }
+    let (status, body) = edge
+        .call(
+            Method::POST,
+            "/v1/carts",
+            None,
+            serde_json::json!({"customer_id": "hoarder"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "too_many_carts"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["limit"], 20);
+    // Another customer is not held up by it.
+    edge.create_cart("someone-else").await;
+    assert_eq!(edge.set(&carts[0], "BAG-1", 1).await.0, StatusCode::OK);
+    assert_eq!(edge.checkout(&carts[0], "k").await.0, StatusCode::CREATED);
+    edge.create_cart("hoarder").await;
+}
+
+/// Failed operator logins cost their sender a pause each, and past ten a minute the address is
+/// refused for a while, even with the right token: a guesser gets a handful of tries a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_operator_logins_are_slowed_and_then_refused() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 10, 2)], -60)).await;
+    let edge = fleet.edge("edge-a").await;
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let (status, _) = edge
+            .call(
+                Method::GET,
+                "/admin/status",
+                Some(&format!("guess-{i}-xxxxxxxxxxxx")),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(2_500),
+        "ten failures took {:?}",
+        started.elapsed()
+    );
+    let (status, _) = edge
+        .call(
+            Method::GET,
+            "/admin/status",
+            Some("one-more-guess-xxxx"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let r = edge
+        .send(Method::GET, "/admin/status", Some(ADMIN_TOKEN), &[], "")
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right token, too late"
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    // The storefront is not the operator API: shoppers from the address are served.
+    assert!(edge.healthy().await);
+    edge.create_cart("a-shopper").await;
+}

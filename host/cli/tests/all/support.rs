@@ -485,10 +485,11 @@ fn serve(
     let token_file = fleet.dir.path().join("admin-token");
     std::fs::write(&token_file, ADMIN_TOKEN).expect("token file");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"));
-    // The fleet's central, unless the test names another way to it (a link it controls).
+    // The fleet's central and operator token, unless the test names others.
     if !extra.contains(&"--central") {
         command.env("CART_CENTRAL", &fleet.central_url);
     }
+    command.env("CART_ADMIN_TOKEN_FILE", &token_file);
     command
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -497,7 +498,6 @@ fn serve(
             &fleet.dir.path().join(folder).display().to_string(),
         ])
         .args(["--edge-id", edge_id])
-        .args(["--admin-token-file", &token_file.display().to_string()])
         .args(extra)
         // Tests make hundreds of carts a second from one address; `--create-rate` overrides.
         .env("CART_CREATE_RATE", "0")

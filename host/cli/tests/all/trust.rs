@@ -484,3 +484,72 @@ async fn the_highest_price_times_the_largest_quantity_totals_exactly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("skus[0].price_cents"));
 }
+
+/// An operator token of a character or two is no lock: the edge does not start on one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_token_too_short_to_guard_anything_is_refused() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 10, 2)], -60)).await;
+    let file = fleet.dir.path().join("short-token");
+    std::fs::write(&file, "x").expect("token file");
+    let (status, said) = EdgeProcess::refused(
+        &fleet,
+        "edge-1",
+        "edge-1",
+        &["--admin-token-file", &file.display().to_string()],
+    )
+    .await;
+    assert!(!status.success());
+    assert!(said.contains("at least 16"), "{said}");
+}
+
+/// In a fleet, requests for carts no edge keeps, with tokens that cannot be theirs, are refused
+/// at the door: thousands of them cost central next to nothing (before, each cost a central
+/// transaction or more).
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_carts_are_refused_before_any_peer_or_central_is_asked() {
+    let pg = cart_testkit::Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("made_up").await.expect("database");
+    let fleet = Fleet::on(url.clone(), &sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = crate::one_fleet::start(&fleet, "edge-1", &[]).await;
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL");
+    tokio::spawn(conn);
+    let commits = || async {
+        admin
+            .query_one(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("stats")
+            .get::<_, i64>(0)
+    };
+    let before = commits().await;
+    for i in 0..1000u32 {
+        let cart = format!("c_{i:08x}{}", "0".repeat(24));
+        let r = edge
+            .client
+            .send(
+                Method::GET,
+                &format!("/v1/carts/{cart}"),
+                Some(&"f".repeat(64)),
+                &[],
+                "",
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // The edge's own loops keep talking to central meanwhile; a thousand lookups would show.
+    let spent = commits().await - before;
+    assert!(
+        spent < 300,
+        "{spent} central transactions for 1000 made-up carts"
+    );
+}

@@ -42,6 +42,8 @@ pub enum ApiError {
     CartClosed,
     #[error("the cart is empty")]
     CartEmpty,
+    #[error("a customer may have at most {limit} open carts: check one out or let one lapse")]
+    TooManyCarts { limit: u32 },
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
@@ -52,6 +54,8 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many new carts from this address; try again later")]
     RateLimited { retry_after_secs: u64 },
+    #[error("too many failed operator logins from this address; try again later")]
+    TooManyFailedLogins { retry_after_secs: u64 },
     #[error("the cart component failed; the request was rolled back")]
     GuestFault,
     #[error("too busy, try again")]
@@ -77,11 +81,14 @@ impl ApiError {
             Self::HoldExpired { .. } => (StatusCode::CONFLICT, "hold_expired"),
             Self::CartClosed => (StatusCode::CONFLICT, "cart_closed"),
             Self::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
+            Self::TooManyCarts { .. } => (StatusCode::CONFLICT, "too_many_carts"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
-            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::RateLimited { .. } | Self::TooManyFailedLogins { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -109,14 +116,18 @@ impl IntoResponse for ApiError {
             }
             Self::SaleEnded { ends_at } => Some(("sale_ends_at", json!(rfc3339(*ends_at)))),
             Self::HoldExpired { skus } => Some(("skus", json!(skus))),
-            Self::LimitExceeded { limit } => Some(("limit", json!(limit))),
+            Self::LimitExceeded { limit } | Self::TooManyCarts { limit } => {
+                Some(("limit", json!(limit)))
+            }
             _ => None,
         };
         if let (Some((k, v)), Some(obj)) = (extra, error.as_object_mut()) {
             obj.insert(k.to_owned(), v);
         }
         let mut response = (status, axum::Json(json!({"error": error}))).into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
+        if let Self::RateLimited { retry_after_secs }
+        | Self::TooManyFailedLogins { retry_after_secs } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -151,6 +162,9 @@ impl From<CartFailure> for ApiError {
             CartFailure::Unauthorized => Self::Unauthorized,
             CartFailure::Refused(refusal) => refusal.into(),
             CartFailure::TooManyLines => Self::BadRequest(e.to_string()),
+            CartFailure::TooManyCarts => Self::TooManyCarts {
+                limit: crate::carts::MAX_OPEN_CARTS,
+            },
             CartFailure::Fault(_) => Self::GuestFault,
             CartFailure::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
         }

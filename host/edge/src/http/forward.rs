@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::input::{MAX_BODY, read_limited};
+use super::input::{MAX_BODY, bearer, read_limited};
 use crate::edge::Edge;
 use crate::fleet::{Peer, Route, edge_tag};
 use crate::handoff;
@@ -238,6 +238,18 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
     let forwarded = req.headers().contains_key(FORWARDED_BY);
     if forwarded && !admits(&edge, req.headers()) {
         return FORGED.into_response();
+    }
+    // A token that cannot be this cart's costs no peer or central a thing: the answer is the
+    // owner's (it would say the same), named as the owner's when this edge knows it.
+    if !bearer(req.headers()).is_some_and(|t| fleet.token_fits(&cart_id, t)) {
+        let mut refused = ApiError::Unauthorized.into_response();
+        if let Some((name, id)) = fleet
+            .known_owner(&cart_id)
+            .and_then(|owner| cart_edge_header(&owner))
+        {
+            refused.headers_mut().insert(name, id);
+        }
+        return refused;
     }
     if !fleet.in_fleet() {
         return next.run(req).await;

@@ -1,16 +1,23 @@
 //! What every request passes through: counted and timed by route and status, the request
-//! clock's `Date` on answers given here, and CORS for a storefront on another origin.
+//! clock's `Date` on answers given here, and CORS for a storefront on another origin; and what
+//! the operator API's requests pass through: failed logins slowed, and refused for a while.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::error::ApiError;
 use super::pages;
 use crate::edge::Edge;
+use crate::locks;
 use crate::metrics::RequestLabels;
 use crate::wire::{CART_EDGE, HANDOFF_PATH, IDEMPOTENCY_KEY, MODULE_VERSION};
 
@@ -91,4 +98,68 @@ fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/admin") => "admin",
         _ => "other",
     }
+}
+
+/// Failed operator logins, by client address: each costs its sender a pause, and an address
+/// that fails more than `serve --failed-logins-per-minute` times a minute (10 by default) is
+/// refused for [`REFUSED_FOR`], right token or not. A guesser gets a handful of tries a minute.
+pub struct Logins {
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    refused: Mutex<HashMap<IpAddr, Instant>>,
+}
+/// How long an address that failed too often is refused.
+const REFUSED_FOR: Duration = Duration::from_secs(60);
+/// The pause each failed login costs its sender.
+const FAILED_LOGIN_PAUSE: Duration = Duration::from_millis(250);
+/// Addresses remembered before the old ones are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+impl Logins {
+    /// `None` when `per_minute` is 0 (no limit).
+    pub fn new(per_minute: u32) -> Option<Self> {
+        Some(Self {
+            failures: RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(per_minute)?)),
+            refused: Mutex::default(),
+        })
+    }
+}
+
+/// Middleware on the operator API's routes (see [`Logins`]).
+pub async fn slow_failed_logins(
+    State(logins): State<Arc<Logins>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
+            c.0.ip().to_canonical()
+        });
+    let refused_until = locks::lock(&logins.refused).get(&client).copied();
+    if let Some(until) = refused_until.filter(|until| *until > Instant::now()) {
+        let wait = until.saturating_duration_since(Instant::now());
+        return ApiError::TooManyFailedLogins {
+            retry_after_secs: wait.as_secs() + 1,
+        }
+        .into_response();
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        tokio::time::sleep(FAILED_LOGIN_PAUSE).await;
+        if logins.failures.check_key(&client).is_err() {
+            let mut refused = locks::lock(&logins.refused);
+            if refused.len() >= MAX_TRACKED {
+                refused.retain(|_, until| *until > Instant::now());
+            }
+            refused.insert(client, Instant::now() + REFUSED_FOR);
+            tracing::warn!(
+                "{client}: too many failed operator logins, refused for {REFUSED_FOR:?}"
+            );
+        }
+        if logins.failures.len() > MAX_TRACKED {
+            logins.failures.retain_recent();
+        }
+    }
+    response
 }

@@ -63,6 +63,11 @@ impl App {
         Self(router(edge))
     }
 
+    /// Another application, served the way an edge is (see [`crate::server::serve`]).
+    pub fn from_router(router: Router) -> Self {
+        Self(router)
+    }
+
     /// The application as a hyper service for one connection, telling handlers who the peer is.
     pub fn for_connection(
         &self,
@@ -93,8 +98,24 @@ fn router(edge: Arc<Edge>) -> Router {
             Arc::clone(&edge),
             forward::to_owner,
         ));
+    // The operator API: its failed logins are slowed and, past a few a minute, refused.
+    let operators = Router::new()
+        .route(STATUS_PATH, get(status))
+        .route("/admin/drain", post(start_drain))
+        .route("/admin/fleet", get(dashboard::fleet))
+        .route(LEDGER_PATH, get(ledger))
+        .route("/admin/modules", get(list_modules).put(deploy_module))
+        .route("/admin/modules/{version}/activate", post(activate_module));
+    let operators = match middleware::Logins::new(edge.config.failed_logins_per_minute) {
+        Some(logins) => operators.route_layer(layers::from_fn_with_state(
+            Arc::new(logins),
+            middleware::slow_failed_logins,
+        )),
+        None => operators,
+    };
     let router = Router::new()
         .merge(carts)
+        .merge(operators)
         .route("/v1/carts", post(create_cart))
         .route("/v1/skus", get(list_skus))
         .route("/v1/skus/{sku}", get(get_sku))
@@ -102,13 +123,7 @@ fn router(edge: Arc<Edge>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route(STATUS_PATH, get(status))
-        .route("/admin/drain", post(start_drain))
         .route(HANDOFF_PATH, post(take_handoff))
-        .route("/admin/fleet", get(dashboard::fleet))
-        .route(LEDGER_PATH, get(ledger))
-        .route("/admin/modules", get(list_modules).put(deploy_module))
-        .route("/admin/modules/{version}/activate", post(activate_module))
         .merge(pages::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
