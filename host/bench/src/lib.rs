@@ -10,6 +10,7 @@
 //! - [`budget`]: the rules call on its own, in a fresh instance and natively.
 //! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
 //! - [`watching`]: what the operator dashboard costs an edge during the rush.
+//! - [`faults`]: the long randomized fault run, checked order by order.
 //! - [`wrk`]: the same servers under `wrk`, closed loop; CPU time of a process; `taskset`.
 //! - [`speed`]: the edge against its speed goals under `wrk`, beside the anchors.
 //! - [`hello`]: a plain hyper hello world, the HTTP anchor.
@@ -17,6 +18,7 @@
 pub mod budget;
 pub mod delivery;
 pub mod draining;
+pub mod faults;
 pub mod harness;
 pub mod hello;
 pub mod native;

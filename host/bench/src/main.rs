@@ -57,6 +57,8 @@ enum Command {
         #[arg(long)]
         listen: String,
     },
+    /// Only the long randomized fault run (a part of the suite), printed.
+    Faults,
     /// Draw a `cart-host load --report` file: latency over time, as an SVG.
     Plot {
         /// The report (JSON) `cart-host load --report` wrote.
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
         Some(Command::Hello { listen }) => runtime.block_on(async {
             cart_bench::hello::serve(tokio::net::TcpListener::bind(&listen).await?).await
         }),
+        Some(Command::Faults) => runtime.block_on(part!(cli.suite, faults::run, faults::summary)),
         Some(Command::Plot { report, out }) => cart_bench::plot::read_and_draw(&report, &out),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };

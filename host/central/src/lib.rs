@@ -99,6 +99,11 @@ pub enum CentralError {
     },
     #[error("edge {0} is now served by another process: this one must stop selling")]
     Superseded(String),
+    #[error(
+        "edge {edge_id}: this folder's history was written off by a take-over (as {retired}): \
+         this process sells nothing, and delivers what the folder holds and gives its units back"
+    )]
+    Retired { edge_id: String, retired: String },
     #[error("edge {edge_id}'s outbox event {seq} is not signed by the key of its history")]
     BadSignature { edge_id: String, seq: i64 },
     #[error(
@@ -137,7 +142,10 @@ impl CentralError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::EdgeRunning { .. } | Self::HistoryMismatch { .. } | Self::Superseded(_)
+            Self::EdgeRunning { .. }
+                | Self::HistoryMismatch { .. }
+                | Self::Superseded(_)
+                | Self::Retired { .. }
         )
     }
 }
@@ -521,9 +529,17 @@ impl Central {
 
     /// Claims an edge id for a process (see [`Claim`]).
     pub async fn claim_edge(&self, claim: &Claim) -> Result<Claimed, CentralError> {
+        let edge_id = claim.edge_id.clone();
         let claim = claim.clone();
-        self.transact(move |tx| ledger::claim_edge(tx, &claim))
-            .await
+        match self
+            .transact(move |tx| ledger::claim_edge(tx, &claim))
+            .await?
+        {
+            ledger::Claiming::Claimed(claimed) => Ok(claimed),
+            ledger::Claiming::WrittenOff { retired } => {
+                Err(CentralError::Retired { edge_id, retired })
+            }
+        }
     }
 
     /// Extends a process's lease on its edge id by `lease_ms` from now, on central's clock;

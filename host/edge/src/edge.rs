@@ -404,6 +404,11 @@ async fn claim(
     .await;
     Ok(match claimed {
         Ok(Ok(_)) => Standing::Claimed,
+        // A folder whose history a take-over wrote off: it delivers and gives back, no more.
+        Ok(Err(e @ CentralError::Retired { .. })) => {
+            tracing::warn!("{e}");
+            Standing::Superseded(e.to_string())
+        }
         // A take-over waits for the old process's lease to lapse.
         Ok(Err(e @ CentralError::EdgeRunning { .. })) if config.take_over => {
             tracing::warn!("{e}: taking it over once that lease has lapsed");

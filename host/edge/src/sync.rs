@@ -9,6 +9,7 @@ use cart_central::events::{Delivery, OutboxEvent, digest};
 
 use crate::clock::Millis;
 use crate::edge::Edge;
+use crate::escrow::GrantError;
 use crate::identity::Standing;
 use crate::locks;
 use crate::store::db;
@@ -81,10 +82,23 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
             Ok((grants, db::pending_returns(c, before)?))
         })
         .await?;
-    if !refused {
-        edge.allotments.resume(grants).await?;
+    // One unfinished grant or return that central will not take yet (a return waits for the
+    // outbox to settle central's count) keeps nothing else, the outbox least of all, waiting.
+    let mut unfinished = Vec::new();
+    if !refused && let Err(e) = edge.allotments.resume(grants).await {
+        unfinished.push(e);
     }
-    edge.allotments.resume_returns(returns).await?;
+    if let Err(e) = edge.allotments.resume_returns(returns).await {
+        unfinished.push(e);
+    }
+    for e in unfinished {
+        if let GrantError::Central(c) = &e
+            && c.is_refusal()
+        {
+            return Err(e.into());
+        }
+        tracing::warn!("finishing an interrupted grant or return: {e}");
+    }
     Ok(())
 }
 

@@ -119,7 +119,9 @@ fn stopped(edge: &Edge, e: &anyhow::Error) -> Option<Standing> {
     let refusal = e.downcast_ref::<CentralError>()?;
     tracing::error!("{refusal}");
     Some(match refusal {
-        CentralError::Superseded(_) => Standing::Superseded(refusal.to_string()),
+        CentralError::Superseded(_) | CentralError::Retired { .. } => {
+            Standing::Superseded(refusal.to_string())
+        }
         _ => Standing::Refused(refusal.to_string()),
     })
 }

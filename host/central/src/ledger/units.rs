@@ -10,8 +10,33 @@ use crate::{CentralError, Claim, Claimed, GrantRequest, SkuKey, UnitReturn, WANT
 /// the next process on the very database file its predecessor ran on, after a crash, is no
 /// other), and when this folder's history is not the one central has applied (unless the
 /// operator takes over, writing the old history off once its lease has certainly lapsed).
-pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralError> {
+pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralError> {
     let now = clock(tx)?;
+    // The folder of a history a take-over wrote off, started again: it may deliver what it
+    // holds and give its units back, under the retired id, and nothing more.
+    let retired_row = tx.query_opt(
+        "SELECT edge_id, folder FROM edges WHERE history_id = $1 AND retired_at IS NOT NULL",
+        params![&claim.history_id],
+    )?;
+    if let Some(row) = retired_row {
+        let (name, folder) = (row.text(0)?, row.text(1)?);
+        if !is_retired_name(&name, &claim.edge_id) || (folder != claim.folder && !folder.is_empty())
+        {
+            return Err(CentralError::HistoryMismatch {
+                edge_id: claim.edge_id.clone(),
+                central_history: String::new(),
+                central_seq: 0,
+                local_history: claim.history_id.clone(),
+                local_seq: claim.local_seq,
+            });
+        }
+        tx.exec(
+            "UPDATE edges SET incarnation = $2, last_seen = $3 WHERE history_id = $1",
+            params![&claim.history_id, &claim.incarnation, now],
+        )?;
+        register_key(tx, claim)?;
+        return Ok(Claiming::WrittenOff { retired: name });
+    }
     let current = tx.query_opt(
         "UPDATE edges SET last_seen = last_seen WHERE edge_id = $1 \
          RETURNING history_id, incarnation, lease_until, high_water, folder",
@@ -53,12 +78,12 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralErro
                 ],
             )?;
             register_key(tx, claim)?;
-            return Ok(Claimed {
+            return Ok(Claiming::Claimed(Claimed {
                 high_water,
                 retired: None,
                 lease_until: now + claim.lease_ms,
                 catalog_version: super::calendar::catalog_version(tx)?,
-            });
+            }));
         }
         if !claim.take_over {
             return Err(CentralError::HistoryMismatch {
@@ -85,12 +110,20 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claimed, CentralErro
         ],
     )?;
     register_key(tx, claim)?;
-    Ok(Claimed {
+    Ok(Claiming::Claimed(Claimed {
         high_water: 0,
         retired,
         lease_until: now + claim.lease_ms,
         catalog_version: super::calendar::catalog_version(tx)?,
-    })
+    }))
+}
+
+/// What a claim that central answers comes to. A written-off history's folder is let in to
+/// deliver and give back: its new key and incarnation must be stored, so this is not an error
+/// that rolls the transaction back (the caller turns it into [`CentralError::Retired`]).
+pub enum Claiming {
+    Claimed(Claimed),
+    WrittenOff { retired: String },
 }
 
 /// Records the claiming process's event key among its history's.

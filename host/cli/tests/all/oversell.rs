@@ -440,3 +440,64 @@ async fn a_take_over_keeps_counting_what_customers_bought_before_it() {
         .await
         .expect("another customer buys");
 }
+
+/// An edge cut off from central confirms orders, then dies before it can deliver them; its id
+/// is taken over elsewhere. Its folder, started again, is not the edge any more, but it still
+/// delivers every order it confirmed (to its retired history) and gives its units back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_edge_that_died_delivers_its_orders_when_its_folder_starts_again() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("died").await.expect("database");
+    let fleet = Fleet::on(url.clone(), &sale(&[("BAG-1", 60, 60)], -60)).await;
+    let target: SocketAddr = format!("127.0.0.1:{}", pg.port).parse().expect("address");
+    let link = Link::start(target).await.expect("a link to central");
+    let via = link.url(&url, target);
+    let through_link = ["--central", via.as_str(), "--lease-secs", "2"];
+    let old = EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &through_link).await;
+    eventually("units at edge-1", Duration::from_secs(10), || async {
+        old.client.available("BAG-1").await >= 3
+    })
+    .await;
+    link.set(Mode::Refused);
+    let mut confirmed = Vec::new();
+    for i in 0..3 {
+        confirmed.push(
+            buy(&old.client, &format!("cut-{i}"), 1)
+                .await
+                .expect("an order"),
+        );
+    }
+    old.kill().await;
+    let new = EdgeProcess::start_with(
+        &fleet,
+        "edge-1",
+        "edge-1-new",
+        &["--lease-secs", "2", "--take-over"],
+    )
+    .await;
+    eventually(
+        "the take-over to serve",
+        Duration::from_secs(60),
+        || async { readyz(&new.client).await == StatusCode::OK },
+    )
+    .await;
+    link.heal();
+    let again = EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &through_link).await;
+    assert_eq!(readyz(&again.client).await, StatusCode::SERVICE_UNAVAILABLE);
+    let refused = buy(&again.client, "late", 1).await;
+    assert!(refused.is_err(), "the retired folder sold: {refused:?}");
+    eventually(
+        "the orders it confirmed at central",
+        Duration::from_secs(30),
+        || async {
+            let at_central = orders_at_central(&fleet).await;
+            confirmed.iter().all(|o| at_central.contains(o))
+        },
+    )
+    .await;
+    eventually("its units given back", Duration::from_secs(30), || async {
+        again.client.status().await["skus"]["BAG-1"]["free"] == 0
+    })
+    .await;
+    audit_passes(&fleet, [new.client.url.clone()]).await;
+}

@@ -507,3 +507,36 @@ async fn failed_operator_logins_are_slowed_and_then_refused() {
     assert!(edge.healthy().await);
     edge.create_cart("a-shopper").await;
 }
+
+/// A burst of wrong tokens at once is taken one by one: no more than the minute's allowance of
+/// them is even looked at.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_guessed_operator_tokens_gets_no_more_tries() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 10, 2)], -60)).await;
+    let edge = fleet.edge("edge-a").await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let client = edge.client.clone();
+        guesses.spawn(async move {
+            client
+                .send(
+                    Method::GET,
+                    "/admin/status",
+                    Some(&format!("guess-{i:04}-xxxxxxxxxxx")),
+                    &[],
+                    "",
+                )
+                .await
+                .status
+        });
+    }
+    let mut checked = 0;
+    while let Some(status) = guesses.join_next().await {
+        match status.expect("a guess") {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert!(checked <= 11, "{checked} of 40 guesses were checked");
+}

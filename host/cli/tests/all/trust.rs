@@ -152,6 +152,10 @@ async fn a_second_process_or_a_fresh_folder_under_one_edge_id_is_refused() {
     .await;
     let cart = first.client.create_cart("c-1").await;
     assert_eq!(first.client.set(&cart, "BAG-1", 3).await.0, StatusCode::OK);
+    eventually("the hold at central", Duration::from_secs(10), || async {
+        first.client.status().await["outbox_backlog"] == 0
+    })
+    .await;
 
     // The same folder: refused by the folder's lock.
     let (status, said) = EdgeProcess::refused(&fleet, "edge-1", "folder-a", &[]).await;

@@ -16,6 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::ApiError;
 use super::pages;
+use crate::customer;
 use crate::edge::Edge;
 use crate::locks;
 use crate::metrics::RequestLabels;
@@ -106,6 +107,11 @@ fn route_label(path: &str) -> &'static str {
 pub struct Logins {
     failures: DefaultKeyedRateLimiter<IpAddr>,
     refused: Mutex<HashMap<IpAddr, Instant>>,
+    /// One login at a time per address: a burst is taken one by one, each failure counted
+    /// before the next attempt is looked at.
+    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`crate::customer`]).
+    trusted_proxies: Vec<IpAddr>,
 }
 /// How long an address that failed too often is refused.
 const REFUSED_FOR: Duration = Duration::from_secs(60);
@@ -116,12 +122,39 @@ const MAX_TRACKED: usize = 10_000;
 
 impl Logins {
     /// `None` when `per_minute` is 0 (no limit).
-    pub fn new(per_minute: u32) -> Option<Self> {
+    pub fn new(per_minute: u32, trusted_proxies: Vec<IpAddr>) -> Option<Self> {
         Some(Self {
             failures: RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(per_minute)?)),
             refused: Mutex::default(),
+            turns: Mutex::default(),
+            trusted_proxies,
         })
     }
+
+    /// Until when `client` is refused, if it is.
+    fn refused_until(&self, client: IpAddr) -> Option<Instant> {
+        locks::lock(&self.refused)
+            .get(&client)
+            .copied()
+            .filter(|until| *until > Instant::now())
+    }
+
+    /// `client`'s turn to log in.
+    fn turn(&self, client: IpAddr) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = locks::lock(&self.turns);
+        if turns.len() >= MAX_TRACKED {
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
+        Arc::clone(turns.entry(client).or_default())
+    }
+}
+
+fn too_many(until: Instant) -> Response {
+    let wait = until.saturating_duration_since(Instant::now());
+    ApiError::TooManyFailedLogins {
+        retry_after_secs: wait.as_secs() + 1,
+    }
+    .into_response()
 }
 
 /// Middleware on the operator API's routes (see [`Logins`]).
@@ -130,36 +163,32 @@ pub async fn slow_failed_logins(
     req: Request,
     next: Next,
 ) -> Response {
-    let client = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
-            c.0.ip().to_canonical()
-        });
-    let refused_until = locks::lock(&logins.refused).get(&client).copied();
-    if let Some(until) = refused_until.filter(|until| *until > Instant::now()) {
-        let wait = until.saturating_duration_since(Instant::now());
-        return ApiError::TooManyFailedLogins {
-            retry_after_secs: wait.as_secs() + 1,
-        }
-        .into_response();
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let client = customer::client_address(peer, req.headers(), &logins.trusted_proxies);
+    if let Some(until) = logins.refused_until(client) {
+        return too_many(until);
+    }
+    let turn = logins.turn(client);
+    let _turn = turn.lock().await;
+    if let Some(until) = logins.refused_until(client) {
+        return too_many(until);
     }
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
-        tokio::time::sleep(FAILED_LOGIN_PAUSE).await;
         if logins.failures.check_key(&client).is_err() {
-            let mut refused = locks::lock(&logins.refused);
-            if refused.len() >= MAX_TRACKED {
-                refused.retain(|_, until| *until > Instant::now());
-            }
-            refused.insert(client, Instant::now() + REFUSED_FOR);
+            locks::lock(&logins.refused).insert(client, Instant::now() + REFUSED_FOR);
             tracing::warn!(
                 "{client}: too many failed operator logins, refused for {REFUSED_FOR:?}"
             );
         }
         if logins.failures.len() > MAX_TRACKED {
             logins.failures.retain_recent();
+            locks::lock(&logins.refused).retain(|_, until| *until > Instant::now());
         }
+        tokio::time::sleep(FAILED_LOGIN_PAUSE).await;
     }
     response
 }

@@ -106,7 +106,11 @@ fn router(edge: Arc<Edge>) -> Router {
         .route(LEDGER_PATH, get(ledger))
         .route("/admin/modules", get(list_modules).put(deploy_module))
         .route("/admin/modules/{version}/activate", post(activate_module));
-    let operators = match middleware::Logins::new(edge.config.failed_logins_per_minute) {
+    let logins = middleware::Logins::new(
+        edge.config.failed_logins_per_minute,
+        edge.config.trusted_proxies.clone(),
+    );
+    let operators = match logins {
         Some(logins) => operators.route_layer(layers::from_fn_with_state(
             Arc::new(logins),
             middleware::slow_failed_logins,
