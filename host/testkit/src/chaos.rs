@@ -243,7 +243,7 @@ impl Fleet {
         if take_over {
             command.arg("--take-over");
         }
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.host.display()))?;
         let url = format!("http://{listen}");
@@ -254,7 +254,16 @@ impl Fleet {
             if up.is_ok_and(|r| r.status == StatusCode::OK) {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "{edge_id} did not start");
+            let exited = child.try_wait()?;
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.dir.join(format!("{edge_id}.log")))?;
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                anyhow::bail!(
+                    "{edge_id} on {folder} did not start ({}); its log ends:\n{}",
+                    exited.map_or("no answer in 60 s".to_owned(), |s| s.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.serving
