@@ -37,33 +37,44 @@ pub struct ScaleArgs {
     #[arg(long, env = "CART_CENTRAL")]
     central: String,
     /// The one address shoppers use: each request goes on to a ready edge.
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "CART_SCALE_LISTEN", default_value = "127.0.0.1:8000")]
     listen: String,
-    /// Folder that holds each edge's data folder (`edge-1`, `edge-2`, ...).
-    #[arg(long)]
+    /// Folder that holds each edge's data folder (`edge-1`, `edge-2`, ...); made if missing.
+    #[arg(long, env = "CART_SCALE_DATA")]
     data: PathBuf,
+    /// The edges' ids are this, a dash and a number (`edge-1`, ...): give each scaler on one
+    /// central its own, since an edge id is one history.
+    #[arg(long, env = "CART_SCALE_EDGE_PREFIX", default_value = "edge")]
+    edge_prefix: String,
     /// Edge N listens on 127.0.0.1 at this port + N.
-    #[arg(long, default_value_t = 9100)]
+    #[arg(long, env = "CART_SCALE_BASE_PORT", default_value_t = 9100)]
     base_port: u16,
-    #[arg(long, default_value_t = 1)]
+    /// The fewest edges: started at once, and never drained below.
+    #[arg(long, env = "CART_SCALE_MIN_EDGES", default_value_t = 1)]
     min_edges: usize,
-    #[arg(long, default_value_t = 4)]
+    /// The most edges, however high the load.
+    #[arg(long, env = "CART_SCALE_MAX_EDGES", default_value_t = 4)]
     max_edges: usize,
     /// Cart updates a second one edge is meant to take. (On a two-core machine extra edges add
     /// no capacity; a low target shows the mechanics.)
-    #[arg(long, default_value_t = 1_000.0)]
+    #[arg(
+        long,
+        env = "CART_SCALE_TARGET_UPDATES_PER_EDGE",
+        default_value_t = 1_000.0
+    )]
     target_updates_per_edge: f64,
     /// Grow when an edge's recent p99 of cart updates is over this.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, env = "CART_SCALE_MAX_P99_MS", default_value_t = 250)]
     max_p99_ms: u64,
     /// Least time between two changes of the fleet's size, in seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "CART_SCALE_COOL_DOWN_SECS", default_value_t = 5)]
     cool_down_secs: u64,
     /// How long the fleet must have been larger than wanted before an edge is drained.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "CART_SCALE_IN_AFTER_SECS", default_value_t = 15)]
     scale_in_after_secs: u64,
-    /// Write the fleet's size and signal, a JSON line a second, to this file.
-    #[arg(long)]
+    /// Write the fleet's size and signal, a JSON line a second, to this file (its folder is
+    /// made if missing).
+    #[arg(long, env = "CART_SCALE_RECORD")]
     record: Option<PathBuf>,
     /// Arguments for every `cart-host serve` (after `--`): `--fleet-secret-file` at least.
     #[arg(last = true)]
@@ -76,14 +87,34 @@ const SIGNAL_WINDOW: Duration = Duration::from_secs(10);
 /// One edge process the scaler started.
 struct Edge {
     number: usize,
+    id: String,
     url: String,
     child: tokio::process::Child,
     /// Its writer's busy seconds at the last reading, and when.
     busy: Option<(f64, Instant)>,
+    started: Instant,
+    /// Exits in a row, each soon after its start: the next start waits longer.
+    quick_exits: u32,
+    /// When an edge that exited is to be started again.
+    restart_at: Option<Instant>,
+}
+
+/// An edge that ran this long before it exited starts again at once.
+const RAN_WELL: Duration = Duration::from_secs(30);
+
+/// How long to wait before starting an edge that exited again: nothing after a good run, then
+/// 1 s, 2 s, 4 s ... up to a minute while it keeps exiting at once (a reused edge id, a port
+/// taken, central refusing it), so that a fault is said once a while, not every second.
+fn backoff(quick_exits: u32) -> Duration {
+    if quick_exits == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1 << quick_exits.min(6).saturating_sub(1)).min(Duration::from_secs(60))
+    }
 }
 
 /// What the scaler read of the fleet in one second.
-#[derive(Debug, Default, Serialize)]
+#[derive(Default, Serialize)]
 struct Reading {
     at_ms: i64,
     edges: usize,
@@ -92,6 +123,21 @@ struct Reading {
     worst_p99_ms: f64,
     mean_writer_utilisation: f64,
     wanted: usize,
+}
+
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} wanted for {:.0} updates/s, {} of {} ready, worst p99 {:.1} ms, writers {:.0}% busy",
+            self.wanted,
+            self.updates_per_second,
+            self.ready,
+            self.edges,
+            self.worst_p99_ms,
+            self.mean_writer_utilisation * 100.0
+        )
+    }
 }
 
 /// The front door's view: the ready edges' URLs.
@@ -131,10 +177,19 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         cart_edge::config::HttpLimits::default(),
     ));
     println!("the fleet's address: http://{}", args.listen);
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("making {}", args.data.display()))?;
     let mut record = match &args.record {
-        Some(path) => Some(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
+        Some(path) => {
+            if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder)
+                    .with_context(|| format!("making {}", folder.display()))?;
+            }
+            Some(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )
+        }
         None => None,
     };
     let mut edges: Vec<Edge> = Vec::new();
@@ -160,9 +215,26 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         let mut busy = Vec::new();
         for edge in &mut edges {
             // An edge that died is started again on its folder, as an orchestrator would.
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                println!("edge-{} exited ({status}): starting it again", edge.number);
+            if edge.restart_at.is_none()
+                && let Ok(Some(status)) = edge.child.try_wait()
+            {
+                if edge.started.elapsed() >= RAN_WELL {
+                    edge.quick_exits = 0;
+                }
+                let wait = backoff(edge.quick_exits);
+                println!(
+                    "{} exited ({status}): starting it again in {wait:?}",
+                    edge.id
+                );
+                edge.restart_at = Some(Instant::now() + wait);
+            }
+            if let Some(at) = edge.restart_at {
+                if Instant::now() < at {
+                    continue;
+                }
+                let quick_exits = edge.quick_exits + 1;
                 *edge = start_edge(&args, edge.number)?;
+                edge.quick_exits = quick_exits;
                 continue;
             }
             let up = client
@@ -216,14 +288,14 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         if wanted > edges.len() && cooled {
             numbers += 1;
             edges.push(start_edge(&args, numbers)?);
-            println!("growing to {} edge(s): {reading:?}", edges.len());
+            println!("growing to {} edge(s): {reading}", edges.len());
             last_change = Instant::now();
         } else if cooled
             && oversized_since
                 .is_some_and(|s| s.elapsed() >= Duration::from_secs(args.scale_in_after_secs))
             && let Some(edge) = edges.pop()
         {
-            println!("draining edge-{}: {reading:?}", edge.number);
+            println!("draining {}: {reading}", edge.id);
             terminate(&edge);
             draining.push(edge);
             last_change = Instant::now();
@@ -254,8 +326,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
 /// Starts `cart-host serve` as edge `number`.
 fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
     let port = args.base_port + u16::try_from(number).unwrap_or(u16::MAX);
-    let id = format!("edge-{number}");
-    let child = tokio::process::Command::new(std::env::current_exe()?)
+    let id = format!("{}-{number}", args.edge_prefix);
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--edge-id", &id])
@@ -264,15 +337,30 @@ fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
         .args(["--central", &args.central])
         .args(&args.serve_args)
         .stdin(Stdio::null())
-        .kill_on_drop(false)
-        .spawn()
-        .context("starting cart-host serve")?;
+        .kill_on_drop(false);
+    // The edge drains when the scaler goes, however it goes (SIGKILL included): what a scaler
+    // starts, it stops. (The signal follows the thread that forked, and the scaler's loop runs
+    // on the main thread, in `block_on`, for the life of the process.)
+    // SAFETY: prctl is async-signal-safe, and the closure touches nothing of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("starting cart-host serve")?;
     println!("started {id} on port {port}");
     Ok(Edge {
         number,
+        id,
         url: format!("http://127.0.0.1:{port}"),
         child,
         busy: None,
+        started: Instant::now(),
+        quick_exits: 0,
+        restart_at: None,
     })
 }
 
@@ -289,7 +377,7 @@ fn terminate(edge: &Edge) {
 fn reap(draining: &mut Vec<Edge>) {
     draining.retain_mut(|edge| match edge.child.try_wait() {
         Ok(Some(status)) => {
-            println!("edge-{} exited: {status}", edge.number);
+            println!("{} exited: {status}", edge.id);
             false
         }
         _ => true,

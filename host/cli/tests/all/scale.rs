@@ -109,6 +109,23 @@ async fn the_fleet_grows_with_its_load_and_drains_back_after_it() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["edge_id"], "edge-1", "{body}");
     }
-    audit_passes(&fleet, [format!("http://127.0.0.1:{}", base + 1)]).await;
-    let _ = scaler.start_kill();
+    let last = format!("http://127.0.0.1:{}", base + 1);
+    audit_passes(&fleet, [last.clone()]).await;
+    // Killed outright, the scaler still takes its edges with it: the last one drains and exits.
+    scaler.start_kill().expect("SIGKILL the scaler");
+    let _ = scaler.wait().await;
+    let edge = Client::new(&last);
+    eventually(
+        "the scaler's last edge to stop",
+        Duration::from_secs(30),
+        || {
+            let edge = edge.clone();
+            async move {
+                edge.try_send(Method::GET, "/healthz", None, &[], "")
+                    .await
+                    .is_err()
+            }
+        },
+    )
+    .await;
 }
