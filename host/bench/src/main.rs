@@ -70,25 +70,34 @@ enum Command {
     },
 }
 
+/// The suite's flags: before or after the part's name (`cart-bench speed --hello ...`).
 #[derive(Args)]
 struct SuiteArgs {
     /// The cart component.
-    #[arg(long, default_value = "target/wasm32-wasip2/release/cart_guest.wasm")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "target/wasm32-wasip2/release/cart_guest.wasm"
+    )]
     module: PathBuf,
     /// The hello-world wasi:http component for `wasmtime serve`.
-    #[arg(long, default_value = "target/wasm32-wasip2/release/hello_http.wasm")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "target/wasm32-wasip2/release/hello_http.wasm"
+    )]
     hello: PathBuf,
     /// The wasmtime CLI (skipped when missing).
-    #[arg(long, default_value = "wasmtime")]
+    #[arg(long, global = true, default_value = "wasmtime")]
     wasmtime: PathBuf,
     /// Seconds per measured step.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, global = true, default_value_t = 8.0)]
     step_secs: f64,
     /// Folder for reports, plots and databases.
-    #[arg(long, default_value = "target/bench")]
+    #[arg(long, global = true, default_value = "target/bench")]
     out: PathBuf,
     /// Where to write the summary.
-    #[arg(long, default_value = "BENCHMARKS.md")]
+    #[arg(long, global = true, default_value = "BENCHMARKS.md")]
     summary: PathBuf,
 }
 
@@ -129,9 +138,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CART_LOG")
-                .unwrap_or_else(|_| "info,refinery_core=warn".into()),
+                .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour for a terminal, not for a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -118,6 +118,7 @@ async fn edge_with_carts(
         &HttpClient::default(),
         std::slice::from_ref(&edge.url),
         CARTS,
+        None,
     )
     .await?;
     let items: Vec<(String, String)> = carts.into_iter().map(|(_, p, t)| (p, t)).collect();

@@ -39,9 +39,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CART_LOG")
-                .unwrap_or_else(|_| "info,refinery_core=warn".into()),
+                .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour for a terminal, not for a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -66,7 +66,7 @@ impl CustomerKey {
     /// The customer a token names, if the storefront signed it and it has not expired.
     fn customer(&self, token: &str) -> Result<String, CustomerError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| CustomerError::Token(format!("customer_token refused: {e}")))?
+            .map_err(|e| CustomerError::Token(refusal(e.kind())))?
             .claims;
         if !is_plain_id(&claims.sub) {
             return Err(CustomerError::Token(
@@ -74,6 +74,22 @@ impl CustomerKey {
             ));
         }
         Ok(claims.sub)
+    }
+}
+
+/// Why a customer token is refused, in the storefront's words rather than the JWT library's.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "customer_token has expired (its exp is past)".to_owned(),
+        K::ImmatureSignature => "customer_token is not valid yet (its nbf is ahead)".to_owned(),
+        K::InvalidSignature => "customer_token is not signed by the storefront's key".to_owned(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+            "customer_token must be signed with EdDSA (ed25519)".to_owned()
+        }
+        K::MissingRequiredClaim(claim) => format!("customer_token has no {claim} claim"),
+        K::InvalidAudience => "customer_token has an aud claim: none is accepted".to_owned(),
+        _ => "customer_token is not a JWT this edge can read".to_owned(),
     }
 }
 

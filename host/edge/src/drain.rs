@@ -40,6 +40,8 @@ pub struct DrainReport {
     pub units_returned: u32,
     pub outbox_left: i64,
     pub deregistered: bool,
+    /// No other edge was ready to take the carts (the whole fleet stopping, say).
+    pub no_ready_peer: bool,
 }
 
 impl std::fmt::Display for DrainReport {
@@ -66,6 +68,12 @@ impl DrainReport {
     /// Nothing of this edge is left anywhere but at central and its peers.
     pub fn complete(&self) -> bool {
         self.deregistered
+    }
+
+    /// A stop as the whole fleet stops, not a failed drain: no peer could take the carts, so
+    /// they stay on this edge's disk for its restart, and nothing was left half done.
+    pub fn kept_for_restart(&self) -> bool {
+        self.no_ready_peer && self.handoffs_unfinished == 0
     }
 }
 
@@ -247,9 +255,10 @@ async fn hand_off(edge: &Arc<Edge>, deadline: Instant, report: &mut DrainReport)
             Some(sticky) => sticky.clone(),
             None => {
                 let Some(peer) = peers.get(turn % peers.len().max(1)).cloned() else {
-                    tracing::warn!(
+                    tracing::info!(
                         "drain: no other edge is ready: the carts left stay on this edge"
                     );
+                    report.no_ready_peer = true;
                     return false;
                 };
                 turn += 1;

@@ -99,6 +99,8 @@ async fn drain_when_asked(edge: Arc<Edge>, stop: Arc<watch::Sender<bool>>) {
     let report = drain::run(&edge, timeout).await;
     if report.complete() {
         tracing::info!("drained: {report}");
+    } else if report.kept_for_restart() {
+        tracing::info!("stopped with no other edge ready to take its carts: {report}");
     } else {
         tracing::warn!("drain ended with work left: {report}");
     }

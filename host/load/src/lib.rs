@@ -318,7 +318,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         _ => list_skus(&client, &config.edges[0]).await?,
     };
     let carts = if config.scenario == Scenario::Updates {
-        open_carts(&client, &config.edges, config.carts).await?
+        open_carts(
+            &client,
+            &config.edges,
+            config.carts,
+            skus.first().map(String::as_str),
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -511,13 +517,18 @@ async fn list_skus(client: &HttpClient, edge: &str) -> anyhow::Result<Vec<String
     Ok(skus)
 }
 
-/// Opens `n` carts spread over the edges; returns (edge, item path, token) for each.
+/// Opens `n` carts spread over the edges for updates of `sku` (none: the first SKU the first
+/// edge lists); returns (edge, item path, token) for each.
 pub async fn open_carts(
     client: &HttpClient,
     edges: &[String],
     n: usize,
+    sku: Option<&str>,
 ) -> anyhow::Result<Vec<(String, String, String)>> {
-    let sku = list_skus(client, &edges[0]).await?.remove(0);
+    let sku = match sku {
+        Some(sku) => sku.to_owned(),
+        None => list_skus(client, &edges[0]).await?.remove(0),
+    };
     let mut carts = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let mut set = tokio::task::JoinSet::new();

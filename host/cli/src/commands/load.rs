@@ -18,32 +18,37 @@ pub struct LoadArgs {
     )]
     edges: Vec<String>,
     /// What each arrival does.
-    #[arg(long, value_enum, default_value = "updates")]
+    #[arg(
+        long,
+        env = "CART_LOAD_SCENARIO",
+        value_enum,
+        default_value = "updates"
+    )]
     scenario: Scenario,
     /// Arrivals per second (at the peak of the curve).
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, env = "CART_LOAD_RATE", default_value_t = 1000.0)]
     rate: f64,
     /// How long to send, in seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, env = "CART_LOAD_DURATION", default_value_t = 10.0)]
     duration: f64,
     /// How the rate moves over the run.
-    #[arg(long, value_enum, default_value = "flat")]
+    #[arg(long, env = "CART_LOAD_CURVE", value_enum, default_value = "flat")]
     curve: Curve,
     /// `updates`: carts to spread the updates over.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "CART_LOAD_CARTS", default_value_t = 2000)]
     carts: usize,
     /// `updates`: send every update through this edge rather than the cart's own, so that each
     /// is forwarded to the cart's edge (to measure forwarding; the edges need a fleet secret).
-    #[arg(long)]
+    #[arg(long, env = "CART_LOAD_VIA")]
     via: Option<String>,
     /// SKUs to use (default: the first for `updates`, all for `sale`).
-    #[arg(long = "sku", value_delimiter = ',')]
+    #[arg(long = "sku", env = "CART_LOAD_SKUS", value_delimiter = ',')]
     skus: Vec<String>,
     /// Operator token file, to read sell-through from the edges.
     #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// Write the full report (JSON) here; `cart-bench plot` draws it.
-    #[arg(long)]
+    #[arg(long, env = "CART_LOAD_REPORT")]
     report: Option<PathBuf>,
 }
 
@@ -66,6 +71,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     print!("{report}");
     if let Some(path) = &args.report {
         load::write_json(&report, path)?;
+    }
+    // Every answer a refusal (a sold-out SKU, a wrong one) measures nothing: say so.
+    if report.ok == 0 && report.sent > 0 {
+        eprintln!("error: no request succeeded: see the errors above");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

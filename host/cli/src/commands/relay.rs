@@ -32,7 +32,7 @@ pub struct RelayArgs {
     #[arg(long, env = "CART_RELAY_LISTEN")]
     listen: Option<String>,
     /// Seconds between status lines in the log.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "CART_RELAY_REPORT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     report_secs: u64,
 }
 

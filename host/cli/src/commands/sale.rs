@@ -23,7 +23,7 @@ pub enum SaleCommand {
         file: PathBuf,
         /// Start the sale at this time instead of the file's (`now`, or an RFC 3339 time), keeping
         /// its length: to rehearse a sale file, or to run the example.
-        #[arg(long, value_parser = parse_start)]
+        #[arg(long, env = "CART_SALE_STARTS_AT", value_parser = parse_start)]
         starts_at: Option<Millis>,
     },
     /// The calendar: every sale, past, running and scheduled, with its units.
@@ -68,10 +68,20 @@ async fn list(central: &str) -> anyhow::Result<()> {
     let sales = db.sales_ending_after(Millis::MIN).await?;
     let snapshot = db.snapshot().await?;
     let now = wall_ms();
-    println!(
-        "{:<24} {:<9} {:<20} {:<20} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "sale", "state", "starts", "ends", "skus", "stock", "sold", "held", "central"
-    );
+    let mut rows: Vec<[String; 9]> = vec![
+        [
+            "sale",
+            "state",
+            "starts",
+            "ends",
+            "skus",
+            "stock",
+            "sold",
+            "held",
+            "unallocated",
+        ]
+        .map(str::to_owned),
+    ];
     for sale in sales {
         let state = if now < sale.starts_at {
             "scheduled"
@@ -80,7 +90,7 @@ async fn list(central: &str) -> anyhow::Result<()> {
         } else {
             "ended"
         };
-        let (mut stock, mut sold, mut held, mut central) = (0i64, 0i64, 0i64, 0i64);
+        let (mut stock, mut sold, mut held, mut unallocated) = (0i64, 0i64, 0i64, 0i64);
         for ledger in snapshot
             .skus
             .iter()
@@ -90,22 +100,47 @@ async fn list(central: &str) -> anyhow::Result<()> {
             stock += ledger.stock_total;
             sold += ledger.sold.values().sum::<i64>();
             held += ledger.held.values().sum::<i64>();
-            central += ledger.unallocated;
+            unallocated += ledger.unallocated;
         }
-        println!(
-            "{:<24} {:<9} {:<20} {:<20} {:>5} {:>9} {:>9} {:>9} {:>9}",
-            sale.sale_id,
-            state,
+        rows.push([
+            sale.sale_id.clone(),
+            state.to_owned(),
             rfc3339(sale.starts_at),
             rfc3339(sale.ends_at),
-            sale.skus.len(),
-            stock,
-            sold,
-            held,
-            central
-        );
+            sale.skus.len().to_string(),
+            stock.to_string(),
+            sold.to_string(),
+            held.to_string(),
+            unallocated.to_string(),
+        ]);
     }
+    print!("{}", table(&rows));
     Ok(())
+}
+
+/// Rows as columns that line up: text to the left, counts (from the fifth column) to the right.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| {
+                if c < 4 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn parse_start(s: &str) -> Result<Millis, String> {
@@ -153,4 +188,26 @@ async fn load(central: &str, file: &Path, starts_at: Option<Millis>) -> anyhow::
         rfc3339(sale.ends_at)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_columns_line_up_however_long_a_cell() {
+        let rows = [
+            ["sale", "state", "starts", "ends", "stock"].map(str::to_owned),
+            [
+                "noon-drop",
+                "running",
+                "2026-12-05T17:41:31.335Z",
+                "x",
+                "120",
+            ]
+            .map(str::to_owned),
+        ];
+        let text = super::table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].find("ends"), lines[1].find('x'), "{text}");
+        assert_eq!(lines[0].len(), lines[1].len(), "{text}");
+    }
 }

@@ -34,7 +34,7 @@ pub struct ServeArgs {
     admin_token_file: Option<PathBuf>,
     /// A browser origin (`https://shop.example`) allowed to call this edge's API: CORS
     /// preflights are answered and headers set for it. Repeat for each; none: no CORS headers.
-    #[arg(long = "cors-origin", value_parser = parse_origin)]
+    #[arg(long = "cors-origin", env = "CART_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     cors_origins: Vec<hyper::http::HeaderValue>,
     /// File holding the fleet secret, the same on every edge: with it, a request for another
     /// edge's cart is forwarded to that edge (which must have it too) and its answer returned;

@@ -77,20 +77,31 @@ async fn a_customer_comes_only_from_a_token_the_storefront_signed() {
         "{body}"
     );
     let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJjLTEiLCJleHAiOjk5OTk5OTk5OTl9.";
-    for (what, token) in [
-        ("garbage", json!("not-a-jwt")),
-        ("another key's", json!(Storefront::new(8).token("c-1", 60))),
-        ("expired", json!(shop.token("c-1", -60))),
+    for (what, token, says) in [
+        ("garbage", json!("not-a-jwt"), "not a JWT"),
+        (
+            "another key's",
+            json!(Storefront::new(8).token("c-1", 60)),
+            "not signed by the storefront's key",
+        ),
+        ("expired", json!(shop.token("c-1", -60)), "has expired"),
         (
             "not valid before tomorrow",
             json!(shop.token_from("c-1", 86_400, 172_800)),
+            "not valid yet",
         ),
-        ("unsigned", json!(unsigned)),
-        ("a bad customer id", json!(shop.token("c 1", 60))),
+        ("unsigned", json!(unsigned), "not a JWT"),
+        (
+            "a bad customer id",
+            json!(shop.token("c 1", 60)),
+            "sub must be",
+        ),
     ] {
         let (status, body) = create(client, json!({"customer_token": token})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
         assert_eq!(body["error"]["code"], json!("unauthorized"), "{what}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {message}");
     }
     let (status, body) = create(client, json!({"customer_token": 17})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -106,6 +106,11 @@ async fn broken_modules_are_refused_and_change_nothing() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "{what}: {message}");
+        // In words, not the parser's dump of both headers as byte arrays.
+        assert!(
+            !message.contains('[') && !message.contains('\n'),
+            "{what}: {message}"
+        );
         assert_eq!(
             modules(&edge).await,
             before,

@@ -153,6 +153,19 @@ impl Runtime {
 
     /// Compiles and links a module. Compiling takes a while: call this off the async workers.
     pub fn load(&self, bytes: &[u8], version: &str) -> Result<LoadedModule, ModuleError> {
+        // Said plainly: the parser's own message for this dumps both headers as byte arrays.
+        if !bytes.starts_with(b"\0asm") {
+            let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            return Err(ModuleError::NotAComponent(anyhow::anyhow!(
+                "WebAssembly starts with 00 61 73 6d (\\0asm); these {} bytes start with {}",
+                bytes.len(),
+                if head.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    head.join(" ")
+                }
+            )));
+        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| ModuleError::NotAComponent(e.into()))?;
         let pre = self
