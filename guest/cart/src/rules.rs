@@ -49,7 +49,16 @@ fn sku(s: SkuInfo) -> cart_rules::SkuInfo {
         limit_per_customer: s.limit_per_customer,
         starts_at: s.starts_at,
         ends_at: s.ends_at,
-        hold_ttl_ms: s.hold_ttl_ms,
+        hold_ttl_ms: hold_ttl_ms(s.hold_ttl_ms),
+    }
+}
+
+/// How long a hold lasts: the sale's hold time (built with `short-holds`, two minutes at most).
+fn hold_ttl_ms(sale: i64) -> i64 {
+    if cfg!(feature = "short-holds") {
+        sale.min(120_000)
+    } else {
+        sale
     }
 }
 

@@ -2,11 +2,13 @@
 //! benchmarks: a PostgreSQL cluster ([`Postgres`]; `initdb` and `pg_ctl` refuse to run as root,
 //! so as root they run as the `postgres` user), a NATS server with JetStream ([`Nats`]), a
 //! headless Chromium driven over WebDriver ([`Browser`]), and a network link the test controls
-//! ([`link`]: latency, refused connections, a blackhole); and a randomized fault run over a
-//! fleet of real edges with a checker of what it promised ([`chaos`]).
+//! ([`link`]: latency, refused connections, a blackhole); a randomized fault run over a
+//! fleet of real edges with a checker of what it promised ([`chaos`]); and a runner of a
+//! README's shell blocks, as a reader pastes them ([`readme`]).
 
 pub mod chaos;
 pub mod link;
+pub mod readme;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -77,6 +77,30 @@ pub struct DemoConfig {
 }
 
 /// The demo sale: three SKUs, on sale from now, holds of ten minutes.
+/// Shell lines that make a cart, put an item in it and check it out, each answer printed: the
+/// cart's id and token are taken from the first answer with `sed`, so they paste as they are.
+fn try_lines(url: &str, token: &str) -> [String; 6] {
+    let field = |name: &str| format!(r#"sed -E 's/.*"{name}":"([^"]+)".*/\1/'"#);
+    [
+        format!("curl -s {url}/v1/skus; echo"),
+        format!(
+            r#"CART=$(curl -s -X POST {url}/v1/carts -H 'content-type: application/json' -d '{{"customer_id":"c-42"}}'); echo "$CART""#
+        ),
+        format!(
+            r#"ID=$(echo "$CART" | {}); TOKEN=$(echo "$CART" | {})"#,
+            field("cart_id"),
+            field("cart_token")
+        ),
+        format!(
+            r#"curl -s -X PUT {url}/v1/carts/$ID/items/BAG-1 -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{{"quantity":1}}'; echo"#
+        ),
+        format!(
+            r#"curl -s -X POST {url}/v1/carts/$ID/checkout -H "authorization: Bearer $TOKEN" -H 'idempotency-key: order-1' -d '{{}}'; echo"#
+        ),
+        format!(r#"curl -s {url}/admin/status -H "authorization: Bearer {token}"; echo"#),
+    ]
+}
+
 pub fn demo_sale(now_ms: i64) -> Sale {
     let text = serde_json::json!({
         "sale_id": "demo-noon-drop",
@@ -177,12 +201,10 @@ pub async fn run(config: &DemoConfig, shutdown: impl Future<Output = ()>) -> any
     println!("  the storefront      {url}/");
     println!("  the dashboard       {url}/admin/  (it asks for the operator token)");
     println!();
-    println!("or try:");
-    println!("  curl -s {url}/v1/skus");
-    println!(
-        "  TOKEN=$(curl -s -X POST {url}/v1/carts -H 'content-type: application/json' -d '{{\"customer_id\":\"c-42\"}}' | tee /dev/stderr | sed -E 's/.*\"cart_token\":\"([^\"]+)\".*/\\1/')"
-    );
-    println!("  curl -s {url}/admin/status -H \"authorization: Bearer {token}\"");
+    println!("or try, from another shell (a cart, an item in it, its checkout):");
+    for line in try_lines(url, &token) {
+        println!("  {line}");
+    }
     println!();
     println!("Ctrl-C stops the demo.");
     shutdown.await;

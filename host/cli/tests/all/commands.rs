@@ -18,7 +18,7 @@ async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
         .args(["demo", "--data", "demo-data", "--port", &port.to_string()])
         .current_dir(elsewhere.path())
         .env("CART_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(elsewhere.path().join("demo.out")).expect("demo.out"))
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -48,6 +48,32 @@ async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{secret}: {mode:o}");
     }
+    // The lines it prints to try paste as they are: a cart, an item, an order.
+    let out = elsewhere.path().join("demo.out");
+    eventually(
+        "the demo to print its lines",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&out).is_ok_and(|o| o.contains("Ctrl-C stops the demo"))
+        },
+    )
+    .await;
+    let printed = std::fs::read_to_string(&out).expect("demo.out");
+    let lines: Vec<&str> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("or try"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let tried = std::process::Command::new("bash")
+        .args(["-c", &lines.join("\n")])
+        .output()
+        .expect("bash");
+    let said = String::from_utf8_lossy(&tried.stdout);
+    let stderr = String::from_utf8_lossy(&tried.stderr);
+    assert!(tried.status.success(), "{said}{stderr}");
+    assert!(said.contains(r#""order_id""#), "{printed}\n{said}");
     demo.start_kill().expect("stop the demo");
 }
 

@@ -49,3 +49,5 @@ mod api;
 mod pages;
 // The commands as a user runs them: the demo from any folder, with the built-in component.
 mod commands;
+// README.md, run as a reader pastes it, block by block; and the runner failing on a broken block.
+mod readme;
