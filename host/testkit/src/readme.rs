@@ -178,6 +178,16 @@ pub async fn run(readme: &Path, repo: &Path, deadline: Duration) -> anyhow::Resu
         .context("starting bash")?;
     let pid = child.id();
     let ended = tokio::time::timeout(deadline, child.wait()).await.is_ok();
+    if !ended && let Some(pid) = pid {
+        // Cut off: SIGTERM to the group ends the command bash waits on, and bash then ends
+        // after its EXIT trap, the cleanup block, has run (it stops what left the group, such
+        // as a daemonised HAProxy).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
     // Whatever the blocks left running (servers started with `&`) goes with the group.
     if let Some(pid) = pid {
         let _ = std::process::Command::new("kill")

@@ -64,3 +64,37 @@ async fn a_broken_block_fails_the_run_and_names_it() {
         .expect("the runner");
     assert!(outcome.failed.is_none(), "{}", explain(&outcome));
 }
+
+/// A block that never ends is cut off at the deadline and named; the cleanup still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_that_hangs_is_cut_off_and_the_cleanup_still_runs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("README.md");
+    // Outside /tmp, which the runner gives each run afresh: the repository's target/.
+    let mark = format!("target/readme-cleanup-{}.mark", std::process::id());
+    let _ = std::fs::remove_file(repo().join(&mark));
+    std::fs::write(
+        &file,
+        format!(
+            "# Start\n\n```sh\necho started\n```\n\n## Forever\n\n```sh\nsleep 600\n```\n\n\
+             <!-- readme: cleanup -->\n```sh\ntouch {mark}\n```\n"
+        ),
+    )
+    .expect("README");
+    let outcome = readme::run(&file, &repo(), Duration::from_secs(3))
+        .await
+        .expect("the runner");
+    let failed = outcome.failed.as_ref().expect("a failure");
+    assert_eq!(failed.heading, "Forever", "{}", outcome.output);
+    assert!(
+        outcome.output.contains("no end after"),
+        "{}",
+        outcome.output
+    );
+    assert!(
+        repo().join(&mark).exists(),
+        "no cleanup: {}",
+        outcome.output
+    );
+    let _ = std::fs::remove_file(repo().join(&mark));
+}
