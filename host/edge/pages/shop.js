@@ -220,7 +220,9 @@ function drawItems() {
                 { class: `left ${left === 0 ? "none" : left <= 5 ? "low" : ""}` },
                 left === 0 ? "Sold out here" : `${left} left`,
               ),
-          inCart > 0 ? el("span", { class: "quiet" }, `${inCart} in your cart`) : "",
+          inCart > 0
+            ? el("span", { class: "quiet in-cart" }, `${inCart} ${closed ? "in your order" : "in your cart"}`)
+            : "",
           el(
             "button",
             {

@@ -226,6 +226,9 @@ async fn a_shopper_holds_two_items_sees_them_count_down_and_checks_out_once() {
     let _ = checkout.click().await;
     page.find("#order:not([hidden])").await;
     let order_id = page.until_text("#order-id", |t| t.starts_with("o_")).await;
+    // The items now say what the order holds, not what a cart holds.
+    page.until_text("#items li[data-sku='HAT-1'] .in-cart", |t| t == "2 in your order")
+        .await;
     page.screenshot("storefront-order").await;
 
     // A reload shows the same order: the checkout is replayed with the kept key.
