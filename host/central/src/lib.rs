@@ -651,6 +651,12 @@ impl Central {
             .await
     }
 
+    /// What is left to sell of each SKU of every sale not ended (see [`ledger::left_in_sales`]).
+    pub async fn left_in_sales(&self) -> Result<Vec<(SkuKey, i64)>, CentralError> {
+        self.transact(|tx| ledger::left_in_sales(tx, wall_ms()))
+            .await
+    }
+
     /// SKUs some edge recently asked for when none were left: spare units should come back.
     pub async fn wanted_skus(&self) -> Result<Vec<SkuKey>, CentralError> {
         self.transact(|tx| ledger::wanted(tx, wall_ms())).await

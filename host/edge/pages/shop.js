@@ -204,8 +204,12 @@ function drawItems() {
     for (const sku of sale.skus) {
       const waiting = startsAt > now;
       const inCart = quantityInCart(sku.sku);
-      const left = sku.available_here;
       const closed = order != null || cart?.status === "checked_out";
+      // What is left in the whole sale, when the edge knows it; else what this edge holds,
+      // which is not all there is (the edge asks central for more when a shopper adds).
+      const inSale = sku.available_in_sale;
+      const left = inSale ?? sku.available_here;
+      const soldOut = inSale === 0;
       nodes.push(
         el(
           "li",
@@ -218,7 +222,13 @@ function drawItems() {
             : el(
                 "span",
                 { class: `left ${left === 0 ? "none" : left <= 5 ? "low" : ""}` },
-                left === 0 ? "Sold out here" : `${left} left`,
+                soldOut
+                  ? "Sold out"
+                  : inSale != null
+                    ? `${left} left`
+                    : left === 0
+                      ? "None here right now"
+                      : `${left} here`,
               ),
           inCart > 0
             ? el("span", { class: "quiet in-cart" }, `${inCart} ${closed ? "in your order" : "in your cart"}`)
@@ -228,7 +238,7 @@ function drawItems() {
             {
               type: "button",
               class: "add primary",
-              disabled: waiting || busy || closed,
+              disabled: waiting || busy || closed || soldOut,
               "aria-label": `Add one ${sku.name} to the cart`,
               onclick: () => setQuantity(sku.sku, inCart + 1),
             },

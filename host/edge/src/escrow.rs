@@ -53,6 +53,9 @@ pub struct Allotments {
     metrics: Arc<Metrics>,
     /// Every SKU this edge has been asked about, added as sales appear.
     skus: Mutex<HashMap<SkuKey, Arc<SkuState>>>,
+    /// What central last said is left to sell of each SKU across the fleet (empty while
+    /// central does not answer).
+    left_in_sales: Mutex<HashMap<SkuKey, u32>>,
 }
 
 /// What a shopper's request should do after finding too few units.
@@ -81,7 +84,25 @@ impl Allotments {
             clock,
             metrics,
             skus: Mutex::default(),
+            left_in_sales: Mutex::default(),
         }
+    }
+
+    /// Asks central what is left to sell of each SKU, fleet-wide; forgets it when central does
+    /// not answer, rather than show a stale count.
+    pub async fn count_left_in_sales(&self) -> Result<(), CentralError> {
+        let counted = self.central.left_in_sales().await;
+        let mut left = locks::lock(&self.left_in_sales);
+        left.clear();
+        for (key, units) in counted? {
+            left.insert(key, u32::try_from(units.max(0)).unwrap_or(u32::MAX));
+        }
+        Ok(())
+    }
+
+    /// What central last said is left to sell of each SKU, fleet-wide.
+    pub fn left_in_sales(&self) -> HashMap<SkuKey, u32> {
+        locks::lock(&self.left_in_sales).clone()
     }
 
     /// The bookkeeping of a SKU, made on first use.

@@ -19,7 +19,7 @@ use crate::shutdown::pause;
 use crate::store::db::StockLine;
 use crate::sync;
 
-/// How often an edge asks central whether the calendar changed.
+/// How often an edge asks central whether the calendar changed, and what is left in its sales.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// Lapsed holds released per transaction.
 const SWEEP_BATCH: u32 = 500;
@@ -190,6 +190,10 @@ async fn follow_calendar(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     while pause(FOLLOW_EVERY, &mut shutdown).await {
         if let Err(e) = edge.follow_calendar(None).await {
             tracing::warn!("following the calendar of sales: {e:#}");
+        }
+        // For the storefront: what is left of each SKU in its sale, not only here.
+        if let Err(e) = edge.allotments.count_left_in_sales().await {
+            tracing::debug!("counting what is left in the sales: {e}");
         }
     }
 }

@@ -33,4 +33,6 @@ pub(crate) use handoffs::{
     record_handoff,
 };
 pub(crate) use outbox::{applied_digests, apply, history_keys};
-pub(crate) use units::{Claiming, claim_edge, grant, renew_lease, return_units, wanted};
+pub(crate) use units::{
+    Claiming, claim_edge, grant, left_in_sales, renew_lease, return_units, wanted,
+};

@@ -150,6 +150,7 @@ pub struct SkusQuery {
 pub async fn list_skus(State(edge): State<Arc<Edge>>, Query(q): Query<SkusQuery>) -> ApiResult {
     let (catalog, now) = (edge.catalog(), edge.clock.now());
     let free = free_units(&edge).await?;
+    let in_sale = edge.allotments.left_in_sales();
     let sales: Vec<&Sale> = match &q.sale {
         Some(id) => vec![
             catalog
@@ -162,7 +163,7 @@ pub async fn list_skus(State(edge): State<Arc<Edge>>, Query(q): Query<SkusQuery>
     let skus: Vec<SkuJson> = sales
         .iter()
         .flat_map(|s| s.skus.iter())
-        .map(|e| SkuJson::new(e, &free))
+        .map(|e| SkuJson::new(e, &free, &in_sale))
         .collect();
     Ok(Json(serde_json::json!({ "skus": skus })).into_response())
 }
@@ -171,6 +172,7 @@ pub async fn list_skus(State(edge): State<Arc<Edge>>, Query(q): Query<SkusQuery>
 pub async fn list_sales(State(edge): State<Arc<Edge>>) -> ApiResult {
     let (catalog, now) = (edge.catalog(), edge.clock.now());
     let free = free_units(&edge).await?;
+    let in_sale = edge.allotments.left_in_sales();
     let mut sales: Vec<SaleJson> = catalog
         .sales()
         .filter(|s| s.ends_at > now)
@@ -184,7 +186,11 @@ pub async fn list_sales(State(edge): State<Arc<Edge>>) -> ApiResult {
             starts_at: rfc3339(s.starts_at),
             ends_at: rfc3339(s.ends_at),
             hold_ttl_seconds: s.hold_ttl_ms / 1000,
-            skus: s.skus.iter().map(|e| SkuJson::new(e, &free)).collect(),
+            skus: s
+                .skus
+                .iter()
+                .map(|e| SkuJson::new(e, &free, &in_sale))
+                .collect(),
         })
         .collect();
     sales.sort_by_key(|s| s.starts_at.clone());
@@ -198,7 +204,8 @@ pub async fn get_sku(State(edge): State<Arc<Edge>>, Path(sku): Path<String>) -> 
         .sku(&sku, edge.clock.now())
         .ok_or(ApiError::NotFound("SKU"))?;
     let free = free_units(&edge).await?;
-    Ok(Json(SkuJson::new(entry, &free)).into_response())
+    let in_sale = edge.allotments.left_in_sales();
+    Ok(Json(SkuJson::new(entry, &free, &in_sale)).into_response())
 }
 
 /// This edge's free units of each SKU, by sale and SKU.

@@ -1,11 +1,12 @@
 //! The JSON views of carts, orders, SKUs and sales, as the storefront API answers them, and the
 //! `X-Module-Version` every answer of the rules carries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cart_central::SkuKey;
 use cart_central::sale::SkuEntry;
 use cart_rules::{CartStatus, Line};
 use serde::Serialize;
@@ -127,10 +128,16 @@ pub struct SkuJson<'a> {
     sale_starts_at: String,
     sale_ends_at: String,
     available_here: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available_in_sale: Option<u32>,
 }
 
 impl<'a> SkuJson<'a> {
-    pub fn new(e: &'a SkuEntry, free: &BTreeMap<(String, String), u32>) -> Self {
+    pub fn new(
+        e: &'a SkuEntry,
+        free: &BTreeMap<(String, String), u32>,
+        in_sale: &HashMap<SkuKey, u32>,
+    ) -> Self {
         Self {
             sku: &e.sku,
             name: &e.name,
@@ -143,6 +150,7 @@ impl<'a> SkuJson<'a> {
                 .get(&(e.sale_id.clone(), e.sku.clone()))
                 .copied()
                 .unwrap_or(0),
+            available_in_sale: in_sale.get(&SkuKey::new(&e.sale_id, &e.sku)).copied(),
         }
     }
 }
