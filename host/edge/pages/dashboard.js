@@ -128,6 +128,14 @@ function drawStock(fleet, rows) {
 // ---- charts ---------------------------------------------------------------------------------
 
 const charts = { sell: null, sellKeys: "", edges: new Map() };
+
+// The time axis of every chart: ticks on whole seconds (or minutes), read as the clock reads,
+// never uPlot's sub-second ':37.500' of the first seconds after the page opens.
+const clock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const timeAxis = {
+  incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600],
+  values: (_u, ticks) => ticks.map((t) => clock.format(new Date(t * 1000))),
+};
 const sellThrough = { at: [], bySku: new Map() };
 
 function chartWidth(node) {
@@ -160,7 +168,7 @@ function drawSellThrough(rows) {
         width: chartWidth(node),
         height: 220,
         scales: { y: { range: [0, 100] } },
-        axes: [{}, { label: "% sold", size: 50 }],
+        axes: [timeAxis, { label: "% sold", size: 50 }],
         series: [{}, ...codes.map((code, i) => ({ label: code, stroke: palette(i), width: 2 }))],
       },
       data,
@@ -195,7 +203,7 @@ function drawEdgeCharts(fleet) {
           width: chartWidth(box),
           height: 200,
           scales: { ms: { range: (_u, _min, max) => [0, Math.max(10, max)] } },
-          axes: [{}, { label: "updates/s", size: 55 }, { scale: "ms", side: 1, label: "ms", grid: { show: false } }],
+          axes: [timeAxis, { label: "updates/s", size: 55 }, { scale: "ms", side: 1, label: "ms", grid: { show: false } }],
           series: [
             {},
             { label: "updates/s", stroke: "#2b6cb0", fill: "rgba(43,108,176,.12)", width: 2 },

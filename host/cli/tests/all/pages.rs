@@ -488,6 +488,28 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
         rising && page.js(sell_chart).await != before
     })
     .await;
+    // Its time axis reads as a clock, on whole seconds.
+    let ticks = page.js("return charts.sell.axes[0]._values").await;
+    let ticks: Vec<&str> = ticks
+        .as_array()
+        .expect("the time axis's labels")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        !ticks.is_empty()
+            && ticks.iter().all(|t| {
+                t.len() == 8
+                    && t.bytes().enumerate().all(|(i, b)| {
+                        if i % 3 == 2 {
+                            b == b':'
+                        } else {
+                            b.is_ascii_digit()
+                        }
+                    })
+            }),
+        "{ticks:?}"
+    );
     page.until("updates per second shown", || async {
         let rate = page.text("#edges tr[data-edge='edge-a'] td.rate").await;
         rate.parse::<u64>().is_ok_and(|n| n > 0)
