@@ -34,16 +34,8 @@ pub struct DemoArgs {
     /// `nats-server -js`), with a relay running in the demo, instead of straight to central.
     #[arg(long, env = "CART_QUEUE")]
     queue: Option<String>,
-    /// New carts one client address may make per second at each edge (0: no limit, for
-    /// `cart-host load` against the demo); over it, `429`.
-    #[arg(long, env = "CART_CREATE_RATE", default_value_t = CreateRate::default().per_second)]
-    create_rate: u32,
-    /// New carts one client address may make at once, before the rate applies.
-    #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
-    create_burst: u32,
-    /// Failed operator logins one client address may make a minute (0: no limit).
-    #[arg(long, env = "CART_FAILED_LOGINS_PER_MINUTE", default_value_t = 10)]
-    failed_logins_per_minute: u32,
+    #[command(flatten)]
+    door: super::DoorArgs,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -53,11 +45,8 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         module: crate::module_or_built_in(args.module.as_deref())?,
         port: args.port,
         queue_url: args.queue,
-        create_rate: CreateRate {
-            per_second: args.create_rate,
-            burst: args.create_burst,
-        },
-        failed_logins_per_minute: args.failed_logins_per_minute,
+        create_rate: args.door.create_rate(),
+        failed_logins_per_minute: args.door.failed_logins_per_minute,
     };
     run(&config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -76,7 +65,6 @@ pub struct DemoConfig {
     pub failed_logins_per_minute: u32,
 }
 
-/// The demo sale: three SKUs, on sale from now, holds of ten minutes.
 /// Shell lines that make a cart, put an item in it and check it out, each answer printed: the
 /// cart's id and token are taken from the first answer with `sed`, so they paste as they are.
 fn try_lines(url: &str, token: &str) -> [String; 6] {
@@ -101,6 +89,7 @@ fn try_lines(url: &str, token: &str) -> [String; 6] {
     ]
 }
 
+/// The demo sale: three SKUs, on sale from now, holds of ten minutes.
 pub fn demo_sale(now_ms: i64) -> Sale {
     let text = serde_json::json!({
         "sale_id": "demo-noon-drop",

@@ -21,6 +21,33 @@ pub mod serve;
 use std::path::Path;
 
 use anyhow::Context as _;
+use cart_edge::config::CreateRate;
+
+/// What an edge's door allows one client address, as `serve` and `demo` take it.
+#[derive(clap::Args)]
+pub struct DoorArgs {
+    /// New carts one client address may make per second, on average (0: no limit, as for
+    /// `cart-host load`); over it, `429` with `Retry-After`.
+    #[arg(long, env = "CART_CREATE_RATE", default_value_t = CreateRate::default().per_second)]
+    create_rate: u32,
+    /// New carts one client address may make at once, before the rate applies.
+    #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
+    create_burst: u32,
+    /// Failed operator logins one client address may make a minute; past it, the address is
+    /// refused for a minute, right token or not (0: no limit). Each failure costs a quarter
+    /// second besides.
+    #[arg(long, env = "CART_FAILED_LOGINS_PER_MINUTE", default_value_t = 10)]
+    pub failed_logins_per_minute: u32,
+}
+
+impl DoorArgs {
+    pub fn create_rate(&self) -> CreateRate {
+        CreateRate {
+            per_second: self.create_rate,
+            burst: self.create_burst,
+        }
+    }
+}
 
 /// Reads a secret from a file: its text, trimmed, must not be empty.
 pub fn read_secret(file: &Path, what: &str) -> anyhow::Result<String> {

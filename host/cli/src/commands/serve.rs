@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cart_edge::config::CreateRate;
 use cart_edge::customer::CustomerKey;
 use cart_edge::edge::EdgeConfig;
 use cart_edge::wasm::SandboxLimits;
@@ -50,18 +49,8 @@ pub struct ServeArgs {
     /// customer and `exp`); without it, `customer_id` is taken on trust.
     #[arg(long, env = "CART_CUSTOMER_KEY")]
     customer_key: Option<PathBuf>,
-    /// New carts one client address may make per second, on average (0: no limit); over it,
-    /// `429` with `Retry-After`.
-    #[arg(long, env = "CART_CREATE_RATE", default_value_t = CreateRate::default().per_second)]
-    create_rate: u32,
-    /// New carts one client address may make at once, before the rate applies.
-    #[arg(long, env = "CART_CREATE_BURST", default_value_t = CreateRate::default().burst)]
-    create_burst: u32,
-    /// Failed operator logins one client address may make a minute; past it, the address is
-    /// refused for a minute, right token or not (0: no limit). Each failure costs a quarter
-    /// second besides.
-    #[arg(long, env = "CART_FAILED_LOGINS_PER_MINUTE", default_value_t = 10)]
-    failed_logins_per_minute: u32,
+    #[command(flatten)]
+    door: super::DoorArgs,
     /// A proxy (the load balancer) whose `X-Forwarded-For` names the client, for the rate
     /// above: repeat for each. Other peers are taken as the client themselves.
     #[arg(
@@ -151,14 +140,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("customer key {}", path.display()))
             })
             .transpose()?,
-        create_rate: CreateRate {
-            per_second: args.create_rate,
-            burst: args.create_burst,
-        },
+        create_rate: args.door.create_rate(),
         trusted_proxies: args.trusted_proxies,
         queue_url: args.queue,
         drain_timeout: Duration::from_secs(args.drain_timeout),
-        failed_logins_per_minute: args.failed_logins_per_minute,
+        failed_logins_per_minute: args.door.failed_logins_per_minute,
         ..EdgeConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
