@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// exits `0`; what is not done by then stays on its disk and a restart resumes it.
     #[arg(long, env = "CART_DRAIN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     drain_timeout: u64,
+    /// How long a shopper who found too few units here waits while the edge asks central for
+    /// more, in milliseconds, before being told `sold_out`. Keep it above a round trip to
+    /// central (and its answer under load), or shoppers are refused while units are spare.
+    #[arg(long, env = "CART_SHORTAGE_WAIT_MS", default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    shortage_wait_ms: u64,
     /// When central keeps another history for this edge id (the data folder is new, or a
     /// restored backup), write that history off and start this folder over: its holds are
     /// released, its unsold units return to the sale, its orders stay sold under a retired
@@ -144,6 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: args.trusted_proxies,
         queue_url: args.queue,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        shortage_wait: Duration::from_millis(args.shortage_wait_ms),
         failed_logins_per_minute: args.door.failed_logins_per_minute,
         ..EdgeConfig::default()
     };

@@ -21,7 +21,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 fn built(var: &str, file: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release")
+            .join("../../target/wasm32-wasip2/release")
             .join(file)
     });
     assert!(
@@ -501,6 +501,8 @@ fn serve(
         .args(extra)
         // Tests make hundreds of carts a second from one address; `--create-rate` overrides.
         .env("CART_CREATE_RATE", "0")
+        // As `Fleet::config`'s: on two busy cores central may take longer than 150 ms.
+        .env("CART_SHORTAGE_WAIT_MS", "5000")
         .env("CART_LOG", "warn");
     command
 }
