@@ -251,6 +251,19 @@ pub struct StockLevel {
     pub unallocated: i64,
 }
 
+/// How one SKU sold from its sale's start, as central has the orders: `sold[i]` units by
+/// `starts_at + (i + 1) * step_ms` (the last step ends at `until`, now or the sale's end).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SellThrough {
+    pub sale_id: String,
+    pub sku: String,
+    pub stock_total: i64,
+    pub starts_at: Millis,
+    pub step_ms: i64,
+    pub until: Millis,
+    pub sold: Vec<i64>,
+}
+
 /// What central knows, for the audit.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -513,6 +526,13 @@ impl Central {
     /// Each SKU's stock and its units not yet granted to any edge.
     pub async fn stock_levels(&self) -> Result<Vec<StockLevel>, CentralError> {
         self.transact(ledger::stock_levels).await
+    }
+
+    /// How each SKU of the sales on now (or ended within a day) sold from its sale's start, in
+    /// at most `steps` steps (see [`ledger::sell_through`]).
+    pub async fn sell_through(&self, steps: i64) -> Result<Vec<SellThrough>, CentralError> {
+        self.transact(move |tx| ledger::sell_through(tx, wall_ms(), steps))
+            .await
     }
 
     /// The fleet's registry: each edge id in service, with the URL it registered.

@@ -3,7 +3,6 @@
 "use strict";
 
 const POLL_MS = 1000;
-const SELL_THROUGH_POINTS = 600; // ten minutes of once-a-second points
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
@@ -136,29 +135,35 @@ const timeAxis = {
   incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600],
   values: (_u, ticks) => ticks.map((t) => clock.format(new Date(t * 1000))),
 };
-const sellThrough = { at: [], bySku: new Map() };
 
 function chartWidth(node) {
   return Math.max(240, node.clientWidth || 600);
 }
 
-function drawSellThrough(rows) {
-  const now = Date.now() / 1000;
-  sellThrough.at.push(now);
-  for (const row of rows) {
-    if (!sellThrough.bySku.has(row.code)) sellThrough.bySku.set(row.code, sellThrough.at.slice(0, -1).map(() => null));
-    sellThrough.bySku.get(row.code).push(row.total ? (100 * row.sold) / row.total : 0);
-  }
-  for (const [code, points] of sellThrough.bySku) {
-    if (points.length < sellThrough.at.length) points.push(null);
-    if (!rows.some((r) => r.code === code) && points.every((p) => p == null)) sellThrough.bySku.delete(code);
-  }
-  if (sellThrough.at.length > SELL_THROUGH_POINTS) {
-    sellThrough.at.shift();
-    for (const points of sellThrough.bySku.values()) points.shift();
-  }
-  const codes = [...sellThrough.bySku.keys()];
-  const data = [sellThrough.at, ...codes.map((c) => sellThrough.bySku.get(c))];
+// One SKU's sell-through as [seconds, % of its stock sold]: from its sale's start, one point at
+// the end of each of central's steps (the last ends now, or at the sale's end).
+function sellThroughTable(s) {
+  const at = [s.starts_at / 1000];
+  const share = [0];
+  s.sold.forEach((units, i) => {
+    const t = Math.min(s.starts_at + (i + 1) * s.step_ms, s.until) / 1000;
+    const v = s.stock_total ? (100 * units) / s.stock_total : 0;
+    if (t === at.at(-1)) {
+      share[share.length - 1] = v;
+    } else {
+      at.push(t);
+      share.push(v);
+    }
+  });
+  return [at, share];
+}
+
+// Sell-through from each sale's start as central has the orders, one line per SKU; sales that
+// started at different times share one time axis (uPlot.join fills the gaps).
+function drawSellThrough(fleet) {
+  const lines = (fleet.sell_through ?? []).map((s) => ({ code: s.sku, table: sellThroughTable(s) }));
+  const codes = lines.map((line) => line.code);
+  const data = lines.length ? uPlot.join(lines.map((line) => line.table)) : [[]];
   const node = $("sell-chart");
   if (charts.sellKeys !== codes.join()) {
     charts.sell?.destroy();
@@ -169,7 +174,7 @@ function drawSellThrough(rows) {
         height: 220,
         scales: { y: { range: [0, 100] } },
         axes: [timeAxis, { label: "% sold", size: 50 }],
-        series: [{}, ...codes.map((code, i) => ({ label: code, stroke: palette(i), width: 2 }))],
+        series: [{}, ...codes.map((code, i) => ({ label: code, stroke: palette(i), width: 2, spanGaps: true }))],
       },
       data,
       node,
@@ -177,8 +182,9 @@ function drawSellThrough(rows) {
   } else {
     charts.sell.setData(data);
   }
-  node.dataset.points = String(sellThrough.at.length);
-  node.dataset.last = JSON.stringify(Object.fromEntries(codes.map((c) => [c, sellThrough.bySku.get(c).at(-1)])));
+  node.dataset.points = String(data[0].length);
+  node.dataset.from = String(data[0][0] ?? "");
+  node.dataset.last = JSON.stringify(Object.fromEntries(lines.map((line) => [line.code, line.table[1].at(-1)])));
 }
 
 function drawEdgeCharts(fleet) {
@@ -250,7 +256,7 @@ function draw(fleet) {
   const rows = skuRows(fleet);
   drawEdges(fleet);
   drawStock(fleet, rows);
-  drawSellThrough(rows);
+  drawSellThrough(fleet);
   drawEdgeCharts(fleet);
   const down = fleet.edges.filter((e) => e.state === "down").length;
   say(

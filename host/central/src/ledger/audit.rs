@@ -1,14 +1,19 @@
-//! The audit's view: the snapshot of what central knows, stock levels, the registry of edges,
-//! customers' home edges and each edge's orders.
+//! The audit's view: the snapshot of what central knows, stock levels and sell-through, the
+//! registry of edges, customers' home edges and each edge's orders.
 
 use super::calendar::sales_ending_after;
 use crate::db::{Tx, params};
 use crate::events::{EventLine, Order};
 use crate::time::Millis;
 use crate::{
-    CentralError, EdgeLedger, LateOrder, OverLimit, PerEdge, RetiredUnits, SaleLedger, SkuKey,
-    Snapshot, StockLevel,
+    CentralError, EdgeLedger, LateOrder, OverLimit, PerEdge, RetiredUnits, SaleLedger, SellThrough,
+    SkuKey, Snapshot, StockLevel,
 };
+
+/// Sales that ended longer ago than this have no sell-through to chart.
+const CHARTED_AFTER_END_MS: Millis = 24 * 3_600_000;
+/// The shortest step of a sell-through chart.
+const SHORTEST_STEP_MS: Millis = 1_000;
 
 /// The audit's per-edge sums `(sale_id, sku, edge_id, n)`.
 const PER_EDGE_SUMS: &[(&str, PerEdge)] = &[
@@ -107,6 +112,64 @@ pub fn stock_levels(tx: &mut dyn Tx) -> Result<Vec<StockLevel>, CentralError> {
         })
     })
     .collect()
+}
+
+/// How each SKU of every sale started, and not ended more than a day ago, sold from its start:
+/// units sold by the end of each of at most `steps` equal steps of the sale's time so far (at
+/// least a second each), by the time each order was placed, as central has the orders.
+pub fn sell_through(
+    tx: &mut dyn Tx,
+    now: Millis,
+    steps: i64,
+) -> Result<Vec<SellThrough>, CentralError> {
+    let sales = tx.query(
+        "SELECT sale_id, starts_at, ends_at FROM sales WHERE starts_at <= $1 AND ends_at > $2 \
+         ORDER BY sale_id",
+        params![now, now - CHARTED_AFTER_END_MS],
+    )?;
+    let mut charted = Vec::new();
+    for sale in &sales {
+        let (sale_id, starts_at) = (sale.text(0)?, sale.int(1)?);
+        let until = now.min(sale.int(2)?);
+        let step_ms = ((until - starts_at) / steps.max(1) + 1).max(SHORTEST_STEP_MS);
+        let last = usize::try_from((until - starts_at) / step_ms).unwrap_or(0);
+        let skus = tx.query(
+            "SELECT sku, stock_total FROM skus WHERE sale_id = $1 ORDER BY sku",
+            params![sale_id.as_str()],
+        )?;
+        let sold = tx.query(
+            "SELECT l.sku, CAST((o.placed_at - $2) / $3 AS BIGINT), \
+               CAST(SUM(l.quantity) AS BIGINT) \
+             FROM order_lines l JOIN orders o ON o.order_id = l.order_id \
+             WHERE l.sale_id = $1 GROUP BY 1, 2",
+            params![sale_id.as_str(), starts_at, step_ms],
+        )?;
+        for sku in &skus {
+            let code = sku.text(0)?;
+            let mut by_step = vec![0i64; last + 1];
+            for row in sold.iter().filter(|r| r.text(0).is_ok_and(|c| c == code)) {
+                let at = usize::try_from(row.int(1)?.max(0)).unwrap_or(0).min(last);
+                by_step[at] += row.int(2)?;
+            }
+            let sold = by_step
+                .iter()
+                .scan(0, |total, units| {
+                    *total += units;
+                    Some(*total)
+                })
+                .collect();
+            charted.push(SellThrough {
+                sale_id: sale_id.clone(),
+                sku: code,
+                stock_total: sku.int(1)?,
+                starts_at,
+                step_ms,
+                until,
+                sold,
+            });
+        }
+    }
+    Ok(charted)
 }
 
 /// Each edge id in service (not retired, not drained), with the URL it registered.

@@ -7,7 +7,7 @@
 //! - [`units`]: edges and their units: claims, retired histories, leases, the fence against
 //!   superseded processes, grants, returns, and the SKUs edges want back;
 //! - [`outbox`]: an edge's outbox events, signed by its key, applied once, in sequence;
-//! - [`audit`]: the audit's snapshot, stock levels, the registry, customers' homes and orders;
+//! - [`audit`]: the audit's snapshot, stock levels and sell-through, the registry, customers' homes and orders;
 //! - [`handoffs`]: carts handed from a draining edge to another, and drained edges;
 //! - [`fleet_module`]: the module the fleet runs.
 //!
@@ -24,7 +24,8 @@ mod units;
 
 pub(crate) use crate::db::clock;
 pub(crate) use audit::{
-    home_of, late_orders, orders_of, over_limit, registry, retired_units, snapshot, stock_levels,
+    home_of, late_orders, orders_of, over_limit, registry, retired_units, sell_through, snapshot,
+    stock_levels,
 };
 pub(crate) use calendar::{catalog_version, end_sale, load_sale, read_sale, sales_ending_after};
 pub(crate) use fleet_module::{fleet_module, fleet_module_id, set_fleet_module};

@@ -408,15 +408,14 @@ pub(super) fn count_units(
     Ok(())
 }
 
-/// SKUs some edge recently asked for when none were left: spare units should come back.
 /// What is left to sell of each SKU of every sale not ended: units no edge has been granted,
 /// and units live edges were granted and neither hold nor sold, as central counts them (an
 /// edge's newest holds reach it with its outbox). A written-off history's units are in doubt,
 /// not left.
 pub fn left_in_sales(tx: &mut dyn Tx, now: Millis) -> Result<Vec<(SkuKey, i64)>, CentralError> {
     tx.query(
-        "SELECT k.sale_id, k.sku, k.unallocated + COALESCE(SUM(CASE WHEN e.retired_at IS NULL \
-           THEN u.allotted - u.held - u.sold ELSE 0 END), 0) \
+        "SELECT k.sale_id, k.sku, CAST(k.unallocated + COALESCE(SUM(CASE \
+           WHEN e.retired_at IS NULL THEN u.allotted - u.held - u.sold ELSE 0 END), 0) AS BIGINT) \
          FROM skus k JOIN sales s ON s.sale_id = k.sale_id \
          LEFT JOIN edge_units u ON u.sale_id = k.sale_id AND u.sku = k.sku \
          LEFT JOIN edges e ON e.edge_id = u.edge_id \
@@ -429,6 +428,7 @@ pub fn left_in_sales(tx: &mut dyn Tx, now: Millis) -> Result<Vec<(SkuKey, i64)>,
     .collect()
 }
 
+/// SKUs some edge recently asked for when none were left: spare units should come back.
 pub fn wanted(tx: &mut dyn Tx, now: Millis) -> Result<Vec<SkuKey>, CentralError> {
     tx.query(
         "SELECT sale_id, sku FROM skus WHERE wanted_at > $1 AND unallocated = 0 \

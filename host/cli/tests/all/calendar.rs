@@ -62,6 +62,34 @@ async fn two_sales_one_ending(fleet: Fleet) {
         assert_eq!(body["error"]["code"], "sale_not_started");
         both.push(mixed);
     }
+    // What is left of A in the sale (20, less 2 sold and 2 held at each edge), and how it
+    // sold, as central counts them once the outboxes are delivered, on either database.
+    for edge in &edges {
+        eventually(
+            "A's count left in the sale",
+            Duration::from_secs(10),
+            || async {
+                let (_, sku) = edge
+                    .call(Method::GET, "/v1/skus/A-BAG", None, Value::Null)
+                    .await;
+                sku["available_in_sale"] == 12
+            },
+        )
+        .await;
+    }
+    let charted = fleet
+        .central()
+        .await
+        .sell_through(300)
+        .await
+        .expect("sell-through");
+    let a = charted
+        .iter()
+        .find(|s| s.sku == "A-BAG")
+        .expect("A charted");
+    assert_eq!(a.sold.last(), Some(&4), "{a:?}");
+    assert!(a.sold.windows(2).all(|w| w[0] <= w[1]), "{a:?}");
+
     // B starts; its shoppers are served.
     for (edge, mixed) in edges.iter().zip(&both) {
         eventually("sale B to start", Duration::from_secs(15), || async {

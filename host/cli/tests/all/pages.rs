@@ -536,6 +536,11 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
                         return false;
                     }
                 }
+                // The chart: central's orders, from the sale's start, equal to the edges' count.
+                let shares = page.js(sold_share).await;
+                if shares[sku].as_f64() != Some(100.0 * sold as f64 / 400.0) {
+                    return false;
+                }
                 let unallocated = crate::support::ledger(&snapshot, sku).unallocated;
                 let wanted = [
                     ("stock-total", "400".to_owned()),
@@ -553,6 +558,18 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
         },
     )
     .await;
+    let charted = central
+        .sell_through(300)
+        .await
+        .expect("central's sell-through");
+    let from = page
+        .js("return Number(document.querySelector('#sell-chart').dataset.from)")
+        .await;
+    assert_eq!(
+        from.as_f64(),
+        Some(charted[0].starts_at as f64 / 1000.0),
+        "the chart starts at the sale's start"
+    );
     page.screenshot("dashboard").await;
     page.close().await;
 }

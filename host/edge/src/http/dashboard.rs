@@ -1,7 +1,8 @@
 //! `/admin/fleet`: the whole fleet as the operator dashboard shows it, gathered by whichever
-//! edge the dashboard reached: central's registry and stock levels, and each registered edge's
-//! `/admin/status`. Gathered at most once a second however many dashboards watch, so watching
-//! the rush costs it two small reads at central and one request per edge a second.
+//! edge the dashboard reached: central's registry, stock levels and sell-through, and each
+//! registered edge's `/admin/status`. Gathered at most once a second however many dashboards
+//! watch, so watching the rush costs it three small reads at central and one request per edge
+//! a second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use cart_central::StockLevel;
+use cart_central::{SellThrough, StockLevel};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -26,6 +27,8 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Longest wait for a peer's status, or for central: a slow one shows as down (or as central's
 /// error) rather than stalling the view, which is gathered under a lock.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+/// Most points of each SKU's sell-through chart, from its sale's start to now.
+const SELL_THROUGH_STEPS: i64 = 300;
 
 /// The fleet at one moment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,7 +38,9 @@ pub struct FleetView {
     pub edges: Vec<EdgeView>,
     /// Each SKU's stock as central counts it.
     pub stock: Vec<StockLevel>,
-    /// Why central's registry or stock could not be read.
+    /// How each SKU of `stock` sold from its sale's start, as central has the orders.
+    pub sell_through: Vec<SellThrough>,
+    /// Why central's registry, stock or sell-through could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub central_error: Option<String>,
 }
@@ -105,9 +110,10 @@ impl Dashboard {
 
     async fn gather(&self, edge: &Edge) -> FleetView {
         let me = &edge.config.edge_id;
-        let (registry, stock) = tokio::join!(
+        let (registry, stock, sell_through) = tokio::join!(
             bounded(edge.central.registry()),
-            bounded(edge.central.stock_levels())
+            bounded(edge.central.stock_levels()),
+            bounded(edge.central.sell_through(SELL_THROUGH_STEPS))
         );
         let mut central_error = None;
         let mut registry = registry.unwrap_or_else(|e| {
@@ -118,13 +124,16 @@ impl Dashboard {
             central_error.get_or_insert(format!("central's stock: {e}"));
             Vec::new()
         });
+        let mut sell_through = sell_through.unwrap_or_else(|e| {
+            central_error.get_or_insert(format!("central's sell-through: {e}"));
+            Vec::new()
+        });
         // Each code's SKU on sale now (or next, or last), as the edges' statuses count it.
         let (catalog, now) = (edge.catalog(), edge.clock.now());
-        stock.retain(|s| {
-            catalog
-                .sku(&s.sku, now)
-                .is_some_and(|e| e.sale_id == s.sale_id)
-        });
+        let shown =
+            |sale_id: &str, sku: &str| catalog.sku(sku, now).is_some_and(|e| e.sale_id == sale_id);
+        stock.retain(|s| shown(&s.sale_id, &s.sku));
+        sell_through.retain(|s| shown(&s.sale_id, &s.sku));
         if !registry.iter().any(|(id, _)| id == me) {
             registry.push((me.clone(), edge.url.clone()));
         }
@@ -150,6 +159,7 @@ impl Dashboard {
             at: rfc3339(edge.clock.now()),
             edges,
             stock,
+            sell_through,
             central_error,
         }
     }
