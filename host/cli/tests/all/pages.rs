@@ -12,7 +12,9 @@ use fantoccini::elements::Element;
 use hyper::StatusCode;
 use serde_json::Value;
 
-use crate::support::{ADMIN_TOKEN, CartRef, Fleet, TestEdge, audit_passes, eventually, repo, sale};
+use crate::support::{
+    ADMIN_TOKEN, CartRef, Client, Fleet, TestEdge, audit_passes, eventually, repo, sale,
+};
 
 /// Desktop and phone windows, in CSS pixels.
 const DESKTOP: (u32, u32) = (1200, 1000);
@@ -572,4 +574,91 @@ async fn the_dashboard_shows_the_fleet_as_its_edges_count_it_and_charts_the_rush
     );
     page.screenshot("dashboard").await;
     page.close().await;
+}
+
+/// `cart-host demo`, as `make run` starts it: the README's pictures of both pages. A shopper
+/// holds two of the demo's items; after a small load through both demo edges, the dashboard
+/// shows the sale from its start. Saved as `target/screenshots/readme-*.png`; `make
+/// screenshots` copies them to where the README shows them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_pictures_are_of_the_demo() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::demo_port();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args(["demo", "--port", &port.to_string(), "--data"])
+        .arg(data.path())
+        .args(["--create-rate", "0"])
+        .env("CART_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cart-host demo starts");
+    let edges = [port, port + 1].map(|p| Client::new(&format!("http://127.0.0.1:{p}")));
+    for edge in &edges {
+        eventually("the demo to serve", Duration::from_secs(60), || {
+            let edge = edge.clone();
+            async move { edge.healthy().await && edge.available("BAG-1").await > 0 }
+        })
+        .await;
+    }
+
+    let shop = Page::open(&format!("http://127.0.0.1:{port}/"), DESKTOP).await;
+    for sku in ["BAG-1", "WATCH-7"] {
+        shop.click(&format!("#items li[data-sku='{sku}'] button.add"))
+            .await;
+        shop.find(&format!("#cart-lines li[data-sku='{sku}']"))
+            .await;
+    }
+    shop.until_text("#cart-lines li[data-sku='WATCH-7'] .countdown", |t| {
+        countdown(t).is_some()
+    })
+    .await;
+    shop.screenshot("readme-storefront").await;
+    shop.close().await;
+
+    let load = tokio::spawn(demo_load(edges.clone(), Duration::from_secs(6)));
+    let dashboard = Page::open(&format!("http://127.0.0.1:{port}/admin/"), TALL).await;
+    let token = std::fs::read_to_string(data.path().join("admin-token")).expect("admin token");
+    dashboard
+        .find("#token")
+        .await
+        .send_keys(token.trim())
+        .await
+        .expect("typing");
+    dashboard.click("#login button[type='submit']").await;
+    assert!(load.await.expect("load") > 20, "the load was served");
+    let sold_share =
+        "return JSON.parse(document.querySelector('#sell-chart').dataset.last || '{}')";
+    dashboard
+        .until("every demo item charted as selling", || async {
+            let shares = dashboard.js(sold_share).await;
+            ["BAG-1", "SNEAKER-42", "WATCH-7"]
+                .iter()
+                .all(|sku| shares[sku].as_f64().is_some_and(|share| share > 0.0))
+        })
+        .await;
+    dashboard.screenshot("readme-dashboard").await;
+    dashboard.close().await;
+    demo.start_kill().expect("stop the demo");
+}
+
+/// Shoppers of the demo's three items through both of its edges for `for_how_long`, each
+/// checking out; how many updates were served.
+async fn demo_load(edges: [Client; 2], for_how_long: Duration) -> usize {
+    let until = Instant::now() + for_how_long;
+    let (mut updates, mut i) = (0, 0usize);
+    while Instant::now() < until {
+        let edge = &edges[i % 2];
+        let cart = edge.create_cart(&format!("shopper-{i}")).await;
+        let sku = ["BAG-1", "SNEAKER-42", "WATCH-7"][i % 3];
+        let (status, _) = edge.set(&cart, sku, 1).await;
+        updates += usize::from(status == StatusCode::OK);
+        if status == StatusCode::OK && i % 4 != 3 {
+            edge.checkout(&cart, &format!("k-{i}")).await;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    updates
 }

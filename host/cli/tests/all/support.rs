@@ -523,6 +523,16 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A port for `cart-host demo --port`: free, and the next one too (its second edge's).
+pub fn demo_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The repository's top folder.
 pub fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
