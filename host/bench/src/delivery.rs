@@ -14,7 +14,9 @@ use hdrhistogram::Histogram;
 use hyper::Method;
 use tokio::process::Command;
 
-use crate::harness::{BenchConfig, Edge, Rules, audit, measure, noon_sale, postgres_with_sale};
+use crate::harness::{
+    BenchConfig, Edge, Rules, TOKEN, audit, measure, noon_sale, postgres_with_sale,
+};
 use cart_edge::http_client::HttpClient;
 use cart_load::LoadReport;
 use cart_testkit::Nats;
@@ -167,9 +169,7 @@ async fn sample(
     let client = HttpClient::default();
     while !stop.load(Ordering::Relaxed) {
         for u in &urls {
-            if let Ok(r) = client
-                .get(&format!("{u}/admin/status"), Some("bench-token"))
-                .await
+            if let Ok(r) = client.get(&format!("{u}/admin/status"), Some(TOKEN)).await
                 && let Ok(v) = r.json()
             {
                 let ms = v["sync_lag_ms"].as_u64().unwrap_or(0);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{BenchConfig, Edge, Rules, audit, postgres_with_sale};
+use crate::harness::{BenchConfig, Edge, FLEET_SECRET, Rules, TOKEN, audit, postgres_with_sale};
 use cart_edge::http_client::HttpClient;
 
 /// Shoppers holding units on the edge that drains.
@@ -51,7 +51,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Draining> {
     std::fs::create_dir_all(&dir)?;
     let (_pg, central) = postgres_with_sale().await?;
     let secret = dir.join("fleet-secret");
-    std::fs::write(&secret, "bench-fleet-secret")?;
+    std::fs::write(&secret, FLEET_SECRET)?;
     let secret = secret.display().to_string();
     let extra = ["--fleet-secret-file", secret.as_str()];
     let mut one = Edge::start(cfg, &dir, "edge-1", &central, Rules::Component, &extra).await?;
@@ -121,7 +121,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Draining> {
         .send(
             Method::POST,
             &format!("{}/admin/drain", one.url),
-            &[("authorization", "Bearer bench-token")],
+            &[("authorization", &format!("Bearer {TOKEN}"))],
             "",
         )
         .await?;

@@ -65,7 +65,7 @@ impl Edge {
             .port();
         let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
         let token = dir.join("admin-token");
-        std::fs::write(&token, "bench-token")?;
+        std::fs::write(&token, TOKEN)?;
         let (program, command) = match rules {
             Rules::Component => (&cfg.host_bin, "serve"),
             Rules::Native => (&cfg.bench_bin, "edge"),
@@ -192,7 +192,7 @@ pub(crate) fn noon_sale(cfg: &BenchConfig, urls: &[String]) -> LoadConfig {
         curve: Curve::Noon,
         rate: 1_500.0,
         duration: Duration::from_secs_f64(cfg.step_secs * 2.0),
-        admin_token: Some("bench-token".into()),
+        admin_token: Some(TOKEN.into()),
         ..LoadConfig::default()
     }
 }
@@ -244,6 +244,11 @@ pub(crate) fn row(name: &str, r: &LoadReport) -> String {
         r.errors_total()
     )
 }
+
+/// The benchmark edges' operator token (as long as `serve` requires: 16 characters or more).
+pub(crate) const TOKEN: &str = "bench-operator-token";
+/// The benchmark fleets' shared secret.
+pub(crate) const FLEET_SECRET: &str = "bench-fleet-secret";
 
 pub(crate) const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
                           | --- | --- | --- | --- | --- | --- | --- | --- |\n";

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::harness::{BenchConfig, audit, measure, postgres_with_sale};
+use crate::harness::{BenchConfig, FLEET_SECRET, TOKEN, audit, measure, postgres_with_sale};
 use cart_central::time::wall_ms;
 use cart_edge::http_client::HttpClient;
 use cart_load::{Curve, LoadConfig, LoadReport, Scenario};
@@ -72,8 +72,8 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Scaling> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let (_pg, central) = postgres_with_sale().await?;
-    std::fs::write(dir.join("admin-token"), "bench-token")?;
-    std::fs::write(dir.join("fleet-secret"), "bench-fleet-secret")?;
+    std::fs::write(dir.join("admin-token"), TOKEN)?;
+    std::fs::write(dir.join("fleet-secret"), FLEET_SECRET)?;
     let free = || -> anyhow::Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -133,7 +133,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Scaling> {
             curve: Curve::Noon,
             rate: PEAK,
             duration: Duration::from_secs_f64(cfg.step_secs * 6.0),
-            admin_token: Some("bench-token".into()),
+            admin_token: Some(TOKEN.into()),
             ..LoadConfig::default()
         },
     )

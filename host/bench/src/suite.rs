@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use tokio::process::Command;
 
 use crate::harness::{
-    BenchConfig, Edge, Rules, TABLE_HEAD, audit, measure, noon_sale, postgres_with_sale, row,
-    two_edges, updates_fleet, wait_healthy,
+    BenchConfig, Edge, Rules, TABLE_HEAD, TOKEN, audit, measure, noon_sale, postgres_with_sale,
+    row, two_edges, updates_fleet, wait_healthy,
 };
 use crate::{budget, delivery, draining, faults, scaling, speed, watching};
 use cart_central::time::{rfc3339, wall_ms};
@@ -229,9 +229,7 @@ async fn fleet_sale(cfg: &BenchConfig) -> anyhow::Result<FleetRun> {
         tokio::spawn(async move {
             loop {
                 for u in &urls {
-                    if let Ok(r) = client
-                        .get(&format!("{u}/admin/status"), Some("bench-token"))
-                        .await
+                    if let Ok(r) = client.get(&format!("{u}/admin/status"), Some(TOKEN)).await
                         && let Ok(v) = r.json()
                     {
                         worst.fetch_max(v["sync_lag_ms"].as_i64().unwrap_or(0), Ordering::Relaxed);

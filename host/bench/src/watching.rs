@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BenchConfig, measure, two_edges};
+use crate::harness::{BenchConfig, TOKEN, measure, two_edges};
 use cart_edge::http_client::HttpClient;
 use cart_load::{LoadConfig, LoadReport, Scenario};
 
@@ -96,7 +96,7 @@ async fn poll(url: &str, i: usize, stop: &AtomicBool) -> Seen {
     let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        match client.get(url, Some("bench-token")).await {
+        match client.get(url, Some(TOKEN)).await {
             Ok(r) if r.status.is_success() => {
                 seen.times.push(started.elapsed().as_secs_f64() * 1000.0);
                 seen.bytes = seen.bytes.max(r.body.len());
