@@ -10,12 +10,15 @@
 
 mod db;
 mod ledger;
+mod pg_connect;
 mod postgres;
 mod sqlite;
 
 pub mod events;
 pub mod sale;
 pub mod time;
+
+pub use pg_connect::{redacted, with_password};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,8 +34,10 @@ pub const WANTED_FOR_MS: i64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
-    #[error("unsupported central URL {0:?}: use sqlite:PATH or postgres://user@host:port/db")]
+    #[error("unusable central URL {0}: use sqlite:PATH or postgres://user@host:port/db")]
     BadUrl(String),
+    #[error("central URL {url}: {why}")]
+    PostgresUrl { url: String, why: String },
     #[error("sale {sale_id} has started and differs from the one loaded: {}", differences.join("; "))]
     SaleChanged {
         sale_id: String,
@@ -477,7 +482,7 @@ impl Central {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Db::Postgres(postgres::Postgres::open(url, connections.max(1)).await?)
         } else {
-            return Err(CentralError::BadUrl(url.to_owned()));
+            return Err(CentralError::BadUrl(redacted(url)));
         };
         Ok(Self { db })
     }

@@ -2,12 +2,10 @@
 //! the ledger's synchronous code on a blocking thread, each statement awaited there; row locks
 //! taken by its `UPDATE`s serialize what SQLite's single writer serializes.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::CentralError;
@@ -31,6 +29,21 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Key of the advisory lock edges take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x00ca_47ed;
 
+/// A pool's error with every cause under it (a refused certificate is three causes down).
+fn pool_error(e: impl std::error::Error) -> CentralError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    CentralError::Pool(text)
+}
+
 pub struct Postgres {
     pool: Pool,
     /// Set once the schema is up to date: at open if PostgreSQL answers, else before the first
@@ -41,7 +54,7 @@ pub struct Postgres {
 impl Postgres {
     /// Opens a pool of at most `connections` and brings the schema up to date.
     pub async fn open(url: &str, connections: usize) -> Result<Self, CentralError> {
-        let mut config = tokio_postgres::Config::from_str(url)?;
+        let crate::pg_connect::Target { mut config, tls } = crate::pg_connect::target(url)?;
         // A caller cut off mid-transaction (a blackholed link sends no FIN) must not hold its
         // row locks, an edge's lease row among them, until TCP gives up hours later: the server
         // ends a session that sits in a transaction this long.
@@ -53,7 +66,7 @@ impl Postgres {
         config.options(options.trim());
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -66,7 +79,7 @@ impl Postgres {
             .create_timeout(Some(Duration::from_secs(2)))
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
-            .map_err(|e| CentralError::Pool(e.to_string()))?;
+            .map_err(pool_error)?;
         let db = Self {
             pool,
             migrated: tokio::sync::OnceCell::new(),
@@ -81,10 +94,7 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, CentralError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| CentralError::Pool(e.to_string()))
+        self.pool.get().await.map_err(pool_error)
     }
 
     async fn migrate(&self) -> Result<(), CentralError> {

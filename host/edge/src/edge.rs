@@ -94,8 +94,12 @@ impl Edge {
             Some(_) => Central::connect_with(&config.central_url, 1).await,
             None => Central::connect(&config.central_url).await,
         };
-        let central =
-            Arc::new(central.with_context(|| format!("opening central {}", config.central_url))?);
+        let central = Arc::new(central.with_context(|| {
+            format!(
+                "opening central {}",
+                cart_central::redacted(&config.central_url)
+            )
+        })?);
         let queue = match &config.queue_url {
             Some(url) => Some(cart_queue::Publisher::connect(url, &config.edge_id).await?),
             None => None,

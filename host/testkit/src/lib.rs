@@ -6,6 +6,7 @@
 //! fleet of real edges with a checker of what it promised ([`chaos`]); and a runner of a
 //! README's shell blocks, as a reader pastes them ([`readme`]).
 
+pub mod certs;
 pub mod chaos;
 pub mod link;
 pub mod readme;
@@ -19,6 +20,8 @@ pub struct Postgres {
     dir: TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Whether the server offers TLS (with the certificate in its data folder).
+    tls: bool,
 }
 
 /// Where the server binaries are: on the PATH, or Debian's versioned folder.
@@ -68,6 +71,19 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
     }
 }
 
+/// Writes a file only its owner may read, owned by `postgres` when we are root.
+fn write_owned(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if is_root() {
+        let mut c = Command::new("chown");
+        c.arg("postgres:postgres").arg(path);
+        run(c, "chown")?;
+    }
+    Ok(())
+}
+
 fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
     let out = c.output().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     anyhow::ensure!(
@@ -82,6 +98,16 @@ fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
 impl Postgres {
     /// Creates and starts a cluster on a free port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`Self::start`], offering TLS with this certificate (`ssl=on`); clients may still
+    /// connect without it unless [`Self::add_login`] says otherwise.
+    pub fn start_tls(server: &certs::Issued) -> anyhow::Result<Self> {
+        Self::start_with(Some(server))
+    }
+
+    fn start_with(server: Option<&certs::Issued>) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("cart-pg-").tempdir()?;
         if is_root() {
@@ -106,12 +132,55 @@ impl Postgres {
             "--no-sync",
         ]);
         run(initdb, "initdb")?;
+        if let Some(server) = server {
+            write_owned(&data.join("server.crt"), &server.cert_pem)?;
+            write_owned(&data.join("server.key"), &server.key_pem)?;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let pg = Self { dir, bin, port };
+        let pg = Self {
+            dir,
+            bin,
+            port,
+            tls: server.is_some(),
+        };
         pg.resume()?;
         Ok(pg)
+    }
+
+    /// A superuser `user` who logs in with `password` (SCRAM) and, if `tls_only`, only over
+    /// TLS; others keep logging in as before.
+    pub async fn add_login(
+        &self,
+        user: &str,
+        password: &str,
+        tls_only: bool,
+    ) -> anyhow::Result<()> {
+        let client = self.admin().await?;
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE \"{user}\" LOGIN SUPERUSER PASSWORD '{}'",
+                password.replace('\'', "''")
+            ))
+            .await?;
+        let hba = self.data().join("pg_hba.conf");
+        let mut lines = String::new();
+        if tls_only {
+            lines.push_str(&format!("hostnossl all {user} all reject\n"));
+        }
+        lines.push_str(&format!("host all {user} all scram-sha-256\n"));
+        let rest = std::fs::read_to_string(&hba)?;
+        std::fs::write(&hba, lines + &rest)?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        Ok(())
+    }
+
+    async fn admin(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
     }
 
     fn data(&self) -> PathBuf {
@@ -125,8 +194,13 @@ impl Postgres {
             .arg(self.data())
             .arg("-l")
             .arg(self.dir.path().join("server.log"));
+        let tls = if self.tls {
+            " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+        } else {
+            ""
+        };
         c.arg("-o").arg(format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200 -c fsync=off{tls}",
             self.port,
             self.dir.path().display()
         ));
@@ -145,10 +219,8 @@ impl Postgres {
 
     /// A fresh database in this cluster; its URL.
     pub async fn database(&self, name: &str) -> anyhow::Result<String> {
-        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        client
+        self.admin()
+            .await?
             .execute(&format!("CREATE DATABASE \"{name}\""), &[])
             .await?;
         Ok(format!(

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use cart_central::events::Order;
 use cart_central::time::{Millis, wall_ms};
 use cart_central::{Central, SkuKey, SkuLedger, Snapshot};
@@ -19,9 +20,8 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct AuditArgs {
-    /// Central database: sqlite:PATH or postgres://user@host:port/db.
-    #[arg(long, env = "CART_CENTRAL")]
-    central: String,
+    #[command(flatten)]
+    central: super::CentralArgs,
     /// An edge's URL; repeat for each. Default: every edge registered with central.
     #[arg(long = "edge", env = "CART_EDGES", value_delimiter = ',')]
     edges: Vec<String>,
@@ -36,7 +36,7 @@ pub struct AuditArgs {
 /// Runs the audit, prints its report, and fails unless it passed.
 pub async fn run_command(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let report = run(&AuditConfig {
-        central: args.central,
+        central: args.central.url()?,
         edges: args.edges,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         wait: Duration::from_secs(args.wait_secs),
@@ -102,7 +102,12 @@ pub struct AuditedEdge {
 }
 
 pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
-    let central = Central::connect(&config.central).await?;
+    let central = Central::connect(&config.central).await.with_context(|| {
+        format!(
+            "opening central {}",
+            cart_central::redacted(&config.central)
+        )
+    })?;
     let urls: Vec<String> = if config.edges.is_empty() {
         central
             .snapshot()

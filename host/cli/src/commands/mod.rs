@@ -18,10 +18,62 @@ pub mod sale;
 pub mod scale;
 pub mod serve;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use cart_edge::config::CreateRate;
+
+/// Where central is, as every command that reaches it takes it.
+#[derive(clap::Args, Clone)]
+pub struct CentralArgs {
+    /// Central database: sqlite:PATH or postgres://user@host:port/db. PostgreSQL takes libpq's
+    /// `sslmode` (disable, allow, prefer (the default), require, verify-ca, verify-full) and
+    /// `sslrootcert` (a PEM file, or `system`) in the URL. The password need not be in it: it
+    /// comes from --central-password-file, else `PGPASSWORD`, else `PGPASSFILE` or `~/.pgpass`.
+    #[arg(long = "central", env = "CART_CENTRAL")]
+    url: String,
+    /// A file holding central's PostgreSQL password.
+    #[arg(long, env = "CART_CENTRAL_PASSWORD_FILE")]
+    central_password_file: Option<PathBuf>,
+}
+
+impl CentralArgs {
+    /// The URL to connect with: the password file's password in it, if one was given. Print
+    /// [`Self::shown`], never this.
+    pub fn url(&self) -> anyhow::Result<String> {
+        match &self.central_password_file {
+            None => Ok(self.url.clone()),
+            Some(file) => {
+                let password = read_secret(file, "central password")?;
+                Ok(cart_central::with_password(&self.url, &password)?)
+            }
+        }
+    }
+
+    /// Opens central.
+    pub async fn connect(&self) -> anyhow::Result<cart_central::Central> {
+        cart_central::Central::connect(&self.url()?)
+            .await
+            .with_context(|| format!("opening central {}", self.shown()))
+    }
+
+    /// The URL as it may be printed: without a password.
+    pub fn shown(&self) -> String {
+        cart_central::redacted(&self.url)
+    }
+
+    /// The same flags, for a process this one starts (the password stays in its file).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--central".into(), self.url.clone().into()];
+        if let Some(file) = &self.central_password_file {
+            args.extend([
+                "--central-password-file".into(),
+                file.clone().into_os_string(),
+            ]);
+        }
+        args
+    }
+}
 
 /// What an edge's door allows one client address, as `serve` and `demo` take it.
 #[derive(clap::Args)]

@@ -16,9 +16,8 @@ pub struct RelayArgs {
     /// The NATS server (JetStream enabled) the edges publish to: nats://HOST:PORT.
     #[arg(long, env = "CART_QUEUE")]
     queue: String,
-    /// Central database: sqlite:PATH or postgres://user@host:port/db.
-    #[arg(long, env = "CART_CENTRAL")]
-    central: String,
+    #[command(flatten)]
+    central: super::CentralArgs,
     /// Most events applied in one central transaction.
     #[arg(long, env = "CART_RELAY_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -39,7 +38,7 @@ pub struct RelayArgs {
 pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let config = RelayConfig {
         queue_url: args.queue,
-        central_url: args.central,
+        central_url: args.central.url()?,
         batch: usize::try_from(args.batch)?,
         linger: Duration::from_millis(args.linger_ms),
         report_every: Duration::from_secs(args.report_secs),

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use cart_central::Loaded;
 use cart_central::sale::Sale;
 use cart_central::time::{Millis, parse_rfc3339, rfc3339, wall_ms};
-use cart_central::{Central, Loaded};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -16,9 +16,8 @@ pub enum SaleCommand {
     /// refused after, naming what differs. A sale sharing SKU codes with another one at the
     /// same time is refused.
     Load {
-        /// Central database: sqlite:PATH or postgres://user@host:port/db.
-        #[arg(long, env = "CART_CENTRAL")]
-        central: String,
+        #[command(flatten)]
+        central: super::CentralArgs,
         /// The sale file (JSON; see schema/sale.schema.json).
         file: PathBuf,
         /// Start the sale at this time instead of the file's (`now`, or an RFC 3339 time), keeping
@@ -28,15 +27,13 @@ pub enum SaleCommand {
     },
     /// The calendar: every sale, past, running and scheduled, with its units.
     List {
-        /// Central database: sqlite:PATH or postgres://user@host:port/db.
-        #[arg(long, env = "CART_CENTRAL")]
-        central: String,
+        #[command(flatten)]
+        central: super::CentralArgs,
     },
     /// End a sale now: its holds are released and its unsold units come back to central.
     End {
-        /// Central database: sqlite:PATH or postgres://user@host:port/db.
-        #[arg(long, env = "CART_CENTRAL")]
-        central: String,
+        #[command(flatten)]
+        central: super::CentralArgs,
         /// The sale's id.
         sale_id: String,
     },
@@ -51,7 +48,7 @@ pub async fn run(command: SaleCommand) -> anyhow::Result<ExitCode> {
         } => load(&central, &file, starts_at).await?,
         SaleCommand::List { central } => list(&central).await?,
         SaleCommand::End { central, sale_id } => {
-            let ended = Central::connect(&central).await?.end_sale(&sale_id).await?;
+            let ended = central.connect().await?.end_sale(&sale_id).await?;
             println!(
                 "sale {sale_id} ends at {}, once every edge can know it (after the leases \
                  central has granted): no hold or order after that; edges then release its \
@@ -63,8 +60,8 @@ pub async fn run(command: SaleCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(central: &str) -> anyhow::Result<()> {
-    let db = Central::connect(central).await?;
+async fn list(central: &super::CentralArgs) -> anyhow::Result<()> {
+    let db = central.connect().await?;
     let sales = db.sales_ending_after(Millis::MIN).await?;
     let snapshot = db.snapshot().await?;
     let now = wall_ms();
@@ -151,14 +148,18 @@ fn parse_start(s: &str) -> Result<Millis, String> {
     }
 }
 
-async fn load(central: &str, file: &Path, starts_at: Option<Millis>) -> anyhow::Result<()> {
+async fn load(
+    central: &super::CentralArgs,
+    file: &Path,
+    starts_at: Option<Millis>,
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut sale = Sale::parse(&text).with_context(|| format!("refusing {}", file.display()))?;
     if let Some(at) = starts_at {
         sale = sale.moved_to(at);
     }
-    let db = Central::connect(central).await?;
+    let db = central.connect().await?;
     let known = db
         .sales_ending_after(Millis::MIN)
         .await?

@@ -33,9 +33,8 @@ use serde::Serialize;
 
 #[derive(Args)]
 pub struct ScaleArgs {
-    /// Central database: sqlite:PATH or postgres://user@host:port/db.
-    #[arg(long, env = "CART_CENTRAL")]
-    central: String,
+    #[command(flatten)]
+    central: super::CentralArgs,
     /// The one address shoppers use: each request goes on to a ready edge.
     #[arg(long, env = "CART_SCALE_LISTEN", default_value = "127.0.0.1:8000")]
     listen: String,
@@ -334,7 +333,7 @@ fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
         .args(["--edge-id", &id])
         .arg("--data")
         .arg(args.data.join(&id))
-        .args(["--central", &args.central])
+        .args(args.central.to_args())
         .args(&args.serve_args)
         .stdin(Stdio::null())
         .kill_on_drop(false);

@@ -22,9 +22,8 @@ pub struct ServeArgs {
     /// This edge's id, unique in the fleet.
     #[arg(long, env = "CART_EDGE_ID")]
     edge_id: String,
-    /// Central database: sqlite:PATH or postgres://user@host:port/db.
-    #[arg(long, env = "CART_CENTRAL")]
-    central: String,
+    #[command(flatten)]
+    central: super::CentralArgs,
     /// The cart component to run while the edge has none stored (default: the one built in).
     #[arg(long, env = "CART_MODULE")]
     module: Option<PathBuf>,
@@ -117,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         trusted_keys,
         edge_id: args.edge_id,
         data_dir: args.data,
-        central_url: args.central,
+        central_url: args.central.url()?,
         module: crate::module_or_built_in(args.module.as_deref())?,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         public_url: args.public_url,

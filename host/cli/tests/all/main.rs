@@ -51,3 +51,6 @@ mod pages;
 mod commands;
 // README.md, run as a reader pastes it, block by block; and the runner failing on a broken block.
 mod readme;
+// Across a real network: central's PostgreSQL over TLS as libpq's users set it up, its password
+// kept out of URLs and logs.
+mod network;

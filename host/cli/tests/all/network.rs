@@ -1,0 +1,228 @@
+//! Across a real network: central's PostgreSQL reached over TLS, set up as libpq's users set it
+//! up (`sslmode`, `sslrootcert`, a password file, `PGPASSWORD`), its certificate checked, and its
+//! password never printed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use cart_testkit::Postgres;
+use cart_testkit::certs::TestCa;
+use hyper::StatusCode;
+
+use crate::one_fleet::start;
+use crate::support::Fleet;
+
+const PASSWORD: &str = "pa55-w0rd-that-must-not-show";
+
+/// `cart-host ARGS`, with these environment variables.
+fn cart_host(args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", "/nonexistent")
+        .envs(env.iter().copied())
+        .output()
+        .expect("cart-host runs")
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Writes `text` to `dir/name`, readable by its owner only; its path.
+fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+/// A PostgreSQL server offering TLS with a certificate for `names`, issued by `ca`.
+fn tls_server(ca: &TestCa, names: &[&str]) -> Postgres {
+    let server = ca.issue(names).expect("a server certificate");
+    Postgres::start_tls(&server).expect("a PostgreSQL cluster with TLS")
+}
+
+/// A fleet whose central is a PostgreSQL that admits its login only over TLS, with a password:
+/// the sale is loaded with `sale load`, an edge process sells, `audit` passes; the password,
+/// from a file and from `PGPASSWORD`, shows in no output and no log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_sells_and_audits_with_central_over_verified_tls_and_a_password_kept_secret() {
+    let ca = TestCa::new("cart test CA").expect("a CA");
+    let pg = tls_server(&ca, &["localhost", "127.0.0.1"]);
+    pg.add_login("cart", PASSWORD, true).await.expect("a login");
+    pg.database("tls_central").await.expect("a database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let url = format!(
+        "postgres://cart@localhost:{}/tls_central?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        ca_file.display()
+    );
+    let password_file = secret_file(dir.path(), "central-password", PASSWORD);
+    let password_file = password_file.to_str().expect("a path");
+
+    let sale_file = dir.path().join("sale.json");
+    let sale_text = serde_json::json!({
+        "sale_id": "tls-sale", "starts_at": "2026-01-01T12:00:00Z", "ends_at": "2099-01-01T12:00:00Z",
+        "hold_ttl_seconds": 600,
+        "skus": [{"sku": "BAG-1", "name": "Bag", "price_cents": 1000, "stock": 20,
+                  "limit_per_customer": 2}]
+    });
+    std::fs::write(&sale_file, sale_text.to_string()).expect("write");
+    let the_sale = cart_central::sale::Sale::parse(&sale_text.to_string()).expect("a sale");
+    let loaded = cart_host(
+        &[
+            "sale",
+            "load",
+            "--central",
+            &url,
+            "--central-password-file",
+            password_file,
+            sale_file.to_str().expect("a path"),
+        ],
+        &[],
+    );
+    assert!(loaded.status.success(), "{}", said(&loaded));
+
+    // The test's own handle on central, and an edge process taking the password from its file.
+    let fleet = Fleet::on(
+        cart_central::with_password(&url, PASSWORD).expect("URL"),
+        &the_sale,
+    )
+    .await;
+    let edge = start(
+        &fleet,
+        "edge-1",
+        &["--central", &url, "--central-password-file", password_file],
+    )
+    .await;
+    let cart = edge.client.create_cart("c-1").await;
+    crate::support::eventually(
+        "the first grant",
+        std::time::Duration::from_secs(15),
+        || async { edge.client.available("BAG-1").await > 0 },
+    )
+    .await;
+    assert_eq!(edge.client.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
+    assert_eq!(
+        edge.client.checkout(&cart, "k-1").await.0,
+        StatusCode::CREATED
+    );
+
+    // The audit, with the password from PGPASSWORD.
+    let token_file = fleet.dir.path().join("admin-token");
+    let audited = cart_host(
+        &[
+            "audit",
+            "--central",
+            &url,
+            "--admin-token-file",
+            token_file.to_str().expect("a path"),
+            "--edge",
+            &edge.client.url,
+        ],
+        &[("PGPASSWORD", PASSWORD)],
+    );
+    assert!(audited.status.success(), "{}", said(&audited));
+
+    // A wrong password is refused, and neither password is printed.
+    let wrong = secret_file(dir.path(), "wrong", "not-the-password");
+    let refused = cart_host(
+        &[
+            "sale",
+            "list",
+            "--central",
+            &cart_central::with_password(&url, "also-secret").expect("URL"),
+        ],
+        &[],
+    );
+    assert!(!refused.status.success());
+    let text = said(&refused);
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("also-secret"), "{text}");
+    let refused = cart_host(
+        &[
+            "sale",
+            "list",
+            "--central",
+            &url,
+            "--central-password-file",
+            wrong.to_str().expect("a path"),
+        ],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(!said(&refused).contains("not-the-password"));
+    let log = std::fs::read_to_string(fleet.dir.path().join("edge-1.log")).unwrap_or_default();
+    assert!(!log.contains(PASSWORD), "{log}");
+    for out in [&loaded, &audited] {
+        assert!(!said(out).contains(PASSWORD));
+    }
+}
+
+/// `verify-full` refuses a certificate for another host, naming both; `verify-ca` takes it (the
+/// chain is good) but not one from an authority it does not trust; `require` refuses a server
+/// without TLS; a login the server admits only over TLS is refused with `sslmode=disable`.
+#[tokio::test(flavor = "multi_thread")]
+async fn central_refuses_the_wrong_certificate_and_plain_text_when_tls_is_wanted() {
+    let ca = TestCa::new("cart test CA").expect("a CA");
+    let pg = tls_server(&ca, &["db.example"]);
+    pg.add_login("cart", PASSWORD, true).await.expect("a login");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let stranger = dir.path().join("stranger.pem");
+    std::fs::write(&stranger, TestCa::new("stranger").expect("CA").cert_pem()).expect("write");
+    let list = |mode: &str, root: &Path| {
+        let url = format!(
+            "postgres://cart@localhost:{}/postgres?sslmode={mode}&sslrootcert={}",
+            pg.port,
+            root.display()
+        );
+        cart_host(
+            &["sale", "list", "--central", &url],
+            &[("PGPASSWORD", PASSWORD)],
+        )
+    };
+
+    let out = list("verify-full", &ca_file);
+    assert!(!out.status.success());
+    let text = said(&out);
+    println!("verify-full, a certificate for another host: {text}");
+    assert!(
+        text.contains("not valid for name") && text.contains("localhost"),
+        "{text}"
+    );
+    assert!(text.contains("db.example"), "{text}");
+
+    let out = list("verify-ca", &ca_file);
+    assert!(out.status.success(), "{}", said(&out));
+
+    let out = list("verify-ca", &stranger);
+    assert!(!out.status.success());
+    assert!(said(&out).contains("UnknownIssuer"), "{}", said(&out));
+
+    let out = list("disable", &ca_file);
+    assert!(!out.status.success());
+    assert!(said(&out).contains("no encryption"), "{}", said(&out));
+
+    let plain = Postgres::start().expect("a PostgreSQL cluster");
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require",
+        plain.port
+    );
+    let out = cart_host(&["sale", "list", "--central", &url], &[]);
+    assert!(!out.status.success());
+    assert!(said(&out).contains("TLS"), "{}", said(&out));
+    // And with no sslmode (prefer), the plain server is used as before.
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", plain.port);
+    let out = cart_host(&["sale", "list", "--central", &url], &[]);
+    assert!(out.status.success(), "{}", said(&out));
+}
