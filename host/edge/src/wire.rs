@@ -26,6 +26,9 @@ pub const MODULE_VERSION: &str = "x-module-version";
 pub const MODULE_SIGNATURE: &str = "x-module-signature";
 /// The key a checkout is idempotent by.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// A request's id: taken from the client when well-formed, passed on across a forward, returned
+/// in every answer and carried by the request's log lines.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// Where the receiving edge takes hand-offs.
 pub const HANDOFF_PATH: &str = "/fleet/handoffs";

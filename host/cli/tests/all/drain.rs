@@ -107,7 +107,8 @@ async fn settled(edge: &Client, cart: &CartRef) -> Value {
 /// drained edge exits 0 and leaves the registry, and the audit passes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_edge_hands_every_cart_to_the_others_under_load_and_exits_0() {
-    let fleet = Fleet::new(&sale(&[("BAG-1", 2_000, 4)], -60)).await;
+    // Stock to spare: the subject is the hand-off, not escrow's rebalancing.
+    let fleet = Fleet::new(&sale(&[("BAG-1", 20_000, 4)], -60)).await;
     let mut one = start(&fleet, "edge-1", &[]).await;
     let two = start(&fleet, "edge-2", &[]).await;
     let three = start(&fleet, "edge-3", &[]).await;

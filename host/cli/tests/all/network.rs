@@ -7,7 +7,7 @@ use std::process::Output;
 
 use cart_testkit::Postgres;
 use cart_testkit::certs::TestCa;
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 use crate::one_fleet::start;
 use crate::support::Fleet;
@@ -225,4 +225,68 @@ async fn central_refuses_the_wrong_certificate_and_plain_text_when_tls_is_wanted
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", plain.port);
     let out = cart_host(&["sale", "list", "--central", &url], &[]);
     assert!(out.status.success(), "{}", said(&out));
+}
+
+/// A shopper whose cart's edge is gone is told so in a shopper's words, never the peer's address
+/// or a library's error; the answer's `X-Request-Id` (the client's own, when well-formed) finds
+/// the detail in the edge's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_behind_the_edge_is_told_in_shoppers_words_and_logged_by_request_id() {
+    let fleet = Fleet::new(&crate::support::sale(&[("BAG-1", 50, 2)], -60)).await;
+    let one = start(&fleet, "edge-1", &[]).await;
+    let mut two = start(&fleet, "edge-2", &[]).await;
+    let cart = two.client.create_cart("c-2").await;
+    two.child.start_kill().expect("kill -9");
+    two.child.wait().await.expect("reaped");
+
+    let path = format!("/v1/carts/{}", cart.id);
+    let r = one
+        .client
+        .send(
+            Method::GET,
+            &path,
+            Some(&cart.token),
+            &[("x-request-id", "shopper-req-42")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["x-request-id"], "shopper-req-42");
+    assert!(r.headers.contains_key("retry-after"));
+    let body: serde_json::Value = r.json().expect("JSON");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not answering"), "{body}");
+    for internal in ["127.0.0.1", "http", "edge-2", "error", "refused", "connect"] {
+        assert!(!message.contains(internal), "{internal}: {body}");
+    }
+    let log = fleet.dir.path().join("edge-1.log");
+    crate::support::eventually(
+        "the detail logged with the request's id",
+        std::time::Duration::from_secs(5),
+        || async {
+            std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.lines().any(|line| {
+                    line.contains("request shopper-req-42: answered 503")
+                        && line.contains("edge-2 does not answer")
+                })
+            })
+        },
+    )
+    .await;
+
+    // A malformed id is replaced by one of the edge's own; every answer carries one.
+    for given in ["has spaces in it", &"x".repeat(65), ""] {
+        let r = one
+            .client
+            .send(
+                Method::GET,
+                "/healthz",
+                None,
+                &[("x-request-id", given)],
+                "",
+            )
+            .await;
+        let id = r.headers["x-request-id"].to_str().expect("ASCII");
+        assert!(id.starts_with("r_") && id.len() == 34, "{given:?} -> {id}");
+    }
 }

@@ -152,7 +152,16 @@ async fn an_edge_cut_off_from_central_stops_before_a_take_over_and_loses_no_orde
         &fleet,
         "edge-1",
         "edge-1",
-        &["--central", &via, "--lease-secs", "3"],
+        // A shopper short of units waits for central as long as in production (the harness's
+        // 5 s would outlast the 3 s lease this test times).
+        &[
+            "--central",
+            &via,
+            "--lease-secs",
+            "3",
+            "--shortage-wait-ms",
+            "150",
+        ],
     )
     .await;
     eventually("units at edge-1", Duration::from_secs(10), || async {

@@ -102,7 +102,9 @@ impl Dashboard {
             return Ok(body.clone());
         }
         let view = self.gather(edge).await;
-        let body = serde_json::to_vec(&view).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let body = serde_json::to_vec(&view).map_err(|e| {
+            ApiError::internal("the fleet view could not be written", e.to_string())
+        })?;
         let body = Bytes::from(body);
         *last = Some((Instant::now(), body.clone()));
         Ok(body)

@@ -62,6 +62,11 @@ pub enum ApiError {
     Overloaded,
     #[error("not ready: {0}")]
     Unavailable(String),
+    /// Something behind the edge failed (a peer, central, the disk): the client is told `said`,
+    /// in its words; `detail`, which may name addresses and libraries, goes to the log with the
+    /// request's id, which the answer carries in `X-Request-Id`.
+    #[error("{said}")]
+    Internal { said: &'static str, detail: String },
 }
 
 impl ApiError {
@@ -91,7 +96,9 @@ impl ApiError {
             }
             Self::GuestFault => (StatusCode::INTERNAL_SERVER_ERROR, "guest_fault"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unavailable(_) | Self::Internal { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
         }
     }
 
@@ -101,12 +108,37 @@ impl ApiError {
 
     /// The edge could not read what an answer needs (its database, say).
     pub fn unavailable(e: anyhow::Error) -> Self {
-        Self::Unavailable(format!("{e:#}"))
+        Self::internal(STORE_SAID, format!("{e:#}"))
+    }
+
+    /// A failure behind the edge: `said` to the client, `detail` to the log.
+    pub fn internal(said: &'static str, detail: impl Into<String>) -> Self {
+        Self::Internal {
+            said,
+            detail: detail.into(),
+        }
     }
 }
 
+tokio::task_local! {
+    /// The id of the request being answered (see [`super::middleware::observe`]).
+    pub static THIS_REQUEST: HeaderValue;
+}
+
+/// What a client is told when this edge's own database fails it.
+const STORE_SAID: &str = "this edge cannot read or store carts just now; try again";
+/// What a client is told when central (the fleet's directory) does not answer.
+const CENTRAL_SAID: &str = "the fleet cannot be reached just now; try again";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Internal { said, detail } = &self {
+            let id = THIS_REQUEST.try_with(|id| id.to_str().unwrap_or_default().to_owned());
+            tracing::warn!(
+                "request {}: answered 503 ({said}): {detail}",
+                id.as_deref().unwrap_or("-")
+            );
+        }
         let (status, code) = self.status_and_code();
         let mut error = json!({"code": code, "message": self.to_string()});
         let extra: Option<(&str, Value)> = match &self {
@@ -166,7 +198,7 @@ impl From<CartFailure> for ApiError {
                 limit: crate::carts::MAX_OPEN_CARTS,
             },
             CartFailure::Fault(_) => Self::GuestFault,
-            CartFailure::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
+            CartFailure::Storage(e) => Self::internal(STORE_SAID, format!("edge database: {e}")),
         }
     }
 }
@@ -176,7 +208,7 @@ impl From<ShopError> for ApiError {
         match e {
             ShopError::Cart(failure) => failure.into(),
             ShopError::Write(w) => w.into(),
-            ShopError::Read(e) => Self::Unavailable(format!("{e:#}")),
+            ShopError::Read(e) => Self::unavailable(e),
             ShopError::NotSelling(why) => Self::Unavailable(why),
         }
     }
@@ -188,7 +220,10 @@ impl From<DeployError> for ApiError {
         match e {
             D::UnknownVersion(_) => Self::NotFound("module version"),
             D::Write(w) => w.into(),
-            D::Task(t) => Self::Unavailable(format!("compiling: {t}")),
+            D::Task(t) => Self::internal(
+                "the module could not be compiled here; try again",
+                format!("compiling: {t}"),
+            ),
             refused => Self::Unprocessable(refused.to_string()),
         }
     }
@@ -198,7 +233,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Overloaded => Self::Overloaded,
-            WriteError::Storage(e) => Self::Unavailable(format!("edge database: {e}")),
+            WriteError::Storage(e) => Self::internal(STORE_SAID, format!("edge database: {e}")),
             WriteError::Stopped => Self::Unavailable("shutting down".into()),
         }
     }
@@ -218,6 +253,9 @@ impl From<CustomerError> for ApiError {
 
 impl From<FleetError> for ApiError {
     fn from(e: FleetError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            FleetError::NoPeer => Self::Unavailable(e.to_string()),
+            e => Self::internal(CENTRAL_SAID, e.to_string()),
+        }
     }
 }

@@ -22,10 +22,13 @@ use crate::edge::Edge;
 use crate::fleet::{Peer, Route, edge_tag};
 use crate::handoff;
 use crate::http_client::join;
-use crate::wire::{CART_EDGE, FLEET_SECRET, FORWARDED_BY, IDEMPOTENCY_KEY, MODULE_VERSION};
+use crate::wire::{
+    CART_EDGE, FLEET_SECRET, FORWARDED_BY, IDEMPOTENCY_KEY, MODULE_VERSION, REQUEST_ID,
+};
 
 /// What a forward passes on: the storefront's credentials and body, and the owner's answer.
-const REQUEST_HEADERS: [&str; 3] = ["authorization", "content-type", IDEMPOTENCY_KEY];
+/// `x-request-id` carries the request's id across the hop, so both edges log it.
+const REQUEST_HEADERS: [&str; 4] = ["authorization", "content-type", IDEMPOTENCY_KEY, REQUEST_ID];
 /// `date` is the owner's request clock, which the cart's hold expiries are in.
 const RESPONSE_HEADERS: [&str; 5] = [
     "content-type",
@@ -81,10 +84,10 @@ async fn forward_once(
         .send(parts.method.clone(), &url, &headers, body)
         .await
         .map_err(|e| {
-            ApiError::Unavailable(format!(
-                "the cart's edge {} does not answer: {e:#}",
-                peer.edge_id
-            ))
+            ApiError::internal(
+                "the edge that holds this cart is not answering; try again",
+                format!("the cart's edge {} does not answer: {e:#}", peer.edge_id),
+            )
         })?;
     edge.metrics.forwarded_in(started.elapsed());
     let unavailable = answer.status == StatusCode::SERVICE_UNAVAILABLE

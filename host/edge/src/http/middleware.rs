@@ -20,7 +20,7 @@ use crate::customer;
 use crate::edge::Edge;
 use crate::locks;
 use crate::metrics::RequestLabels;
-use crate::wire::{CART_EDGE, HANDOFF_PATH, IDEMPOTENCY_KEY, MODULE_VERSION};
+use crate::wire::{CART_EDGE, HANDOFF_PATH, IDEMPOTENCY_KEY, MODULE_VERSION, REQUEST_ID};
 
 /// CORS for a browser storefront on another origin: preflights answered, the cart token and
 /// idempotency key allowed in, the owner and module headers let out.
@@ -34,9 +34,11 @@ pub fn cors(origins: &[HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static(IDEMPOTENCY_KEY),
+                HeaderName::from_static(REQUEST_ID),
             ])
             .expose_headers([
                 header::RETRY_AFTER,
+                HeaderName::from_static(REQUEST_ID),
                 HeaderName::from_static(CART_EDGE),
                 HeaderName::from_static(MODULE_VERSION),
             ])
@@ -44,14 +46,38 @@ pub fn cors(origins: &[HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
     })
 }
 
-/// Counts and times every request by route and status.
-pub async fn observe(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+/// The request's id: the client's `X-Request-Id` when it is well-formed (1 to 64 letters,
+/// digits, `.`, `_` or `-`: an edge forwarding a request passes it on), else a new one.
+fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&crate::ids::new_id("r")).unwrap_or(HeaderValue::from_static("r"))
+        })
+}
+
+/// Counts and times every request by route and status; gives it an id, which its answer
+/// returns in `X-Request-Id` and a failure's log line names.
+pub async fn observe(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let id = request_id(req.headers());
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
-    let mut response = next.run(req).await;
+    let mut response = super::error::THIS_REQUEST
+        .scope(id.clone(), next.run(req))
+        .await;
+    response.headers_mut().insert(REQUEST_ID, id);
     let took = started.elapsed();
     let labels = RequestLabels {
         route,
