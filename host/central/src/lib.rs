@@ -32,6 +32,21 @@ use crate::time::{Millis, wall_ms};
 /// their spare units back.
 pub const WANTED_FOR_MS: i64 = 2_000;
 
+/// An error and every cause under it, once each (some errors print their cause themselves).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
     #[error("unusable central URL {0}: use sqlite:PATH or postgres://user@host:port/db")]

@@ -31,17 +31,7 @@ const MIGRATION_LOCK: i64 = 0x00ca_47ed;
 
 /// A pool's error with every cause under it (a refused certificate is three causes down).
 fn pool_error(e: impl std::error::Error) -> CentralError {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !text.ends_with(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = c.source();
-    }
-    CentralError::Pool(text)
+    CentralError::Pool(crate::with_causes(&e))
 }
 
 pub struct Postgres {

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one edge host.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(sale::SaleCommand),
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Sale(command) => sale::run(command).await,
             Command::Deploy(args) => deploy::run_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,

@@ -58,6 +58,8 @@ pub struct EdgeConfig {
     /// With it (`nats://HOST:PORT`), the outbox goes to JetStream instead of straight to
     /// central, and central is asked only for grants, returns and the edge's lease.
     pub queue_url: Option<String>,
+    /// TLS roots and credentials for NATS.
+    pub queue_auth: cart_queue::QueueAuth,
     /// Failed operator logins one client address may make a minute before it is refused for a
     /// minute (0: no limit; see `http::middleware::Logins`).
     pub failed_logins_per_minute: u32,
@@ -143,6 +145,7 @@ impl Default for EdgeConfig {
             create_rate: CreateRate::default(),
             trusted_proxies: Vec::new(),
             queue_url: None,
+            queue_auth: cart_queue::QueueAuth::default(),
             drain_timeout: Duration::from_secs(30),
             failed_logins_per_minute: 10,
             http: HttpLimits::default(),

@@ -101,7 +101,9 @@ impl Edge {
             )
         })?);
         let queue = match &config.queue_url {
-            Some(url) => Some(cart_queue::Publisher::connect(url, &config.edge_id).await?),
+            Some(url) => Some(
+                cart_queue::Publisher::connect(url, &config.queue_auth, &config.edge_id).await?,
+            ),
             None => None,
         };
         // Central's sales if it answers; else the copy this edge stored last time.

@@ -27,6 +27,7 @@
 
 pub mod relay;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -103,20 +104,70 @@ pub enum QueueError {
     Encode { seq: i64, why: String },
 }
 
-/// Connects to NATS, retrying in the background while the server is away.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, QueueError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
+/// How to reach NATS beyond its URL: the roots its TLS certificate is checked against, and the
+/// credentials it asks for. A `tls://` URL, or roots given, make TLS required.
+#[derive(Clone, Default)]
+pub struct QueueAuth {
+    /// PEM roots to check the server's certificate against (else the system's).
+    pub ca: Option<PathBuf>,
+    /// A user name and password.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for QueueAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueAuth")
+            .field("ca", &self.ca)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .finish()
+    }
+}
+
+/// Connects to NATS, retrying in the background while the server is away. A first attempt is
+/// made on its own, so that what stops it (a certificate, a password) is logged with its cause:
+/// the background retries only say what kind of error each one met.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    auth: &QueueAuth,
+) -> Result<async_nats::Client, QueueError> {
+    let options = || {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .max_reconnects(None)
+            // A restarted server is found again within a second.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * u64::try_from(attempts).unwrap_or(10).min(10))
+            })
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::ServerError(e) => tracing::warn!("NATS refused: {e}"),
+                    async_nats::Event::ClientError(e) => tracing::warn!("NATS: {e}"),
+                    _ => {}
+                }
+            });
+        if let Some((user, password)) = &auth.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(ca) = &auth.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        options
+    };
+    match options().connect(url).await {
+        Ok(client) => return Ok(client),
+        Err(e) => tracing::warn!(
+            "NATS {}: {}; trying again in the background",
+            cart_central::redacted(url),
+            cart_central::with_causes(&e)
+        ),
+    }
+    options()
         .retry_on_initial_connect()
-        .max_reconnects(None)
-        // A restarted server is found again within a second.
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis(100 * u64::try_from(attempts).unwrap_or(10).min(10))
-        })
         .connect(url)
         .await
         .map_err(|source| QueueError::Connect {
-            url: url.to_owned(),
+            url: cart_central::redacted(url),
             source,
         })
 }
@@ -152,8 +203,8 @@ pub struct Publisher {
 
 impl Publisher {
     /// Connects in the background: the edge starts (and sells) while the server is away.
-    pub async fn connect(url: &str, edge_id: &str) -> Result<Self, QueueError> {
-        let client = connect(url, &format!("cart-edge {edge_id}")).await?;
+    pub async fn connect(url: &str, auth: &QueueAuth, edge_id: &str) -> Result<Self, QueueError> {
+        let client = connect(url, &format!("cart-edge {edge_id}"), auth).await?;
         Ok(Self {
             js: jetstream::context::ContextBuilder::new()
                 .timeout(Duration::from_secs(5))

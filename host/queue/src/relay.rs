@@ -39,8 +39,10 @@ use crate::{CONSUMER, Envelope, connect, ensure_stream};
 /// How a relay is run.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    /// `nats://HOST:PORT`.
+    /// `nats://HOST:PORT` (or `tls://HOST:PORT`).
     pub queue_url: String,
+    /// TLS roots and credentials for NATS.
+    pub queue_auth: crate::QueueAuth,
     pub central_url: String,
     /// Most messages applied in one central transaction.
     pub batch: usize,
@@ -55,6 +57,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             queue_url: "nats://127.0.0.1:4222".into(),
+            queue_auth: crate::QueueAuth::default(),
             central_url: "sqlite:data/central.db".into(),
             batch: 500,
             linger: Duration::from_millis(10),
@@ -159,7 +162,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // One transaction at a time: one connection.
     let central = Central::connect_with(&config.central_url, 1).await?;
-    let client = connect(&config.queue_url, "cart-relay").await?;
+    let client = connect(&config.queue_url, "cart-relay", &config.queue_auth).await?;
     let js = jetstream::new(client);
     let mut report = Report::new();
     let mut keys = Keys::default();

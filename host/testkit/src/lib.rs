@@ -254,22 +254,58 @@ pub struct Nats {
     dir: TempDir,
     pub port: u16,
     server: Option<std::process::Child>,
+    /// TLS and a user's password, when the server asks for them.
+    secured: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
+        let mut nats = Self::start_stopped()?;
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    /// [`Self::start`], speaking TLS only, with this certificate, and admitting only `user`
+    /// with `password`.
+    pub fn start_secured(
+        server: &certs::Issued,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let mut nats = Self::start_stopped()?;
+        let (cert, key) = (
+            nats.dir.path().join("server.crt"),
+            nats.dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, &server.cert_pem)?;
+        std::fs::write(&key, &server.key_pem)?;
+        nats.secured = vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            cert.display().to_string(),
+            "--tlskey".into(),
+            key.display().to_string(),
+            "--user".into(),
+            user.into(),
+            "--pass".into(),
+            password.into(),
+        ];
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    fn start_stopped() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cart-nats-").tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut nats = Self {
+        Ok(Self {
             dir,
             port,
             server: None,
-        };
-        nats.resume()?;
-        Ok(nats)
+            secured: Vec::new(),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -292,6 +328,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.secured)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

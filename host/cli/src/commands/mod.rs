@@ -75,6 +75,34 @@ impl CentralArgs {
     }
 }
 
+/// How to reach NATS beyond its URL, as `serve` and `relay` take it.
+#[derive(clap::Args)]
+pub struct QueueAuthArgs {
+    /// PEM roots to check the NATS server's TLS certificate against; TLS is then required (as
+    /// with a `tls://` URL, which otherwise checks against the system's roots).
+    #[arg(long, env = "CART_QUEUE_CA")]
+    queue_ca: Option<PathBuf>,
+    /// A NATS user to log in as; the password is in --queue-password-file.
+    #[arg(long, env = "CART_QUEUE_USER", requires = "queue_password_file")]
+    queue_user: Option<String>,
+    /// A file holding --queue-user's password.
+    #[arg(long, env = "CART_QUEUE_PASSWORD_FILE", requires = "queue_user")]
+    queue_password_file: Option<PathBuf>,
+}
+
+impl QueueAuthArgs {
+    pub fn auth(&self) -> anyhow::Result<cart_queue::QueueAuth> {
+        let user = match (&self.queue_user, &self.queue_password_file) {
+            (Some(user), Some(file)) => Some((user.clone(), read_secret(file, "NATS password")?)),
+            _ => None,
+        };
+        Ok(cart_queue::QueueAuth {
+            ca: self.queue_ca.clone(),
+            user,
+        })
+    }
+}
+
 /// What an edge's door allows one client address, as `serve` and `demo` take it.
 #[derive(clap::Args)]
 pub struct DoorArgs {

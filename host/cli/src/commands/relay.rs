@@ -13,9 +13,12 @@ use tokio::sync::watch;
 
 #[derive(Args)]
 pub struct RelayArgs {
-    /// The NATS server (JetStream enabled) the edges publish to: nats://HOST:PORT.
+    /// The NATS server (JetStream enabled) the edges publish to: nats://HOST:PORT, or
+    /// tls://HOST:PORT for TLS.
     #[arg(long, env = "CART_QUEUE")]
     queue: String,
+    #[command(flatten)]
+    queue_auth: super::QueueAuthArgs,
     #[command(flatten)]
     central: super::CentralArgs,
     /// Most events applied in one central transaction.
@@ -38,6 +41,7 @@ pub struct RelayArgs {
 pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let config = RelayConfig {
         queue_url: args.queue,
+        queue_auth: args.queue_auth.auth()?,
         central_url: args.central.url()?,
         batch: usize::try_from(args.batch)?,
         linger: Duration::from_millis(args.linger_ms),

@@ -58,11 +58,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
-    /// Deliver the outbox through NATS JetStream (nats://HOST:PORT, a server with JetStream
-    /// enabled) instead of straight to central; `cart-host relay` applies it there. Grants,
-    /// returns and the lease still go to central, over one connection.
+    /// Deliver the outbox through NATS JetStream (nats://HOST:PORT, or tls://HOST:PORT, a
+    /// server with JetStream enabled) instead of straight to central; `cart-host relay` applies
+    /// it there. Grants, returns and the lease still go to central, over one connection.
     #[arg(long, env = "CART_QUEUE")]
     queue: Option<String>,
+    #[command(flatten)]
+    queue_auth: super::QueueAuthArgs,
     /// Longest a guest call may run, in milliseconds.
     #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
     guest_deadline_ms: u64,
@@ -147,6 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         create_rate: args.door.create_rate(),
         trusted_proxies: args.trusted_proxies,
         queue_url: args.queue,
+        queue_auth: args.queue_auth.auth()?,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         shortage_wait: Duration::from_millis(args.shortage_wait_ms),
         failed_logins_per_minute: args.door.failed_logins_per_minute,

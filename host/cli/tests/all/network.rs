@@ -42,6 +42,16 @@ fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Waits for the edge's first units of BAG-1.
+async fn first_grant(edge: &crate::support::Client) {
+    crate::support::eventually(
+        "the first grant",
+        std::time::Duration::from_secs(15),
+        || async { edge.available("BAG-1").await > 0 },
+    )
+    .await;
+}
+
 /// A PostgreSQL server offering TLS with a certificate for `names`, issued by `ca`.
 fn tls_server(ca: &TestCa, names: &[&str]) -> Postgres {
     let server = ca.issue(names).expect("a server certificate");
@@ -104,12 +114,7 @@ async fn a_fleet_sells_and_audits_with_central_over_verified_tls_and_a_password_
     )
     .await;
     let cart = edge.client.create_cart("c-1").await;
-    crate::support::eventually(
-        "the first grant",
-        std::time::Duration::from_secs(15),
-        || async { edge.client.available("BAG-1").await > 0 },
-    )
-    .await;
+    first_grant(&edge.client).await;
     assert_eq!(edge.client.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
     assert_eq!(
         edge.client.checkout(&cart, "k-1").await.0,
@@ -288,5 +293,110 @@ async fn a_failure_behind_the_edge_is_told_in_shoppers_words_and_logged_by_reque
             .await;
         let id = r.headers["x-request-id"].to_str().expect("ASCII");
         assert!(id.starts_with("r_") && id.len() == 34, "{given:?} -> {id}");
+    }
+}
+
+/// Edges publish their outboxes to a NATS server that speaks only TLS and admits only a user
+/// with a password, and a relay applies them: every order reaches central and the audit passes.
+/// A relay with the wrong password applies nothing and says why in its log; an edge that does
+/// not trust the server's certificate publishes nothing, and neither password shows anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_goes_through_nats_over_tls_with_a_password() {
+    let ca = TestCa::new("cart test CA").expect("a CA");
+    let server = ca
+        .issue(&["localhost", "127.0.0.1"])
+        .expect("a certificate");
+    let nats = cart_testkit::Nats::start_secured(&server, "cart", PASSWORD).expect("NATS");
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("queue_tls").await.expect("database");
+    let fleet = Fleet::on(url, &crate::support::sale(&[("BAG-1", 50, 2)], -60)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let ca_file = ca_file.to_str().expect("a path");
+    let password_file = secret_file(dir.path(), "nats-password", PASSWORD);
+    let wrong_file = secret_file(dir.path(), "wrong", "not-the-nats-password");
+    let queue = format!("tls://localhost:{}", nats.port);
+    let with = |password_file: &Path| {
+        [
+            "--queue-ca".to_owned(),
+            ca_file.to_owned(),
+            "--queue-user".to_owned(),
+            "cart".to_owned(),
+            "--queue-password-file".to_owned(),
+            password_file.display().to_string(),
+        ]
+    };
+    let right = with(&password_file);
+    let right: Vec<&str> = right.iter().map(String::as_str).collect();
+    let wrong = with(&wrong_file);
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+
+    let stranger =
+        crate::support::RelayProcess::start_with(&fleet, &queue, "wrong-relay", &wrong).await;
+    let relay = crate::support::RelayProcess::start_with(&fleet, &queue, "relay", &right).await;
+    let mut args = vec!["--queue", &queue];
+    args.extend(&right);
+    let edge = crate::support::EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &args).await;
+    first_grant(&edge.client).await;
+    for i in 0..5 {
+        let cart = edge.client.create_cart(&format!("c-{i}")).await;
+        assert_eq!(edge.client.set(&cart, "BAG-1", 1).await.0, StatusCode::OK);
+        assert_eq!(
+            edge.client.checkout(&cart, "k").await.0,
+            StatusCode::CREATED
+        );
+    }
+    crate::support::audit_passes(&fleet, [edge.client.url.clone()]).await;
+    assert!(relay.metric("cart_relay_events_applied_total").await > Some(0.0));
+    assert_eq!(
+        stranger.metric("cart_relay_events_applied_total").await,
+        Some(0.0)
+    );
+    let log = |name: &str| {
+        std::fs::read_to_string(fleet.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    };
+    println!(
+        "the wrong relay says: {}",
+        log("wrong-relay")
+            .lines()
+            .find(|l| l.contains("NATS"))
+            .unwrap_or("")
+    );
+    assert!(
+        log("wrong-relay").contains("uthorization"),
+        "{}",
+        log("wrong-relay")
+    );
+
+    // An edge that does not trust the server's certificate: nothing leaves it.
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, TestCa::new("stranger").expect("CA").cert_pem()).expect("write");
+    let mut args = vec!["--queue", &queue];
+    args.extend(&right);
+    args[3] = other_ca.to_str().expect("a path");
+    let doubter = crate::support::EdgeProcess::start_with(&fleet, "edge-2", "edge-2", &args).await;
+    first_grant(&doubter.client).await;
+    let cart = doubter.client.create_cart("d-1").await;
+    assert_eq!(
+        doubter.client.set(&cart, "BAG-1", 1).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let status = doubter.client.status().await;
+    assert_eq!(status["delivered_seq"], 0, "{status}");
+    assert!(status["outbox_backlog"].as_u64() > Some(0), "{status}");
+    println!(
+        "the doubting edge says: {}",
+        log("edge-2")
+            .lines()
+            .find(|l| l.contains("NATS"))
+            .unwrap_or("")
+    );
+    assert!(log("edge-2").contains("UnknownIssuer"), "{}", log("edge-2"));
+
+    for name in ["edge-1", "edge-2", "relay", "wrong-relay"] {
+        let text = log(name);
+        assert!(!text.contains(PASSWORD) && !text.contains("not-the-nats-password"));
     }
 }

@@ -548,10 +548,16 @@ impl RelayProcess {
     /// Starts `cart-host relay` between `queue` and the fleet's central; waits until it serves
     /// its metrics.
     pub async fn start(fleet: &Fleet, queue: &str, name: &str) -> Self {
+        Self::start_with(fleet, queue, name, &[]).await
+    }
+
+    /// [`Self::start`] with more flags.
+    pub async fn start_with(fleet: &Fleet, queue: &str, name: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
             .arg("relay")
             .args(["--queue", queue, "--central", &fleet.central_url])
+            .args(extra)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
