@@ -32,7 +32,7 @@ pub struct DemoArgs {
     port: u16,
     /// Deliver the edges' outboxes through this NATS server (nats://HOST:PORT, started with
     /// `nats-server -js`), with a relay running in the demo, instead of straight to central.
-    #[arg(long, env = "CART_QUEUE")]
+    #[arg(long, env = "CART_QUEUE", hide_env_values = true)]
     queue: Option<String>,
     #[command(flatten)]
     door: super::DoorArgs,

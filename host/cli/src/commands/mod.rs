@@ -30,7 +30,7 @@ pub struct CentralArgs {
     /// `sslmode` (disable, allow, prefer (the default), require, verify-ca, verify-full) and
     /// `sslrootcert` (a PEM file, or `system`) in the URL. The password need not be in it: it
     /// comes from --central-password-file, else `PGPASSWORD`, else `PGPASSFILE` or `~/.pgpass`.
-    #[arg(long = "central", env = "CART_CENTRAL")]
+    #[arg(long = "central", env = "CART_CENTRAL", hide_env_values = true)]
     url: String,
     /// A file holding central's PostgreSQL password.
     #[arg(long, env = "CART_CENTRAL_PASSWORD_FILE")]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 pub struct RelayArgs {
     /// The NATS server (JetStream enabled) the edges publish to: nats://HOST:PORT, or
     /// tls://HOST:PORT for TLS.
-    #[arg(long, env = "CART_QUEUE")]
+    #[arg(long, env = "CART_QUEUE", hide_env_values = true)]
     queue: String,
     #[command(flatten)]
     queue_auth: super::QueueAuthArgs,

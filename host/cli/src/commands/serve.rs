@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// Deliver the outbox through NATS JetStream (nats://HOST:PORT, or tls://HOST:PORT, a
     /// server with JetStream enabled) instead of straight to central; `cart-host relay` applies
     /// it there. Grants, returns and the lease still go to central, over one connection.
-    #[arg(long, env = "CART_QUEUE")]
+    #[arg(long, env = "CART_QUEUE", hide_env_values = true)]
     queue: Option<String>,
     #[command(flatten)]
     queue_auth: super::QueueAuthArgs,

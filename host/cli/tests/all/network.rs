@@ -58,25 +58,50 @@ fn tls_server(ca: &TestCa, names: &[&str]) -> Postgres {
     Postgres::start_tls(&server).expect("a PostgreSQL cluster with TLS")
 }
 
+/// A PostgreSQL that admits the login `cart` only over TLS and with [`PASSWORD`], a database
+/// `name` in it, and the files a client needs: the URL (`verify-full`, no password in it) and
+/// the password file's path.
+struct TlsCentral {
+    _pg: Postgres,
+    dir: tempfile::TempDir,
+    url: String,
+    password_file: String,
+}
+
+impl TlsCentral {
+    async fn start(name: &str) -> Self {
+        let ca = TestCa::new("cart test CA").expect("a CA");
+        let pg = tls_server(&ca, &["localhost", "127.0.0.1"]);
+        pg.add_login("cart", PASSWORD, true).await.expect("a login");
+        pg.database(name).await.expect("a database");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+        let url = format!(
+            "postgres://cart@localhost:{}/{name}?sslmode=verify-full&sslrootcert={}",
+            pg.port,
+            ca_file.display()
+        );
+        let password_file = secret_file(dir.path(), "central-password", PASSWORD)
+            .display()
+            .to_string();
+        Self {
+            _pg: pg,
+            dir,
+            url,
+            password_file,
+        }
+    }
+}
+
 /// A fleet whose central is a PostgreSQL that admits its login only over TLS, with a password:
 /// the sale is loaded with `sale load`, an edge process sells, `audit` passes; the password,
 /// from a file and from `PGPASSWORD`, shows in no output and no log.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_sells_and_audits_with_central_over_verified_tls_and_a_password_kept_secret() {
-    let ca = TestCa::new("cart test CA").expect("a CA");
-    let pg = tls_server(&ca, &["localhost", "127.0.0.1"]);
-    pg.add_login("cart", PASSWORD, true).await.expect("a login");
-    pg.database("tls_central").await.expect("a database");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
-    let url = format!(
-        "postgres://cart@localhost:{}/tls_central?sslmode=verify-full&sslrootcert={}",
-        pg.port,
-        ca_file.display()
-    );
-    let password_file = secret_file(dir.path(), "central-password", PASSWORD);
-    let password_file = password_file.to_str().expect("a path");
+    let central = TlsCentral::start("tls_central").await;
+    let (dir, url) = (&central.dir, central.url.clone());
+    let password_file = central.password_file.as_str();
 
     let sale_file = dir.path().join("sale.json");
     let sale_text = serde_json::json!({
@@ -398,5 +423,99 @@ async fn the_outbox_goes_through_nats_over_tls_with_a_password() {
     for name in ["edge-1", "edge-2", "relay", "wrong-relay"] {
         let text = log(name);
         assert!(!text.contains(PASSWORD) && !text.contains("not-the-nats-password"));
+    }
+}
+
+/// No secret (central's password, the fleet secret, the operator token) shows in what a run
+/// with all of them set produces: the edges' logs at debug level, their answers to shoppers,
+/// to a forged peer and to a wrong token, `/admin/status`, `/admin/fleet`, `/metrics`, and
+/// `--help` with the secrets in the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_shows_in_a_log_an_answer_or_help() {
+    use crate::one_fleet::{SECRET, start_env};
+    use crate::support::ADMIN_TOKEN;
+    let central = TlsCentral::start("secrets").await;
+    let url = central.url.clone();
+    let fleet = Fleet::on(
+        cart_central::with_password(&url, PASSWORD).expect("URL"),
+        &crate::support::sale(&[("BAG-1", 50, 2)], -60),
+    )
+    .await;
+    let flags = [
+        "--central",
+        &url,
+        "--central-password-file",
+        &central.password_file,
+    ];
+    let debug = [("CART_LOG", "debug")];
+    let one = start_env(&fleet, "edge-1", "edge-1", &flags, &debug).await;
+    let mut two = start_env(&fleet, "edge-2", "edge-2", &flags, &debug).await;
+
+    let mut seen = Vec::new();
+    first_grant(&one.client).await;
+    let cart = one.client.create_cart("c-1").await;
+    let (_, body) = one.client.set(&cart, "BAG-1", 1).await;
+    seen.push(body.to_string());
+    let (_, body) = one.client.checkout(&cart, "k").await;
+    seen.push(body.to_string());
+    let theirs = two.client.create_cart("c-2").await;
+    let (_, body) = one.client.get_cart(&theirs).await;
+    seen.push(body.to_string());
+    for (path, token) in [
+        ("/admin/status", ADMIN_TOKEN),
+        ("/admin/fleet", ADMIN_TOKEN),
+        ("/metrics", ADMIN_TOKEN),
+        ("/admin/status", "a-wrong-operator-token"),
+    ] {
+        let r = one
+            .client
+            .send(Method::GET, path, Some(token), &[], "")
+            .await;
+        seen.push(String::from_utf8_lossy(&r.body).into_owned());
+    }
+    let forged = one
+        .client
+        .send(
+            Method::GET,
+            &format!("/v1/carts/{}", cart.id),
+            Some(&cart.token),
+            &[
+                ("x-cart-forwarded-by", "edge-2"),
+                ("x-fleet-secret", "not-the-fleet-secret"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    seen.push(String::from_utf8_lossy(&forged.body).into_owned());
+    two.child.start_kill().expect("kill -9");
+    two.child.wait().await.expect("reaped");
+    let (status, body) = one.client.get_cart(&theirs).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    seen.push(body.to_string());
+    let help = cart_host(
+        &["serve", "--help"],
+        &[
+            (
+                "CART_CENTRAL",
+                &cart_central::with_password(&url, PASSWORD).expect("URL"),
+            ),
+            (
+                "CART_QUEUE",
+                &format!("nats://cart:{PASSWORD}@127.0.0.1:4222"),
+            ),
+        ],
+    );
+    seen.push(said(&help));
+    for edge in ["edge-1", "edge-2"] {
+        let log = std::fs::read_to_string(fleet.dir.path().join(format!("{edge}.log")))
+            .expect("the edge's log");
+        assert!(log.contains("DEBUG"), "the log is at debug level");
+        seen.push(log);
+    }
+    for text in &seen {
+        for secret in [PASSWORD, SECRET, ADMIN_TOKEN] {
+            assert!(!text.contains(secret), "{secret} in: {text}");
+        }
     }
 }

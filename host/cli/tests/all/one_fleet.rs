@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::{CartRef, Client, EdgeProcess, Fleet, audit_passes, sale};
 
 const IDS: [&str; 3] = ["edge-1", "edge-2", "edge-3"];
-const SECRET: &str = "a-fleet-secret-for-the-tests";
+pub(crate) const SECRET: &str = "a-fleet-secret-for-the-tests";
 
 /// `cart-host serve` with the fleet secret, and `extra`.
 pub(crate) async fn start(fleet: &Fleet, edge_id: &str, extra: &[&str]) -> EdgeProcess {
