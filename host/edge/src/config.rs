@@ -47,6 +47,8 @@ pub struct EdgeConfig {
     /// Authenticates edge-to-edge calls; without it this edge neither forwards requests for
     /// other edges' carts nor accepts forwarded ones.
     pub fleet_secret: Option<String>,
+    /// HTTPS, and the fleet CA peer requests need a certificate from (see [`crate::tls`]).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Browser origins allowed to call the API (CORS); none: no CORS headers at all.
     pub cors_origins: Vec<hyper::header::HeaderValue>,
     /// With it, a new cart's customer comes only from a token the storefront signed.
@@ -140,6 +142,7 @@ impl Default for EdgeConfig {
             fixed_rules: None,
             take_over: false,
             fleet_secret: None,
+            tls: None,
             cors_origins: Vec::new(),
             customer_key: None,
             create_rate: CreateRate::default(),

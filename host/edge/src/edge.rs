@@ -27,6 +27,7 @@ use crate::modules::{self, FleetCopy, Modules, Trust};
 use crate::rules::{ActiveRules, CartRules, FixedRules};
 use crate::store::db::{self, Readers, StockLine};
 use crate::store::writer::WriterHandle;
+use crate::tls::EdgeTls;
 use crate::wasm::{LoadedModule, Runtime, sha256_hex};
 use crate::wire::SyncStatus;
 
@@ -59,6 +60,8 @@ pub struct Edge {
     pub identity: Identity,
     /// The other edges, and where a cart's requests go.
     pub fleet: Fleet,
+    /// What the edge serves HTTPS with, if it does.
+    pub tls: Option<EdgeTls>,
     /// How many carts each client address may make (`None`: no limit).
     pub create_limit: Option<CreateLimit>,
     /// Whether the edge is leaving the fleet (see [`crate::drain`]).
@@ -89,6 +92,7 @@ impl Edge {
     /// Opens the edge's books, learns the sale, chooses the module, starts the writer and claims
     /// the edge id at central.
     pub async fn start(config: EdgeConfig, url: String) -> anyhow::Result<Arc<Self>> {
+        let tls = config.tls.as_ref().map(EdgeTls::load).transpose()?;
         // Through the queue, central answers only grants, returns and leases: one connection.
         let central = match &config.queue_url {
             Some(_) => Central::connect_with(&config.central_url, 1).await,
@@ -170,6 +174,7 @@ impl Edge {
             &config.edge_id,
             &url,
             config.fleet_secret.clone(),
+            tls.as_ref(),
             Arc::clone(&central),
         );
         fleet.note_moved(books.moved);
@@ -183,6 +188,7 @@ impl Edge {
         let edge = Arc::new(Self {
             identity,
             fleet,
+            tls,
             create_limit: CreateLimit::new(config.create_rate.per_second, config.create_rate.burst),
             standing: Mutex::new(standing),
             calendar_version: AtomicI64::new(0),

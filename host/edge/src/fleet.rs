@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::http_client::HttpClient;
 use crate::ids;
 use crate::locks;
+use crate::tls::EdgeTls;
 use crate::wire::{FLEET_SECRET, FORWARDED_BY};
 
 /// Central's registry is read again on a miss at most this often, so that ids naming no edge
@@ -57,6 +58,8 @@ pub struct Fleet {
     /// Where this process serves (a peer registered at this URL is this process).
     url: String,
     secret: Option<String>,
+    /// Whether a peer request needs a fleet certificate as well as the secret.
+    needs_certificate: bool,
     /// The key cart tokens are signed with, from the fleet secret: any edge checks a cart's
     /// token before it forwards a request or asks central where the cart is.
     token_key: Option<[u8; 32]>,
@@ -101,7 +104,13 @@ pub fn owner_tag(cart_id: &str) -> Option<&str> {
 }
 
 impl Fleet {
-    pub fn new(edge_id: &str, url: &str, secret: Option<String>, central: Arc<Central>) -> Self {
+    pub fn new(
+        edge_id: &str,
+        url: &str,
+        secret: Option<String>,
+        tls: Option<&EdgeTls>,
+        central: Arc<Central>,
+    ) -> Self {
         Self {
             edge_id: edge_id.to_owned(),
             tag: edge_tag(edge_id),
@@ -110,8 +119,12 @@ impl Fleet {
                 .as_deref()
                 .map(|s| mac(s.as_bytes(), &[b"cart-token-v1"])),
             secret,
+            needs_certificate: tls.is_some_and(EdgeTls::checks_peers),
             central,
-            client: HttpClient::new(PEER_TIMEOUT),
+            client: match tls {
+                Some(tls) => HttpClient::with_tls(PEER_TIMEOUT, tls.peers()),
+                None => HttpClient::new(PEER_TIMEOUT),
+            },
             peers: RwLock::new(HashMap::new()),
             refreshed: tokio::sync::Mutex::new(None),
             homes: Mutex::new(HashMap::new()),
@@ -249,8 +262,14 @@ impl Fleet {
         ]
     }
 
-    /// Whether `given`, a request's fleet secret header, is this fleet's secret.
-    pub fn admits(&self, given: Option<&[u8]>) -> bool {
+    /// Whether a request is an edge's of this fleet: `certified`, its connection presented a
+    /// certificate chained to the fleet CA (looked at first, when the fleet has a CA, so the
+    /// secret of a caller without one is never compared), and `given`, its fleet secret header,
+    /// is this fleet's secret.
+    pub fn admits(&self, certified: bool, given: Option<&[u8]>) -> bool {
+        if self.needs_certificate && !certified {
+            return false;
+        }
         match (&self.secret, given) {
             (Some(secret), Some(given)) => ids::same_secret(given, secret),
             _ => false,
@@ -468,7 +487,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite:{}", dir.path().join("central.db").display());
         let central = Arc::new(Central::connect(&url).await.expect("central"));
-        let fleet = Fleet::new(edge_id, &format!("http://{edge_id}"), None, central);
+        let fleet = Fleet::new(edge_id, &format!("http://{edge_id}"), None, None, central);
         (dir, fleet)
     }
 
@@ -494,15 +513,17 @@ mod tests {
             "edge-1",
             "http://1",
             Some("s3cret".into()),
+            None,
             Arc::clone(&central),
         );
         let two = Fleet::new(
             "edge-2",
             "http://2",
             Some("s3cret".into()),
+            None,
             Arc::clone(&central),
         );
-        let other = Fleet::new("edge-3", "http://3", Some("another".into()), central);
+        let other = Fleet::new("edge-3", "http://3", Some("another".into()), None, central);
         let cart = one.new_cart_id();
         let token = one.new_token(&cart);
         assert_eq!(token.len(), 64);

@@ -1,20 +1,23 @@
 //! A small HTTP/1.1 client (hyper) for edges' calls to their peers and for the commands that
-//! talk to edges: audit, deploy, load.
+//! talk to edges: audit, deploy, load. `https://` URLs go over TLS (see [`crate::tls`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 
 /// A pooled keep-alive client.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -45,9 +48,25 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
+    /// A client that checks `https://` servers against the system's roots.
+    #[allow(clippy::expect_used)] // ring has the default protocol versions: it cannot fail
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        static SYSTEM: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+        let tls = SYSTEM
+            .get_or_init(|| crate::tls::client_config(None).expect("TLS with the system's roots"));
+        Self::with_tls(timeout, Arc::clone(tls))
+    }
+
+    /// A client whose `https://` connections use `tls`.
+    pub fn with_tls(timeout: Duration, tls: Arc<ClientConfig>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(Arc::unwrap_or_clone(tls))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

@@ -59,5 +59,6 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod tasks;
+pub mod tls;
 pub mod wasm;
 pub mod wire;

@@ -1,26 +1,37 @@
 //! Serving one edge: the caller hands in a bound listener; the edge starts, serves HTTP/1.1
-//! until told to stop, then stops accepting, gives connections a bounded grace to finish, and
-//! waits for its background tasks to end.
+//! (over TLS when it has a certificate, see [`crate::tls`]) until told to stop, then stops
+//! accepting, gives connections a bounded grace to finish, and waits for its background tasks
+//! to end.
 //!
-//! Every connection is bounded in time: a request head must arrive within the header timeout,
-//! which also closes a keep-alive connection left idle that long (hyper starts it again after
-//! each response), and a body within the body timeout (see [`crate::http::input`]).
+//! Every connection is bounded in time: a TLS handshake and then a request head must each
+//! arrive within the header timeout, which also closes a keep-alive connection left idle that
+//! long (hyper starts it again after each response), and a body within the body timeout (see
+//! [`crate::http::input`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use axum::routing::future::RouteFuture;
+use hyper::body::Incoming;
+use hyper::server::conn::http1::Builder;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{EdgeConfig, HttpLimits};
 use crate::drain;
 use crate::edge::Edge;
 use crate::http::App;
 use crate::tasks;
+use crate::tls::EdgeTls;
 
 /// An edge serving on its listener.
 pub struct RunningEdge {
@@ -68,17 +79,23 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
         "listening on {addr}, the other edges need to be told where to reach this one: \
          pass --public-url"
     );
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let limits = config.http;
     let edge = Edge::start(config, url.clone()).await?;
     let (stop, stopped) = watch::channel(false);
     let stop = Arc::new(stop);
     let tasks = tasks::spawn(&edge, &stopped);
     let app = App::new(Arc::clone(&edge));
-    let server = tokio::spawn(serve(listener, app, stopped, limits));
+    let tls = edge.tls.as_ref().map(EdgeTls::acceptor);
+    let server = tokio::spawn(serve(listener, app, tls, stopped, limits));
     let drainer = tokio::spawn(drain_when_asked(Arc::clone(&edge), Arc::clone(&stop)));
     tracing::info!(edge_id = %edge.config.edge_id, %url, "edge serving");
     Ok(RunningEdge {
@@ -124,14 +141,16 @@ pub async fn run(
 
 /// Accepts connections until `stopped`, then drains them within the grace. Every connection
 /// is bounded in time (see the module's documentation): for the edge's application, and for
-/// any other front an edge's binary serves (`cart-host scale`'s front door).
+/// any other front an edge's binary serves (`cart-host scale`'s front door). With `tls`, each
+/// connection's handshake is done on its own task, so a slow one holds up no other.
 pub async fn serve(
     listener: TcpListener,
     app: App,
+    tls: Option<TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
     limits: HttpLimits,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
@@ -152,10 +171,26 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper::service::service_fn(app.for_connection(peer));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (http, watcher, app, tls) =
+            (http.clone(), graceful.watcher(), app.clone(), tls.clone());
         connections.spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    serve_connection(&http, watcher, stream, app.for_connection(peer, false)).await
+                }
+                Some(tls) => {
+                    let stream = match timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer}: {e}"),
+                        Err(_) => return tracing::debug!("TLS handshake with {peer}: timed out"),
+                    };
+                    // A certificate it presented was checked against the fleet CA in the handshake.
+                    let certified = stream.get_ref().1.peer_certificates().is_some();
+                    serve_connection(&http, watcher, stream, app.for_connection(peer, certified))
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
@@ -173,4 +208,21 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
+}
+
+/// One connection, served until it closes or the shutdown's grace ends.
+async fn serve_connection<I, S>(
+    http: &Builder,
+    watcher: Watcher,
+    io: I,
+    service: S,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(hyper::Request<Incoming>) -> RouteFuture<Infallible> + Send + 'static,
+{
+    let service = hyper::service::service_fn(service);
+    watcher
+        .watch(http.serve_connection(TokioIo::new(io), service))
+        .await
 }

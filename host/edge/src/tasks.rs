@@ -1,6 +1,7 @@
 //! Every background loop of a running edge: delivering the outbox and tending the edge's claim
 //! at central, keeping each SKU stocked, following the calendar of sales, releasing lapsed
-//! holds, and finishing hand-offs a drain left unfinished. Each ends when the edge stops.
+//! holds, finishing hand-offs a drain left unfinished, and reading a renewed certificate. Each
+//! ends when the edge stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::locks;
 use crate::shutdown::pause;
 use crate::store::db::StockLine;
 use crate::sync;
+use crate::tls;
 
 /// How often an edge asks central whether the calendar changed, and what is left in its sales.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -28,13 +30,51 @@ const BALANCE_EVERY: Duration = Duration::from_millis(200);
 
 /// Starts the background tasks; they end when `shutdown` turns true.
 pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    vec![
+    let mut tasks = vec![
         tokio::spawn(deliver(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(sweep_holds(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(follow_calendar(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(keep_stocked(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(resume_handoffs(Arc::clone(edge), shutdown.clone())),
-    ]
+    ];
+    if edge.tls.is_some() {
+        tasks.push(tokio::spawn(reload_certificate(
+            Arc::clone(edge),
+            shutdown.clone(),
+        )));
+    }
+    tasks
+}
+
+/// Reads the edge's certificate and key again when their files change, and at once on
+/// `SIGHUP`; a pair that does not load is logged and the one in use kept.
+async fn reload_certificate(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let Some(tls) = &edge.tls else { return };
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!("no reloading of the certificate on SIGHUP: {e}"))
+        .ok();
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signals) => signals.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let force = tokio::select! {
+            _ = hangup => true,
+            waited = pause(tls::RELOAD_EVERY, &mut shutdown) => {
+                if !waited {
+                    return;
+                }
+                false
+            }
+        };
+        match tls.identity().reload(force) {
+            Ok(true) => tracing::info!("serving with the certificate read again"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("keeping the certificate in use: {e:#}"),
+        }
+    }
 }
 
 /// Delivers the outbox to central (or to the queue) in order, in batches; keeps the edge's

@@ -1,10 +1,15 @@
 //! Certificates for the tests and benchmarks: a throwaway certificate authority, and server and
 //! client certificates it issues, as PEM text.
 
+use std::sync::Arc;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 
 /// A certificate authority made for one test.
 pub struct TestCa {
@@ -60,4 +65,23 @@ impl TestCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A TLS client that trusts `ca_pem` and presents `identity` when a server asks for one.
+pub fn client_config(ca_pem: &str, identity: Option<&Issued>) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+    Ok(Arc::new(match identity {
+        Some(issued) => builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    }))
 }

@@ -14,7 +14,6 @@ use anyhow::Context as _;
 use cart_central::events::Order;
 use cart_central::time::{Millis, wall_ms};
 use cart_central::{Central, SkuKey, SkuLedger, Snapshot};
-use cart_edge::http_client::HttpClient;
 use cart_edge::wire::{self, EdgeBooks, EdgeStatus};
 use clap::Args;
 
@@ -31,6 +30,8 @@ pub struct AuditArgs {
     /// How long to wait for the edges' outboxes to drain, in seconds.
     #[arg(long, env = "CART_AUDIT_WAIT_SECS", default_value_t = 30)]
     wait_secs: u64,
+    #[command(flatten)]
+    tls: super::FleetCaArgs,
 }
 
 /// Runs the audit, prints its report, and fails unless it passed.
@@ -40,6 +41,7 @@ pub async fn run_command(args: AuditArgs) -> anyhow::Result<ExitCode> {
         edges: args.edges,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         wait: Duration::from_secs(args.wait_secs),
+        fleet_ca: args.tls.fleet_ca,
     })
     .await?;
     print!("{report}");
@@ -57,6 +59,8 @@ pub struct AuditConfig {
     pub admin_token: Option<String>,
     /// How long to wait for outboxes to drain.
     pub wait: Duration,
+    /// The CA `https://` edges' certificates are checked against (default: the system's).
+    pub fleet_ca: Option<PathBuf>,
 }
 
 /// What the audit found: the checks it made and every difference.
@@ -121,7 +125,7 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<AuditReport> {
         config.edges.clone()
     };
     anyhow::ensure!(!urls.is_empty(), "no edges to audit: name them with --edge");
-    let client = HttpClient::default();
+    let client = super::edge_client(config.fleet_ca.as_deref(), Duration::from_secs(10))?;
     let token = config.admin_token.as_deref();
 
     // The fleet runs while it is audited: grants, returns and events move between the edges and

@@ -41,6 +41,8 @@ pub struct DeployArgs {
     /// Version to deploy as (default: the first 12 hex digits of the module's sha256).
     #[arg(long, env = "CART_MODULE_VERSION")]
     version: Option<String>,
+    #[command(flatten)]
+    tls: super::FleetCaArgs,
 }
 
 /// Deploys, prints where each edge got to, and fails unless every edge took the module.
@@ -52,6 +54,7 @@ pub async fn run_command(args: DeployArgs) -> anyhow::Result<ExitCode> {
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         signing_key: args.signing_key,
         version: args.version,
+        fleet_ca: args.tls.fleet_ca,
         progress: std::io::stderr().is_terminal(),
     })
     .await?;
@@ -71,6 +74,8 @@ pub struct DeployConfig {
     pub signing_key: Option<PathBuf>,
     /// The version to deploy as; by default the module's sha256's first twelve hex digits.
     pub version: Option<String>,
+    /// The CA `https://` edges' certificates are checked against (default: the system's).
+    pub fleet_ca: Option<PathBuf>,
     /// Say each step on standard error (on a terminal).
     pub progress: bool,
 }
@@ -135,7 +140,7 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
         }
         None => None,
     };
-    let client = HttpClient::new(Duration::from_secs(120));
+    let client = super::edge_client(config.fleet_ca.as_deref(), Duration::from_secs(120))?;
     let auth = config.admin_token.as_ref().map(|t| format!("Bearer {t}"));
     // One line per step on standard error, numbered by edge.
     let step = |n: usize, what: &str| {

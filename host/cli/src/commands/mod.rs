@@ -19,9 +19,11 @@ pub mod scale;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use cart_edge::config::CreateRate;
+use cart_edge::http_client::HttpClient;
 
 /// Where central is, as every command that reaches it takes it.
 #[derive(clap::Args, Clone)]
@@ -101,6 +103,55 @@ impl QueueAuthArgs {
             user,
         })
     }
+}
+
+/// How `serve` uses TLS (see `cart_edge::tls`).
+#[derive(clap::Args)]
+pub struct ServeTlsArgs {
+    /// The edge's certificate chain (PEM, its own certificate first): with it the edge serves
+    /// HTTPS only. Read again when the file changes or on SIGHUP, without dropping connections.
+    #[arg(long, env = "CART_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CART_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The fleet's CA (PEM): peers' certificates are checked against it, and a request from a
+    /// peer (a forward, a hand-off) is taken only over a connection that presented a
+    /// certificate it signed. --tls-cert must then be one it signed, for both server and client
+    /// authentication.
+    #[arg(long, env = "CART_FLEET_CA", requires = "tls_cert")]
+    fleet_ca: Option<PathBuf>,
+}
+
+impl ServeTlsArgs {
+    pub fn files(&self) -> Option<cart_edge::tls::TlsFiles> {
+        Some(cart_edge::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            fleet_ca: self.fleet_ca.clone(),
+        })
+    }
+}
+
+/// How the commands that talk to edges check an `https://` edge's certificate.
+#[derive(clap::Args)]
+pub struct FleetCaArgs {
+    /// The CA (PEM) edges' certificates are checked against (default: the system's roots).
+    #[arg(long, env = "CART_FLEET_CA")]
+    pub fleet_ca: Option<PathBuf>,
+}
+
+/// A client for edges whose certificates `fleet_ca` signed (or the system's roots), waiting at
+/// most `timeout` for an answer.
+pub fn edge_client(fleet_ca: Option<&Path>, timeout: Duration) -> anyhow::Result<HttpClient> {
+    Ok(match fleet_ca {
+        Some(ca) => HttpClient::with_tls(
+            timeout,
+            cart_edge::tls::client_config(Some(ca))
+                .with_context(|| format!("the fleet CA {}", ca.display()))?,
+        ),
+        None => HttpClient::new(timeout),
+    })
 }
 
 /// What an edge's door allows one client address, as `serve` and `demo` take it.

@@ -172,6 +172,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(cart_edge::server::serve(
         listener,
         cart_edge::http::App::from_router(app),
+        None,
         stopped,
         cart_edge::config::HttpLimits::default(),
     ));

@@ -101,6 +101,8 @@ pub struct ServeArgs {
     /// start.
     #[arg(long, env = "CART_TAKE_OVER")]
     take_over: bool,
+    #[command(flatten)]
+    tls: super::ServeTlsArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -122,6 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         module: crate::module_or_built_in(args.module.as_deref())?,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         public_url: args.public_url,
+        tls: args.tls.files(),
         sandbox: SandboxLimits {
             deadline: Duration::from_millis(args.guest_deadline_ms),
             memory_bytes: args.guest_memory_mib << 20,

@@ -331,6 +331,7 @@ async fn the_deploy_command_rolls_edge_by_edge_and_stops_at_the_first_failure() 
         admin_token: Some(ADMIN_TOKEN.into()),
         signing_key: None,
         version: Some("rolled-1".into()),
+        fleet_ca: None,
         progress: false,
     };
 

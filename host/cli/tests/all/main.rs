@@ -54,3 +54,5 @@ mod readme;
 // Across a real network: central's PostgreSQL over TLS as libpq's users set it up, its password
 // kept out of URLs and logs.
 mod network;
+// The edge over HTTPS: peers over mutual TLS with the fleet CA; certificates renewed in place.
+mod https;

@@ -85,6 +85,8 @@ pub fn ledger<'a>(snapshot: &'a cart_central::Snapshot, sku: &str) -> &'a cart_c
 pub struct Fleet {
     pub dir: TempDir,
     pub central_url: String,
+    /// The CA the edges' certificates are checked against, for a fleet over HTTPS.
+    pub fleet_ca: Option<PathBuf>,
 }
 
 impl Fleet {
@@ -103,7 +105,11 @@ impl Fleet {
     async fn with_dir(dir: TempDir, central_url: String, sale: &Sale) -> Self {
         let central = Central::connect(&central_url).await.expect("central");
         central.load_sale(sale).await.expect("load sale");
-        Self { dir, central_url }
+        Self {
+            dir,
+            central_url,
+            fleet_ca: None,
+        }
     }
 
     pub fn config(&self, edge_id: &str) -> EdgeConfig {
@@ -133,7 +139,7 @@ impl Fleet {
             .await
             .expect("bind");
         let running = server::start(listener, config).await.expect("edge starts");
-        let client = Client::new(&running.url);
+        let client = Client::trusting(&running.url, self.fleet_ca.as_deref());
         TestEdge {
             client,
             clock,
@@ -158,6 +164,11 @@ impl TestEdge {
     /// The running edge's parts, for tests that reach past HTTP.
     pub fn edge(&self) -> &std::sync::Arc<cart_edge::edge::Edge> {
         &self.running.edge
+    }
+
+    /// Resolves once the edge was told to stop (after a drain).
+    pub async fn stopped(&self) {
+        self.running.until_stopped().await;
     }
 
     /// Stops serving and waits for the edge to wind down.
@@ -199,9 +210,21 @@ impl CartRef {
 
 impl Client {
     pub fn new(url: &str) -> Self {
+        Self::trusting(url, None)
+    }
+
+    /// A client that checks an `https://` edge's certificate against `ca` (a PEM file).
+    pub fn trusting(url: &str, ca: Option<&std::path::Path>) -> Self {
+        let timeout = Duration::from_secs(30);
         Self {
             url: url.to_owned(),
-            http: HttpClient::new(Duration::from_secs(30)),
+            http: match ca {
+                Some(ca) => HttpClient::with_tls(
+                    timeout,
+                    cart_edge::tls::client_config(Some(ca)).expect("the fleet CA"),
+                ),
+                None => HttpClient::new(timeout),
+            },
         }
     }
 
@@ -360,6 +383,7 @@ pub async fn audit_report(
         edges: edges.into_iter().collect(),
         admin_token: Some(ADMIN_TOKEN.into()),
         wait,
+        fleet_ca: fleet.fleet_ca.clone(),
     })
     .await
     .expect("audit runs")
@@ -421,7 +445,15 @@ impl EdgeProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("cart-host starts");
-        let client = Client::new(&format!("http://127.0.0.1:{port}"));
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        let client = Client::trusting(
+            &format!("{scheme}://127.0.0.1:{port}"),
+            fleet.fleet_ca.as_deref(),
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         while !client.healthy().await {
             if let Ok(Some(status)) = child.try_wait() {

@@ -82,7 +82,7 @@ const MAX_HANDOFF_BODY: usize = 8 * 1024 * 1024;
 /// or before), `409` refused for good, `503` not now.
 pub async fn take_handoff(State(edge): State<Arc<Edge>>, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
-    if !forward::from_peer(&edge, &parts.headers)? {
+    if !forward::from_peer(&edge, &parts)? {
         return Err(ApiError::Forbidden(
             "hand-offs come from edges of the fleet",
         ));

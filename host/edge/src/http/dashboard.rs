@@ -19,7 +19,6 @@ use super::admin::{admin_auth, own_status};
 use super::error::ApiError;
 use crate::clock::rfc3339;
 use crate::edge::Edge;
-use crate::http_client::HttpClient;
 use crate::wire::{self, EdgeStatus};
 
 /// How long a gathered view is served again.
@@ -76,19 +75,11 @@ pub async fn fleet(
         .into_response())
 }
 
-/// The last view served, and the client that asks the peers.
+/// The last view served. The peers are asked through the fleet's client (mutual TLS where the
+/// fleet has a CA).
+#[derive(Default)]
 pub struct Dashboard {
-    client: HttpClient,
     last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
-}
-
-impl Default for Dashboard {
-    fn default() -> Self {
-        Self {
-            client: HttpClient::new(PEER_TIMEOUT),
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
 }
 
 impl Dashboard {
@@ -141,7 +132,7 @@ impl Dashboard {
         }
         let mut peers = JoinSet::new();
         for (edge_id, url) in registry.iter().filter(|(id, _)| id != me).cloned() {
-            let client = self.client.clone();
+            let client = edge.fleet.client().clone();
             let token = edge.config.admin_token.clone();
             peers.spawn(async move {
                 let status = bounded(wire::fetch(&client, &url, token.as_deref())).await;

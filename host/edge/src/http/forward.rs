@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -22,6 +22,7 @@ use crate::edge::Edge;
 use crate::fleet::{Peer, Route, edge_tag};
 use crate::handoff;
 use crate::http_client::join;
+use crate::tls::FleetCertificate;
 use crate::wire::{
     CART_EDGE, FLEET_SECRET, FORWARDED_BY, IDEMPOTENCY_KEY, MODULE_VERSION, REQUEST_ID,
 };
@@ -39,24 +40,28 @@ const RESPONSE_HEADERS: [&str; 5] = [
 ];
 
 /// A request that claims to come from an edge of the fleet and does not.
-const FORGED: ApiError = ApiError::Forbidden("a forwarded request without the fleet secret");
+const FORGED: ApiError = ApiError::Forbidden(
+    "a forwarded request without the fleet's secret and, where the fleet has a CA, its certificate",
+);
 
 /// Whether a request comes from a peer edge, which forwarded it; one that claims to without
-/// the fleet secret is refused.
-pub fn from_peer(edge: &Edge, headers: &HeaderMap) -> Result<bool, ApiError> {
-    if !headers.contains_key(FORWARDED_BY) {
+/// the fleet's credentials is refused.
+pub fn from_peer(edge: &Edge, parts: &Parts) -> Result<bool, ApiError> {
+    if !parts.headers.contains_key(FORWARDED_BY) {
         return Ok(false);
     }
-    if admits(edge, headers) {
+    if admits(edge, &parts.headers, &parts.extensions) {
         Ok(true)
     } else {
         Err(FORGED)
     }
 }
 
-fn admits(edge: &Edge, headers: &HeaderMap) -> bool {
-    edge.fleet
-        .admits(headers.get(FLEET_SECRET).map(HeaderValue::as_bytes))
+fn admits(edge: &Edge, headers: &HeaderMap, extensions: &Extensions) -> bool {
+    edge.fleet.admits(
+        extensions.get::<FleetCertificate>().is_some(),
+        headers.get(FLEET_SECRET).map(HeaderValue::as_bytes),
+    )
 }
 
 /// Sends the request to the owner and returns its answer, and whether it was a `503` other than
@@ -162,7 +167,7 @@ pub async fn place_cart(
     if !fleet.in_fleet() {
         return Ok(None);
     }
-    let forwarded = from_peer(edge, &parts.headers)?;
+    let forwarded = from_peer(edge, parts)?;
     if let Err(why) = edge.ready() {
         if forwarded {
             // A forwarded request is never forwarded again.
@@ -239,7 +244,7 @@ pub async fn to_owner(State(edge): State<Arc<Edge>>, req: Request, next: Next) -
         return ApiError::NotFound("cart").into_response();
     }
     let forwarded = req.headers().contains_key(FORWARDED_BY);
-    if forwarded && !admits(&edge, req.headers()) {
+    if forwarded && !admits(&edge, req.headers(), req.extensions()) {
         return FORGED.into_response();
     }
     // A token that cannot be this cart's costs no peer or central a thing: the answer is the

@@ -32,6 +32,7 @@ use tower::Service as _;
 use self::dashboard::Dashboard;
 use self::error::ApiError;
 use crate::edge::Edge;
+use crate::tls::FleetCertificate;
 use crate::wire::{HANDOFF_PATH, LEDGER_PATH, STATUS_PATH};
 
 /// What the handlers are given: the edge, and the dashboard's shared view. Each handler takes
@@ -68,16 +69,21 @@ impl App {
         Self(router)
     }
 
-    /// The application as a hyper service for one connection, telling handlers who the peer is.
+    /// The application as a hyper service for one connection, telling handlers who the peer is
+    /// and whether it presented a fleet certificate.
     pub fn for_connection(
         &self,
         peer: SocketAddr,
+        certified: bool,
     ) -> impl Fn(hyper::Request<Incoming>) -> axum::routing::future::RouteFuture<Infallible>
     + Clone
     + use<> {
         let app = self.0.clone();
         move |mut req| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if certified {
+                req.extensions_mut().insert(FleetCertificate);
+            }
             app.clone().call(req)
         }
     }

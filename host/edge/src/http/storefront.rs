@@ -34,7 +34,7 @@ pub async fn create_cart(State(edge): State<Arc<Edge>>, req: Request) -> ApiResu
     let body = parse_json_object(&bytes)?;
     // A create a peer forwarded was counted where it landed.
     if let Some(limit) = &edge.create_limit
-        && !forward::from_peer(&edge, &parts.headers)?
+        && !forward::from_peer(&edge, &parts)?
     {
         let peer = parts
             .extensions
