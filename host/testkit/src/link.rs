@@ -118,15 +118,23 @@ async fn pump(
     let mut writer_mode = mode.clone();
     let writer = tokio::spawn(async move {
         while let Some((at, bytes)) = due.recv().await {
-            tokio::time::sleep_until(at).await;
-            loop {
-                match *writer_mode.borrow_and_update() {
-                    Mode::Open { .. } => break,
-                    Mode::Refused => return,
-                    Mode::Blackholed => {}
-                }
-                // Held until the link is cut or the test ends.
-                if writer_mode.changed().await.is_err() {
+            // Not a timer for no latency: tokio's round up to the next millisecond, which
+            // would add up to 2 ms to every round trip of a link meant to add nothing.
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+            }
+            let now = *writer_mode.borrow_and_update();
+            match now {
+                Mode::Open { .. } => {}
+                Mode::Refused => return,
+                Mode::Blackholed => {
+                    // Half-open for good: nothing more is delivered, and the connection stays
+                    // open until the link is cut or the test ends.
+                    while writer_mode.changed().await.is_ok() {
+                        if *writer_mode.borrow() == Mode::Refused {
+                            return;
+                        }
+                    }
                     return;
                 }
             }
@@ -209,11 +217,16 @@ mod tests {
     #[tokio::test]
     async fn a_link_delays_refuses_blackholes_and_heals() {
         let link = Link::start(echo().await).await.expect("link");
-        assert!(
-            round_trip(link.addr(), Duration::from_secs(2))
-                .await
-                .is_some()
-        );
+        // No latency asked for, none added (a timer would add a millisecond each way).
+        let mut open = TcpStream::connect(link.addr()).await.expect("connect");
+        let started = Instant::now();
+        for _ in 0..100 {
+            let mut buf = [0u8; 4];
+            open.write_all(b"ping").await.expect("write");
+            open.read_exact(&mut buf).await.expect("read");
+        }
+        let each = started.elapsed() / 100;
+        assert!(each < Duration::from_micros(500), "{each:?} a round trip");
         link.delay(Duration::from_millis(100));
         let took = round_trip(link.addr(), Duration::from_secs(2))
             .await
@@ -221,6 +234,11 @@ mod tests {
         assert!(took >= Duration::from_millis(200), "{took:?}");
         link.set(Mode::Refused);
         assert_eq!(round_trip(link.addr(), Duration::from_secs(2)).await, None);
+        link.heal();
+        let mut open = TcpStream::connect(link.addr()).await.expect("connect");
+        let mut buf = [0u8; 4];
+        open.write_all(b"ping").await.expect("write");
+        open.read_exact(&mut buf).await.expect("read");
         link.set(Mode::Blackholed);
         // Accepted, and no answer at all: the caller's own deadline is all it has.
         let connected = TcpStream::connect(link.addr()).await;
@@ -229,7 +247,12 @@ mod tests {
             round_trip(link.addr(), Duration::from_millis(500)).await,
             None
         );
+        // What an open connection sends while blackholed is lost, and it stays dead after.
+        open.write_all(b"lost").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
         link.heal();
+        let after = tokio::time::timeout(Duration::from_millis(500), open.read_exact(&mut buf));
+        assert!(after.await.is_err(), "a blackholed connection came back");
         assert!(
             round_trip(link.addr(), Duration::from_secs(2))
                 .await

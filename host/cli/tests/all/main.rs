@@ -56,3 +56,5 @@ mod readme;
 mod network;
 // The edge over HTTPS: peers over mutual TLS with the fleet CA; certificates renewed in place.
 mod https;
+// Across a bad network: central and a peer blackholed through the test kit's proxy.
+mod wan;

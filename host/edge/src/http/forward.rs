@@ -39,6 +39,11 @@ const RESPONSE_HEADERS: [&str; 5] = [
     CART_EDGE,
 ];
 
+/// How long an owner may take to answer a forward beyond the shortage wait (which it may spend
+/// waiting for units): past it, a peer that accepted the connection and went silent (a
+/// blackholed link) costs the shopper a `503` with `Retry-After`, not a stuck request.
+pub const FORWARD_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A request that claims to come from an edge of the fleet and does not.
 const FORGED: ApiError = ApiError::Forbidden(
     "a forwarded request without the fleet's secret and, where the fleet has a CA, its certificate",
@@ -83,17 +88,21 @@ async fn forward_once(
         .collect();
     headers.extend(edge.fleet.peer_headers());
     let started = Instant::now();
-    let answer = edge
+    let deadline = edge.config.shortage_wait + FORWARD_SLACK;
+    let sent = edge
         .fleet
         .client()
-        .send(parts.method.clone(), &url, &headers, body)
-        .await
-        .map_err(|e| {
-            ApiError::internal(
-                "the edge that holds this cart is not answering; try again",
-                format!("the cart's edge {} does not answer: {e:#}", peer.edge_id),
-            )
-        })?;
+        .send(parts.method.clone(), &url, &headers, body);
+    let answer = match tokio::time::timeout(deadline, sent).await {
+        Ok(answer) => answer,
+        Err(_) => Err(anyhow::anyhow!("no answer within {deadline:?}")),
+    }
+    .map_err(|e| {
+        ApiError::internal(
+            "the edge that holds this cart is not answering; try again",
+            format!("the cart's edge {} does not answer: {e:#}", peer.edge_id),
+        )
+    })?;
     edge.metrics.forwarded_in(started.elapsed());
     let unavailable = answer.status == StatusCode::SERVICE_UNAVAILABLE
         && serde_json::from_slice::<serde_json::Value>(&answer.body)
