@@ -4,7 +4,6 @@
 //! outbox lag, and the time from a hold acknowledged to its row at central.
 
 use std::fmt::Write as _;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,10 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use hyper::Method;
-use tokio::process::Command;
 
 use crate::harness::{
-    BenchConfig, Edge, Rules, TOKEN, audit, measure, noon_sale, postgres_with_sale,
+    BenchConfig, Edge, Rules, TOKEN, audit, measure, noon_sale, postgres_with_sale, relay,
 };
 use cart_edge::http_client::HttpClient;
 use cart_load::LoadReport;
@@ -74,16 +72,7 @@ async fn run(cfg: &BenchConfig, queued: bool) -> anyhow::Result<DeliveryRun> {
         .flat_map(|n| ["--queue".to_owned(), n.url()])
         .collect();
     let _relay = match &nats {
-        Some(n) => Some(
-            Command::new(&cfg.host_bin)
-                .args(["relay", "--queue", &n.url(), "--central", &central])
-                .env("CART_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("relay.log"))?)
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting cart-host relay")?,
-        ),
+        Some(n) => Some(relay(cfg, &dir, &n.url(), &central)?),
         None => None,
     };
     let extra: Vec<&str> = queue_args.iter().map(String::as_str).collect();

@@ -208,6 +208,24 @@ pub(crate) async fn postgres_with_sale() -> anyhow::Result<(Postgres, String)> {
     Ok((pg, central))
 }
 
+/// `cart-host relay` from `queue` to `central`, logging to `relay.log` in `dir`; killed when
+/// dropped.
+pub(crate) fn relay(
+    cfg: &BenchConfig,
+    dir: &Path,
+    queue: &str,
+    central: &str,
+) -> anyhow::Result<Child> {
+    Command::new(&cfg.host_bin)
+        .args(["relay", "--queue", queue, "--central", central])
+        .env("CART_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("relay.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting cart-host relay")
+}
+
 /// `cart-host audit` of these edges, waiting up to a minute for them to settle: `passed`, or
 /// what it found.
 pub(crate) async fn audit(

@@ -26,5 +26,6 @@ pub mod plot;
 pub mod scaling;
 pub mod speed;
 pub mod suite;
+pub mod wan;
 pub mod watching;
 pub mod wrk;

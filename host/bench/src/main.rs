@@ -59,6 +59,9 @@ enum Command {
     },
     /// Only the long randomized fault run (a part of the suite), printed.
     Faults,
+    /// Only the edges against the central-database cart with central 80 ms away (a part of
+    /// the suite), printed.
+    Wan,
     /// Draw a `cart-host load --report` file: latency over time, as an SVG.
     Plot {
         /// The report (JSON) `cart-host load --report` wrote.
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
             cart_bench::hello::serve(tokio::net::TcpListener::bind(&listen).await?).await
         }),
         Some(Command::Faults) => runtime.block_on(part!(cli.suite, faults::run, faults::summary)),
+        Some(Command::Wan) => runtime.block_on(part!(cli.suite, wan::run, wan::summary)),
         Some(Command::Plot { report, out }) => cart_bench::plot::read_and_draw(&report, &out),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };

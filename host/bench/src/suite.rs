@@ -21,7 +21,7 @@ use crate::harness::{
     BenchConfig, Edge, Rules, TABLE_HEAD, TOKEN, audit, measure, noon_sale, postgres_with_sale,
     row, two_edges, updates_fleet, wait_healthy,
 };
-use crate::{budget, delivery, draining, faults, scaling, speed, watching};
+use crate::{budget, delivery, draining, faults, scaling, speed, wan, watching};
 use cart_central::time::{rfc3339, wall_ms};
 use cart_edge::http_client::HttpClient;
 use cart_load::{self as load, LoadConfig, LoadReport, Scenario};
@@ -285,6 +285,11 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     let drained = draining::run(cfg).await?;
     eprintln!("the noon sale through cart-host scale: edges started and drained by load");
     let scaling = scaling::run(cfg).await?;
+    eprintln!(
+        "far from central: edges against the central-database cart, {} ms away",
+        wan::RTT.as_millis()
+    );
+    let far = wan::run(cfg).await?;
     eprintln!("faults at random for {} s", faults::DURATION.as_secs());
     let faults = faults::run(cfg).await?;
     let mut text = summary(
@@ -302,6 +307,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     watching::summary(&mut text, &watching);
     draining::summary(&mut text, &drained);
     scaling::summary(&mut text, &scaling);
+    wan::summary(&mut text, &far);
     faults::summary(&mut text, &faults);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();

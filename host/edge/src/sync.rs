@@ -26,14 +26,13 @@ pub fn is_refusal(edge: &Edge, e: &anyhow::Error) -> bool {
     })
 }
 
-/// What the edge owes central besides its outbox: its claim on the edge id (made, or renewed
-/// at a fifth of the lease so a slow central does not let it lapse), and the grant requests
-/// and returns a crash or an outage interrupted (not the ones in flight now). A process that
-/// lost its id still finishes its returns.
-pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyhow::Result<()> {
+/// What the edge owes central besides its outbox and its lease: its claim on the edge id, and
+/// the grant requests and returns a crash or an outage interrupted (not the ones in flight
+/// now). A process that lost its id still finishes its returns.
+pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
     let lease = edge.config.lease;
     match edge.standing() {
-        Standing::Refused(_) | Standing::Superseded(_) => {}
+        Standing::Refused(_) | Standing::Superseded(_) | Standing::Claimed => {}
         Standing::Unclaimed { .. } => {
             let claimed = edge
                 .identity
@@ -53,26 +52,7 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
                 return Err(e);
             }
             edge.set_standing(Standing::Claimed);
-            *renewed_at = Some(Instant::now());
         }
-        Standing::Claimed if renewed_at.is_none_or(|at| at.elapsed() >= lease / 5) => {
-            let asked = Instant::now();
-            let calendar = edge
-                .central
-                .renew_lease(
-                    &edge.config.edge_id,
-                    &edge.identity.incarnation,
-                    edge.config.lease_ms(),
-                )
-                .await?;
-            current_calendar(edge, calendar).await?;
-            *renewed_at = Some(asked);
-            let until = edge.identity.renewed(asked, lease);
-            edge.writer
-                .host(move |c| db::set_meta(c, "lease_until", &until.to_string()))
-                .await?;
-        }
-        Standing::Claimed => {}
     }
     let before = edge.clock.now() - STALE_GRANT_MS;
     let refused = edge.standing().lost_id();
@@ -102,6 +82,41 @@ pub async fn tend_central(edge: &Edge, renewed_at: &mut Option<Instant>) -> anyh
     Ok(())
 }
 
+/// The next batch's size after one of `size` events took `took`: halved while a batch takes
+/// more than a tenth of the lease, doubled (up to the configured batch) while a full one takes
+/// under a quarter of that. Central applies a batch in one transaction, which holds the edge's
+/// row, which the lease's renewal also writes: far from central, where every statement is a
+/// round trip, a big batch would keep the lease from being renewed until it lapsed.
+pub fn next_batch(edge: &Edge, size: usize, full: bool, took: std::time::Duration) -> usize {
+    let budget = edge.config.lease / 10;
+    if took > budget {
+        (size / 2).max(1)
+    } else if full && took < budget / 4 {
+        (size * 2).min(edge.config.sync_batch)
+    } else {
+        size
+    }
+}
+
+/// Renews the lease of a process that holds the edge id, and records until when it may sell.
+pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
+    let asked = Instant::now();
+    let calendar = edge
+        .central
+        .renew_lease(
+            &edge.config.edge_id,
+            &edge.identity.incarnation,
+            edge.config.lease_ms(),
+        )
+        .await?;
+    current_calendar(edge, calendar).await?;
+    let until = edge.identity.renewed(asked, edge.config.lease);
+    edge.writer
+        .host(move |c| db::set_meta(c, "lease_until", &until.to_string()))
+        .await?;
+    Ok(())
+}
+
 /// Selling on under a lease needs the calendar it was granted with: a sale ended early ends at
 /// a time every lease granted since knows of (see `cart_central`'s `end_sale`).
 async fn current_calendar(edge: &Edge, version: i64) -> anyhow::Result<()> {
@@ -112,8 +127,7 @@ async fn current_calendar(edge: &Edge, version: i64) -> anyhow::Result<()> {
 }
 
 /// Delivers one batch; returns how many events central applied.
-pub async fn deliver_once(edge: &Edge) -> anyhow::Result<usize> {
-    let limit = edge.config.sync_batch;
+pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
     let (rows, backlog) = edge
         .read(move |c| {
             let after = db::delivered_seq(c)?;

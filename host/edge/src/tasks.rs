@@ -32,6 +32,7 @@ const BALANCE_EVERY: Duration = Duration::from_millis(200);
 pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(deliver(Arc::clone(edge), shutdown.clone())),
+        tokio::spawn(keep_lease(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(sweep_holds(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(follow_calendar(Arc::clone(edge), shutdown.clone())),
         tokio::spawn(keep_stocked(Arc::clone(edge), shutdown.clone())),
@@ -77,13 +78,40 @@ async fn reload_certificate(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// Renews the lease every fifth of it while this process holds the edge id, apart from the
+/// outbox, so a delivery that takes long (a big batch across a far link) never lets it lapse;
+/// after a failed renewal, tries again sooner. A refusal stops the process selling, as in
+/// [`deliver`].
+async fn keep_lease(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let every = edge.config.lease / 5;
+    let mut period = every;
+    while pause(period, &mut shutdown).await {
+        if edge.standing() != Standing::Claimed {
+            period = edge.config.sync_every;
+            continue;
+        }
+        period = match sync::renew_lease(&edge).await {
+            Ok(()) => every,
+            Err(e) => {
+                if let Some(stop) = stopped(&edge, &e) {
+                    stand_down(&edge, stop, &e);
+                } else {
+                    tracing::warn!("renewing the lease: {e:#}");
+                }
+                every / 4
+            }
+        };
+    }
+}
+
 /// Delivers the outbox to central (or to the queue) in order, in batches; keeps the edge's
 /// claim and finishes interrupted grants and returns; retries with backoff while central is
 /// away. Through the queue, the outbox keeps draining while central is away.
 async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = edge.config.sync_every;
     let max_backoff = Duration::from_secs(5);
-    let mut renewed_at = None;
+    // Grown to the configured batch while batches are quick (see `sync::next_batch`).
+    let mut batch = 1;
     // Through the queue: when central may be tried again, and how long to wait after that.
     let mut central_due = Instant::now();
     let mut central_backoff = edge.config.sync_every;
@@ -93,7 +121,7 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
                 return Ok(Idle::Refused);
             }
             if edge.queue.is_none() || Instant::now() >= central_due {
-                match sync::tend_central(&edge, &mut renewed_at).await {
+                match sync::tend_central(&edge).await {
                     Ok(()) => central_backoff = edge.config.sync_every,
                     Err(e) if edge.queue.is_none() || sync::is_refusal(&edge, &e) => {
                         return Err(e);
@@ -112,7 +140,10 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             if let Standing::Unclaimed { own_history: false } = edge.standing() {
                 return Ok(Idle::Caught);
             }
-            Ok(if sync::deliver_once(&edge).await? > 0 {
+            let started = Instant::now();
+            let delivered = sync::deliver_once(&edge, batch).await?;
+            batch = sync::next_batch(&edge, batch, delivered >= batch, started.elapsed());
+            Ok(if delivered > 0 {
                 Idle::Busy
             } else {
                 Idle::Caught
@@ -128,9 +159,7 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             Ok(Idle::Refused) => Duration::from_secs(3600),
             Err(e) => {
                 if let Some(stop) = stopped(&edge, &e) {
-                    edge.identity.lose_lease();
-                    locks::lock(&edge.sync).last_error = Some(format!("{e:#}"));
-                    edge.set_standing(stop);
+                    stand_down(&edge, stop, &e);
                     continue;
                 }
                 tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
@@ -143,6 +172,13 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// This process sells no more: it lost or was refused its edge id, for `why`.
+fn stand_down(edge: &Edge, stop: Standing, why: &anyhow::Error) {
+    edge.identity.lose_lease();
+    locks::lock(&edge.sync).last_error = Some(format!("{why:#}"));
+    edge.set_standing(stop);
 }
 
 /// The standing an error leaves this process in, if it is one retrying cannot mend: central
