@@ -161,10 +161,14 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
                 .await?;
             if marks.before >= first {
                 // Central had events of ours from this batch on, applied before a crash kept
-                // us from marking them: they must be these very events.
-                same_as_applied(edge, &history, &batch, marks.before).await?;
+                // us from marking them: they must be these very events. It may have more than
+                // this batch (the one before the crash was bigger): those are marked once a
+                // later batch has been checked against them.
+                same_as_applied(edge, &history, &batch, marks.before.min(last)).await?;
+                (marks.after.min(last), None)
+            } else {
+                (marks.after, None)
             }
-            (marks.after, None)
         }
     };
     // Central applied at most what it was sent; after a crash between its commit and ours it
