@@ -57,6 +57,19 @@ impl HttpClient {
         Self::with_tls(timeout, Arc::clone(tls))
     }
 
+    /// A client that checks `https://` servers against `ca` (a PEM file), or the system's roots
+    /// without one, and presents no certificate.
+    pub fn trusting(timeout: Duration, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        Ok(match ca {
+            Some(ca) => Self::with_tls(
+                timeout,
+                crate::tls::client_config(Some(ca))
+                    .with_context(|| format!("the CA {}", ca.display()))?,
+            ),
+            None => Self::new(timeout),
+        })
+    }
+
     /// A client whose `https://` connections use `tls`.
     pub fn with_tls(timeout: Duration, tls: Arc<ClientConfig>) -> Self {
         let mut http = HttpConnector::new();

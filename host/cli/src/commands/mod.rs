@@ -144,14 +144,7 @@ pub struct FleetCaArgs {
 /// A client for edges whose certificates `fleet_ca` signed (or the system's roots), waiting at
 /// most `timeout` for an answer.
 pub fn edge_client(fleet_ca: Option<&Path>, timeout: Duration) -> anyhow::Result<HttpClient> {
-    Ok(match fleet_ca {
-        Some(ca) => HttpClient::with_tls(
-            timeout,
-            cart_edge::tls::client_config(Some(ca))
-                .with_context(|| format!("the fleet CA {}", ca.display()))?,
-        ),
-        None => HttpClient::new(timeout),
-    })
+    HttpClient::trusting(timeout, fleet_ca).context("the fleet CA")
 }
 
 /// What an edge's door allows one client address, as `serve` and `demo` take it.

@@ -215,16 +215,9 @@ impl Client {
 
     /// A client that checks an `https://` edge's certificate against `ca` (a PEM file).
     pub fn trusting(url: &str, ca: Option<&std::path::Path>) -> Self {
-        let timeout = Duration::from_secs(30);
         Self {
             url: url.to_owned(),
-            http: match ca {
-                Some(ca) => HttpClient::with_tls(
-                    timeout,
-                    cart_edge::tls::client_config(Some(ca)).expect("the fleet CA"),
-                ),
-                None => HttpClient::new(timeout),
-            },
+            http: HttpClient::trusting(Duration::from_secs(30), ca).expect("the fleet CA"),
         }
     }
 
