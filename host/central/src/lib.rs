@@ -18,7 +18,7 @@ pub mod events;
 pub mod sale;
 pub mod time;
 
-pub use pg_connect::{redacted, with_password};
+pub use pg_connect::{read_roots, redacted, with_password};
 
 use std::collections::BTreeMap;
 use std::fmt;

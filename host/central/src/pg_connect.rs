@@ -152,20 +152,21 @@ fn roots(given: Option<&str>, needed: bool) -> Result<Option<RootCertStore>, Str
             _ => return Ok(None),
         },
     };
-    read_roots(&file).map(Some)
+    read_roots(&file)
+        .map(Some)
+        .map_err(|e| format!("sslrootcert {e}"))
 }
 
-fn read_roots(file: &Path) -> Result<RootCertStore, String> {
+/// The certificates in a PEM file, as trusted roots (for central's PostgreSQL, and the edges'
+/// fleet CA); an error names the file.
+pub fn read_roots(file: &Path) -> Result<RootCertStore, String> {
     let certs = CertificateDer::pem_file_iter(file)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| format!("sslrootcert {}: {e}", file.display()))?;
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let mut store = RootCertStore::empty();
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!(
-            "sslrootcert {}: no certificate in it",
-            file.display()
-        ));
+        return Err(format!("{}: no certificate in it", file.display()));
     }
     Ok(store)
 }

@@ -208,14 +208,8 @@ fn certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
 }
 
 /// The certificates in a PEM file, as trusted roots.
-pub fn read_roots(file: &Path) -> anyhow::Result<RootCertStore> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .with_context(|| format!("reading {}", file.display()))?;
-    let mut store = RootCertStore::empty();
-    let (added, _) = store.add_parsable_certificates(certs);
-    anyhow::ensure!(added > 0, "{} holds no certificate", file.display());
-    Ok(store)
+fn read_roots(file: &Path) -> anyhow::Result<RootCertStore> {
+    cart_central::read_roots(file).map_err(anyhow::Error::msg)
 }
 
 /// The system's trusted roots, read once.
