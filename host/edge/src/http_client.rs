@@ -61,11 +61,8 @@ impl HttpClient {
     /// without one, and presents no certificate.
     pub fn trusting(timeout: Duration, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
         Ok(match ca {
-            Some(ca) => Self::with_tls(
-                timeout,
-                crate::tls::client_config(Some(ca))
-                    .with_context(|| format!("the CA {}", ca.display()))?,
-            ),
+            // Its error names the file.
+            Some(ca) => Self::with_tls(timeout, crate::tls::client_config(Some(ca))?),
             None => Self::new(timeout),
         })
     }
