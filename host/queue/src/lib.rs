@@ -94,6 +94,8 @@ pub enum QueueError {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("the NATS credentials: {0}")]
+    Creds(std::io::Error),
     #[error("the NATS server is unreachable; the outbox waits for it")]
     Unreachable,
     #[error("JetStream stream {STREAM}: {0}")]
@@ -112,6 +114,21 @@ pub struct QueueAuth {
     pub ca: Option<PathBuf>,
     /// A user name and password.
     pub user: Option<(String, String)>,
+    /// A credentials file's text.
+    pub creds: Option<Creds>,
+}
+
+/// A NATS credentials file's text (`.creds`): a user's JWT and the seed of the key that signs
+/// the server's challenge. Checked when read, so that a damaged file stops a start, not every
+/// connection after it.
+#[derive(Clone)]
+pub struct Creds(String);
+
+impl Creds {
+    pub fn parse(text: String) -> std::io::Result<Self> {
+        async_nats::ConnectOptions::new().credentials(&text)?;
+        Ok(Self(text))
+    }
 }
 
 impl std::fmt::Debug for QueueAuth {
@@ -119,6 +136,10 @@ impl std::fmt::Debug for QueueAuth {
         f.debug_struct("QueueAuth")
             .field("ca", &self.ca)
             .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field(
+                "creds",
+                &self.creds.as_ref().map(|_| "(a credentials file)"),
+            )
             .finish()
     }
 }
@@ -149,12 +170,15 @@ pub async fn connect(
         if let Some((user, password)) = &auth.user {
             options = options.user_and_password(user.clone(), password.clone());
         }
+        if let Some(Creds(text)) = &auth.creds {
+            options = options.credentials(text).map_err(QueueError::Creds)?;
+        }
         if let Some(ca) = &auth.ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
-        options
+        Ok::<_, QueueError>(options)
     };
-    match options().connect(url).await {
+    match options()?.connect(url).await {
         Ok(client) => return Ok(client),
         Err(e) => tracing::warn!(
             "NATS {}: {}; trying again in the background",
@@ -162,7 +186,7 @@ pub async fn connect(
             cart_central::with_causes(&e)
         ),
     }
-    options()
+    options()?
         .retry_on_initial_connect()
         .connect(url)
         .await

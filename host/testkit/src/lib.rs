@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod chaos;
 pub mod link;
+pub mod nats_jwt;
 pub mod readme;
 
 use std::path::{Path, PathBuf};
@@ -274,25 +275,51 @@ impl Nats {
         password: &str,
     ) -> anyhow::Result<Self> {
         let mut nats = Self::start_stopped()?;
+        nats.secured = nats.tls_args(server)?;
+        nats.secured.extend([
+            "--user".into(),
+            user.into(),
+            "--pass".into(),
+            password.into(),
+        ]);
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    /// [`Self::start`], speaking TLS only, with this certificate, in operator mode: it trusts
+    /// `operator` and admits the users of `accounts`, each with its `.creds` file.
+    pub fn start_operated(
+        server: &certs::Issued,
+        operator: &nats_jwt::Operator,
+        accounts: &[&nats_jwt::Account],
+    ) -> anyhow::Result<Self> {
+        let mut nats = Self::start_stopped()?;
+        let operator_jwt = nats.dir.path().join("operator.jwt");
+        std::fs::write(&operator_jwt, operator.jwt()?)?;
+        let config = nats.dir.path().join("operated.conf");
+        std::fs::write(&config, operator.server_config(&operator_jwt, accounts))?;
+        nats.secured = nats.tls_args(server)?;
+        nats.secured
+            .extend(["-c".into(), config.display().to_string()]);
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    /// The server's certificate and key, written to its folder, as its command line names them.
+    fn tls_args(&self, server: &certs::Issued) -> anyhow::Result<Vec<String>> {
         let (cert, key) = (
-            nats.dir.path().join("server.crt"),
-            nats.dir.path().join("server.key"),
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
         );
         std::fs::write(&cert, &server.cert_pem)?;
         std::fs::write(&key, &server.key_pem)?;
-        nats.secured = vec![
+        Ok(vec![
             "--tls".into(),
             "--tlscert".into(),
             cert.display().to_string(),
             "--tlskey".into(),
             key.display().to_string(),
-            "--user".into(),
-            user.into(),
-            "--pass".into(),
-            password.into(),
-        ];
-        nats.resume()?;
-        Ok(nats)
+        ])
     }
 
     fn start_stopped() -> anyhow::Result<Self> {

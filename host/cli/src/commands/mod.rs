@@ -85,11 +85,20 @@ pub struct QueueAuthArgs {
     #[arg(long, env = "CART_QUEUE_CA")]
     queue_ca: Option<PathBuf>,
     /// A NATS user to log in as; the password is in --queue-password-file.
-    #[arg(long, env = "CART_QUEUE_USER", requires = "queue_password_file")]
+    #[arg(
+        long,
+        env = "CART_QUEUE_USER",
+        requires = "queue_password_file",
+        conflicts_with = "queue_creds"
+    )]
     queue_user: Option<String>,
     /// A file holding --queue-user's password.
     #[arg(long, env = "CART_QUEUE_PASSWORD_FILE", requires = "queue_user")]
     queue_password_file: Option<PathBuf>,
+    /// A NATS credentials file (`.creds`: a user's JWT and its key's seed, as `nsc` writes it
+    /// for a server in operator mode, or as NGS and Synadia Cloud hand out).
+    #[arg(long, env = "CART_QUEUE_CREDS")]
+    queue_creds: Option<PathBuf>,
 }
 
 impl QueueAuthArgs {
@@ -98,9 +107,20 @@ impl QueueAuthArgs {
             (Some(user), Some(file)) => Some((user.clone(), read_secret(file, "NATS password")?)),
             _ => None,
         };
+        let creds = match &self.queue_creds {
+            // Read as it is: the format wants the line ends that trimming would take.
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|text| Ok(cart_queue::Creds::parse(text)?))
+                    .with_context(|| format!("the NATS credentials in {}", file.display()))?,
+            ),
+            None => None,
+        };
         Ok(cart_queue::QueueAuth {
             ca: self.queue_ca.clone(),
             user,
+            creds,
         })
     }
 }

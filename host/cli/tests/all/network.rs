@@ -321,6 +321,52 @@ async fn a_failure_behind_the_edge_is_told_in_shoppers_words_and_logged_by_reque
     }
 }
 
+/// Through the NATS server at `queue`: a relay logging in with `relay`, another with `wrong`,
+/// and edge `edge-1` with `edge`, which sells five units. The audit passes, the relay applied
+/// them, and the other applied nothing and says in its log that the server refused it. The
+/// edge, for what the test does next.
+async fn sell_through_secured_queue(
+    fleet: &Fleet,
+    queue: &str,
+    edge: &[&str],
+    relay: &[&str],
+    wrong: &[&str],
+) -> crate::support::EdgeProcess {
+    let stranger =
+        crate::support::RelayProcess::start_with(fleet, queue, "wrong-relay", wrong).await;
+    let relay = crate::support::RelayProcess::start_with(fleet, queue, "relay", relay).await;
+    let mut args = vec!["--queue", queue];
+    args.extend(edge);
+    let edge = crate::support::EdgeProcess::start_with(fleet, "edge-1", "edge-1", &args).await;
+    first_grant(&edge.client).await;
+    for i in 0..5 {
+        let cart = edge.client.create_cart(&format!("c-{i}")).await;
+        assert_eq!(edge.client.set(&cart, "BAG-1", 1).await.0, StatusCode::OK);
+        assert_eq!(
+            edge.client.checkout(&cart, "k").await.0,
+            StatusCode::CREATED
+        );
+    }
+    crate::support::audit_passes(fleet, [edge.client.url.clone()]).await;
+    assert!(relay.metric("cart_relay_events_applied_total").await > Some(0.0));
+    assert_eq!(
+        stranger.metric("cart_relay_events_applied_total").await,
+        Some(0.0)
+    );
+    let said = fleet_log(fleet, "wrong-relay");
+    println!(
+        "the wrong relay says: {}",
+        said.lines().find(|l| l.contains("NATS")).unwrap_or("")
+    );
+    assert!(said.contains("uthorization"), "{said}");
+    edge
+}
+
+/// What the process `name` of the fleet wrote to its log.
+fn fleet_log(fleet: &Fleet, name: &str) -> String {
+    std::fs::read_to_string(fleet.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+}
+
 /// Edges publish their outboxes to a NATS server that speaks only TLS and admits only a user
 /// with a password, and a relay applies them: every order reaches central and the audit passes.
 /// A relay with the wrong password applies nothing and says why in its log; an edge that does
@@ -357,42 +403,8 @@ async fn the_outbox_goes_through_nats_over_tls_with_a_password() {
     let wrong = with(&wrong_file);
     let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
 
-    let stranger =
-        crate::support::RelayProcess::start_with(&fleet, &queue, "wrong-relay", &wrong).await;
-    let relay = crate::support::RelayProcess::start_with(&fleet, &queue, "relay", &right).await;
-    let mut args = vec!["--queue", &queue];
-    args.extend(&right);
-    let edge = crate::support::EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &args).await;
-    first_grant(&edge.client).await;
-    for i in 0..5 {
-        let cart = edge.client.create_cart(&format!("c-{i}")).await;
-        assert_eq!(edge.client.set(&cart, "BAG-1", 1).await.0, StatusCode::OK);
-        assert_eq!(
-            edge.client.checkout(&cart, "k").await.0,
-            StatusCode::CREATED
-        );
-    }
-    crate::support::audit_passes(&fleet, [edge.client.url.clone()]).await;
-    assert!(relay.metric("cart_relay_events_applied_total").await > Some(0.0));
-    assert_eq!(
-        stranger.metric("cart_relay_events_applied_total").await,
-        Some(0.0)
-    );
-    let log = |name: &str| {
-        std::fs::read_to_string(fleet.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    };
-    println!(
-        "the wrong relay says: {}",
-        log("wrong-relay")
-            .lines()
-            .find(|l| l.contains("NATS"))
-            .unwrap_or("")
-    );
-    assert!(
-        log("wrong-relay").contains("uthorization"),
-        "{}",
-        log("wrong-relay")
-    );
+    let _edge = sell_through_secured_queue(&fleet, &queue, &right, &right, &wrong).await;
+    let log = |name: &str| fleet_log(&fleet, name);
 
     // An edge that does not trust the server's certificate: nothing leaves it.
     let other_ca = dir.path().join("other-ca.pem");
@@ -423,6 +435,95 @@ async fn the_outbox_goes_through_nats_over_tls_with_a_password() {
     for name in ["edge-1", "edge-2", "relay", "wrong-relay"] {
         let text = log(name);
         assert!(!text.contains(PASSWORD) && !text.contains("not-the-nats-password"));
+    }
+}
+
+/// The same through a NATS server in operator mode, where a client logs in with a `.creds`
+/// file (a user's JWT signed by an account the server knows, and the seed that proves it holds
+/// the user's key): the edge publishes, the relay applies, the audit passes. A relay whose user
+/// is signed by another operator's account applies nothing and its log says why; a damaged
+/// credentials file stops `relay` before it starts, naming the file; no seed shows in a log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_goes_through_nats_with_a_creds_file() {
+    use cart_testkit::nats_jwt::Operator;
+    let ca = TestCa::new("cart test CA").expect("a CA");
+    let server = ca
+        .issue(&["localhost", "127.0.0.1"])
+        .expect("a certificate");
+    let operator = Operator::new("cart-operator").expect("an operator");
+    let account = operator.account("cart").expect("an account");
+    let nats = cart_testkit::Nats::start_operated(&server, &operator, &[&account]).expect("NATS");
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("queue_creds").await.expect("database");
+    let fleet = Fleet::on(url, &crate::support::sale(&[("BAG-1", 50, 2)], -60)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let ca_file = ca_file.to_str().expect("a path");
+    let creds = |name: &str, text: String| {
+        let seed = text
+            .lines()
+            .find(|l| l.starts_with("SU"))
+            .expect("a user seed")
+            .to_owned();
+        let path = secret_file(dir.path(), &format!("{name}.creds"), &text);
+        (path.display().to_string(), seed)
+    };
+    let (edge_creds, edge_seed) = creds("edge", account.user_creds("edge-1").expect("creds"));
+    let (relay_creds, relay_seed) = creds("relay", account.user_creds("relay").expect("creds"));
+    let elsewhere = Operator::new("another").expect("an operator");
+    let (stranger_creds, _) = creds(
+        "stranger",
+        elsewhere
+            .account("cart")
+            .expect("an account")
+            .user_creds("relay")
+            .expect("creds"),
+    );
+    let queue = format!("tls://localhost:{}", nats.port);
+    let with = |creds: &str| ["--queue-ca", ca_file, "--queue-creds", creds].map(str::to_owned);
+
+    let (edge, relay, stranger) = (with(&edge_creds), with(&relay_creds), with(&stranger_creds));
+    let _edge = sell_through_secured_queue(
+        &fleet,
+        &queue,
+        &edge.each_ref().map(String::as_str),
+        &relay.each_ref().map(String::as_str),
+        &stranger.each_ref().map(String::as_str),
+    )
+    .await;
+    let log = |name: &str| fleet_log(&fleet, name);
+
+    // A file that is not a credentials file: named, and nothing starts.
+    let damaged = secret_file(
+        dir.path(),
+        "damaged.creds",
+        "-----BEGIN NATS USER JWT-----\n",
+    );
+    let damaged = damaged.to_str().expect("a path");
+    let out = cart_host(
+        &[
+            "relay",
+            "--queue",
+            &queue,
+            "--central",
+            &fleet.central_url,
+            "--queue-creds",
+            damaged,
+        ],
+        &[],
+    );
+    println!("a damaged file: {}", said(&out));
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("damaged.creds") && said(&out).contains("cannot parse"),
+        "{}",
+        said(&out)
+    );
+
+    for name in ["edge-1", "relay", "wrong-relay"] {
+        let text = log(name);
+        assert!(!text.contains(&edge_seed) && !text.contains(&relay_seed));
     }
 }
 

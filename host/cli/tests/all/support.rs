@@ -599,12 +599,16 @@ impl RelayProcess {
             child,
             metrics: format!("http://127.0.0.1:{port}/metrics"),
         };
-        eventually(
-            "the relay to serve its metrics",
-            Duration::from_secs(30),
-            || async { relay.metric("cart_relay_lag_messages").await.is_some() },
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while relay.metric("cart_relay_lag_messages").await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the relay {name} did not serve its metrics; its log:\n{}",
+                std::fs::read_to_string(fleet.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         relay
     }
 
