@@ -144,6 +144,19 @@ pub struct ServeTlsArgs {
 }
 
 impl ServeTlsArgs {
+    /// The same flags, for a process this one starts.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        [
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--fleet-ca", &self.fleet_ca),
+        ]
+        .into_iter()
+        .filter_map(|(flag, file)| Some([flag.into(), file.clone()?.into_os_string()]))
+        .flatten()
+        .collect()
+    }
+
     pub fn files(&self) -> Option<cart_edge::tls::TlsFiles> {
         Some(cart_edge::tls::TlsFiles {
             cert: self.tls_cert.clone()?,

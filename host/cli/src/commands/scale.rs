@@ -6,6 +6,11 @@
 //! public mechanics: start a process, `SIGTERM` it (the edge drains and exits), `/readyz`,
 //! `/metrics`.
 //!
+//! With `--tls-cert` and `--tls-key`, the front door serves HTTPS with that certificate, every
+//! edge is started with it (and with `--fleet-ca`, for mutual TLS among them), and the door
+//! reaches the edges at `https://127.0.0.1:PORT`: the certificate must name `127.0.0.1`, and be
+//! signed by `--fleet-ca` or by a CA the system trusts.
+//!
 //! The policy, each second, over the edges that are ready:
 //! - `wanted = ceil(Σ recent cart updates per second / --target-updates-per-edge)`, within the
 //!   bounds; one more than now when any edge's recent p99 is over `--max-p99-ms`, unless the
@@ -75,6 +80,8 @@ pub struct ScaleArgs {
     /// made if missing).
     #[arg(long, env = "CART_SCALE_RECORD")]
     record: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::ServeTlsArgs,
     /// Arguments for every `cart-host serve` (after `--`): `--fleet-secret-file` at least.
     #[arg(last = true)]
     serve_args: Vec<String>,
@@ -156,8 +163,18 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         args.target_updates_per_edge > 0.0,
         "--target-updates-per-edge must be above 0"
     );
+    let tls = args
+        .tls
+        .files()
+        .map(|files| cart_edge::tls::EdgeTls::load(&files))
+        .transpose()?
+        .map(Arc::new);
+    let fleet_ca = args.tls.files().and_then(|files| files.fleet_ca);
     let door = Door {
-        client: Arc::new(HttpClient::new(Duration::from_secs(10))),
+        client: Arc::new(super::edge_client(
+            fleet_ca.as_deref(),
+            Duration::from_secs(10),
+        )?),
         ..Door::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -172,11 +189,14 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(cart_edge::server::serve(
         listener,
         cart_edge::http::App::from_router(app),
-        None,
+        tls.as_deref().map(cart_edge::tls::EdgeTls::acceptor),
         stopped,
         cart_edge::config::HttpLimits::default(),
     ));
-    println!("the fleet's address: http://{}", args.listen);
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_certificate(Arc::clone(tls)));
+    }
+    println!("the fleet's address: {}://{}", scheme(&args), args.listen);
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("making {}", args.data.display()))?;
     let mut record = match &args.record {
@@ -197,7 +217,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let mut numbers = 0usize;
     let mut last_change = Instant::now() - Duration::from_secs(args.cool_down_secs);
     let mut oversized_since: Option<Instant> = None;
-    let client = HttpClient::new(Duration::from_secs(1));
+    let client = super::edge_client(fleet_ca.as_deref(), Duration::from_secs(1))?;
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -335,6 +355,7 @@ fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
         .arg("--data")
         .arg(args.data.join(&id))
         .args(args.central.to_args())
+        .args(args.tls.to_args())
         .args(&args.serve_args)
         .stdin(Stdio::null())
         .kill_on_drop(false);
@@ -355,13 +376,33 @@ fn start_edge(args: &ScaleArgs, number: usize) -> anyhow::Result<Edge> {
     Ok(Edge {
         number,
         id,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("{}://127.0.0.1:{port}", scheme(args)),
         child,
         busy: None,
         started: Instant::now(),
         quick_exits: 0,
         restart_at: None,
     })
+}
+
+/// `https` when the fleet serves TLS, else `http`.
+fn scheme(args: &ScaleArgs) -> &'static str {
+    if args.tls.files().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Reads the front door's certificate again when its files change, as an edge does (the edges
+/// read theirs themselves).
+async fn reload_certificate(tls: Arc<cart_edge::tls::EdgeTls>) {
+    loop {
+        tokio::time::sleep(cart_edge::tls::RELOAD_EVERY).await;
+        if let Err(e) = tls.identity().reload(false) {
+            tracing::warn!("keeping the front door's certificate in use: {e:#}");
+        }
+    }
 }
 
 /// `SIGTERM`: the edge drains and exits.

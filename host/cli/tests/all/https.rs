@@ -288,3 +288,79 @@ async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_carr
         .expect("reaped");
     assert!(exited.success(), "{exited}");
 }
+
+/// `cart-host scale` over HTTPS: its front door serves the fleet's certificate, the edges it
+/// starts serve it too and forward to each other over mutual TLS, and the audit passes with the
+/// fleet CA. Plain HTTP at the door gets no answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scaler_runs_its_fleet_over_https() {
+    let mut fleet = Fleet::new(&sale(&[("BAG-1", 100, 2)], -60)).await;
+    let ca = TestCa::new("fleet CA").expect("a CA");
+    let dir = fleet.dir.path().to_owned();
+    let issued = ca
+        .issue(&["127.0.0.1", "localhost"])
+        .expect("a certificate");
+    let (cert, key) = write_pair(&dir, "fleet", &issued);
+    let ca_file = write_ca(&dir, "fleet-ca", &ca);
+    fleet.fleet_ca = Some(ca_file.clone());
+    let (door, base) = (crate::support::free_port(), crate::support::free_port());
+    let _scaler = crate::scale::scaler(&fleet, door, base, SECRET)
+        .args(["--min-edges", "2", "--max-edges", "2"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--fleet-ca")
+        .arg(&ca_file)
+        .args(crate::scale::serve_args(&fleet))
+        .spawn()
+        .expect("cart-host scale starts");
+    let edges: Vec<String> = (1..=2)
+        .map(|n| format!("https://127.0.0.1:{}", base + n))
+        .collect();
+    // The scaler's record says when its door sends requests to both.
+    crate::support::eventually(
+        "the door to see both edges ready",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(dir.join("scale.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(r#""ready":2"#))
+        },
+    )
+    .await;
+
+    // Through the door, carts land on both edges; each is read back through the door, half of
+    // them forwarded from the other edge.
+    let shop = Client::trusting(&format!("https://127.0.0.1:{door}"), Some(&ca_file));
+    let mut on = std::collections::BTreeSet::new();
+    let mut carts = Vec::new();
+    for i in 0..6 {
+        carts.push(shop.create_cart(&format!("shopper-{i}")).await);
+    }
+    for cart in &carts {
+        assert_eq!(shop.set(cart, "BAG-1", 1).await.0, StatusCode::OK);
+        for _ in 0..2 {
+            let (status, body) = shop.get_cart(cart).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["lines"][0]["quantity"], 1, "{body}");
+            on.insert(body["edge_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        on.len(),
+        2,
+        "carts on {on:?}; the scaler's record:\n{}",
+        std::fs::read_to_string(dir.join("scale.jsonl")).unwrap_or_default()
+    );
+    let plain = Client::new(&format!("http://127.0.0.1:{door}"));
+    let answer = plain.try_send(Method::GET, "/readyz", None, &[], "").await;
+    assert!(
+        answer.is_err(),
+        "plain HTTP answered: {:?}",
+        answer.map(|r| r.status)
+    );
+    crate::support::audit_passes(&fleet, edges).await;
+}

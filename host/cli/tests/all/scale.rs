@@ -15,36 +15,56 @@ fn said(fleet: &Fleet) -> String {
     std::fs::read_to_string(fleet.dir.path().join("scale.out")).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_fleet_grows_with_its_load_and_drains_back_after_it() {
-    let fleet = Fleet::new(&sale(&[("BAG-1", 5_000, 4)], -60)).await;
+/// `cart-host scale` on the fleet's central, its door on port `door`, edge N on `base` + N, the
+/// edges' folders and its `--record` (`scale.jsonl`) in the fleet's folder, with `secret` as the
+/// fleet secret; its own flags follow, then [`serve_args`].
+pub fn scaler(fleet: &Fleet, door: u16, base: u16, secret: &str) -> tokio::process::Command {
     let dir = fleet.dir.path();
     std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).expect("token");
-    std::fs::write(dir.join("fleet-secret"), "a-secret-for-the-scaler").expect("secret");
-    let (door, base) = (free_port(), free_port());
-    let out = std::fs::File::create(dir.join("scale.out")).expect("scale.out");
-    let mut scaler = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+    std::fs::write(dir.join("fleet-secret"), secret).expect("secret");
+    let mut scaler = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"));
+    scaler
         .arg("scale")
         .args(["--central", &fleet.central_url])
         .args(["--listen", &format!("127.0.0.1:{door}")])
         .arg("--data")
         .arg(dir.join("edges"))
         .args(["--base-port", &base.to_string()])
+        .arg("--record")
+        .arg(dir.join("scale.jsonl"))
+        .env("CART_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    scaler
+}
+
+/// The edges' flags, after `--`: the fleet secret and the operator token [`scaler`] wrote.
+pub fn serve_args(fleet: &Fleet) -> Vec<std::ffi::OsString> {
+    let dir = fleet.dir.path();
+    vec![
+        "--".into(),
+        "--fleet-secret-file".into(),
+        dir.join("fleet-secret").into(),
+        "--admin-token-file".into(),
+        dir.join("admin-token").into(),
+        "--create-rate".into(),
+        "0".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_grows_with_its_load_and_drains_back_after_it() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 5_000, 4)], -60)).await;
+    let dir = fleet.dir.path();
+    let (door, base) = (free_port(), free_port());
+    let out = std::fs::File::create(dir.join("scale.out")).expect("scale.out");
+    let mut scaler = scaler(&fleet, door, base, "a-secret-for-the-scaler")
         .args(["--min-edges", "1", "--max-edges", "3"])
         .args(["--target-updates-per-edge", "40"])
         .args(["--cool-down-secs", "1", "--scale-in-after-secs", "3"])
-        .arg("--record")
-        .arg(dir.join("scale.jsonl"))
-        .arg("--")
-        .arg("--fleet-secret-file")
-        .arg(dir.join("fleet-secret"))
-        .arg("--admin-token-file")
-        .arg(dir.join("admin-token"))
-        .args(["--create-rate", "0"])
-        .env("CART_LOG", "warn")
+        .args(serve_args(&fleet))
         .stdout(out)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("cart-host scale starts");
     let shop = Client::new(&format!("http://127.0.0.1:{door}"));
