@@ -83,6 +83,8 @@ struct Books {
     catalog: Catalog,
     /// The module the edge starts on.
     first: Arc<LoadedModule>,
+    /// Why it is not the fleet's, when the fleet's cannot run here.
+    not_the_fleets: Option<String>,
     /// Carts this edge handed off, and carts it keeps for other edges.
     moved: Vec<(String, Option<String>)>,
     adopted: Vec<String>,
@@ -148,6 +150,7 @@ impl Edge {
             runtime,
             Arc::clone(&rules),
             books.first,
+            books.not_the_fleets,
             writer.clone(),
             config.clock.clone(),
             trust,
@@ -312,6 +315,9 @@ impl Edge {
         if !self.writer.pulse().healthy(self.config.writer.stuck_after) {
             return Err("the writer is stopped or stuck".into());
         }
+        if let Some(why) = self.modules.not_the_fleets() {
+            return Err(why);
+        }
         Ok(())
     }
 
@@ -367,7 +373,7 @@ fn open_books(
     }
     tx.commit()?;
     let catalog = calendar::load(&conn)?;
-    let first = choose_module(&conn, runtime, trust, fleet_module, initial, now)?;
+    let (first, not_the_fleets) = choose_module(&conn, runtime, trust, fleet_module, initial, now)?;
     let moved = handoff::moved(&conn)?;
     let adopted = handoff::adopted(&conn, &edge_tag(&config.edge_id))?;
     Ok(Books {
@@ -376,13 +382,15 @@ fn open_books(
         own_history,
         catalog,
         first: Arc::new(first),
+        not_the_fleets,
         moved,
         adopted,
     })
 }
 
 /// The module an edge starts on: the fleet's when it can run it, else the one it stored last
-/// (or was started with).
+/// (or was started with), and why it is not the fleet's. An edge on other rules than the
+/// fleet's is not ready until an operator deploys or activates a module on it.
 fn choose_module(
     conn: &Connection,
     runtime: &Runtime,
@@ -390,14 +398,25 @@ fn choose_module(
     fleet_module: Option<FleetCopy>,
     initial: &[u8],
     now: i64,
-) -> anyhow::Result<LoadedModule> {
+) -> anyhow::Result<(LoadedModule, Option<String>)> {
+    let mut not_the_fleets = None;
     if let Some(fleet_module) = fleet_module {
         match modules::adopt_fleet_module(conn, runtime, &fleet_module, trust, now) {
-            Ok(module) => return Ok(module),
-            Err(e) => tracing::warn!("not running the fleet's module: {e:#}"),
+            Ok(module) => return Ok((module, None)),
+            Err(e) => {
+                let why = format!(
+                    "this edge cannot run the fleet's cart rules ({e:#}): deploy or activate a \
+                     module it can run"
+                );
+                tracing::warn!("{why}");
+                not_the_fleets = Some(why);
+            }
         }
     }
-    modules::start_module(conn, runtime, initial, trust, now)
+    Ok((
+        modules::start_module(conn, runtime, initial, trust, now)?,
+        not_the_fleets,
+    ))
 }
 
 /// Claims the edge id at central: refusals end the start; an unreachable central does not.

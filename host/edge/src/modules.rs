@@ -122,6 +122,9 @@ pub struct Modules {
     trust: Trust,
     /// Compiled modules by version, so a rollback does not compile again.
     compiled: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    /// Why the active module is not the fleet's, from a start on which the fleet's could not
+    /// run until an operator deploys or activates one.
+    not_the_fleets: Mutex<Option<String>>,
 }
 
 impl Modules {
@@ -129,6 +132,7 @@ impl Modules {
         runtime: Runtime,
         active: Arc<ActiveRules>,
         first: Arc<LoadedModule>,
+        not_the_fleets: Option<String>,
         writer: WriterHandle,
         clock: Clock,
         trust: Trust,
@@ -141,7 +145,14 @@ impl Modules {
             clock,
             trust,
             compiled: Mutex::new(compiled),
+            not_the_fleets: Mutex::new(not_the_fleets),
         }
+    }
+
+    /// Why the active module is not the fleet's, if this edge started unable to run it and no
+    /// operator has deployed or activated a module since.
+    pub fn not_the_fleets(&self) -> Option<String> {
+        locks::lock(&self.not_the_fleets).clone()
     }
 
     /// Validates, stores and activates a module. Nothing changes unless every check passes.
@@ -196,6 +207,7 @@ impl Modules {
             })
             .await?;
         self.active.set(module);
+        *locks::lock(&self.not_the_fleets) = None;
         tracing::info!(version = %info.version, sha256 = %info.sha256, "module deployed");
         Ok(Deployed::Created(info))
     }
@@ -218,6 +230,7 @@ impl Modules {
             .host(move |c| db::set_meta(c, "active_module", &v))
             .await?;
         self.active.set(module);
+        *locks::lock(&self.not_the_fleets) = None;
         tracing::info!(version, "module activated");
         Ok(stored.info)
     }

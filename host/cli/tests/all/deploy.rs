@@ -398,3 +398,55 @@ async fn the_module_api_needs_the_operator_token() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+/// The fleet runs an unsigned module; a new edge that trusts only a signing key cannot run it.
+/// It starts on its own module but is not ready (`/readyz` says why), so nothing sells under
+/// other rules than the fleet's, until an operator deploys a module it can run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_that_cannot_run_the_fleets_module_is_not_ready_until_one_is_deployed() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let a = fleet.edge("edge-a").await;
+    let guest = std::fs::read(guest_wasm()).expect("module");
+    let (status, body) = put_module(
+        &a.client,
+        variant(&guest, "fleet"),
+        &[("x-module-version", "v-fleet")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (private, public) = key_pair(5);
+    let mut config = fleet.config("edge-b");
+    config.trusted_keys = vec![cart_edge::modules::read_public_key(&public).expect("key")];
+    let b = fleet.edge_with(config).await;
+    let readyz = |edge: &Client| {
+        let edge = edge.clone();
+        async move {
+            let r = edge.send(Method::GET, "/readyz", None, &[], "").await;
+            (r.status, String::from_utf8_lossy(&r.body).into_owned())
+        }
+    };
+    let (status, why) = readyz(&b.client).await;
+    println!("edge-b's /readyz: {status} {why}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{why}");
+    assert!(why.contains("fleet's cart rules"), "{why}");
+    assert_ne!(modules(&b.client).await["active"], "v-fleet");
+
+    let bytes = variant(&guest, "signed-for-b");
+    let signature = deploy::sign(&private, &bytes).expect("sign");
+    let (status, body) = put_module(
+        &b.client,
+        bytes,
+        &[
+            ("x-module-signature", &signature),
+            ("x-module-version", "v-b"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    eventually("edge-b to be ready", Duration::from_secs(10), || async {
+        readyz(&b.client).await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(readyz(&a.client).await.0, StatusCode::OK);
+}
