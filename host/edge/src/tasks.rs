@@ -39,8 +39,13 @@ pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHand
         tokio::spawn(resume_handoffs(Arc::clone(edge), shutdown.clone())),
     ];
     if edge.tls.is_some() {
+        // Installed here, before the edge serves: `SIGHUP`'s default action ends the process.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!("no reloading of the certificate on SIGHUP: {e}"))
+            .ok();
         tasks.push(tokio::spawn(reload_certificate(
             Arc::clone(edge),
+            hangups,
             shutdown.clone(),
         )));
     }
@@ -49,11 +54,12 @@ pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHand
 
 /// Reads the edge's certificate and key again when their files change, and at once on
 /// `SIGHUP`; a pair that does not load is logged and the one in use kept.
-async fn reload_certificate(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+async fn reload_certificate(
+    edge: Arc<Edge>,
+    mut hangups: Option<tokio::signal::unix::Signal>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Some(tls) = &edge.tls else { return };
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| tracing::warn!("no reloading of the certificate on SIGHUP: {e}"))
-        .ok();
     loop {
         let hangup = async {
             match hangups.as_mut() {

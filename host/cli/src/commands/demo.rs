@@ -40,6 +40,7 @@ pub struct DemoArgs {
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
     let config = DemoConfig {
         data_dir: args.data,
         module: crate::module_or_built_in(args.module.as_deref())?,
@@ -48,7 +49,7 @@ pub async fn run_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         create_rate: args.door.create_rate(),
         failed_logins_per_minute: args.door.failed_logins_per_minute,
     };
-    run(&config, super::shutdown_signal()).await?;
+    run(&config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -39,6 +39,7 @@ pub struct RelayArgs {
 }
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
     let config = RelayConfig {
         queue_url: args.queue,
         queue_auth: args.queue_auth.auth()?,
@@ -84,7 +85,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
         });
     }
     tokio::spawn(async move {
-        super::shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     cart_queue::relay::run(config, stats, stopped).await?;

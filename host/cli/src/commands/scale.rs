@@ -155,6 +155,7 @@ struct Door {
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    let stop = super::shutdown_signal();
     anyhow::ensure!(
         args.min_edges >= 1 && args.min_edges <= args.max_edges,
         "--min-edges must be at least 1 and at most --max-edges"
@@ -218,7 +219,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let mut last_change = Instant::now() - Duration::from_secs(args.cool_down_secs);
     let mut oversized_since: Option<Instant> = None;
     let client = super::edge_client(fleet_ca.as_deref(), Duration::from_secs(1))?;
-    let stop = super::shutdown_signal();
     tokio::pin!(stop);
     loop {
         while edges.len() < args.min_edges {

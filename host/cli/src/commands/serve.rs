@@ -106,6 +106,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
     let trusted_keys = args
         .trusted_keys
         .iter()
@@ -161,7 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    cart_edge::server::run(listener, config, super::shutdown_signal()).await?;
+    cart_edge::server::run(listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
