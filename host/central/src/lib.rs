@@ -513,6 +513,17 @@ impl Central {
         }
     }
 
+    /// Runs `f`, which only reads, seeing the database as of one moment throughout.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
+    ) -> Result<T, CentralError> {
+        match &self.db {
+            Db::Sqlite(db) => db.read(f).await,
+            Db::Postgres(db) => db.read(f).await,
+        }
+    }
+
     /// Adds a sale to the calendar (or replaces one not started yet).
     pub async fn load_sale(&self, sale: &Sale) -> Result<Loaded, CentralError> {
         let sale = sale.clone();
@@ -791,8 +802,9 @@ impl Central {
             .await
     }
 
+    /// What central knows for the audit, as of one moment.
     pub async fn snapshot(&self) -> Result<Snapshot, CentralError> {
-        self.transact(|tx| {
+        self.read(|tx| {
             let mut snapshot = ledger::snapshot(tx)?;
             snapshot.over_limit = ledger::over_limit(tx, wall_ms())?;
             snapshot.late_orders = ledger::late_orders(tx)?;

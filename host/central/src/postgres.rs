@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::Handle;
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::CentralError;
@@ -110,9 +111,30 @@ impl Postgres {
         done
     }
 
-    /// Runs `f` in one transaction on a pooled connection; commits if it succeeds.
+    /// Runs `f` in one transaction on a pooled connection; commits if it succeeds. At
+    /// PostgreSQL's default isolation, `READ COMMITTED`: each statement sees what was committed
+    /// when it began, and the ledger's row locks order the writers.
     pub async fn transact<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
+    ) -> Result<T, CentralError> {
+        self.run(IsolationLevel::ReadCommitted, false, f).await
+    }
+
+    /// Runs `f`, which only reads, in one `REPEATABLE READ` transaction: every statement sees
+    /// the database as of the first, so reads that are compared with each other (the audit's
+    /// holds against its high-water marks) cannot straddle another transaction's commit.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
+    ) -> Result<T, CentralError> {
+        self.run(IsolationLevel::RepeatableRead, true, f).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        isolation: IsolationLevel,
+        read_only: bool,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
     ) -> Result<T, CentralError> {
         self.migrated.get_or_try_init(|| self.migrate()).await?;
@@ -120,7 +142,12 @@ impl Postgres {
         let rt = Handle::current();
         tokio::task::spawn_blocking(move || {
             let done = (|| {
-                let tx = within(&rt, client.transaction())??;
+                let begin = client
+                    .build_transaction()
+                    .isolation_level(isolation)
+                    .read_only(read_only)
+                    .start();
+                let tx = within(&rt, begin)??;
                 let value = f(&mut PgTx { tx: &tx, rt: &rt })?;
                 within(&rt, tx.commit())??;
                 Ok(value)

@@ -39,6 +39,14 @@ impl Sqlite {
         })
     }
 
+    /// [`Self::transact`]: one connection, so every transaction already sees one moment.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
+    ) -> Result<T, CentralError> {
+        self.transact(f).await
+    }
+
     /// Runs `f` in one transaction, off the async workers; commits if it succeeds.
     pub async fn transact<T: Send + 'static>(
         &self,
