@@ -465,15 +465,20 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         p.from_peers.heal();
     }
     let client = HttpClient::new(Duration::from_secs(5));
+    let mut unsettled = Vec::new();
     for p in fleet.processes.iter_mut().filter(|p| p.superseded) {
-        settle(&client, &p.url, Duration::from_secs(60)).await;
+        if !settle(&client, &p.url, Duration::from_secs(60)).await {
+            unsettled.push(format!("{} (superseded, at {})", p.edge_id, p.url));
+        }
         p.child.start_kill()?;
         let _ = p.child.wait().await;
     }
     fleet.processes.retain(|p| !p.superseded);
     let live: Vec<String> = fleet.processes.iter().map(|p| p.url.clone()).collect();
     for url in &live {
-        settle(&client, url, Duration::from_secs(60)).await;
+        if !settle(&client, url, Duration::from_secs(60)).await {
+            unsettled.push(url.clone());
+        }
     }
 
     report.operations = recorder.operations.load(Ordering::Relaxed);
@@ -489,6 +494,13 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         .clone();
     let at_central = at_central(&central_url).await?;
     report.violations = check(&report.confirmed, &at_central, &stock, config.limit);
+    // Said first: what it left undelivered is what the checks above then miss at central.
+    for process in unsettled.into_iter().rev() {
+        report.violations.insert(
+            0,
+            format!("{process} still had events to deliver a minute after the faults healed"),
+        );
+    }
     let audit = Command::new(&config.host)
         .arg("audit")
         .args(["--central", &central_url])
@@ -510,8 +522,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
     Ok(report)
 }
 
-/// Waits until an edge has delivered its outbox (or the time is up).
-async fn settle(client: &HttpClient, url: &str, within: Duration) {
+/// Waits until an edge has delivered its outbox; whether it did within the time.
+async fn settle(client: &HttpClient, url: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let status = client
@@ -520,10 +532,11 @@ async fn settle(client: &HttpClient, url: &str, within: Duration) {
         if let Ok(r) = status
             && r.json().is_ok_and(|s| s["outbox_backlog"] == 0)
         {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    false
 }
 
 /// Every order at central, under any edge or history.

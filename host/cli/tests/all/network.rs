@@ -353,18 +353,13 @@ async fn sell_through_secured_queue(
         stranger.metric("cart_relay_events_applied_total").await,
         Some(0.0)
     );
-    let said = fleet_log(fleet, "wrong-relay");
+    let said = fleet.log("wrong-relay");
     println!(
         "the wrong relay says: {}",
         said.lines().find(|l| l.contains("NATS")).unwrap_or("")
     );
     assert!(said.contains("uthorization"), "{said}");
     edge
-}
-
-/// What the process `name` of the fleet wrote to its log.
-fn fleet_log(fleet: &Fleet, name: &str) -> String {
-    std::fs::read_to_string(fleet.dir.path().join(format!("{name}.log"))).unwrap_or_default()
 }
 
 /// Edges publish their outboxes to a NATS server that speaks only TLS and admits only a user
@@ -404,7 +399,7 @@ async fn the_outbox_goes_through_nats_over_tls_with_a_password() {
     let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
 
     let _edge = sell_through_secured_queue(&fleet, &queue, &right, &right, &wrong).await;
-    let log = |name: &str| fleet_log(&fleet, name);
+    let log = |name: &str| fleet.log(name);
 
     // An edge that does not trust the server's certificate: nothing leaves it.
     let other_ca = dir.path().join("other-ca.pem");
@@ -492,7 +487,7 @@ async fn the_outbox_goes_through_nats_with_a_creds_file() {
         &stranger.each_ref().map(String::as_str),
     )
     .await;
-    let log = |name: &str| fleet_log(&fleet, name);
+    let log = |name: &str| fleet.log(name);
 
     // A file that is not a credentials file: named, and nothing starts.
     let damaged = secret_file(

@@ -90,6 +90,37 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// What the process `name` of the fleet (an edge, a relay) wrote to its log.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of every log in the fleet's folder, for a failure's message: a
+    /// fault seen only on a loaded CI machine is explained by what the processes said.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".log")
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|name| {
+                let log = self.log(name);
+                let all: Vec<&str> = log.lines().collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!("--- the last {lines} lines of {name}.log:\n{tail}\n")
+            })
+            .collect()
+    }
+
     /// A fleet around a SQLite central in its temporary folder.
     pub async fn new(sale: &Sale) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -362,7 +393,7 @@ impl Client {
 /// passes.
 pub async fn audit_passes(fleet: &Fleet, edges: impl IntoIterator<Item = String>) {
     let report = audit_report(fleet, edges, Duration::from_secs(60)).await;
-    assert!(report.passed(), "{report}");
+    assert!(report.passed(), "{report}\n{}", fleet.logs_tail(40));
 }
 
 /// Runs the audit, waiting at most `wait` for the edges to settle; its report.
