@@ -502,6 +502,17 @@ impl Central {
         Ok(Self { db })
     }
 
+    /// Brings the schema up to date now, or fails saying why. (Opening central does it too,
+    /// when central answers; an edge that started while it did not does it before its first
+    /// transaction.)
+    pub async fn migrate(&self) -> Result<(), CentralError> {
+        match &self.db {
+            // Migrated as it was opened: a file is always there.
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(db) => db.ensure_migrated().await,
+        }
+    }
+
     /// Runs `f` in one transaction.
     async fn transact<T: Send + 'static>(
         &self,

@@ -84,6 +84,12 @@ impl Postgres {
         Ok(db)
     }
 
+    /// The schema brought up to date, if it was not yet.
+    pub async fn ensure_migrated(&self) -> Result<(), CentralError> {
+        self.migrated.get_or_try_init(|| self.migrate()).await?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, CentralError> {
         self.pool.get().await.map_err(pool_error)
     }
@@ -137,7 +143,7 @@ impl Postgres {
         read_only: bool,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, CentralError> + Send + 'static,
     ) -> Result<T, CentralError> {
-        self.migrated.get_or_try_init(|| self.migrate()).await?;
+        self.ensure_migrated().await?;
         let mut client = self.client().await?;
         let rt = Handle::current();
         tokio::task::spawn_blocking(move || {

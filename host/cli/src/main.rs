@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cart_host::commands::{audit, demo, deploy, load, relay, sale, scale, serve};
+use cart_host::commands::{audit, demo, deploy, load, migrate, relay, sale, scale, serve};
 use clap::{Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -11,12 +11,33 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text`, coloured on a terminal only, or `json`, one
+    /// object a line (timestamp, level, target, message, and the edge and request they are
+    /// about) for a log collector. What is logged is set by `CART_LOG` (`info` by default;
+    /// `debug`, or per module: `info,cart_edge::sync=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CART_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run one edge host.
     Serve(Box<serve::ServeArgs>),
+    /// Bring central's schema up to date, and exit: once before a rollout (a Kubernetes Job),
+    /// so that no edge needs to change the schema as it starts.
+    Migrate(migrate::MigrateArgs),
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(sale::SaleCommand),
@@ -36,16 +57,27 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CART_LOG")
                 .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
         // Colour for a terminal, not for a file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The message at the top level; the spans it happened in (`edge` with its id,
+        // `request` with its id) as a list.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -56,6 +88,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
+            Command::Migrate(args) => migrate::run(args).await,
             Command::Sale(command) => sale::run(command).await,
             Command::Deploy(args) => deploy::run_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,

@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Requests this edge forwarded to the carts' owners since it started.
@@ -19,6 +20,11 @@ pub struct Forwarded {
     pub failed: u64,
     /// Mean time the owners took to answer, in milliseconds (0 when none was forwarded).
     pub mean_ms: f64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +57,8 @@ pub struct Metrics {
     recent_updates: Gauge<f64, AtomicU64>,
     recent_p99: Gauge<f64, AtomicU64>,
     pub draining: Gauge,
+    /// 1 for the version of the cart module the edge runs now.
+    module: Family<ModuleLabels, Gauge>,
 }
 
 /// Seconds over which the scaling gauges are worked out.
@@ -73,7 +81,7 @@ impl Default for Metrics {
         let forward_failures = Counter::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
-            "http_request_seconds",
+            "http_request_duration_seconds",
             "Time to answer an HTTP request",
             request_seconds.clone(),
         );
@@ -93,12 +101,12 @@ impl Default for Metrics {
             failed_batches.clone(),
         );
         registry.register(
-            "outbox_backlog",
+            "outbox_backlog_events",
             "Outbox events not yet delivered (applied centrally, or stored in the queue)",
             outbox_backlog.clone(),
         );
         registry.register(
-            "outbox_delivered",
+            "outbox_delivered_events",
             "Outbox events applied centrally",
             events_delivered.clone(),
         );
@@ -108,7 +116,7 @@ impl Default for Metrics {
             grants_received.clone(),
         );
         registry.register(
-            "forwarded_seconds",
+            "forward_duration_seconds",
             "Time the owning edge took to answer a request forwarded to it",
             forward_seconds.clone(),
         );
@@ -151,6 +159,18 @@ impl Default for Metrics {
             "1 while the edge is draining (leaving the fleet), else 0",
             draining.clone(),
         );
+        // Which build and which rules each edge runs: a fleet mid-rollout shows both versions.
+        registry.register(
+            "build",
+            "The cart-host build this edge runs",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let module = Family::<ModuleLabels, Gauge>::default();
+        registry.register(
+            "module",
+            "1 for the version of the cart module this edge runs now",
+            module.clone(),
+        );
         Self {
             registry,
             requests,
@@ -171,6 +191,7 @@ impl Default for Metrics {
             recent_updates,
             recent_p99,
             draining,
+            module,
         }
     }
 }
@@ -213,8 +234,15 @@ impl Metrics {
         }
     }
 
-    /// The registry in Prometheus text format, the recent figures worked out now.
-    pub fn render(&self) -> String {
+    /// The registry in OpenMetrics text format, the recent figures worked out now, with
+    /// `module_version` the cart module the edge runs.
+    pub fn render(&self, module_version: &str) -> String {
+        self.module.clear();
+        self.module
+            .get_or_create(&ModuleLabels {
+                version: module_version.to_owned(),
+            })
+            .set(1);
         let seconds = self.cart_updates.seconds();
         let n = seconds.updates.len().min(SCALING_WINDOW_SECS);
         let from = seconds.updates.len() - n;
@@ -227,5 +255,86 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The media type of Prometheus's classic text format.
+pub const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The media type of OpenMetrics's text format.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A scrape's answer, its content type and body, from the registry's OpenMetrics text: in
+/// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does, with the classic format
+/// as its fallback), else in the classic format (`curl`, `promtool check metrics`).
+pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (&'static str, String) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        (OPENMETRICS_TEXT, openmetrics)
+    } else {
+        (CLASSIC_TEXT, classic_text(&openmetrics))
+    }
+}
+
+/// OpenMetrics text as Prometheus's classic text format: a counter's `HELP` and `TYPE` name
+/// its `_total` series, an info metric is a gauge named `_info`, and there is no `UNIT` and no
+/// `# EOF`. Samples are the same in both.
+pub fn classic_text(openmetrics: &str) -> String {
+    // HELP comes before TYPE: the kinds first.
+    let kinds: std::collections::HashMap<&str, &str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+        .collect();
+    let renamed = |name: &str| match kinds.get(name) {
+        Some(&"counter") => format!("{name}_total"),
+        Some(&"info") => format!("{name}_info"),
+        _ => name.to_owned(),
+    };
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            let rest = if prefix == "# TYPE " && rest == "info" {
+                "gauge"
+            } else {
+                rest
+            };
+            Some(format!("{prefix}{} {rest}", renamed(name)))
+        });
+        out.push_str(described.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_series() {
+        let open = "# HELP cart_http_requests HTTP requests answered.\n\
+                    # TYPE cart_http_requests counter\n\
+                    cart_http_requests_total{route=\"x\",status=\"200\"} 3\n\
+                    # HELP cart_build The build.\n\
+                    # TYPE cart_build info\n\
+                    cart_build_info{version=\"0.1.0\"} 1\n\
+                    # HELP cart_draining 1 while draining.\n\
+                    # TYPE cart_draining gauge\n\
+                    cart_draining 0\n\
+                    # EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP cart_http_requests_total HTTP requests answered.\n\
+             # TYPE cart_http_requests_total counter\n\
+             cart_http_requests_total{route=\"x\",status=\"200\"} 3\n\
+             # HELP cart_build_info The build.\n\
+             # TYPE cart_build_info gauge\n\
+             cart_build_info{version=\"0.1.0\"} 1\n\
+             # HELP cart_draining 1 while draining.\n\
+             # TYPE cart_draining gauge\n\
+             cart_draining 0\n"
+        );
     }
 }

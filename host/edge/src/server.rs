@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 
 use crate::config::{EdgeConfig, HttpLimits};
 use crate::drain;
@@ -89,15 +90,22 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let limits = config.http;
-    let edge = Edge::start(config, url.clone()).await?;
+    // Every line the edge logs, from its start, its tasks and its requests, names it: a process
+    // may run more than one (`cart-host demo`).
+    let span = tracing::info_span!("edge", edge_id = %config.edge_id);
+    let edge = Edge::start(config, url.clone())
+        .instrument(span.clone())
+        .await?;
     let (stop, stopped) = watch::channel(false);
     let stop = Arc::new(stop);
-    let tasks = tasks::spawn(&edge, &stopped);
+    let tasks = tasks::spawn(&edge, &stopped, &span);
     let app = App::new(Arc::clone(&edge));
     let tls = edge.tls.as_ref().map(EdgeTls::acceptor);
-    let server = tokio::spawn(serve(listener, app, tls, stopped, limits));
-    let drainer = tokio::spawn(drain_when_asked(Arc::clone(&edge), Arc::clone(&stop)));
-    tracing::info!(edge_id = %edge.config.edge_id, %url, "edge serving");
+    let server = tokio::spawn(serve(listener, app, tls, stopped, limits).instrument(span.clone()));
+    let drainer = tokio::spawn(
+        drain_when_asked(Arc::clone(&edge), Arc::clone(&stop)).instrument(span.clone()),
+    );
+    span.in_scope(|| tracing::info!(%url, "edge serving"));
     Ok(RunningEdge {
         url,
         edge,
@@ -173,27 +181,40 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (http, watcher, app, tls) =
             (http.clone(), graceful.watcher(), app.clone(), tls.clone());
-        connections.spawn(async move {
-            let served = match tls {
-                None => {
-                    serve_connection(&http, watcher, stream, app.for_connection(peer, false)).await
-                }
-                Some(tls) => {
-                    let stream = match timeout(limits.header_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer}: {e}"),
-                        Err(_) => return tracing::debug!("TLS handshake with {peer}: timed out"),
-                    };
-                    // A certificate it presented was checked against the fleet CA in the handshake.
-                    let certified = stream.get_ref().1.peer_certificates().is_some();
-                    serve_connection(&http, watcher, stream, app.for_connection(peer, certified))
+        // In the caller's span: an edge's connections log as that edge.
+        connections.spawn(
+            async move {
+                let served = match tls {
+                    None => {
+                        serve_connection(&http, watcher, stream, app.for_connection(peer, false))
+                            .await
+                    }
+                    Some(tls) => {
+                        let stream = match timeout(limits.header_timeout, tls.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer}: {e}"),
+                            Err(_) => {
+                                return tracing::debug!("TLS handshake with {peer}: timed out");
+                            }
+                        };
+                        // A certificate it presented was checked against the fleet CA in the handshake.
+                        let certified = stream.get_ref().1.peer_certificates().is_some();
+                        serve_connection(
+                            &http,
+                            watcher,
+                            stream,
+                            app.for_connection(peer, certified),
+                        )
                         .await
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::debug!("connection from {peer}: {e}");
                 }
-            };
-            if let Err(e) = served {
-                tracing::debug!("connection from {peer}: {e}");
             }
-        });
+            .in_current_span(),
+        );
         while connections.try_join_next().is_some() {}
     }
     drop(listener);

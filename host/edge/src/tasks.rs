@@ -10,6 +10,7 @@ use cart_central::CentralError;
 use cart_central::SkuKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::carts;
 use crate::drain;
@@ -28,26 +29,40 @@ const SWEEP_BATCH: u32 = 500;
 /// How often each SKU's stock is looked at.
 const BALANCE_EVERY: Duration = Duration::from_millis(200);
 
-/// Starts the background tasks; they end when `shutdown` turns true.
-pub fn spawn(edge: &Arc<Edge>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the background tasks, each in `span` (the edge's); they end when `shutdown` turns
+/// true.
+pub fn spawn(
+    edge: &Arc<Edge>,
+    shutdown: &watch::Receiver<bool>,
+    span: &tracing::Span,
+) -> Vec<JoinHandle<()>> {
+    let run = |task: BoxFuture| tokio::spawn(task.instrument(span.clone()));
     let mut tasks = vec![
-        tokio::spawn(deliver(Arc::clone(edge), shutdown.clone())),
-        tokio::spawn(keep_lease(Arc::clone(edge), shutdown.clone())),
-        tokio::spawn(sweep_holds(Arc::clone(edge), shutdown.clone())),
-        tokio::spawn(follow_calendar(Arc::clone(edge), shutdown.clone())),
-        tokio::spawn(keep_stocked(Arc::clone(edge), shutdown.clone())),
-        tokio::spawn(resume_handoffs(Arc::clone(edge), shutdown.clone())),
+        run(Box::pin(deliver(Arc::clone(edge), shutdown.clone()))),
+        run(Box::pin(keep_lease(Arc::clone(edge), shutdown.clone()))),
+        run(Box::pin(sweep_holds(Arc::clone(edge), shutdown.clone()))),
+        run(Box::pin(follow_calendar(
+            Arc::clone(edge),
+            shutdown.clone(),
+        ))),
+        run(Box::pin(keep_stocked(Arc::clone(edge), shutdown.clone()))),
+        run(Box::pin(resume_handoffs(
+            Arc::clone(edge),
+            shutdown.clone(),
+        ))),
     ];
     if edge.tls.is_some() {
         // Installed here, before the edge serves: `SIGHUP`'s default action ends the process.
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| tracing::warn!("no reloading of the certificate on SIGHUP: {e}"))
             .ok();
-        tasks.push(tokio::spawn(reload_certificate(
+        tasks.push(run(Box::pin(reload_certificate(
             Arc::clone(edge),
             hangups,
             shutdown.clone(),
-        )));
+        ))));
     }
     tasks
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod demo;
 pub mod deploy;
 pub mod load;
+pub mod migrate;
 pub mod relay;
 pub mod sale;
 pub mod scale;

@@ -58,16 +58,14 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
         let stats = Arc::clone(&stats);
         let app = axum::Router::new().route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let stats = Arc::clone(&stats);
                 async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        stats.render(),
-                    )
+                    let accept = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let (media_type, text) = cart_edge::metrics::negotiate(accept, stats.render());
+                    ([(axum::http::header::CONTENT_TYPE, media_type)], text)
                 }
             }),
         );

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// start.
     #[arg(long, env = "CART_TAKE_OVER")]
     take_over: bool,
+    /// `--take-over` for the edges named here only (comma-separated ids): for fleets whose
+    /// edges all get one environment (a StatefulSet's pods, from a ConfigMap), so that the one
+    /// edge whose volume was lost starts over and no other takes the flag.
+    #[arg(long, env = "CART_TAKE_OVER_EDGES", value_delimiter = ',')]
+    take_over_edges: Vec<String>,
     #[command(flatten)]
     tls: super::ServeTlsArgs,
 }
@@ -117,6 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("trusted key {}", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let take_over = args.take_over || args.take_over_edges.contains(&args.edge_id);
     let config = EdgeConfig {
         trusted_keys,
         edge_id: args.edge_id,
@@ -132,7 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             instances_ahead: usize::from(args.instances_ahead),
         },
         lease: Duration::from_secs(args.lease_secs),
-        take_over: args.take_over,
+        take_over,
         cors_origins: args.cors_origins,
         fleet_secret: args
             .fleet_secret_file

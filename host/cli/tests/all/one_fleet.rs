@@ -183,7 +183,7 @@ async fn every_request_of_a_carts_life_on_another_edge_gets_the_owners_answer() 
         let metrics = e.client.send(Method::GET, "/metrics", None, &[], "").await;
         let text = String::from_utf8_lossy(&metrics.body).into_owned();
         assert!(
-            text.contains("cart_forwarded_seconds_count"),
+            text.contains("cart_forward_duration_seconds_count"),
             "forwarding is measured:\n{text}"
         );
         let forwarded = &e.client.status().await["forwarded"];

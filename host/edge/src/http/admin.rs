@@ -23,6 +23,7 @@ use crate::edge::Edge;
 use crate::handoff::Batch;
 use crate::ids;
 use crate::locks;
+use crate::metrics;
 use crate::modules::{Deployed, MAX_MODULE_BYTES};
 use crate::store::db;
 use crate::wire::{EdgeBooks, EdgeStatus, MODULE_SIGNATURE, MODULE_VERSION};
@@ -47,16 +48,14 @@ pub async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
     }
 }
 
-pub async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
+/// The metrics: in OpenMetrics when the scraper asks for it (Prometheus does), else in
+/// Prometheus's classic text format.
+pub async fn metrics(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     edge.metrics.draining.set(i64::from(edge.drain.draining()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        edge.metrics.render(),
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (media_type, text) =
+        metrics::negotiate(accept, edge.metrics.render(edge.rules.get().version()));
+    ([(header::CONTENT_TYPE, media_type)], text).into_response()
 }
 
 pub async fn status(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {

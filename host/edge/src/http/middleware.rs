@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tracing::Instrument as _;
 
 use super::error::ApiError;
 use super::pages;
@@ -74,8 +75,10 @@ pub async fn observe(State(edge): State<Arc<Edge>>, mut req: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
+    // Every line logged while the request is served names it.
+    let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or_default());
     let mut response = super::error::THIS_REQUEST
-        .scope(id.clone(), next.run(req))
+        .scope(id.clone(), next.run(req).instrument(span))
         .await;
     response.headers_mut().insert(REQUEST_ID, id);
     let took = started.elapsed();
