@@ -1,6 +1,7 @@
 # The front door. `make run` and `make test` set up what they need (the wasm32-wasip2 target,
 # PostgreSQL and NATS for the tests' throwaway servers, Chromium for the pages' tests, HAProxy
-# and jq for the README's) on a fresh machine.
+# and jq for the README's, podman for the image's, promtool for the metrics') on a fresh
+# machine.
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -20,8 +21,8 @@ HOST        := target/release/cart-host
 VENV        := target/venv
 SCHEMATHESIS := $(VENV)/bin/st
 
-.PHONY: all setup postgres nats chromium readme-tools wrk build guest run test screenshots lint \
-	bench clean
+.PHONY: all setup postgres nats chromium readme-tools wrk podman promtool build guest run image test \
+	screenshots lint bench clean
 
 all: build
 
@@ -49,6 +50,16 @@ wrk:
 	@command -v wrk >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
+# podman and runc, which build the image and run it in its test.
+podman:
+	@{ command -v podman && command -v runc; } >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc; }
+
+# promtool (Debian's prometheus package), which checks the metrics and the alert rules.
+promtool:
+	@command -v promtool >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
 # HAProxy and jq, which the README's blocks use (its test runs them as written).
 readme-tools:
 	@{ command -v haproxy && command -v jq; } >/dev/null || \
@@ -72,18 +83,46 @@ build: guest
 run: build
 	$(HOST) demo --data data
 
+# The edge host as an OCI image, cart-host:VERSION (see host/deploy/Containerfile): the
+# stripped release binary, the shared objects it loads, the CA certificates, a user, and /data.
+# IMAGE_TOOL=docker builds it with docker; podman runs with host/deploy/podman's settings.
+PODMAN_ENV  := CONTAINERS_CONF=$(CURDIR)/host/deploy/podman/containers.conf \
+	CONTAINERS_STORAGE_CONF=$(CURDIR)/host/deploy/podman/storage.conf
+IMAGE_TOOL  ?= $(PODMAN_ENV) podman
+IMAGE_DIR   := target/image
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE       := cart-host:$(VERSION)
+# Built before the tests' build of cart-host (with test hooks) takes the binary's place.
+image: guest podman
+	$(CARGO) build --release -p cart-host
+	rm -rf $(IMAGE_DIR) && mkdir -p $(IMAGE_DIR)/rootfs/usr/local/bin $(IMAGE_DIR)/rootfs/etc $(IMAGE_DIR)/data
+	strip -o $(IMAGE_DIR)/rootfs/usr/local/bin/cart-host $(HOST)
+	for lib in $$(ldd $(HOST) | grep -o '/[^ ]*'); do cp -L --parents $$lib $(IMAGE_DIR)/rootfs; done
+	cp -L --parents /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/rootfs
+	echo 'cart:x:65532:65532:cart-host:/data:/nonexistent' > $(IMAGE_DIR)/rootfs/etc/passwd
+	echo 'cart:x:65532:' > $(IMAGE_DIR)/rootfs/etc/group
+	cp host/deploy/Containerfile $(IMAGE_DIR)/
+	$(IMAGE_TOOL) build --network host -t $(IMAGE) $(IMAGE_DIR)
+	@echo "built $(IMAGE): $$($(IMAGE_TOOL) image inspect --format '{{.Size}}' $(IMAGE)) bytes"
+
 $(SCHEMATHESIS):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		schemathesis==4.32.5 openapi-spec-validator==0.9.0
 
+# kubernetes-validate, which checks the manifests against Kubernetes's own schemas (bundled).
+KUBE_VALIDATE := $(VENV)/bin/kubernetes-validate
+$(KUBE_VALIDATE): $(SCHEMATHESIS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+
 # In release mode, like `make run`: one build of wasmtime serves both.
 TEST_ENV := CART_GUEST_WASM=$(CURDIR)/$(GUEST) CART_FAULTY_WASM=$(CURDIR)/$(FAULTY) \
 	CART_SMOKE_FAIL_WASM=$(CURDIR)/$(SMOKE_FAIL) \
 	CART_SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) \
-	CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator
+	CART_OPENAPI_VALIDATOR=$(CURDIR)/$(VENV)/bin/openapi-spec-validator \
+	CART_KUBERNETES_VALIDATE=$(CURDIR)/$(KUBE_VALIDATE) CART_IMAGE=$(IMAGE) $(PODMAN_ENV)
 
-test: guest postgres nats chromium readme-tools $(SCHEMATHESIS)
+test: guest postgres nats chromium readme-tools promtool $(SCHEMATHESIS) $(KUBE_VALIDATE) image
 	$(TEST_ENV) $(CARGO) test --release --features cart-host/test-hooks
 
 # The README's pictures of the storefront and the dashboard, taken of `cart-host demo` by the

@@ -58,3 +58,5 @@ mod network;
 mod https;
 // Across a bad network: central and a peer blackholed through the test kit's proxy.
 mod wan;
+// What an operator ships: the image, run with podman.
+mod shipping;
