@@ -365,6 +365,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
     let mut drained = false;
     let mut takeovers = 0usize;
+    // Drains cut short by their timeout, in words.
+    let mut left_undone = Vec::new();
     while started.elapsed() < config.duration {
         let wait = config.fault_every.mul_f64(rng.random_range(0.5..1.5));
         tokio::time::sleep(wait).await;
@@ -447,6 +449,16 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
                     .await?;
                 let exited = tokio::time::timeout(Duration::from_secs(30), p.child.wait()).await;
                 anyhow::ensure!(exited.is_ok(), "{id} did not exit after its drain");
+                // A drain cut short by its timeout warns (the edges log warnings only), and
+                // leaves orders on a disk no process serves now, which the checks then miss.
+                let log = std::fs::read_to_string(fleet.dir.join(format!("{id}.log")))?;
+                if let Some(line) = log
+                    .lines()
+                    .find(|l| l.contains("drain ended with work left"))
+                {
+                    let said = line.split("drain ended").last().unwrap_or(line);
+                    left_undone.push(format!("{id}'s drain ended{said}"));
+                }
                 format!("{at:.1}s: {id} drained and left the fleet")
             }
             _ => {
@@ -494,13 +506,13 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         .clone();
     let at_central = at_central(&central_url).await?;
     report.violations = check(&report.confirmed, &at_central, &stock, config.limit);
-    // Said first: what it left undelivered is what the checks above then miss at central.
-    for process in unsettled.into_iter().rev() {
-        report.violations.insert(
-            0,
-            format!("{process} still had events to deliver a minute after the faults healed"),
-        );
-    }
+    // Said first: what they left undelivered is what the checks above then miss at central.
+    let undelivered = left_undone
+        .into_iter()
+        .chain(unsettled.into_iter().map(|process| {
+            format!("{process} still had events to deliver a minute after the faults healed")
+        }));
+    report.violations.splice(0..0, undelivered);
     let audit = Command::new(&config.host)
         .arg("audit")
         .args(["--central", &central_url])
