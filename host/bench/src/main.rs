@@ -243,6 +243,7 @@ async fn native_edge(args: EdgeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     cart_edge::server::run(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;
+        cart_edge::server::Ending::Drain
     })
     .await
 }

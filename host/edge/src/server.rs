@@ -132,19 +132,45 @@ async fn drain_when_asked(edge: Arc<Edge>, stop: Arc<watch::Sender<bool>>) {
     let _ = stop.send(true);
 }
 
-/// Runs an edge on `listener` until `shutdown` resolves or an operator asks it to drain; drains
-/// it either way (see [`drain`]), and stops.
+/// How an edge is to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Leave the fleet: hand the carts to the other edges, return the free units, deliver the
+    /// outbox, leave central's registry (see [`drain`]). What an orchestrator's scale-in wants.
+    Drain,
+    /// Stop in place, to start again on the same folder (an upgrade, a restart): finish the
+    /// requests in flight and keep the carts, the units and the lease; a process started on
+    /// the folder takes them up at once.
+    InPlace,
+}
+
+/// Runs an edge on `listener` until `shutdown` resolves, and ends it as that says; or until an
+/// operator asks it to drain, and drains it.
 pub async fn run(
     listener: TcpListener,
     config: EdgeConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Ending>,
 ) -> anyhow::Result<()> {
     let running = start(listener, config).await?;
-    tokio::select! {
-        () = shutdown => {}
-        () = running.until_stopped() => {}
+    let ending = tokio::select! {
+        ending = shutdown => ending,
+        () = running.until_stopped() => Ending::Drain,
+    };
+    match ending {
+        Ending::Drain => running.drain().await,
+        Ending::InPlace => {
+            let span = tracing::info_span!("edge", edge_id = %running.edge.config.edge_id);
+            span.in_scope(|| {
+                tracing::info!(
+                    "stopping in place: carts, units and lease kept for the next process on this \
+                     folder"
+                );
+            });
+            running.stop().await?;
+            span.in_scope(|| tracing::info!("stopped in place"));
+            Ok(())
+        }
     }
-    running.drain().await
 }
 
 /// Accepts connections until `stopped`, then drains them within the grace. Every connection

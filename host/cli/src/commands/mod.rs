@@ -238,11 +238,21 @@ pub fn admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
-/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not
-/// when the future is first polled: a long-running command calls it before anything else, so a
-/// signal that arrives while it is still starting (binding, migrating, loading its module) is
-/// kept for it rather than killing the process by the signal's default action.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
+/// The signal that asked a long-running command to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// `SIGINT` (Ctrl-C).
+    Interrupt,
+    /// `SIGTERM` (an orchestrator, `kill`, `systemctl stop`).
+    Terminate,
+}
+
+/// A future that resolves on `SIGINT` or `SIGTERM`, saying which. The handlers are installed by
+/// this call, not when the future is first polled: a long-running command calls it before
+/// anything else, so a signal that arrives while it is still starting (binding, migrating,
+/// loading its module) is kept for it rather than killing the process by the signal's default
+/// action.
+pub fn stop_signal() -> impl Future<Output = Stop> {
     use tokio::signal::unix::{SignalKind, signal};
     let interrupt = signal(SignalKind::interrupt());
     let terminate = signal(SignalKind::terminate());
@@ -250,14 +260,23 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
         match (interrupt, terminate) {
             (Ok(mut interrupt), Ok(mut terminate)) => {
                 tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => Stop::Interrupt,
+                    _ = terminate.recv() => Stop::Terminate,
                 }
             }
             // No handler could be installed: only Ctrl-C, as best it can.
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                Stop::Interrupt
             }
         }
+    }
+}
+
+/// [`stop_signal`], for a command that ends the same way on either.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let stop = stop_signal();
+    async move {
+        stop.await;
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cart_edge::customer::CustomerKey;
 use cart_edge::edge::EdgeConfig;
+use cart_edge::server::Ending;
 use cart_edge::wasm::SandboxLimits;
 use clap::Args;
 
@@ -106,12 +107,35 @@ pub struct ServeArgs {
     /// edge whose volume was lost starts over and no other takes the flag.
     #[arg(long, env = "CART_TAKE_OVER_EDGES", value_delimiter = ',')]
     take_over_edges: Vec<String>,
+    /// What `SIGTERM` does: `drain` hands the carts to the other edges and leaves the fleet
+    /// (what an orchestrator's scale-in wants); `stop` stops in place, keeping the carts, units
+    /// and lease for the next process on this folder (a restart, an upgrade). `SIGINT` (Ctrl-C)
+    /// always stops in place; `POST /admin/drain` always drains.
+    #[arg(long, env = "CART_ON_SIGTERM", value_enum, default_value = "drain")]
+    on_sigterm: OnSigterm,
     #[command(flatten)]
     tls: super::ServeTlsArgs,
 }
 
+/// What `serve --on-sigterm` takes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OnSigterm {
+    Drain,
+    Stop,
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let shutdown = super::shutdown_signal();
+    let stop = super::stop_signal();
+    let on_sigterm = args.on_sigterm;
+    let ending = async move {
+        match stop.await {
+            super::Stop::Interrupt => Ending::InPlace,
+            super::Stop::Terminate => match on_sigterm {
+                OnSigterm::Drain => Ending::Drain,
+                OnSigterm::Stop => Ending::InPlace,
+            },
+        }
+    };
     let trusted_keys = args
         .trusted_keys
         .iter()
@@ -168,7 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    cart_edge::server::run(listener, config, shutdown).await?;
+    cart_edge::server::run(listener, config, ending).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -356,6 +356,64 @@ async fn with_no_ready_peer_a_draining_edge_keeps_its_carts_and_exits_at_once() 
     audit_passes(&fleet, [one.client.url.clone()]).await;
 }
 
+/// A restart in place (an upgrade): `SIGINT`, or `SIGTERM` under `--on-sigterm stop`, stops
+/// the edge without a drain, though a ready peer could take its carts: it exits 0 at once, stays
+/// in central's registry, and a process started on its folder is ready within seconds (its
+/// lease passes to it, where a stranger would wait 30 s for it to lapse) and serves every cart as
+/// it was, holds and expiries included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_in_place_keeps_the_carts_for_the_next_process() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 500, 4)], -60)).await;
+    let lease = ["--lease-secs", "30"];
+    let two = start(&fleet, "edge-2", &lease).await;
+    let info = [("CART_LOG", "info")];
+    let flags = ["--lease-secs", "30", "--on-sigterm", "stop"];
+    let mut one = start_env(&fleet, "edge-1", "edge-1", &flags, &info).await;
+    let carts = holding(&one.client, "shopper", 5, 3).await;
+    let mut before = Vec::new();
+    for cart in &carts {
+        before.push(lines(&one.client.get_cart(cart).await.1));
+    }
+    // SIGINT stops in place whatever --on-sigterm says; SIGTERM does under this flag.
+    for stop in ["-INT", "-TERM"] {
+        let asked = Instant::now();
+        signal(&one, stop);
+        exits_0(&mut one, Duration::from_secs(10)).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        let log = fleet.log("edge-1");
+        let last = log.rsplit("edge serving").next().unwrap_or_default();
+        assert!(
+            last.contains("stopped in place") && !last.contains("draining"),
+            "{log}"
+        );
+        let registry = fleet.central().await.snapshot().await.expect("snapshot");
+        assert!(
+            !registry.edges["edge-1"].drained,
+            "{stop}: left the registry"
+        );
+
+        let started = Instant::now();
+        one = start_env(&fleet, "edge-1", "edge-1", &flags, &info).await;
+        while readyz(&one.client).await != StatusCode::OK {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{stop}: not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (cart, was) in carts.iter().zip(&before) {
+            let (status, body) = one.client.get_cart(cart).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(&lines(&body), was, "{stop}");
+        }
+    }
+    audit_passes(&fleet, [one.client.url.clone(), two.client.url.clone()]).await;
+}
+
 /// An edge started mid-sale runs the module an operator last deployed to the fleet (recorded at
 /// central), not the one it was started with, and sells within 2 s of its first shopper, its
 /// units coming by escrow.
