@@ -101,8 +101,9 @@ image: guest podman
 	cp -L --parents /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/rootfs
 	echo 'cart:x:65532:65532:cart-host:/data:/nonexistent' > $(IMAGE_DIR)/rootfs/etc/passwd
 	echo 'cart:x:65532:' > $(IMAGE_DIR)/rootfs/etc/group
+	echo 'hosts: files dns' > $(IMAGE_DIR)/rootfs/etc/nsswitch.conf
 	cp host/deploy/Containerfile $(IMAGE_DIR)/
-	$(IMAGE_TOOL) build --network host -t $(IMAGE) $(IMAGE_DIR)
+	$(IMAGE_TOOL) build --network host -f $(IMAGE_DIR)/Containerfile -t $(IMAGE) $(IMAGE_DIR)
 	@echo "built $(IMAGE): $$($(IMAGE_TOOL) image inspect --format '{{.Size}}' $(IMAGE)) bytes"
 
 $(SCHEMATHESIS):

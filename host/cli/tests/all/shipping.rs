@@ -89,6 +89,10 @@ async fn the_image_serves_a_sale_and_drains_on_stop() {
     ]);
     let user = podman(&["inspect", "--format", "{{.Config.User}}", &name]);
     assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "65532:65532");
+    // SQLite's temporary files (a big transaction's statement journal) need a folder the user
+    // may write: without one, sweeping many lapsed holds at once failed every batch.
+    let env = podman(&["inspect", "--format", "{{.Config.Env}}", &name]);
+    assert!(String::from_utf8_lossy(&env.stdout).contains("TMPDIR=/data"));
 
     let edge = Client::new(&format!("http://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -647,6 +651,21 @@ async fn the_migration_job_brings_a_new_central_up_to_date() {
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains("127.0.0.1") && !said.contains("s3cret"),
+        "{said}"
+    );
+    // In JSON, the error that ended the command is a log line like the others.
+    let out = Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args(["--log-format", "json", "migrate", "--central", &gone])
+        .output()
+        .expect("cart-host runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let last: Value = serde_json::from_str(said.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: not JSON: {said}"));
+    assert_eq!(last["level"], "ERROR", "{said}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("migrating central")),
         "{said}"
     );
 }
