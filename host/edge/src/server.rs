@@ -43,6 +43,8 @@ pub struct RunningEdge {
     tasks: Vec<JoinHandle<()>>,
     /// Drains the edge and stops it, once a drain is asked for (see [`drain`]).
     drainer: JoinHandle<()>,
+    /// The span every line the edge logs is in: `edge`, with its id.
+    span: tracing::Span,
 }
 
 impl RunningEdge {
@@ -113,6 +115,7 @@ pub async fn start(listener: TcpListener, config: EdgeConfig) -> anyhow::Result<
         server,
         tasks,
         drainer,
+        span,
     })
 }
 
@@ -159,7 +162,7 @@ pub async fn run(
     match ending {
         Ending::Drain => running.drain().await,
         Ending::InPlace => {
-            let span = tracing::info_span!("edge", edge_id = %running.edge.config.edge_id);
+            let span = running.span.clone();
             span.in_scope(|| {
                 tracing::info!(
                     "stopping in place: carts, units and lease kept for the next process on this \
