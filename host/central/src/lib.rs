@@ -12,6 +12,7 @@ mod db;
 mod ledger;
 mod pg_connect;
 mod postgres;
+mod schema;
 mod sqlite;
 
 pub mod events;
@@ -19,6 +20,7 @@ pub mod sale;
 pub mod time;
 
 pub use pg_connect::{read_roots, redacted, with_password};
+pub use schema::{Release, SchemaPolicy};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,6 +152,21 @@ pub enum CentralError {
     Timeout(std::time::Duration),
     #[error("central schema: {0}")]
     Migration(#[from] refinery::Error),
+    #[error(
+        "central's schema is at release {central}, which processes of release {edges_from} or \
+         later may run against; this is cart-host {mine}: run a newer cart-host here (README, \
+         \"Upgrades\")"
+    )]
+    SchemaTooNew {
+        central: String,
+        edges_from: String,
+        mine: String,
+    },
+    #[error(
+        "central's schema is at release {central}, older than this cart-host {mine}, which does \
+         not change it (--schema check): run `cart-host migrate` of release {mine} first"
+    )]
+    SchemaBehind { central: String, mine: String },
     #[error("central database file: {0}")]
     Io(#[from] std::io::Error),
     #[error("central task: {0}")]
@@ -157,8 +174,9 @@ pub enum CentralError {
 }
 
 impl CentralError {
-    /// Central answered, and the answer is no: another process holds the edge id, or the
-    /// histories differ. Retrying changes nothing until an operator acts.
+    /// Central answered, and the answer is no: another process holds the edge id, the
+    /// histories differ, or the schema is not one this release runs against. Retrying changes
+    /// nothing until an operator acts.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -166,6 +184,8 @@ impl CentralError {
                 | Self::HistoryMismatch { .. }
                 | Self::Superseded(_)
                 | Self::Retired { .. }
+                | Self::SchemaTooNew { .. }
+                | Self::SchemaBehind { .. }
         )
     }
 }
@@ -482,35 +502,51 @@ enum Db {
 }
 
 /// PostgreSQL connections an edge keeps open by default.
-const PG_CONNECTIONS: usize = 8;
+pub const PG_CONNECTIONS: usize = 8;
 
 impl Central {
     /// Opens the database at `url` and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Self, CentralError> {
-        Self::connect_with(url, PG_CONNECTIONS).await
+        Self::connect_with(url, PG_CONNECTIONS, SchemaPolicy::Migrate).await
     }
 
-    /// [`Self::connect`] with at most `connections` PostgreSQL connections.
-    pub async fn connect_with(url: &str, connections: usize) -> Result<Self, CentralError> {
+    /// [`Self::connect`] with at most `connections` PostgreSQL connections, migrating the
+    /// schema or only checking that this release may run against it.
+    pub async fn connect_with(
+        url: &str,
+        connections: usize,
+        schema: SchemaPolicy,
+    ) -> Result<Self, CentralError> {
         let db = if let Some(path) = url.strip_prefix("sqlite:") {
-            Db::Sqlite(sqlite::Sqlite::open(path.into()).await?)
+            Db::Sqlite(sqlite::Sqlite::open(path.into(), schema).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Db::Postgres(postgres::Postgres::open(url, connections.max(1)).await?)
+            Db::Postgres(postgres::Postgres::open(url, connections.max(1), schema).await?)
         } else {
             return Err(CentralError::BadUrl(redacted(url)));
         };
         Ok(Self { db })
     }
 
-    /// Brings the schema up to date now, or fails saying why. (Opening central does it too,
-    /// when central answers; an edge that started while it did not does it before its first
-    /// transaction.)
+    /// Brings the schema up to date now (or checks it, as this central was opened to), or
+    /// fails saying why. (Opening central does it too, when central answers; an edge that
+    /// started while it did not does it before its first transaction.)
     pub async fn migrate(&self) -> Result<(), CentralError> {
         match &self.db {
-            // Migrated as it was opened: a file is always there.
+            // Prepared as it was opened: a file is always there.
             Db::Sqlite(_) => Ok(()),
             Db::Postgres(db) => db.ensure_migrated().await,
         }
+    }
+
+    /// The release central's schema is at, and the oldest release that may run against it.
+    pub async fn schema_release(&self) -> Result<(String, String), CentralError> {
+        self.read(|tx| {
+            let row = tx
+                .query_opt(schema::RELEASE_SQL, &[])?
+                .ok_or_else(|| CentralError::Decode("schema_release has no row".into()))?;
+            Ok((row.text(0)?, row.text(1)?))
+        })
+        .await
     }
 
     /// Runs `f` in one transaction.

@@ -11,6 +11,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::CentralError;
 use crate::db::{Dialect, Param, Row, Tx, Value};
+use crate::schema::{self, Plan, SchemaPolicy};
 
 mod migrations {
     refinery::embed_migrations!("../../schema/central");
@@ -30,6 +31,40 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Key of the advisory lock edges take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x00ca_47ed;
 
+/// Reads what the schema holds, and migrates it and stamps this release if the plan says to.
+async fn prepare(
+    client: &mut tokio_postgres::Client,
+    policy: SchemaPolicy,
+) -> Result<(), CentralError> {
+    let tables = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL, \
+                    to_regclass('schema_release') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    let applied = if tables.get(0) {
+        client.query_one(schema::APPLIED_SQL, &[]).await?.get(0)
+    } else {
+        0
+    };
+    let release = if tables.get(1) {
+        client
+            .query_opt(schema::RELEASE_SQL, &[])
+            .await?
+            .map(|r| (r.get(0), r.get(1)))
+    } else {
+        None
+    };
+    let runner = migrations::migrations::runner();
+    let found = schema::Found { applied, release };
+    if schema::plan(&found, schema::newest(&runner), policy)? == Plan::Migrate {
+        runner.run_async(client).await?;
+        client.execute(&schema::stamp_sql(), &[]).await?;
+    }
+    Ok(())
+}
+
 /// A pool's error with every cause under it (a refused certificate is three causes down).
 fn pool_error(e: impl std::error::Error) -> CentralError {
     CentralError::Pool(crate::with_causes(&e))
@@ -40,11 +75,17 @@ pub struct Postgres {
     /// Set once the schema is up to date: at open if PostgreSQL answers, else before the first
     /// transaction that reaches it (an edge may start while central is down).
     migrated: tokio::sync::OnceCell<()>,
+    /// Whether this process may migrate the schema, or only checks it.
+    policy: SchemaPolicy,
 }
 
 impl Postgres {
-    /// Opens a pool of at most `connections` and brings the schema up to date.
-    pub async fn open(url: &str, connections: usize) -> Result<Self, CentralError> {
+    /// Opens a pool of at most `connections` and brings the schema up to date (or checks it).
+    pub async fn open(
+        url: &str,
+        connections: usize,
+        policy: SchemaPolicy,
+    ) -> Result<Self, CentralError> {
         let crate::pg_connect::Target { mut config, tls } = crate::pg_connect::target(url)?;
         // A caller cut off mid-transaction (a blackholed link sends no FIN) must not hold its
         // row locks, an edge's lease row among them, until TCP gives up hours later: the server
@@ -74,6 +115,7 @@ impl Postgres {
         let db = Self {
             pool,
             migrated: tokio::sync::OnceCell::new(),
+            policy,
         };
         if let Err(e) = db.migrated.get_or_try_init(|| db.migrate()).await {
             match e {
@@ -94,19 +136,21 @@ impl Postgres {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// Migrates the schema if it is older than this release and this process may, under a lock
+    /// that makes processes starting together do it once; checks it otherwise.
     async fn migrate(&self) -> Result<(), CentralError> {
         let mut client = self.client().await?;
+        let policy = self.policy;
         let run = async {
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
             let raw: &mut tokio_postgres::Client = &mut client;
-            let migrated = migrations::migrations::runner().run_async(raw).await;
+            let migrated = prepare(raw, policy).await;
             client
                 .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
                 .await?;
-            migrated?;
-            Ok(())
+            migrated
         };
         let done = tokio::time::timeout(MIGRATION_TIMEOUT, run)
             .await

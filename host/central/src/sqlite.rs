@@ -10,6 +10,7 @@ use rusqlite::{Connection, ToSql, TransactionBehavior};
 
 use crate::CentralError;
 use crate::db::{Dialect, Param, Row, Tx, Value};
+use crate::schema::{self, Plan, SchemaPolicy};
 
 mod migrations {
     refinery::embed_migrations!("../../schema/central");
@@ -20,7 +21,9 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    pub async fn open(path: PathBuf) -> Result<Self, CentralError> {
+    /// Opens the file, creating it, and migrates its schema if it is older than this release
+    /// and `policy` allows (checks it otherwise).
+    pub async fn open(path: PathBuf, policy: SchemaPolicy) -> Result<Self, CentralError> {
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, CentralError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
@@ -30,7 +33,7 @@ impl Sqlite {
             conn.pragma_update(None, "synchronous", "FULL")?;
             // Several edge processes share the file: wait for each other's transactions.
             conn.busy_timeout(Duration::from_secs(10))?;
-            migrations::migrations::runner().run(&mut conn)?;
+            prepare(&mut conn, policy)?;
             Ok(conn)
         })
         .await??;
@@ -62,6 +65,38 @@ impl Sqlite {
         })
         .await?
     }
+}
+
+/// Reads what the schema holds, and migrates it and stamps this release if the plan says to.
+fn prepare(conn: &mut Connection, policy: SchemaPolicy) -> Result<(), CentralError> {
+    use rusqlite::OptionalExtension as _;
+    let table = |conn: &Connection, name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+    };
+    let found = {
+        let applied = if table(conn, "refinery_schema_history")? {
+            conn.query_row(schema::APPLIED_SQL, [], |r| r.get(0))?
+        } else {
+            0
+        };
+        let release = if table(conn, "schema_release")? {
+            conn.query_row(schema::RELEASE_SQL, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+        } else {
+            None
+        };
+        schema::Found { applied, release }
+    };
+    let runner = migrations::migrations::runner();
+    if schema::plan(&found, schema::newest(&runner), policy)? == Plan::Migrate {
+        runner.run(conn)?;
+        conn.execute_batch(&schema::stamp_sql())?;
+    }
+    Ok(())
 }
 
 struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);

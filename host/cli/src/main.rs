@@ -35,14 +35,17 @@ enum LogFormat {
 enum Command {
     /// Run one edge host.
     Serve(Box<serve::ServeArgs>),
-    /// Bring central's schema up to date, and exit: once before a rollout (a Kubernetes Job),
-    /// so that no edge needs to change the schema as it starts.
+    /// Bring central's schema up to this release, and exit: once before a rollout (a Kubernetes
+    /// Job), so that no edge needs to change the schema as it starts.
     Migrate(migrate::MigrateArgs),
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(sale::SaleCommand),
     /// Deploy a cart component to edges, one after another; stop at the first failure.
     Deploy(deploy::DeployArgs),
+    /// Make a stored module version active on every edge of the fleet, one after another (a
+    /// rollback, or forward again); stop at the first failure.
+    Activate(deploy::ActivateArgs),
     /// Check conservation of stock and exactly-once delivery across central and edges.
     Audit(audit::AuditArgs),
     /// Drive edges with flash-sale load at a set rate; report latency, throughput, errors.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Sale(command) => sale::run(command).await,
             Command::Deploy(args) => deploy::run_command(args).await,
+            Command::Activate(args) => deploy::activate_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Demo(args) => demo::run_command(args).await,

@@ -18,6 +18,8 @@ pub struct EdgeConfig {
     pub edge_id: String,
     pub data_dir: PathBuf,
     pub central_url: String,
+    /// Whether this edge may migrate central's schema, or only checks it.
+    pub central_schema: cart_central::SchemaPolicy,
     /// The module used when the edge has none stored yet.
     pub module: ModuleBytes,
     /// The operator token; without one the operator API answers `403`.
@@ -128,6 +130,7 @@ impl Default for EdgeConfig {
             edge_id: "edge-1".into(),
             data_dir: "data/edge-1".into(),
             central_url: "sqlite:data/central.db".into(),
+            central_schema: cart_central::SchemaPolicy::Migrate,
             module: ModuleBytes::default(),
             admin_token: None,
             public_url: None,

@@ -96,10 +96,12 @@ impl Edge {
     pub async fn start(config: EdgeConfig, url: String) -> anyhow::Result<Arc<Self>> {
         let tls = config.tls.as_ref().map(EdgeTls::load).transpose()?;
         // Through the queue, central answers only grants, returns and leases: one connection.
-        let central = match &config.queue_url {
-            Some(_) => Central::connect_with(&config.central_url, 1).await,
-            None => Central::connect(&config.central_url).await,
+        let connections = match &config.queue_url {
+            Some(_) => 1,
+            None => cart_central::PG_CONNECTIONS,
         };
+        let central =
+            Central::connect_with(&config.central_url, connections, config.central_schema).await;
         let central = Arc::new(central.with_context(|| {
             format!(
                 "opening central {}",

@@ -44,6 +44,8 @@ pub struct RelayConfig {
     /// TLS roots and credentials for NATS.
     pub queue_auth: crate::QueueAuth,
     pub central_url: String,
+    /// Whether the relay may migrate central's schema, or only checks it.
+    pub central_schema: cart_central::SchemaPolicy,
     /// Most messages applied in one central transaction.
     pub batch: usize,
     /// How long a batch waits for more messages after its first: fewer, larger transactions
@@ -59,6 +61,7 @@ impl Default for RelayConfig {
             queue_url: "nats://127.0.0.1:4222".into(),
             queue_auth: crate::QueueAuth::default(),
             central_url: "sqlite:data/central.db".into(),
+            central_schema: cart_central::SchemaPolicy::Migrate,
             batch: 500,
             linger: Duration::from_millis(10),
             report_every: Duration::from_secs(5),
@@ -161,7 +164,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // One transaction at a time: one connection.
-    let central = Central::connect_with(&config.central_url, 1).await?;
+    let central = Central::connect_with(&config.central_url, 1, config.central_schema).await?;
     let client = connect(&config.queue_url, "cart-relay", &config.queue_auth).await?;
     let js = jetstream::new(client);
     let mut report = Report::new();

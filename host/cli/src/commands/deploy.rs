@@ -1,5 +1,7 @@
 //! `cart-host deploy`: a rolling deploy of a cart component, one edge after another, each
-//! checked healthy on the new version before the next; stops at the first failure.
+//! checked healthy on the new version before the next; stops at the first failure. `cart-host
+//! activate`: the same roll-out of a version the edges already store (a rollback), to every edge
+//! central has registered.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -84,7 +86,8 @@ pub struct DeployConfig {
 #[derive(Debug)]
 pub struct DeployReport {
     pub version: String,
-    pub sha256: String,
+    /// The module's sha256, when its bytes were sent.
+    pub sha256: Option<String>,
     /// The edges updated, in order.
     pub updated: Vec<String>,
     /// The edge where the deploy stopped, and why.
@@ -101,12 +104,15 @@ impl DeployReport {
 
 impl fmt::Display for DeployReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "module {} (sha256 {})", self.version, self.sha256)?;
+        match &self.sha256 {
+            Some(sha256) => writeln!(f, "module {} (sha256 {sha256})", self.version)?,
+            None => writeln!(f, "module {}", self.version)?,
+        }
         for (edge, version) in &self.running {
             writeln!(f, "  {edge}: {version}")?;
         }
         match &self.failed {
-            None => writeln!(f, "deployed to all {} edge(s)", self.updated.len()),
+            None => writeln!(f, "active on all {} edge(s)", self.updated.len()),
             Some((edge, why)) => writeln!(
                 f,
                 "stopped at {edge} after {} edge(s): {why}",
@@ -142,23 +148,16 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
     };
     let client = super::edge_client(config.fleet_ca.as_deref(), Duration::from_secs(120))?;
     let auth = config.admin_token.as_ref().map(|t| format!("Bearer {t}"));
-    // One line per step on standard error, numbered by edge.
-    let step = |n: usize, what: &str| {
-        if config.progress {
-            eprintln!("[{n}/{}] {what}", config.edges.len());
-        }
-    };
-
     let mut report = DeployReport {
         version,
-        sha256,
+        sha256: Some(sha256),
         updated: Vec::new(),
         failed: None,
         running: Vec::new(),
     };
-    for (n, edge) in (1..).zip(&config.edges) {
-        step(n, &format!("{edge}: uploading {}", report.version));
-        let mut headers = vec![(MODULE_VERSION, report.version.as_str())];
+    let version = report.version.clone();
+    let upload = async |edge: &str| {
+        let mut headers = vec![(MODULE_VERSION, version.as_str())];
         if let Some(a) = &auth {
             headers.push(("authorization", a));
         }
@@ -166,37 +165,148 @@ pub async fn run(config: &DeployConfig) -> anyhow::Result<DeployReport> {
             headers.push((MODULE_SIGNATURE, s));
         }
         let url = format!("{edge}/admin/modules");
-        let outcome = match client
+        match client
             .send(Method::PUT, &url, &headers, bytes.clone())
             .await
         {
             // 201: stored now; 200: these bytes were stored under this version already.
-            Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => {
-                step(n, &format!("{edge}: checking health on {}", report.version));
-                healthy_on(&client, edge, auth.as_deref(), &report.version).await
-            }
-            Ok(r) => Err(format!(
-                "{}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body).trim()
-            )),
+            Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => Ok(()),
+            Ok(r) => Err(refused(&r)),
             Err(e) => Err(format!("{e:#}")),
-        };
-        match outcome {
-            Ok(()) => report.updated.push(edge.clone()),
-            Err(why) => {
+        }
+    };
+    let rollout = Rollout {
+        client: &client,
+        auth: auth.as_deref(),
+        progress: config.progress,
+    };
+    rollout
+        .run(&config.edges, "uploading", upload, &mut report)
+        .await;
+    Ok(report)
+}
+
+/// `cart-host activate`: a version every edge stores made active on each in turn.
+#[derive(Args)]
+pub struct ActivateArgs {
+    /// The version to make active (as `GET /admin/modules` lists it).
+    #[arg(long = "version", env = "CART_MODULE_VERSION")]
+    version: String,
+    #[command(flatten)]
+    central: super::CentralArgs,
+    /// An edge's URL; repeat for each, in the order to activate. Default: every edge registered
+    /// with central, in the order of their ids.
+    #[arg(long = "edge", env = "CART_EDGES", value_delimiter = ',')]
+    edges: Vec<String>,
+    /// File holding the operator token the edges accept.
+    #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::FleetCaArgs,
+}
+
+/// Activates, prints where each edge got to, and fails unless every edge took the version.
+pub async fn activate_command(args: ActivateArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    let edges = if args.edges.is_empty() {
+        let central = args.central.connect().await?;
+        central
+            .registry()
+            .await?
+            .into_iter()
+            .map(|(_, url)| url)
+            .collect()
+    } else {
+        args.edges
+    };
+    anyhow::ensure!(
+        !edges.is_empty(),
+        "central has no edges registered: name them with --edge"
+    );
+    let client = super::edge_client(args.tls.fleet_ca.as_deref(), Duration::from_secs(120))?;
+    let token = super::admin_token(args.admin_token_file.as_deref())?;
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut report = DeployReport {
+        version: args.version.clone(),
+        sha256: None,
+        updated: Vec::new(),
+        failed: None,
+        running: Vec::new(),
+    };
+    let activate = async |edge: &str| {
+        let url = format!("{edge}/admin/modules/{}/activate", args.version);
+        let headers: Vec<_> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        match client.send(Method::POST, &url, &headers, Vec::new()).await {
+            Ok(r) if r.status == StatusCode::OK => Ok(()),
+            Ok(r) => Err(refused(&r)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    };
+    let rollout = Rollout {
+        client: &client,
+        auth: auth.as_deref(),
+        progress: std::io::stderr().is_terminal(),
+    };
+    rollout
+        .run(&edges, "activating", activate, &mut report)
+        .await;
+    print!("{report}");
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// An edge's refusal, as the report says it.
+fn refused(r: &cart_edge::http_client::HttpResponse) -> String {
+    format!("{}: {}", r.status, String::from_utf8_lossy(&r.body).trim())
+}
+
+/// A change made to one edge after another, each checked healthy on the version before the next.
+struct Rollout<'a> {
+    client: &'a HttpClient,
+    auth: Option<&'a str>,
+    /// Say each step on standard error (on a terminal).
+    progress: bool,
+}
+
+impl Rollout<'_> {
+    /// `change` (called `what` in the progress lines) on each edge, then a wait until it serves
+    /// `report.version`; stops at the first failure. Then every edge's active version.
+    async fn run(
+        &self,
+        edges: &[String],
+        what: &str,
+        change: impl AsyncFn(&str) -> Result<(), String>,
+        report: &mut DeployReport,
+    ) {
+        let version = report.version.clone();
+        for (n, edge) in (1..).zip(edges) {
+            let step = |doing: &str| {
+                if self.progress {
+                    eprintln!("[{n}/{}] {edge}: {doing} {version}", edges.len());
+                }
+            };
+            step(what);
+            let mut outcome = change(edge).await;
+            if outcome.is_ok() {
+                step("checking health on");
+                outcome = healthy_on(self.client, edge, self.auth, &version).await;
+            }
+            if let Err(why) = outcome {
                 report.failed = Some((edge.clone(), why));
                 break;
             }
+            report.updated.push(edge.clone());
+        }
+        for edge in edges {
+            let running = active_version(self.client, edge, self.auth)
+                .await
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            report.running.push((edge.clone(), running));
         }
     }
-    for edge in &config.edges {
-        let running = active_version(&client, edge, auth.as_deref())
-            .await
-            .unwrap_or_else(|e| format!("unknown ({e})"));
-        report.running.push((edge.clone(), running));
-    }
-    Ok(report)
 }
 
 /// Waits until the edge serves and reports `version` as active.

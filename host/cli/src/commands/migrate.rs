@@ -1,4 +1,5 @@
-//! `cart-host migrate`: central's schema brought up to date, on its own.
+//! `cart-host migrate`: central's schema brought up to this release, on its own (README,
+//! "Upgrades"); a newer schema is left as it is.
 
 use std::process::ExitCode;
 
@@ -18,6 +19,23 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         .migrate()
         .await
         .with_context(|| format!("migrating central {}", args.central.shown()))?;
-    println!("central {}: its schema is up to date", args.central.shown());
+    let (release, edges_from) = central
+        .schema_release()
+        .await
+        .with_context(|| format!("reading central {}'s release", args.central.shown()))?;
+    let newer = cart_central::Release::parse(&release) > Some(cart_central::Release::this());
+    println!(
+        "central {}: its schema is up to date, at release {release}{}; processes of release \
+         {edges_from} and later may run against it",
+        args.central.shown(),
+        if newer {
+            format!(
+                " (newer than this cart-host {}: left as it is)",
+                env!("CARGO_PKG_VERSION")
+            )
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

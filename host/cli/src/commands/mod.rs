@@ -2,7 +2,7 @@
 //!
 //! - [`serve`]: run one edge host.
 //! - [`sale`]: load sales into the central database.
-//! - [`deploy`]: roll a cart component out to edges, one at a time.
+//! - [`deploy`]: roll a cart component out to edges, one at a time; `activate` a stored one.
 //! - [`audit`]: check conservation and exactly-once delivery across central and edges.
 //! - [`load`]: drive edges with flash-sale load and report.
 //! - [`demo`]: the embedded default: a SQLite central, a sale, two edges.
@@ -25,6 +25,31 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cart_edge::config::CreateRate;
 use cart_edge::http_client::HttpClient;
+
+/// Whether a long-running process may change central's schema.
+#[derive(clap::Args)]
+pub struct SchemaArgs {
+    /// `migrate`: bring an older central schema up to this release (needs DDL rights). `check`:
+    /// never change it; refuse to start against one older than this release (run `cart-host
+    /// migrate` first) or one that needs a newer release (README, "Upgrades").
+    #[arg(long = "schema", env = "CART_SCHEMA", value_enum, default_value_t = Schema::Migrate)]
+    schema: Schema,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Schema {
+    Migrate,
+    Check,
+}
+
+impl SchemaArgs {
+    pub fn policy(&self) -> cart_central::SchemaPolicy {
+        match self.schema {
+            Schema::Migrate => cart_central::SchemaPolicy::Migrate,
+            Schema::Check => cart_central::SchemaPolicy::Check,
+        }
+    }
+}
 
 /// Where central is, as every command that reaches it takes it.
 #[derive(clap::Args, Clone)]

@@ -21,6 +21,8 @@ pub struct RelayArgs {
     queue_auth: super::QueueAuthArgs,
     #[command(flatten)]
     central: super::CentralArgs,
+    #[command(flatten)]
+    schema: super::SchemaArgs,
     /// Most events applied in one central transaction.
     #[arg(long, env = "CART_RELAY_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -44,6 +46,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
         queue_url: args.queue,
         queue_auth: args.queue_auth.auth()?,
         central_url: args.central.url()?,
+        central_schema: args.schema.policy(),
         batch: usize::try_from(args.batch)?,
         linger: Duration::from_millis(args.linger_ms),
         report_every: Duration::from_secs(args.report_secs),

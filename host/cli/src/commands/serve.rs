@@ -25,6 +25,8 @@ pub struct ServeArgs {
     edge_id: String,
     #[command(flatten)]
     central: super::CentralArgs,
+    #[command(flatten)]
+    schema: super::SchemaArgs,
     /// The cart component to run while the edge has none stored (default: the one built in).
     #[arg(long, env = "CART_MODULE")]
     module: Option<PathBuf>,
@@ -152,6 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         edge_id: args.edge_id,
         data_dir: args.data,
         central_url: args.central.url()?,
+        central_schema: args.schema.policy(),
         module: crate::module_or_built_in(args.module.as_deref())?,
         admin_token: super::admin_token(args.admin_token_file.as_deref())?,
         public_url: args.public_url,

@@ -450,3 +450,105 @@ async fn an_edge_that_cannot_run_the_fleets_module_is_not_ready_until_one_is_dep
     .await;
     assert_eq!(readyz(&a.client).await.0, StatusCode::OK);
 }
+
+/// `cart-host activate` of a version the edges store: every edge central registered, in turn,
+/// and the fleet's module recorded at central; a version one edge lacks stops the roll-out
+/// there, the edges before it changed and the ones after it not.
+#[tokio::test(flavor = "multi_thread")]
+async fn activate_rolls_a_stored_version_across_the_registered_fleet() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 50)], -60)).await;
+    let edges = [
+        fleet.edge("edge-a").await,
+        fleet.edge("edge-b").await,
+        fleet.edge("edge-c").await,
+    ];
+    let before = modules(&edges[0].client).await["active"]
+        .as_str()
+        .expect("a version")
+        .to_owned();
+    let guest = std::fs::read(guest_wasm()).expect("module");
+    for (i, edge) in edges.iter().enumerate() {
+        let (status, body) = put_module(
+            &edge.client,
+            variant(&guest, "newer"),
+            &[("x-module-version", "newer")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        // Edges a and b also store a version that edge c lacks.
+        if i < 2 {
+            put_module(
+                &edge.client,
+                variant(&guest, "ab"),
+                &[("x-module-version", "v-ab")],
+            )
+            .await;
+            put_module(
+                &edge.client,
+                variant(&guest, "newer"),
+                &[("x-module-version", "newer")],
+            )
+            .await;
+        }
+        assert_eq!(modules(&edge.client).await["active"], "newer");
+    }
+    let token = fleet.dir.path().join("admin-token");
+    std::fs::write(&token, ADMIN_TOKEN).expect("token");
+    let activate = |version: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+            .args([
+                "activate",
+                "--version",
+                version,
+                "--central",
+                &fleet.central_url,
+            ])
+            .arg("--admin-token-file")
+            .arg(&token)
+            .env("CART_LOG", "warn")
+            .output()
+            .expect("cart-host runs");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            said + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    // Rolled back on all three, and recorded as the fleet's for edges that join.
+    let (ok, said) = activate(&before);
+    assert!(ok, "{said}");
+    assert!(said.contains("active on all 3 edge(s)"), "{said}");
+    for edge in &edges {
+        assert_eq!(
+            modules(&edge.client).await["active"],
+            before.as_str(),
+            "{said}"
+        );
+    }
+    let central = fleet.central().await;
+    let recorded = central
+        .fleet_module_id()
+        .await
+        .expect("central")
+        .expect("one");
+    assert_eq!(recorded.0, before);
+
+    // v-ab: edges a and b, then a stop at edge c, which does not store it.
+    let (ok, said) = activate("v-ab");
+    assert!(!ok, "{said}");
+    let c = &edges[2].client.url;
+    assert!(
+        said.contains(&format!("stopped at {c} after 2 edge(s)")),
+        "{said}"
+    );
+    let active: Vec<Value> = [
+        modules(&edges[0].client).await,
+        modules(&edges[1].client).await,
+        modules(&edges[2].client).await,
+    ]
+    .iter()
+    .map(|m| m["active"].clone())
+    .collect();
+    assert_eq!(active, ["v-ab", "v-ab", before.as_str()], "{said}");
+}

@@ -60,3 +60,5 @@ mod https;
 mod wan;
 // What an operator ships: the image, run with podman.
 mod shipping;
+// Upgrades: central migrated on its own, edges restarted in place on a newer compatible schema.
+mod upgrade;

@@ -381,6 +381,32 @@ fn the_manifests_and_the_alert_rules_are_valid() {
     assert!(!out.status.success(), "a misspelt field passed");
     assert!(String::from_utf8_lossy(&out.stdout).contains("podManagmentPolicy"));
 
+    // One version number: every image the manifests run, the migration Job's name and the API
+    // document are of this release.
+    let version = env!("CARGO_PKG_VERSION");
+    for manifest in &manifests {
+        let text = std::fs::read_to_string(manifest).expect("read");
+        for image in text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+        {
+            assert_eq!(
+                image,
+                format!("cart-host:{version}"),
+                "{}",
+                manifest.display()
+            );
+        }
+    }
+    let job = &yaml_documents(&deploy_dir().join("kubernetes/migrate.yaml"))[0];
+    assert_eq!(job["metadata"]["name"], format!("cart-migrate-{version}"));
+    let api = std::fs::read_to_string(crate::support::repo().join("schema/openapi.yaml"))
+        .expect("the API document");
+    assert!(
+        api.contains(&format!("\n  version: {version}\n")),
+        "schema/openapi.yaml"
+    );
+
     let rules = Command::new("promtool")
         .args(["check", "rules"])
         .arg(deploy_dir().join("prometheus/alerts.yaml"))

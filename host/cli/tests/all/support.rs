@@ -133,6 +133,16 @@ impl Fleet {
         Self::with_dir(tempfile::tempdir().expect("tempdir"), central_url, sale).await
     }
 
+    /// A fleet folder around the central database at `central_url`, which is left as it is
+    /// (not migrated, no sale loaded).
+    pub fn on_unmigrated(central_url: String) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            central_url,
+            fleet_ca: None,
+        }
+    }
+
     async fn with_dir(dir: TempDir, central_url: String, sale: &Sale) -> Self {
         let central = Central::connect(&central_url).await.expect("central");
         central.load_sale(sale).await.expect("load sale");
