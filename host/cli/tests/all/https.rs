@@ -303,7 +303,7 @@ async fn the_scaler_runs_its_fleet_over_https() {
     let (cert, key) = write_pair(&dir, "fleet", &issued);
     let ca_file = write_ca(&dir, "fleet-ca", &ca);
     fleet.fleet_ca = Some(ca_file.clone());
-    let (door, base) = (crate::support::free_port(), crate::support::free_port());
+    let (door, base) = (crate::support::free_port(), crate::support::free_run(2));
     let _scaler = crate::scale::scaler(&fleet, door, base, SECRET)
         .args(["--min-edges", "2", "--max-edges", "2"])
         .arg("--tls-cert")

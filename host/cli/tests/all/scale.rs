@@ -57,7 +57,7 @@ pub fn serve_args(fleet: &Fleet) -> Vec<std::ffi::OsString> {
 async fn the_fleet_grows_with_its_load_and_drains_back_after_it() {
     let fleet = Fleet::new(&sale(&[("BAG-1", 5_000, 4)], -60)).await;
     let dir = fleet.dir.path();
-    let (door, base) = (free_port(), free_port());
+    let (door, base) = (free_port(), crate::support::free_run(3));
     let out = std::fs::File::create(dir.join("scale.out")).expect("scale.out");
     let mut scaler = scaler(&fleet, door, base, "a-secret-for-the-scaler")
         .args(["--min-edges", "1", "--max-edges", "3"])

@@ -591,9 +591,19 @@ pub fn free_port() -> u16 {
 
 /// A port for `cart-host demo --port`: free, and the next one too (its second edge's).
 pub fn demo_port() -> u16 {
+    free_run(1)
+}
+
+/// A free port whose next `n` ports are free too: `cart-host scale --base-port`, whose edge N
+/// listens on the base port + N.
+pub fn free_run(n: u16) -> u16 {
     loop {
         let port = free_port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let next_free = |k: u16| {
+            port.checked_add(k)
+                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        };
+        if (1..=n).all(next_free) {
             return port;
         }
     }
