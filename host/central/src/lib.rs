@@ -484,6 +484,13 @@ pub enum Applied {
     Failed(String),
 }
 
+/// A renewed lease: the catalog's version, and the history's high-water mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewed {
+    pub catalog_version: i64,
+    pub high_water: i64,
+}
+
 /// An edge's high-water mark before and after a batch was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Marks {
@@ -647,7 +654,7 @@ impl Central {
         edge_id: &str,
         incarnation: &str,
         lease_ms: i64,
-    ) -> Result<i64, CentralError> {
+    ) -> Result<Renewed, CentralError> {
         let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
         self.transact(move |tx| ledger::renew_lease(tx, &edge_id, &incarnation, lease_ms))
             .await

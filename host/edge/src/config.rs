@@ -33,6 +33,9 @@ pub struct EdgeConfig {
     pub sync_every: Duration,
     /// Outbox events per central transaction.
     pub sync_batch: usize,
+    /// How long delivered outbox events are kept, to be sent again to a central restored from
+    /// a backup taken within that time.
+    pub outbox_keep: Duration,
     /// How long a shopper who found too few units may wait for a grant before `sold_out`.
     pub shortage_wait: Duration,
     /// With any, only modules signed by one of these keys are deployed.
@@ -140,6 +143,7 @@ impl Default for EdgeConfig {
             sweep_every: Duration::from_secs(1),
             sync_every: Duration::from_millis(50),
             sync_batch: 500,
+            outbox_keep: Duration::from_secs(24 * 3600),
             shortage_wait: Duration::from_millis(150),
             trusted_keys: Vec::new(),
             fixed_rules: None,

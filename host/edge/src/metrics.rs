@@ -42,6 +42,7 @@ pub struct Metrics {
     pub failed_batches: Counter,
     pub outbox_backlog: Gauge,
     pub events_delivered: Counter,
+    pub central_restores: Counter,
     pub grants_received: Counter,
     forward_seconds: Histogram,
     pub forward_failures: Counter,
@@ -76,6 +77,7 @@ impl Default for Metrics {
         let failed_batches = Counter::default();
         let outbox_backlog = Gauge::default();
         let events_delivered = Counter::default();
+        let central_restores = Counter::default();
         let grants_received = Counter::default();
         let forward_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let forward_failures = Counter::default();
@@ -109,6 +111,12 @@ impl Default for Metrics {
             "outbox_delivered_events",
             "Outbox events applied centrally",
             events_delivered.clone(),
+        );
+        registry.register(
+            "central_restores",
+            "Times central was found restored from a backup that lost events of this edge's, \
+             which were then delivered again",
+            central_restores.clone(),
         );
         registry.register(
             "stock_granted_units",
@@ -180,6 +188,7 @@ impl Default for Metrics {
             failed_batches,
             outbox_backlog,
             events_delivered,
+            central_restores,
             grants_received,
             forward_seconds,
             forward_failures,

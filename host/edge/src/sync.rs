@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use cart_central::CentralError;
 use cart_central::events::{Delivery, OutboxEvent, digest};
+use cart_central::{CentralError, GrantRequest};
 
 use crate::clock::Millis;
 use crate::edge::Edge;
@@ -100,8 +100,10 @@ pub fn next_batch(edge: &Edge, size: usize, full: bool, took: std::time::Duratio
 
 /// Renews the lease of a process that holds the edge id, and records until when it may sell.
 pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
+    // Read before central answers: central's mark is never below what it had applied then.
+    let delivered = edge.read(db::delivered_seq).await?;
     let asked = Instant::now();
-    let calendar = edge
+    let renewed = edge
         .central
         .renew_lease(
             &edge.config.edge_id,
@@ -109,7 +111,10 @@ pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
             edge.config.lease_ms(),
         )
         .await?;
-    current_calendar(edge, calendar).await?;
+    current_calendar(edge, renewed.catalog_version).await?;
+    if edge.queue.is_none() && renewed.high_water < delivered {
+        redeliver(edge, renewed.high_water, delivered).await?;
+    }
     let until = edge.identity.renewed(asked, edge.config.lease);
     edge.writer
         .host(move |c| db::set_meta(c, "lease_until", &until.to_string()))
@@ -159,6 +164,11 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
                 .central
                 .deliver(&edge.config.edge_id, &history, &batch)
                 .await?;
+            if marks.before < first - 1 {
+                // Central lost events it had applied: they go again, then this batch.
+                redeliver(edge, marks.before, first - 1).await?;
+                return Ok(0);
+            }
             if marks.before >= first {
                 // Central had events of ours from this batch on, applied before a crash kept
                 // us from marking them: they must be these very events. It may have more than
@@ -182,8 +192,15 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
         ))
     );
     if high_water >= first {
+        let keep = !edge.config.outbox_keep.is_zero();
         edge.writer
-            .host(move |c| db::mark_delivered(c, high_water))
+            .host(move |c| {
+                db::mark_delivered(c, high_water)?;
+                if !keep {
+                    db::prune_delivered(c, Millis::MAX, high_water - first + 1)?;
+                }
+                Ok(())
+            })
             .await?;
     }
     let applied = u64::try_from(high_water - (first - 1)).unwrap_or(0);
@@ -197,6 +214,69 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
         last_error: None,
     };
     Ok(usize::try_from(applied).unwrap_or(0))
+}
+
+/// Central has applied this edge's events only up to `central`, though it had applied them up to
+/// `delivered`: it was restored from a backup. What it lost is given to it again, in the order
+/// that keeps its books whole: first the grants (sent again under their ids, each taken once),
+/// so that the units the events hold and sell are the edge's at central; then the events after
+/// its mark, as the outbox keeps them; then the returns, once those events have settled
+/// central's count (see [`tend_central`]).
+async fn redeliver(edge: &Edge, central: i64, delivered: i64) -> anyhow::Result<()> {
+    tracing::warn!(
+        "central has applied this edge's events only up to {central}, not up to {delivered}: it \
+         was restored from a backup; granting again and delivering again what it lost"
+    );
+    for (grant_id, sale_id, sku, units) in edge.read(db::granted).await? {
+        let again = GrantRequest {
+            grant_id,
+            edge_id: edge.config.edge_id.clone(),
+            incarnation: edge.identity.incarnation.clone(),
+            sale_id,
+            sku,
+            requested: units,
+        };
+        let got = edge.central.grant(&again).await?;
+        if got < units {
+            // Central has given these units to another edge since its restore (or the sale
+            // has ended there): the audit will name the SKU.
+            tracing::error!(
+                "central, restored, grants {got} of the {units} units of {}/{} it had granted \
+                 this edge (grant {}): the difference may be sold twice",
+                again.sale_id,
+                again.sku,
+                again.grant_id
+            );
+        }
+    }
+    let kept = edge
+        .writer
+        .host(move |c| db::redeliver_after(c, central))
+        .await?;
+    if !kept {
+        return Err(Diverged(format!(
+            "central, restored from a backup, has this edge's events only up to {central}; \
+             this edge delivered them up to {delivered} and no longer keeps all of those \
+             (--outbox-keep-hours): the holds and orders among them are missing at central"
+        ))
+        .into());
+    }
+    edge.metrics.central_restores.inc();
+    Ok(())
+}
+
+/// Deletes delivered outbox events older than `--outbox-keep-hours`, a batch at a time.
+pub async fn prune_outbox(edge: &Edge) -> anyhow::Result<()> {
+    const BATCH: i64 = 1_000;
+    let keep = Millis::try_from(edge.config.outbox_keep.as_millis()).unwrap_or(Millis::MAX);
+    let before = edge.clock.now().saturating_sub(keep);
+    while edge
+        .writer
+        .host(move |c| db::prune_delivered(c, before, BATCH))
+        .await?
+        == BATCH as usize
+    {}
+    Ok(())
 }
 
 /// This edge's outbox and central's record of its history disagree: delivery stops, loudly,

@@ -136,7 +136,15 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     // Through the queue: when central may be tried again, and how long to wait after that.
     let mut central_due = Instant::now();
     let mut central_backoff = edge.config.sync_every;
+    // Delivered events past `--outbox-keep-hours` are deleted this often.
+    let mut prune_due = Instant::now();
     loop {
+        if Instant::now() >= prune_due {
+            prune_due = Instant::now() + PRUNE_EVERY;
+            if let Err(e) = sync::prune_outbox(&edge).await {
+                tracing::warn!("pruning the delivered outbox: {e:#}");
+            }
+        }
         let result = async {
             if let Standing::Refused(_) = edge.standing() {
                 return Ok(Idle::Refused);
@@ -194,6 +202,9 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How often delivered outbox events past their keeping are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// This process sells no more: it lost or was refused its edge id, for `why`.
 fn stand_down(edge: &Edge, stop: Standing, why: &anyhow::Error) {

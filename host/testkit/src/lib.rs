@@ -230,6 +230,40 @@ impl Postgres {
         ))
     }
 
+    /// A client program (`pg_dump`, `pg_restore`) logged in to this server as `postgres`.
+    fn client(&self, tool: &str) -> Command {
+        let beside = self.bin.join(tool);
+        let mut c = Command::new(if beside.exists() { beside } else { tool.into() });
+        let port = self.port.to_string();
+        c.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"]);
+        c
+    }
+
+    /// A backup of database `name`, as an operator takes one: `pg_dump` in its custom format,
+    /// written to `to`.
+    pub fn dump(&self, name: &str, to: &Path) -> anyhow::Result<()> {
+        let mut c = self.client("pg_dump");
+        c.arg("-Fc").arg("-f").arg(to).arg(name);
+        run(c, "pg_dump")
+    }
+
+    /// Database `name` restored from a [`Self::dump`]: dropped (its connections cut, as a
+    /// restore does), made again, and `pg_restore`d in one transaction, so that its clients find
+    /// it whole or not at all, never half loaded.
+    pub async fn restore(&self, name: &str, from: &Path) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        // One statement each: a batch of them would run as one transaction, which DROP refuses.
+        for sql in [
+            format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\""),
+        ] {
+            admin.execute(&sql, &[]).await?;
+        }
+        let mut c = self.client("pg_restore");
+        c.args(["--single-transaction", "-d", name]).arg(from);
+        run(c, "pg_restore")
+    }
+
     /// The server's version, as `postgres --version` says it.
     pub fn version(&self) -> String {
         Command::new(self.bin.join("postgres"))

@@ -3,7 +3,9 @@
 
 use crate::db::{Tx, clock, params};
 use crate::time::Millis;
-use crate::{CentralError, Claim, Claimed, GrantRequest, SkuKey, UnitReturn, WANTED_FOR_MS};
+use crate::{
+    CentralError, Claim, Claimed, GrantRequest, Renewed, SkuKey, UnitReturn, WANTED_FOR_MS,
+};
 
 /// Claims an edge id for a process: records its history, incarnation, folder, key, URL and
 /// lease. Refused while another process holds the lease (the same process claiming again, or
@@ -181,23 +183,28 @@ fn retire(
 
 /// Extends a process's lease on its edge id by `lease_ms` from now; refused once another
 /// process has the id. The catalog's version, so that the edge knows whether its calendar is
-/// current before it sells on under the new lease.
+/// current before it sells on under the new lease, and the history's high-water mark, so that
+/// it notices a central restored from a backup that lost events it had applied.
 pub fn renew_lease(
     tx: &mut dyn Tx,
     edge_id: &str,
     incarnation: &str,
     lease_ms: Millis,
-) -> Result<i64, CentralError> {
+) -> Result<Renewed, CentralError> {
     let now = clock(tx)?;
-    let renewed = tx.exec(
-        "UPDATE edges SET lease_until = $3, last_seen = $4 \
-         WHERE edge_id = $1 AND incarnation = $2 AND retired_at IS NULL",
-        params![edge_id, incarnation, now + lease_ms, now],
-    )?;
-    if renewed == 0 {
-        return Err(CentralError::Superseded(edge_id.to_owned()));
-    }
-    super::calendar::catalog_version(tx)
+    let high_water = tx
+        .query_opt(
+            "UPDATE edges SET lease_until = $3, last_seen = $4 \
+             WHERE edge_id = $1 AND incarnation = $2 AND retired_at IS NULL \
+             RETURNING high_water",
+            params![edge_id, incarnation, now + lease_ms, now],
+        )?
+        .ok_or_else(|| CentralError::Superseded(edge_id.to_owned()))?
+        .int(0)?;
+    Ok(Renewed {
+        catalog_version: super::calendar::catalog_version(tx)?,
+        high_water,
+    })
 }
 
 /// Who is calling, as the fence finds it: the name its ledger rows carry (a retired history's

@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// exits `0`; what is not done by then stays on its disk and a restart resumes it.
     #[arg(long, env = "CART_DRAIN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     drain_timeout: u64,
+    /// How long delivered outbox events are kept, in hours: a central restored from a backup
+    /// taken within that time gets them again (README, "Backups and restores"). 0: deleted
+    /// once delivered.
+    #[arg(long, env = "CART_OUTBOX_KEEP_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(0..=24 * 90))]
+    outbox_keep_hours: u64,
     /// How long a shopper who found too few units here waits while the edge asks central for
     /// more, in milliseconds, before being told `sold_out`. Keep it above a round trip to
     /// central (and its answer under load), or shoppers are refused while units are spare.
@@ -188,6 +193,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue_url: args.queue,
         queue_auth: args.queue_auth.auth()?,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        outbox_keep: Duration::from_secs(args.outbox_keep_hours * 3600),
         shortage_wait: Duration::from_millis(args.shortage_wait_ms),
         failed_logins_per_minute: args.door.failed_logins_per_minute,
         ..EdgeConfig::default()

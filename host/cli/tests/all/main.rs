@@ -60,5 +60,7 @@ mod https;
 mod wan;
 // What an operator ships: the image, run with podman.
 mod shipping;
+// Central restored from a backup mid-sale: the edges deliver again what it lost.
+mod restore;
 // Upgrades: central migrated on its own, edges restarted in place on a newer compatible schema.
 mod upgrade;

@@ -248,6 +248,15 @@ pub fn apply_grant(
     Ok(true)
 }
 
+/// Every grant central answered with units, as `(grant id, sale, SKU, units)`.
+pub fn granted(conn: &Connection) -> rusqlite::Result<Vec<(String, String, String, u32)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT grant_id, sale_id, sku, granted FROM grants WHERE granted > 0 ORDER BY requested_at",
+    )?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect()
+}
+
 /// A grant request central has not answered yet, or whose answer was never applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingGrant {
@@ -386,8 +395,8 @@ pub fn books_mark(conn: &Connection) -> rusqlite::Result<BooksMark> {
 
 /// When the oldest undelivered outbox event was written, if any is.
 pub fn oldest_undelivered(conn: &Connection) -> rusqlite::Result<Option<Millis>> {
-    conn.prepare_cached("SELECT MIN(created_at) FROM outbox")?
-        .query_row([], |r| r.get(0))
+    conn.prepare_cached("SELECT MIN(created_at) FROM outbox WHERE seq > ?1")?
+        .query_row([delivered_seq(conn)?], |r| r.get(0))
 }
 
 // ---- outbox ----------------------------------------------------------------------------------
@@ -424,12 +433,40 @@ pub fn outbox_after(
     .collect()
 }
 
-/// Records that central applied everything up to `seq`, and prunes what it applied.
+/// Records that central applied everything up to `seq`. The rows stay for `--outbox-keep`
+/// (see [`prune_delivered`]), to be sent again if central is restored from a backup.
 pub fn mark_delivered(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
-    set_meta(conn, "delivered_seq", &seq.to_string())?;
-    conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1")?
-        .execute([seq])?;
-    Ok(())
+    set_meta(conn, "delivered_seq", &seq.to_string())
+}
+
+/// Deletes up to `batch` of the oldest delivered events written before `before`; how many.
+/// Each call reads at most `batch` rows, so it never holds the writer long.
+pub fn prune_delivered(conn: &Connection, before: Millis, batch: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM outbox WHERE seq <= ?1 AND created_at < ?2 \
+           AND seq <= (SELECT MIN(seq) FROM outbox) + ?3",
+    )?
+    .execute(params![delivered_seq(conn)?, before, batch - 1])
+}
+
+/// Central has lost this edge's events after `seq` (it was restored from a backup): they are
+/// undelivered again, and so are the returns it confirmed, which it may have lost too (sent
+/// again, each is taken once). False, changing nothing, if the outbox no longer keeps every
+/// event after `seq`.
+pub fn redeliver_after(conn: &Connection, seq: i64) -> rusqlite::Result<bool> {
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT MIN(seq) FROM outbox")?
+        .query_row([], |r| r.get(0))?;
+    let kept = match oldest {
+        Some(oldest) => oldest <= seq + 1,
+        None => highest_seq(conn)? <= seq,
+    };
+    if kept {
+        set_meta(conn, "delivered_seq", &seq.to_string())?;
+        conn.prepare_cached("UPDATE unit_returns SET confirmed_at = NULL")?
+            .execute([])?;
+    }
+    Ok(kept)
 }
 
 pub fn delivered_seq(conn: &Connection) -> rusqlite::Result<i64> {
@@ -461,8 +498,8 @@ pub fn start_over(conn: &Connection, history_id: &str) -> rusqlite::Result<()> {
 
 /// Events written but not yet applied by central.
 pub fn outbox_backlog(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM outbox")?
-        .query_row([], |r| r.get(0))
+    conn.prepare_cached("SELECT COUNT(*) FROM outbox WHERE seq > ?1")?
+        .query_row([delivered_seq(conn)?], |r| r.get(0))
 }
 
 // ---- meta ------------------------------------------------------------------------------------
