@@ -1,8 +1,8 @@
 //! The calendar of sales at an edge: kept in its database (so it restarts without central),
 //! held in memory as the [`Catalog`] requests read, and followed while the edge runs (by
 //! [`crate::tasks`]): a sale loaded, replaced or ended at central reaches the edge within
-//! seconds. A sale that has ended is kept for a day, and then until this edge holds nothing of
-//! it (its holds released, its free units returned), then dropped.
+//! seconds. A sale that has ended is kept for a day (`keep_ended`), and then until this edge
+//! holds nothing of it (its holds released, its free units returned), then dropped.
 
 use std::sync::{Arc, RwLock};
 
@@ -11,11 +11,7 @@ use rusqlite::{Connection, params};
 
 use crate::clock::Millis;
 use crate::locks;
-use crate::store::db;
-
-/// How long an edge keeps an ended sale it has settled (its SKUs answer `sale_ended`, not
-/// `404`), and how far back it fetches ended sales from central.
-pub const KEEP_ENDED_MS: Millis = 24 * 3_600_000;
+use crate::store::{db, retention};
 
 /// The catalog requests read; replaced whole when the calendar changes.
 #[derive(Default)]
@@ -104,8 +100,13 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Catalog> {
 }
 
 /// Drops sales that ended at or before `ended_by` of which this edge holds nothing any more
-/// (every unit sold or returned); their stock rows stay, for the audit. The sales dropped.
-pub fn drop_finished(conn: &Connection, ended_by: Millis) -> rusqlite::Result<Vec<String>> {
+/// (every unit sold or returned); their stock rows, carts and orders stay until retention
+/// deletes them ([`retention`]). The sales dropped.
+pub fn drop_finished(
+    conn: &Connection,
+    ended_by: Millis,
+    now: Millis,
+) -> rusqlite::Result<Vec<String>> {
     let finished: Vec<String> = conn
         .prepare(
             "SELECT s.sale_id FROM sales s WHERE s.ends_at <= ?1 AND NOT EXISTS (\
@@ -118,6 +119,7 @@ pub fn drop_finished(conn: &Connection, ended_by: Millis) -> rusqlite::Result<Ve
     for sale_id in &finished {
         conn.execute("DELETE FROM catalog WHERE sale_id = ?1", [sale_id])?;
         conn.execute("DELETE FROM sales WHERE sale_id = ?1", [sale_id])?;
+        retention::finished(conn, sale_id, now)?;
     }
     Ok(finished)
 }

@@ -36,6 +36,13 @@ pub struct EdgeConfig {
     /// How long delivered outbox events are kept, to be sent again to a central restored from
     /// a backup taken within that time.
     pub outbox_keep: Duration,
+    /// How long an ended sale this edge has settled stays in its calendar (its SKUs answer
+    /// `sale_ended`, not `404`): a day; tests shorten it.
+    pub keep_ended: Duration,
+    /// How long after that its carts, lines and orders are kept (`--retain-days`; zero: for
+    /// ever). Never less than `outbox_keep`, which may need them to make a restored central
+    /// whole.
+    pub retain: Duration,
     /// How long a shopper who found too few units may wait for a grant before `sold_out`.
     pub shortage_wait: Duration,
     /// With any, only modules signed by one of these keys are deployed.
@@ -144,6 +151,8 @@ impl Default for EdgeConfig {
             sync_every: Duration::from_millis(50),
             sync_batch: 500,
             outbox_keep: Duration::from_secs(24 * 3600),
+            keep_ended: Duration::from_secs(24 * 3600),
+            retain: Duration::from_secs(7 * 24 * 3600),
             shortage_wait: Duration::from_millis(150),
             trusted_keys: Vec::new(),
             fixed_rules: None,

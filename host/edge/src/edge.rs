@@ -13,7 +13,7 @@ use cart_central::{Central, CentralError, RetiredUnits};
 use rusqlite::Connection;
 
 use crate::calendar::{self, CatalogCell};
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 pub use crate::config::{EdgeConfig, ModuleBytes};
 use crate::customer::CreateLimit;
 use crate::escrow::Allotments;
@@ -245,6 +245,8 @@ impl Edge {
     /// after their end (until then their SKUs answer `sale_ended`).
     pub async fn follow_calendar(&self, version: Option<i64>) -> anyhow::Result<()> {
         let now = self.clock.now();
+        let keep_ended =
+            Millis::try_from(self.config.keep_ended.as_millis()).unwrap_or(Millis::MAX);
         let version = match version {
             Some(v) => v,
             None => self.central.catalog_version().await?,
@@ -253,7 +255,7 @@ impl Edge {
         if self.calendar_version() != version {
             let sales = self
                 .central
-                .sales_ending_after(now - calendar::KEEP_ENDED_MS)
+                .sales_ending_after(now.saturating_sub(keep_ended))
                 .await?;
             self.writer
                 .host(move |c| {
@@ -265,11 +267,11 @@ impl Edge {
                 .await?;
             changed = true;
         }
-        let settled_before = now - calendar::KEEP_ENDED_MS;
+        let settled_before = now.saturating_sub(keep_ended);
         if self.catalog().sales().any(|s| s.ends_at <= settled_before) {
             let dropped = self
                 .writer
-                .host(move |c| calendar::drop_finished(c, settled_before))
+                .host(move |c| calendar::drop_finished(c, settled_before, now))
                 .await?;
             for sale_id in &dropped {
                 tracing::info!(sale_id, "sale ended a day ago and settled here: dropped");

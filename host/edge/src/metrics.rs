@@ -43,6 +43,7 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub events_delivered: Counter,
     pub central_restores: Counter,
+    pub carts_forgotten: Counter,
     pub grants_received: Counter,
     forward_seconds: Histogram,
     pub forward_failures: Counter,
@@ -78,6 +79,7 @@ impl Default for Metrics {
         let outbox_backlog = Gauge::default();
         let events_delivered = Counter::default();
         let central_restores = Counter::default();
+        let carts_forgotten = Counter::default();
         let grants_received = Counter::default();
         let forward_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let forward_failures = Counter::default();
@@ -117,6 +119,11 @@ impl Default for Metrics {
             "Times central was found restored from a backup that lost events of this edge's, \
              which were then delivered again",
             central_restores.clone(),
+        );
+        registry.register(
+            "retention_deleted_carts",
+            "Carts of finished sales deleted past --retain-days, with their lines and orders",
+            carts_forgotten.clone(),
         );
         registry.register(
             "stock_granted_units",
@@ -189,6 +196,7 @@ impl Default for Metrics {
             outbox_backlog,
             events_delivered,
             central_restores,
+            carts_forgotten,
             grants_received,
             forward_seconds,
             forward_failures,

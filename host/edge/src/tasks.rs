@@ -13,12 +13,14 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::carts;
+use crate::clock::Millis;
 use crate::drain;
 use crate::edge::Edge;
 use crate::identity::Standing;
 use crate::locks;
 use crate::shutdown::pause;
 use crate::store::db::StockLine;
+use crate::store::retention;
 use crate::sync;
 use crate::tls;
 
@@ -48,6 +50,10 @@ pub fn spawn(
             shutdown.clone(),
         ))),
         run(Box::pin(keep_stocked(Arc::clone(edge), shutdown.clone()))),
+        run(Box::pin(forget_old_sales(
+            Arc::clone(edge),
+            shutdown.clone(),
+        ))),
         run(Box::pin(resume_handoffs(
             Arc::clone(edge),
             shutdown.clone(),
@@ -305,6 +311,72 @@ async fn follow_calendar(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// Deletes the sales past `--retain-days` a batch at a time, and gives the pages they took back
+/// to the file system, until shutdown.
+async fn forget_old_sales(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    if edge.config.retain.is_zero() {
+        return;
+    }
+    let retain = edge.config.retain.max(edge.config.outbox_keep);
+    let retain = Millis::try_from(retain.as_millis()).unwrap_or(Millis::MAX);
+    while pause(FOLLOW_EVERY, &mut shutdown).await {
+        if let Err(e) = forget_once(&edge, retain).await {
+            tracing::warn!("deleting sales past their retention: {e:#}");
+        }
+    }
+}
+
+async fn forget_once(edge: &Edge, retain: Millis) -> anyhow::Result<()> {
+    let now = edge.clock.now();
+    let dropped_by = now.saturating_sub(retain);
+    if !edge
+        .read(move |c| retention::any_due(c, dropped_by))
+        .await?
+    {
+        return Ok(());
+    }
+    let mut carts = 0;
+    loop {
+        let pruned = edge
+            .writer
+            .host(move |c| retention::prune_batch(c, dropped_by, now))
+            .await?;
+        carts += pruned.carts;
+        for sale_id in &pruned.sales {
+            tracing::info!(
+                sale_id,
+                "sale past its retention: its carts and orders deleted"
+            );
+        }
+        if pruned.carts < retention::BATCH {
+            break;
+        }
+    }
+    let handoffs = edge
+        .writer
+        .host(move |c| retention::prune_handoffs(c, dropped_by))
+        .await?;
+    let mut free = u32::MAX;
+    loop {
+        let left = edge
+            .writer
+            .host(|c| retention::give_back_pages(c, PAGES_AT_ONCE))
+            .await?;
+        if left == 0 || left >= free {
+            break;
+        }
+        free = left;
+    }
+    edge.metrics
+        .carts_forgotten
+        .inc_by(u64::try_from(carts).unwrap_or(0));
+    tracing::debug!(carts, handoffs, "deleted what is past its retention");
+    Ok(())
+}
+
+/// Free pages given back to the file system per writer job.
+const PAGES_AT_ONCE: u32 = 256;
 
 /// Releases lapsed holds, and the holds of sales that have ended, on a timer: a batch per
 /// transaction, until none are left.

@@ -101,6 +101,10 @@ pub struct EdgeBooks {
     pub orders: Vec<Order>,
     /// Each customer's held and bought units, per SKU.
     pub customers: Vec<CustomerUnits>,
+    /// Sales past `--retain-days` whose carts and orders the edge has deleted or is deleting:
+    /// the audit leaves them out of this edge's books (central keeps their orders).
+    #[serde(default)]
+    pub pruned_sales: Vec<String>,
     /// How far its dealings with central had gone when these books were read.
     pub mark: BooksMark,
 }

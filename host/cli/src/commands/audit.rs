@@ -258,7 +258,9 @@ fn check_edge(report: &mut AuditReport, snapshot: &Snapshot, e: &AuditedEdge) {
             ledger.events_applied, ledger.high_water
         ),
     );
-    for line in &books.stock {
+    // Sales past the edge's retention: their carts and orders are gone from it (or going).
+    let kept = |sale_id: &str| !books.pruned_sales.iter().any(|s| s == sale_id);
+    for line in books.stock.iter().filter(|l| kept(&l.sale_id)) {
         let key = SkuKey::new(&line.sale_id, &line.sku);
         let in_carts = books
             .carts
@@ -310,23 +312,36 @@ fn check_edge(report: &mut AuditReport, snapshot: &Snapshot, e: &AuditedEdge) {
         );
     }
     for c in books.carts.iter().filter(|c| {
-        !books
-            .stock
-            .iter()
-            .any(|l| l.sale_id == c.sale_id && l.sku == c.sku)
+        kept(&c.sale_id)
+            && !books
+                .stock
+                .iter()
+                .any(|l| l.sale_id == c.sale_id && l.sku == c.sku)
     }) {
         report.problems.push(format!(
             "{}/{} at {id}: carts hold {} and sold {} of a SKU the edge has no stock of",
             c.sale_id, c.sku, c.held, c.sold
         ));
     }
-    compare_orders(report, id, &books.orders, &e.central_orders);
+    let central_orders: Vec<&Order> = e
+        .central_orders
+        .iter()
+        .filter(|o| o.lines.iter().any(|l| kept(&l.sale_id)))
+        .collect();
+    if central_orders.len() < e.central_orders.len() {
+        report.checked.push(format!(
+            "edge {id}: {} order(s) of sales past its retention left out (sales {})",
+            e.central_orders.len() - central_orders.len(),
+            books.pruned_sales.join(", ")
+        ));
+    }
+    compare_orders(report, id, &books.orders, &central_orders);
 }
 
 /// The edge's orders and central's, line by line.
-fn compare_orders(report: &mut AuditReport, id: &str, edge: &[Order], central: &[Order]) {
+fn compare_orders(report: &mut AuditReport, id: &str, edge: &[Order], central: &[&Order]) {
     let at_central: BTreeMap<&str, &Order> =
-        central.iter().map(|o| (o.order_id.as_str(), o)).collect();
+        central.iter().map(|o| (o.order_id.as_str(), *o)).collect();
     let at_edge: BTreeMap<&str, &Order> = edge.iter().map(|o| (o.order_id.as_str(), o)).collect();
     for (order_id, order) in &at_edge {
         match at_central.get(order_id) {

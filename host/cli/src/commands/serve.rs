@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// once delivered.
     #[arg(long, env = "CART_OUTBOX_KEEP_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(0..=24 * 90))]
     outbox_keep_hours: u64,
+    /// How long an edge keeps a finished sale's carts, lines and orders, in days after it
+    /// dropped the sale (a day after its end, once every unit is sold or back at central, and
+    /// once central has all the edge told it): then they are deleted and its carts answer
+    /// `404`. Central keeps the orders. 0: kept for ever.
+    #[arg(long, env = "CART_RETAIN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=3650))]
+    retain_days: u64,
     /// How long a shopper who found too few units here waits while the edge asks central for
     /// more, in milliseconds, before being told `sold_out`. Keep it above a round trip to
     /// central (and its answer under load), or shoppers are refused while units are spare.
@@ -194,6 +200,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue_auth: args.queue_auth.auth()?,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         outbox_keep: Duration::from_secs(args.outbox_keep_hours * 3600),
+        retain: Duration::from_secs(args.retain_days * 24 * 3600),
         shortage_wait: Duration::from_millis(args.shortage_wait_ms),
         failed_logins_per_minute: args.door.failed_logins_per_minute,
         ..EdgeConfig::default()

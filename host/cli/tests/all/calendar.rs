@@ -226,12 +226,9 @@ async fn at_noon_the_first_hundred_holds_are_served_from_units_granted_before() 
     let granted = |edge: &TestEdge| {
         let edge = edge.client.clone();
         async move {
-            let r = edge.send(Method::GET, "/metrics", None, &[], "").await;
-            String::from_utf8_lossy(&r.body)
-                .lines()
-                .find(|l| l.starts_with("cart_stock_granted_units_total"))
-                .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .unwrap_or(0)
+            edge.metric("cart_stock_granted_units_total")
+                .await
+                .unwrap_or(0.0)
         }
     };
     let before = [granted(&edges[0]).await, granted(&edges[1]).await];

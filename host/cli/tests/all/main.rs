@@ -64,3 +64,5 @@ mod shipping;
 mod restore;
 // Upgrades: central migrated on its own, edges restarted in place on a newer compatible schema.
 mod upgrade;
+// Thirty daily sales: edges that keep two days of finished sales stop growing.
+mod retention;

@@ -85,16 +85,8 @@ async fn a_central_restored_from_a_backup_gets_every_lost_hold_and_order_again()
     audit_passes(&fleet, edges.iter().map(|e| e.client.url.clone())).await;
     assert_eq!(central_orders(&fleet).await, orders);
     for edge in &edges {
-        let metrics = edge
-            .client
-            .send(hyper::Method::GET, "/metrics", None, &[], "")
-            .await;
-        let text = String::from_utf8_lossy(&metrics.body).into_owned();
-        let restores = text
-            .lines()
-            .find_map(|l| l.strip_prefix("cart_central_restores_total "))
-            .and_then(|v| v.parse::<f64>().ok());
-        assert!(restores.is_some_and(|n| n >= 1.0), "{text}");
+        let restores = edge.client.metric("cart_central_restores_total").await;
+        assert!(restores.is_some_and(|n| n >= 1.0), "{restores:?}");
     }
 }
 

@@ -391,6 +391,12 @@ impl Client {
         body
     }
 
+    /// A figure from the edge's `/metrics` (counters by their `_total` name).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let r = self.send(Method::GET, "/metrics", None, &[], "").await;
+        metric_in(&r.body, name)
+    }
+
     pub async fn healthy(&self) -> bool {
         self.http
             .get(&format!("{}/healthz", self.url), None)
@@ -666,10 +672,7 @@ impl RelayProcess {
     /// A figure from `/metrics` (counters by their `_total` name), if the relay answers.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let r = HttpClient::default().get(&self.metrics, None).await.ok()?;
-        String::from_utf8_lossy(&r.body).lines().find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok()).flatten()
-        })
+        metric_in(&r.body, name)
     }
 
     /// `kill -9`: whatever it took from the stream and did not acknowledge is delivered again.
@@ -677,4 +680,12 @@ impl RelayProcess {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");
     }
+}
+
+/// A figure of a Prometheus text exposition, by its full name.
+fn metric_in(body: &[u8], name: &str) -> Option<f64> {
+    String::from_utf8_lossy(body).lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }

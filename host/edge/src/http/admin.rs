@@ -25,7 +25,7 @@ use crate::ids;
 use crate::locks;
 use crate::metrics;
 use crate::modules::{Deployed, MAX_MODULE_BYTES};
-use crate::store::db;
+use crate::store::{db, retention};
 use crate::wire::{EdgeBooks, EdgeStatus, MODULE_SIGNATURE, MODULE_VERSION};
 
 type ApiResult = Result<Response, ApiError>;
@@ -173,7 +173,7 @@ pub async fn own_status(edge: &Edge) -> Result<EdgeStatus, ApiError> {
 pub async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let now = edge.clock.now();
-    let (stock, carts, orders, customers, mark) = edge
+    let (stock, carts, orders, customers, pruned_sales, mark) = edge
         .read(move |c| {
             // One snapshot: the counters, the carts and the mark as of one commit.
             let _snapshot = c.unchecked_transaction()?;
@@ -182,6 +182,7 @@ pub async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiRes
                 carts::units_in_carts(c)?,
                 carts::orders(c)?,
                 carts::units_per_customer(c, now)?,
+                retention::pruned_sales(c)?,
                 db::books_mark(c)?,
             ))
         })
@@ -194,6 +195,7 @@ pub async fn ledger(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiRes
         carts,
         orders,
         customers,
+        pruned_sales,
         mark,
     })
     .into_response())

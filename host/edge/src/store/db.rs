@@ -23,6 +23,7 @@ pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
     let path = dir.join(FILE_NAME);
     let mut conn =
         Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    incremental_vacuum(&conn).with_context(|| format!("vacuuming {}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsynced at every commit, so an acknowledged update survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -32,6 +33,27 @@ pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
         .run(&mut conn)
         .context("migrating the edge schema (a data folder from before cart-host 0.2 cannot be migrated: start the edge on a fresh folder)")?;
     Ok(conn)
+}
+
+/// Puts the database in incremental auto-vacuum, so that pages retention frees can be given
+/// back to the file system ([`super::retention`]). A new file takes it at once; a folder of an
+/// older release is rewritten once, by `VACUUM`.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", INCREMENTAL)?;
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    if pages > 0 {
+        tracing::info!(
+            pages,
+            "rewriting the edge database once, for incremental vacuum"
+        );
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
 }
 
 /// A read-only connection: reads see the last commit (WAL snapshots) and never wait for the
@@ -488,7 +510,7 @@ pub fn highest_seq(conn: &Connection) -> rusqlite::Result<i64> {
 pub fn start_over(conn: &Connection, history_id: &str) -> rusqlite::Result<()> {
     conn.execute_batch(
         "DELETE FROM cart_lines; DELETE FROM orders; DELETE FROM carts; DELETE FROM outbox; \
-         DELETE FROM grants; DELETE FROM unit_returns; \
+         DELETE FROM grants; DELETE FROM unit_returns; DELETE FROM finished_sales; \
          UPDATE stock SET free = 0, held = 0, sold = 0; \
          DELETE FROM sqlite_sequence WHERE name = 'outbox'; \
          DELETE FROM meta WHERE key IN ('delivered_seq', 'claimed');",
