@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cart_host::commands::{audit, demo, deploy, load, migrate, relay, sale, scale, serve};
+use cart_host::commands::{audit, backup, demo, deploy, load, migrate, relay, sale, scale, serve};
 use clap::{Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -48,6 +48,8 @@ enum Command {
     Activate(deploy::ActivateArgs),
     /// Check conservation of stock and exactly-once delivery across central and edges.
     Audit(audit::AuditArgs),
+    /// Write a consistent copy of a running edge's database (or of a SQLite central).
+    Backup(backup::BackupArgs),
     /// Drive edges with flash-sale load at a set rate; report latency, throughput, errors.
     Load(load::LoadArgs),
     /// Apply the edges' outbox stream (NATS JetStream) to central, exactly once.
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::Deploy(args) => deploy::run_command(args).await,
             Command::Activate(args) => deploy::activate_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,
+            Command::Backup(args) => backup::run(args),
             Command::Load(args) => load::run(args).await,
             Command::Demo(args) => demo::run_command(args).await,
             Command::Relay(args) => relay::run(args).await,

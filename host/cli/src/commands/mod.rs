@@ -10,6 +10,7 @@
 //! - [`scale`]: a reference scaler on one machine: edges started and drained by load.
 
 pub mod audit;
+pub mod backup;
 pub mod demo;
 pub mod deploy;
 pub mod load;

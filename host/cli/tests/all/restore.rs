@@ -111,3 +111,116 @@ async fn an_edge_that_kept_nothing_stops_and_says_what_central_lost() {
     let report = audit_report(&fleet, urls, Duration::from_secs(5)).await;
     assert!(!report.passed(), "{report}");
 }
+
+/// `cart-host backup` of an edge's database while shoppers hold and buy on it.
+async fn backup(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .arg("backup")
+        .args(args)
+        .env_remove("CART_DATA")
+        .output()
+        .await
+        .expect("cart-host backup")
+}
+
+/// Carts made while the backup is taken: more than it takes, even on a loaded machine.
+const SHOPPERS: i64 = 1500;
+
+/// A copy taken while an edge sells is one moment of its books: every counter agrees with the
+/// carts and orders in the copy. An existing file is never overwritten, and a PostgreSQL
+/// central is sent to its own tools, its password unprinted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_backed_up_while_it_sells_is_copied_as_of_one_moment() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 5000, 3)], -60)).await;
+    let edge = fleet.edge("edge-1").await;
+    let client = edge.client.clone();
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let carts = std::sync::Arc::clone(&created);
+    let shoppers = tokio::spawn(async move {
+        for i in 0..SHOPPERS {
+            let customer = format!("shopper-{i}");
+            let cart = client.create_cart(&customer).await;
+            carts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(client.set(&cart, "BAG-1", 2).await.0, StatusCode::OK);
+            if i % 2 == 0 {
+                client.checkout(&cart, &customer).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to = fleet.dir.path().join("edge-1.backup.db");
+    let data = edge.edge().config.data_dir.clone();
+    let back_up_edge = || async {
+        backup(&[
+            "--data".as_ref(),
+            data.as_ref(),
+            "--to".as_ref(),
+            to.as_ref(),
+        ])
+        .await
+    };
+    let before = created.load(std::sync::atomic::Ordering::SeqCst);
+    let out = back_up_edge().await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("checked whole"), "{said}");
+    assert!(
+        !shoppers.is_finished(),
+        "the copy was taken while shoppers shopped"
+    );
+    shoppers.await.expect("shoppers");
+
+    let copy = rusqlite::Connection::open(&to).expect("the copy opens");
+    let count = |sql: &str| -> i64 { copy.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    let (held, sold) = (
+        count("SELECT held FROM stock WHERE sku = 'BAG-1'"),
+        count("SELECT sold FROM stock WHERE sku = 'BAG-1'"),
+    );
+    let held_in_carts = count(
+        "SELECT COALESCE(SUM(l.quantity), 0) FROM cart_lines l JOIN carts c USING (cart_id) \
+         WHERE l.held = 1 AND c.status = 'open'",
+    );
+    let sold_in_orders = count(
+        "SELECT COALESCE(SUM(l.quantity), 0) FROM cart_lines l JOIN orders o USING (cart_id)",
+    );
+    assert!(
+        sold > 0 && held > 0,
+        "the copy has shopping in it: {held} held, {sold} sold"
+    );
+    assert_eq!((held, sold), (held_in_carts, sold_in_orders));
+    // Of a moment after the backup began (what the log holds included) and before the
+    // shopping ended.
+    let in_copy = count("SELECT COUNT(*) FROM carts");
+    assert!(
+        (before..SHOPPERS).contains(&in_copy),
+        "{in_copy} carts in the copy; {before} were made before it began"
+    );
+
+    // Never over an existing file.
+    let before = std::fs::read(&to).expect("the copy");
+    let out = back_up_edge().await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert_eq!(std::fs::read(&to).expect("the copy"), before);
+
+    let pg = "postgres://cart:s3cret@127.0.0.1:1/central";
+    let elsewhere = fleet.dir.path().join("central.backup");
+    let out = backup(&[
+        "--central".as_ref(),
+        pg.as_ref(),
+        "--to".as_ref(),
+        elsewhere.as_ref(),
+    ])
+    .await;
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        told.contains("pg_dump") && !told.contains("s3cret"),
+        "{told}"
+    );
+    assert!(!elsewhere.exists());
+}

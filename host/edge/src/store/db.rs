@@ -56,6 +56,60 @@ fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// What [`backup`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    pub bytes: u64,
+    pub pages: u32,
+}
+
+/// Copies the SQLite database at `from` to `to` as of one read transaction (`VACUUM INTO`,
+/// which a running writer does not stop), compacted, and checked whole: written beside `to`
+/// first and renamed into place once checked, so that `to` is a complete copy or nothing.
+/// Refuses a `to` that exists.
+pub fn backup(from: &Path, to: &Path) -> anyhow::Result<Backup> {
+    anyhow::ensure!(from.is_file(), "there is no database at {}", from.display());
+    anyhow::ensure!(
+        !to.exists(),
+        "{} exists: name a new file for the backup",
+        to.display()
+    );
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    // Left by a backup that was cut short.
+    let _ = std::fs::remove_file(&partial);
+    let copy = || -> anyhow::Result<Backup> {
+        let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {} to read", from.display()))?;
+        source.busy_timeout(std::time::Duration::from_secs(30))?;
+        let target = partial
+            .to_str()
+            .with_context(|| format!("{} is not a UTF-8 path", partial.display()))?;
+        source
+            .execute("VACUUM INTO ?1", [target])
+            .with_context(|| format!("copying {}", from.display()))?;
+        let copy = Connection::open(&partial)?;
+        let check: String = copy.pragma_query_value(None, "integrity_check", |r| r.get(0))?;
+        anyhow::ensure!(check == "ok", "the copy does not check whole: {check}");
+        let pages = copy.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        drop(copy);
+        std::fs::File::open(&partial)?.sync_all()?;
+        Ok(Backup {
+            bytes: std::fs::metadata(&partial)?.len(),
+            pages,
+        })
+    };
+    let written = copy().inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })?;
+    std::fs::rename(&partial, to)
+        .with_context(|| format!("moving the copy to {}", to.display()))?;
+    let folder = to.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(folder.unwrap_or(Path::new(".")))?.sync_all()?;
+    Ok(written)
+}
+
 /// A read-only connection: reads see the last commit (WAL snapshots) and never wait for the
 /// writer.
 pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
