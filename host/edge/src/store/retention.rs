@@ -27,7 +27,11 @@ pub fn finished(conn: &Connection, sale_id: &str, now: Millis) -> rusqlite::Resu
 /// read, so that the writer is asked only when there is work.
 pub fn any_due(conn: &Connection, dropped_by: Millis) -> rusqlite::Result<bool> {
     conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM finished_sales                         WHERE pruned_at IS NULL AND dropped_at <= ?1 AND outbox_seq <= ?2)              OR EXISTS (SELECT 1 FROM carts c WHERE c.created_at <= ?1                         AND NOT EXISTS (SELECT 1 FROM cart_lines l WHERE l.cart_id = c.cart_id))",
+        "SELECT EXISTS (SELECT 1 FROM finished_sales \
+                        WHERE pruned_at IS NULL AND dropped_at <= ?1 AND outbox_seq <= ?2 \
+                          AND sale_id NOT IN (SELECT sale_id FROM sales)) \
+             OR EXISTS (SELECT 1 FROM carts c WHERE c.created_at <= ?1 \
+                        AND NOT EXISTS (SELECT 1 FROM cart_lines l WHERE l.cart_id = c.cart_id))",
     )?
     .query_row(params![dropped_by, db::delivered_seq(conn)?], |r| r.get(0))
 }
@@ -42,8 +46,9 @@ pub struct Pruned {
 }
 
 /// Deletes up to [`BATCH`] carts of the sales due: dropped at or before `dropped_by`, with every
-/// event written until their drop delivered. Sales with no cart left are finished off. Empty
-/// carts made before `dropped_by` go too: they belong to no sale.
+/// event written until their drop delivered, and not back in the calendar since. Sales with no
+/// cart left are finished off. Empty carts made before `dropped_by` go too: they belong to no
+/// sale.
 pub fn prune_batch(conn: &Connection, dropped_by: Millis, now: Millis) -> rusqlite::Result<Pruned> {
     conn.prepare_cached(
         "CREATE TEMP TABLE IF NOT EXISTS due_sales (sale_id TEXT PRIMARY KEY) WITHOUT ROWID",
@@ -53,7 +58,8 @@ pub fn prune_batch(conn: &Connection, dropped_by: Millis, now: Millis) -> rusqli
         .execute([])?;
     conn.prepare_cached(
         "INSERT INTO temp.due_sales SELECT sale_id FROM finished_sales \
-         WHERE pruned_at IS NULL AND dropped_at <= ?1 AND outbox_seq <= ?2",
+         WHERE pruned_at IS NULL AND dropped_at <= ?1 AND outbox_seq <= ?2 \
+           AND sale_id NOT IN (SELECT sale_id FROM sales)",
     )?
     .execute(params![dropped_by, db::delivered_seq(conn)?])?;
     conn.prepare_cached(
@@ -215,6 +221,17 @@ mod tests {
         assert!(!any_due(&conn, 999).expect("due"));
         assert_eq!(prune_batch(&conn, 999, 2000).expect("prune").carts, 0);
         assert_eq!(carts(&conn), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_sale_back_in_the_calendar_is_kept() {
+        let (_dir, conn) = books();
+        db::mark_delivered(&conn, 3).expect("mark");
+        conn.execute_batch("INSERT INTO sales VALUES ('old', 0, 500, 600000)")
+            .expect("the sale again");
+        prune_batch(&conn, 1000, 2000).expect("prune");
+        assert_eq!(carts(&conn), ["a", "b"], "only the empty cart went");
+        assert!(pruned_sales(&conn).expect("pruned").is_empty());
     }
 
     #[test]
