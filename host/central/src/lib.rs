@@ -19,6 +19,7 @@ pub mod events;
 pub mod sale;
 pub mod time;
 
+pub use ledger::FORGET_BATCH;
 pub use pg_connect::{read_roots, redacted, with_password};
 pub use schema::{Release, SchemaPolicy};
 
@@ -388,7 +389,10 @@ impl SkuLedger {
 pub struct EdgeLedger {
     pub url: String,
     pub high_water: i64,
+    /// Receipts of applied events central keeps.
     pub events_applied: i64,
+    /// Receipts of applied events central has forgotten (see [`Central::forget`]).
+    pub events_pruned: i64,
     pub orders: i64,
     /// A history written off by a take-over.
     pub retired: bool,
@@ -496,6 +500,17 @@ pub struct Renewed {
 pub struct Marks {
     pub before: i64,
     pub after: i64,
+}
+
+/// What one pass of [`Central::forget`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Receipts of the caller's own applied events.
+    pub receipts: u64,
+    /// Receipts of drained edges' and retired histories' events.
+    pub gone_receipts: u64,
+    /// Cart lists of hand-offs the caller took.
+    pub handoff_carts: u64,
 }
 
 /// A central database, by URL.
@@ -708,6 +723,23 @@ impl Central {
         let history_id = history_id.to_owned();
         self.transact(move |tx| ledger::applied_digests(tx, &history_id, from, to))
             .await
+    }
+
+    /// Deletes central's receipts of events the caller has marked delivered (up to
+    /// `delivered`), and other records past their use, applied or taken before `before` (see
+    /// [`ledger::forget`]); a batch at a time.
+    pub async fn forget(
+        &self,
+        edge_id: &str,
+        incarnation: &str,
+        delivered: i64,
+        before: Millis,
+    ) -> Result<Forgotten, CentralError> {
+        let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
+        self.transact(move |tx| {
+            ledger::forget(tx, &edge_id, &incarnation, delivered, before, wall_ms())
+        })
+        .await
     }
 
     /// The keys that have signed a history's events (none: central does not know it).

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub events_delivered: Counter,
     pub central_restores: Counter,
     pub carts_forgotten: Counter,
+    pub receipts_forgotten: Counter,
     pub grants_received: Counter,
     forward_seconds: Histogram,
     pub forward_failures: Counter,
@@ -80,6 +81,7 @@ impl Default for Metrics {
         let events_delivered = Counter::default();
         let central_restores = Counter::default();
         let carts_forgotten = Counter::default();
+        let receipts_forgotten = Counter::default();
         let grants_received = Counter::default();
         let forward_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let forward_failures = Counter::default();
@@ -124,6 +126,12 @@ impl Default for Metrics {
             "retention_deleted_carts",
             "Carts of finished sales deleted past --retain-days, with their lines and orders",
             carts_forgotten.clone(),
+        );
+        registry.register(
+            "retention_deleted_central_receipts",
+            "Central's receipts of applied events deleted past --retain-days: this edge's, and \
+             those of edges gone that long",
+            receipts_forgotten.clone(),
         );
         registry.register(
             "stock_granted_units",
@@ -197,6 +205,7 @@ impl Default for Metrics {
             events_delivered,
             central_restores,
             carts_forgotten,
+            receipts_forgotten,
             grants_received,
             forward_seconds,
             forward_failures,

@@ -279,6 +279,31 @@ pub async fn prune_outbox(edge: &Edge) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes central's receipts of this edge's events that it has marked delivered and central
+/// applied longer than `retain` ago (and those of edges gone that long), a batch at a time; how
+/// many went.
+pub async fn forget_at_central(edge: &Edge, retain: Millis) -> anyhow::Result<u64> {
+    let delivered = edge.read(db::delivered_seq).await?;
+    let before = edge.clock.now().saturating_sub(retain);
+    let mut total = 0;
+    loop {
+        let forgotten = edge
+            .central
+            .forget(
+                &edge.config.edge_id,
+                &edge.identity.incarnation,
+                delivered,
+                before,
+            )
+            .await?;
+        let receipts = forgotten.receipts + forgotten.gone_receipts;
+        total += receipts;
+        if receipts < cart_central::FORGET_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// This edge's outbox and central's record of its history disagree: delivery stops, loudly,
 /// for an operator to look at; it is never read as delivered.
 #[derive(Debug, thiserror::Error)]

@@ -50,10 +50,7 @@ pub fn spawn(
             shutdown.clone(),
         ))),
         run(Box::pin(keep_stocked(Arc::clone(edge), shutdown.clone()))),
-        run(Box::pin(forget_old_sales(
-            Arc::clone(edge),
-            shutdown.clone(),
-        ))),
+        run(Box::pin(tidy(Arc::clone(edge), shutdown.clone()))),
         run(Box::pin(resume_handoffs(
             Arc::clone(edge),
             shutdown.clone(),
@@ -142,15 +139,7 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     // Through the queue: when central may be tried again, and how long to wait after that.
     let mut central_due = Instant::now();
     let mut central_backoff = edge.config.sync_every;
-    // Delivered events past `--outbox-keep-hours` are deleted this often.
-    let mut prune_due = Instant::now();
     loop {
-        if Instant::now() >= prune_due {
-            prune_due = Instant::now() + PRUNE_EVERY;
-            if let Err(e) = sync::prune_outbox(&edge).await {
-                tracing::warn!("pruning the delivered outbox: {e:#}");
-            }
-        }
         let result = async {
             if let Standing::Refused(_) = edge.standing() {
                 return Ok(Idle::Refused);
@@ -208,9 +197,6 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
-
-/// How often delivered outbox events past their keeping are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// This process sells no more: it lost or was refused its edge id, for `why`.
 fn stand_down(edge: &Edge, stop: Standing, why: &anyhow::Error) {
@@ -312,20 +298,47 @@ async fn follow_calendar(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Deletes the sales past `--retain-days` a batch at a time, and gives the pages they took back
-/// to the file system, until shutdown.
-async fn forget_old_sales(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
-    if edge.config.retain.is_zero() {
-        return;
-    }
-    let retain = edge.config.retain.max(edge.config.outbox_keep);
-    let retain = Millis::try_from(retain.as_millis()).unwrap_or(Millis::MAX);
-    while pause(FOLLOW_EVERY, &mut shutdown).await {
-        if let Err(e) = forget_once(&edge, retain).await {
+/// Deletes what this edge and central need no more, until shutdown: delivered outbox events
+/// past `--outbox-keep-hours`; and, unless `--retain-days` is 0, the sales past it (a batch at
+/// a time, giving the pages they took back to the file system) and central's receipts of this
+/// edge's events as old.
+async fn tidy(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
+    let retain = (!edge.config.retain.is_zero()).then(|| {
+        let retain = edge.config.retain.max(edge.config.outbox_keep);
+        Millis::try_from(retain.as_millis()).unwrap_or(Millis::MAX)
+    });
+    let mut delivered_due = Instant::now();
+    loop {
+        if Instant::now() >= delivered_due {
+            delivered_due = Instant::now() + FORGET_DELIVERED_EVERY;
+            if let Err(e) = sync::prune_outbox(&edge).await {
+                tracing::warn!("pruning the delivered outbox: {e:#}");
+            }
+            if let Some(retain) = retain
+                && let Standing::Claimed | Standing::Superseded(_) = edge.standing()
+            {
+                match sync::forget_at_central(&edge, retain).await {
+                    Ok(receipts) => {
+                        edge.metrics.receipts_forgotten.inc_by(receipts);
+                    }
+                    Err(e) => tracing::warn!("deleting central's receipts past retention: {e:#}"),
+                }
+            }
+        }
+        if let Some(retain) = retain
+            && let Err(e) = forget_once(&edge, retain).await
+        {
             tracing::warn!("deleting sales past their retention: {e:#}");
+        }
+        if !pause(FOLLOW_EVERY, &mut shutdown).await {
+            return;
         }
     }
 }
+
+/// How often delivered outbox events, and central's receipts of them, past their keeping are
+/// deleted.
+const FORGET_DELIVERED_EVERY: Duration = Duration::from_secs(10);
 
 async fn forget_once(edge: &Edge, retain: Millis) -> anyhow::Result<()> {
     let now = edge.clock.now();

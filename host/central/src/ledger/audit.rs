@@ -76,7 +76,8 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
            (SELECT COUNT(*) FROM applied_events a WHERE a.edge_id = e.edge_id), \
            (SELECT COUNT(*) FROM orders o WHERE o.edge_id = e.edge_id), \
            CASE WHEN e.retired_at IS NULL THEN 0 ELSE 1 END, \
-           CASE WHEN e.drained_at IS NULL THEN 0 ELSE 1 END \
+           CASE WHEN e.drained_at IS NULL THEN 0 ELSE 1 END, \
+           e.events_pruned \
          FROM edges e",
         &[],
     )? {
@@ -89,6 +90,7 @@ pub fn snapshot(tx: &mut dyn Tx) -> Result<Snapshot, CentralError> {
                 orders: r.int(4)?,
                 retired: r.int(5)? == 1,
                 drained: r.int(6)? == 1,
+                events_pruned: r.int(7)?,
             },
         );
     }

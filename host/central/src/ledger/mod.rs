@@ -9,7 +9,8 @@
 //! - [`outbox`]: an edge's outbox events, signed by its key, applied once, in sequence;
 //! - [`audit`]: the audit's snapshot, stock levels and sell-through, the registry, customers' homes and orders;
 //! - [`handoffs`]: carts handed from a draining edge to another, and drained edges;
-//! - [`fleet_module`]: the module the fleet runs.
+//! - [`fleet_module`]: the module the fleet runs;
+//! - [`retention`]: receipts and hand-off cart lists central forgets past an edge's retention.
 //!
 //! The files import one another one way only (`units` below the others, which fence and count
 //! units through it; `audit` reads sales through `calendar`) and never this file; callers use
@@ -20,6 +21,7 @@ mod calendar;
 mod fleet_module;
 mod handoffs;
 mod outbox;
+mod retention;
 mod units;
 
 pub(crate) use crate::db::clock;
@@ -34,6 +36,8 @@ pub(crate) use handoffs::{
     record_handoff,
 };
 pub(crate) use outbox::{applied_digests, apply, history_keys};
+pub use retention::BATCH as FORGET_BATCH;
+pub(crate) use retention::forget;
 pub(crate) use units::{
     Claiming, claim_edge, grant, left_in_sales, renew_lease, return_units, wanted,
 };

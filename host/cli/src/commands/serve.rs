@@ -100,7 +100,8 @@ pub struct ServeArgs {
     /// How long an edge keeps a finished sale's carts, lines and orders, in days after it
     /// dropped the sale (a day after its end, once every unit is sold or back at central, and
     /// once central has all the edge told it): then they are deleted and its carts answer
-    /// `404`. Central keeps the orders. 0: kept for ever.
+    /// `404`. Central keeps the orders; its receipts of this edge's events go after as many
+    /// days. 0: kept for ever.
     #[arg(long, env = "CART_RETAIN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=3650))]
     retain_days: u64,
     /// How long a shopper who found too few units here waits while the edge asks central for

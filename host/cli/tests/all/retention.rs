@@ -1,8 +1,9 @@
-//! Day after day: thirty daily sales, one after another, on a fleet where two edges keep a
-//! finished sale two "days" and two keep everything. Time is scaled, not moved: a day is a
-//! few seconds, an ended sale leaves the calendar as soon as it is settled, and retention is
-//! two such days. The retaining edges' databases stop growing; the others grow; the audit
-//! passes after every sale; a pruned sale's cart answers `404` where it was pruned only.
+//! Day after day: thirty daily sales, one after another, on a fleet around a PostgreSQL central
+//! where two edges keep a finished sale two "days" and two keep everything. Time is scaled, not
+//! moved: a day is a few seconds, an ended sale leaves the calendar as soon as it is settled,
+//! and retention is two such days. The retaining edges' databases stop growing, and so do
+//! central's receipts of their events; the others grow; the audit passes after every sale; a
+//! pruned sale's cart answers `404` where it was pruned only.
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,9 @@ async fn dropped(edge: &TestEdge, sale_id: &str) -> bool {
 async fn thirty_daily_sales_leave_retaining_edges_no_bigger_and_the_audit_passing() {
     let day_sale =
         |day: usize| sale_of(&format!("day-{day:02}"), &[("BAG", 400, 2)], -1, SALE_SECS);
-    let fleet = Fleet::new(&day_sale(0)).await;
+    let pg = cart_testkit::Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("retention").await.expect("database");
+    let fleet = Fleet::on(url, &day_sale(0)).await;
     let day = Duration::from_secs(3);
     let mut edges = Vec::new();
     for (id, retain) in [
@@ -177,4 +180,26 @@ async fn thirty_daily_sales_leave_retaining_edges_no_bigger_and_the_audit_passin
         .metric("cart_retention_deleted_carts_total")
         .await;
     assert!(deleted.is_some_and(|n| n >= 100.0), "{deleted:?}");
+    // Central: the retaining edges' receipts of applied events are a few days' worth, the
+    // others' every one since the first day (a day is some fifty events an edge).
+    let snapshot = central.snapshot().await.expect("snapshot");
+    for (edge, id) in edges.iter().zip(["edge-1", "edge-2", "edge-3", "edge-4"]) {
+        let ledger = &snapshot.edges[id];
+        if edge.edge().config.retain.is_zero() {
+            assert_eq!(ledger.events_applied, ledger.high_water, "{id}: {ledger:?}");
+        } else {
+            assert!(
+                ledger.events_applied < ledger.high_water / 4,
+                "{id}: central kept too many receipts: {ledger:?}"
+            );
+        }
+    }
+    let forgotten = edges[0]
+        .client
+        .metric("cart_retention_deleted_central_receipts_total")
+        .await;
+    assert_eq!(
+        forgotten,
+        Some(snapshot.edges["edge-1"].events_pruned as f64)
+    );
 }
