@@ -224,3 +224,68 @@ async fn an_edge_backed_up_while_it_sells_is_copied_as_of_one_moment() {
     );
     assert!(!elsewhere.exists());
 }
+
+/// A SQLite central copied with `cart-host backup` mid-sale, and put back in place of its file
+/// with the edges stopped, as the README says: the edges, started again on their folders, give
+/// it back what it lost, and the audit passes with every order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_central_restored_from_its_backup_gets_every_lost_order_again() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 400, 3)], -60)).await;
+    let configs: Vec<_> = ["edge-1", "edge-2"]
+        .into_iter()
+        .map(|id| {
+            let mut config = fleet.config(id);
+            config.outbox_keep = Duration::from_secs(3600);
+            config
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for config in &configs {
+        edges.push(fleet.edge_with(config.clone()).await);
+    }
+    let urls = |edges: &[TestEdge]| {
+        edges
+            .iter()
+            .map(|e| e.client.url.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut orders = shop(&[&edges[0], &edges[1]], "before", 5).await;
+    audit_passes(&fleet, urls(&edges)).await;
+    let file = fleet.dir.path().join("central.db");
+    let copy = fleet.dir.path().join("central.backup.db");
+    let out = backup(&[
+        "--central".as_ref(),
+        format!("sqlite:{}", file.display()).as_ref(),
+        "--to".as_ref(),
+        copy.as_ref(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    orders.extend(shop(&[&edges[0], &edges[1]], "after", 30).await);
+    audit_passes(&fleet, urls(&edges)).await;
+    for edge in edges {
+        edge.stop().await;
+    }
+    for stale in ["central.db-wal", "central.db-shm"] {
+        let _ = std::fs::remove_file(fleet.dir.path().join(stale));
+    }
+    std::fs::copy(&copy, &file).expect("the copy back in place");
+    let lost = orders.difference(&central_orders(&fleet).await).count();
+    assert_eq!(lost, 2 * 30, "the backup was taken before the second round");
+
+    let mut edges = Vec::new();
+    for config in configs {
+        edges.push(fleet.edge_with(config).await);
+    }
+    audit_passes(&fleet, urls(&edges)).await;
+    assert_eq!(central_orders(&fleet).await, orders);
+    for edge in &edges {
+        let restores = edge.client.metric("cart_central_restores_total").await;
+        assert!(restores.is_some_and(|n| n >= 1.0), "{restores:?}");
+    }
+}
