@@ -11,11 +11,13 @@
 //! - [`delivery`]: the outbox straight to central against through NATS JetStream, ten edges.
 //! - [`watching`]: what the operator dashboard costs an edge during the rush.
 //! - [`faults`]: the long randomized fault run, checked order by order.
+//! - [`days`]: thirty daily sales, and the databases' sizes with and without retention.
 //! - [`wrk`]: the same servers under `wrk`, closed loop; CPU time of a process; `taskset`.
 //! - [`speed`]: the edge against its speed goals under `wrk`, beside the anchors.
 //! - [`hello`]: a plain hyper hello world, the HTTP anchor.
 
 pub mod budget;
+pub mod days;
 pub mod delivery;
 pub mod draining;
 pub mod faults;

@@ -62,6 +62,9 @@ enum Command {
     /// Only the edges against the central-database cart with central 80 ms away (a part of
     /// the suite), printed.
     Wan,
+    /// Only the thirty daily sales with and without retention, and the database sizes after
+    /// each (a part of the suite), printed.
+    Days,
     /// Draw a `cart-host load --report` file: latency over time, as an SVG.
     Plot {
         /// The report (JSON) `cart-host load --report` wrote.
@@ -189,6 +192,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Faults) => runtime.block_on(part!(cli.suite, faults::run, faults::summary)),
         Some(Command::Wan) => runtime.block_on(part!(cli.suite, wan::run, wan::summary)),
+        Some(Command::Days) => runtime.block_on(part!(cli.suite, days::run, days::summary)),
         Some(Command::Plot { report, out }) => cart_bench::plot::read_and_draw(&report, &out),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),
     };

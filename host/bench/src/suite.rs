@@ -5,7 +5,8 @@
 //! ([`speed`]), the rules call on its own ([`budget`]), a three-edge sale against PostgreSQL, and
 //! that sale on ten edges with direct and queued delivery ([`delivery`]), what watching the rush
 //! on the dashboard costs ([`watching`]), and a drain under load ([`draining`]) and the noon sale
-//! through a fleet that grows and drains with it ([`scaling`]); results in `BENCHMARKS.md`,
+//! through a fleet that grows and drains with it ([`scaling`]), and thirty daily sales with and
+//! without retention ([`days`]); results in `BENCHMARKS.md`,
 //! reports and plots beside.
 
 use std::fmt::Write as _;
@@ -21,7 +22,7 @@ use crate::harness::{
     BenchConfig, Edge, Rules, TABLE_HEAD, TOKEN, audit, measure, noon_sale, postgres_with_sale,
     row, two_edges, updates_fleet, wait_healthy,
 };
-use crate::{budget, delivery, draining, faults, scaling, speed, wan, watching};
+use crate::{budget, days, delivery, draining, faults, scaling, speed, wan, watching};
 use cart_central::time::{rfc3339, wall_ms};
 use cart_edge::http_client::HttpClient;
 use cart_load::{self as load, LoadConfig, LoadReport, Scenario};
@@ -290,6 +291,11 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
         wan::RTT.as_millis()
     );
     let far = wan::run(cfg).await?;
+    eprintln!(
+        "{} daily sales, with and without retention: database sizes",
+        days::DAYS
+    );
+    let days = days::run(cfg).await?;
     eprintln!("faults at random for {} s", faults::DURATION.as_secs());
     let faults = faults::run(cfg).await?;
     let mut text = summary(
@@ -308,6 +314,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<()> {
     draining::summary(&mut text, &drained);
     scaling::summary(&mut text, &scaling);
     wan::summary(&mut text, &far);
+    days::summary(&mut text, &days);
     faults::summary(&mut text, &faults);
     // What people wrote below the marker (the optimisation log) survives a new run.
     let earlier = std::fs::read_to_string(&cfg.summary).unwrap_or_default();
