@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use cart_host::commands::{audit, backup, demo, deploy, load, migrate, relay, sale, scale, serve};
+use cart_host::commands::{
+    audit, backup, demo, deploy, load, migrate, relay, rules, sale, scale, serve,
+};
 use clap::{Parser, Subcommand};
 
 /// The flash-sale edge host: serves carts from a WebAssembly component, syncs with central.
@@ -41,6 +43,9 @@ enum Command {
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(sale::SaleCommand),
+    /// For authors of cart rules: start a crate of one's own rules, check a module offline.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     /// Deploy a cart component to edges, one after another; stop at the first failure.
     Deploy(deploy::DeployArgs),
     /// Make a stored module version active on every edge of the fleet, one after another (a
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Sale(command) => sale::run(command).await,
+            Command::Rules(command) => rules::run(command),
             Command::Deploy(args) => deploy::run_command(args).await,
             Command::Activate(args) => deploy::activate_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,

@@ -8,6 +8,7 @@
 //! - [`demo`]: the embedded default: a SQLite central, a sale, two edges.
 //! - [`relay`]: apply the edges' outbox stream (NATS JetStream) to central.
 //! - [`scale`]: a reference scaler on one machine: edges started and drained by load.
+//! - [`rules`]: for authors of cart rules: a new rules crate, and a module checked offline.
 
 pub mod audit;
 pub mod backup;
@@ -16,6 +17,7 @@ pub mod deploy;
 pub mod load;
 pub mod migrate;
 pub mod relay;
+pub mod rules;
 pub mod sale;
 pub mod scale;
 pub mod serve;
@@ -26,6 +28,28 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cart_edge::config::CreateRate;
 use cart_edge::http_client::HttpClient;
+
+/// What one guest call may use: `serve` runs the rules under these limits, and `rules check`
+/// checks a module against them.
+#[derive(clap::Args)]
+pub struct GuestArgs {
+    /// Longest a guest call may run, in milliseconds.
+    #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
+    guest_deadline_ms: u64,
+    /// Most linear memory a guest instance may use, in MiB.
+    #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
+    guest_memory_mib: usize,
+}
+
+impl GuestArgs {
+    pub fn limits(&self) -> cart_edge::wasm::SandboxLimits {
+        cart_edge::wasm::SandboxLimits {
+            deadline: Duration::from_millis(self.guest_deadline_ms),
+            memory_bytes: self.guest_memory_mib << 20,
+            ..cart_edge::wasm::SandboxLimits::default()
+        }
+    }
+}
 
 /// Whether a long-running process may change central's schema.
 #[derive(clap::Args)]

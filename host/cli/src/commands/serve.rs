@@ -68,12 +68,8 @@ pub struct ServeArgs {
     queue: Option<String>,
     #[command(flatten)]
     queue_auth: super::QueueAuthArgs,
-    /// Longest a guest call may run, in milliseconds.
-    #[arg(long, env = "CART_GUEST_DEADLINE_MS", default_value_t = 100)]
-    guest_deadline_ms: u64,
-    /// Most linear memory a guest instance may use, in MiB.
-    #[arg(long, env = "CART_GUEST_MEMORY_MIB", default_value_t = 16)]
-    guest_memory_mib: usize,
+    #[command(flatten)]
+    guest: super::GuestArgs,
     /// Fresh guest instances to make ahead of their calls on a thread beside the writer, with
     /// spent ones reset on another (each instance still serves one call). It takes work off the
     /// writer, not off the machine: worth trying only with cores to spare beside the writer and
@@ -172,9 +168,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: args.public_url,
         tls: args.tls.files(),
         sandbox: SandboxLimits {
-            deadline: Duration::from_millis(args.guest_deadline_ms),
-            memory_bytes: args.guest_memory_mib << 20,
             instances_ahead: usize::from(args.instances_ahead),
+            ..args.guest.limits()
         },
         lease: Duration::from_secs(args.lease_secs),
         take_over,

@@ -41,7 +41,7 @@ pub(crate) fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
 }
 
 /// A valid component for some other world.
-fn other_world() -> Vec<u8> {
+pub(crate) fn other_world() -> Vec<u8> {
     wat::parse_str(
         r#"(component
              (core module $m (func (export "hello") (result i32) i32.const 42))

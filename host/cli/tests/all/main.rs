@@ -66,3 +66,5 @@ mod restore;
 mod upgrade;
 // Thirty daily sales: edges that keep two days of finished sales stop growing.
 mod retention;
+// `rules new` built with cargo, `rules check`, and the new rules on a running edge.
+mod rules;

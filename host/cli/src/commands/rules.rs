@@ -1,0 +1,182 @@
+//! `cart-host rules`: for authors of cart rules. `new` writes a crate of one's own rules (the
+//! default rules written out, the WIT beside them), outside any workspace; `check` makes every
+//! check an edge makes of a module before it takes it, offline, with the edge's messages.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use cart_central::time::wall_ms;
+use cart_edge::modules::{MAX_MODULE_BYTES, smoke};
+use cart_edge::wasm::{ModuleError, Runtime};
+
+#[derive(clap::Subcommand)]
+pub enum RulesCommand {
+    /// Write a new crate of cart rules into DIR (which must not exist): Cargo.toml, the WIT, the
+    /// default rules in src/lib.rs to change, and a README with the commands to build it and
+    /// check it. It builds with nothing from this repository.
+    New {
+        dir: PathBuf,
+        /// The crate's name (by default the folder's, made a valid crate name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Check a module as an edge does before it takes one, offline: its size, that it is a
+    /// component of the flashsale:cart world, and a smoke run of a cart's life under the guest
+    /// limits. Exits 0 if an edge would take it, 1 if not, saying why in the edge's words.
+    Check {
+        /// The component to check (`target/wasm32-wasip2/release/NAME.wasm`).
+        module: PathBuf,
+        #[command(flatten)]
+        guest: super::GuestArgs,
+    },
+}
+
+pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::New { dir, name } => new(&dir, name).map(|()| ExitCode::SUCCESS),
+        RulesCommand::Check { module, guest } => check(&module, &guest),
+    }
+}
+
+/// The crate `rules new` writes, but for its name.
+const CARGO_TOML: &str = include_str!("../../templates/rules/Cargo.toml.in");
+const README: &str = include_str!("../../templates/rules/README.md.in");
+const LIB_RS: &str = include_str!("../../templates/rules/lib.rs");
+const WIT: &str = include_str!("../../../../wit/cart.wit");
+
+fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !dir.exists(),
+        "{} exists: name a folder that does not, and rules new makes it",
+        dir.display()
+    );
+    let name = match name {
+        Some(name) => {
+            anyhow::ensure!(
+                crate_name(&name) == name,
+                "{name:?} is not a crate name: use lowercase letters, digits and `-`, starting \
+                 with a letter"
+            );
+            name
+        }
+        None => crate_name(&dir.file_name().unwrap_or_default().to_string_lossy()),
+    };
+    let lib = name.replace('-', "_");
+    let fill = |text: &str| text.replace("{name}", &name).replace("{lib}", &lib);
+    // Written beside, then renamed: the folder appears whole or not at all.
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let partial = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let written = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(partial.join("src"))?;
+        std::fs::create_dir_all(partial.join("wit"))?;
+        std::fs::write(partial.join("Cargo.toml"), fill(CARGO_TOML))?;
+        std::fs::write(partial.join("README.md"), fill(README))?;
+        std::fs::write(partial.join("src/lib.rs"), LIB_RS)?;
+        std::fs::write(partial.join("wit/cart.wit"), WIT)?;
+        std::fs::write(partial.join(".gitignore"), "/target\n")?;
+        std::fs::rename(&partial, dir)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e.context(format!("writing {}", dir.display())));
+    }
+    println!(
+        "wrote {dir}: the crate {name}, with the default rules in src/lib.rs to change.\n\
+         Build it and check it:\n\n  cd {dir}\n  rustup target add wasm32-wasip2   # once\n  \
+         cargo build --release --target wasm32-wasip2\n  \
+         cart-host rules check target/wasm32-wasip2/release/{lib}.wasm",
+        dir = shell_quoted(&dir.display().to_string())
+    );
+    Ok(())
+}
+
+/// `path` as a shell reads it back: quoted if it has anything but letters, digits and `/._-`.
+fn shell_quoted(path: &str) -> String {
+    if path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        path.to_owned()
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
+}
+
+/// `text` as a crate name: lowercase letters, digits and single dashes, starting with a letter.
+fn crate_name(text: &str) -> String {
+    let mut name = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name = name.trim_end_matches('-');
+    if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        name.to_owned()
+    } else {
+        format!("rules-{name}").trim_end_matches('-').to_owned()
+    }
+}
+
+fn check(module: &Path, guest: &super::GuestArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let shown = module.display();
+    if bytes.len() > MAX_MODULE_BYTES {
+        println!(
+            "{shown}: refused: {} bytes; an edge takes a body of at most {MAX_MODULE_BYTES}",
+            bytes.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let runtime = Runtime::new(guest.limits())?;
+    let started = Instant::now();
+    let checked = runtime.load(&bytes, "checked").and_then(|loaded| {
+        let compiled = started.elapsed();
+        smoke(&loaded, wall_ms())
+            .map(|()| compiled)
+            .map_err(ModuleError::SmokeFailed)
+    });
+    match checked {
+        Ok(compiled) => {
+            println!(
+                "{shown}: an edge would take it: a flashsale:cart component of {} KiB, compiled \
+                 in {:.2} s, that passed the smoke check",
+                bytes.len().div_ceil(1024),
+                compiled.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{shown}: refused: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crate_name;
+
+    #[test]
+    fn folder_names_become_crate_names() {
+        assert_eq!(crate_name("my-rules"), "my-rules");
+        assert_eq!(crate_name("My Rules_2"), "my-rules-2");
+        assert_eq!(crate_name("2026 rules!"), "rules-2026-rules");
+        assert_eq!(crate_name("..."), "rules");
+    }
+
+    #[test]
+    fn paths_are_printed_as_a_shell_reads_them() {
+        assert_eq!(super::shell_quoted("rules/my-rules"), "rules/my-rules");
+        assert_eq!(super::shell_quoted("My Rules"), "'My Rules'");
+        assert_eq!(super::shell_quoted("it's"), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,121 @@
+//! Writing one's own cart rules: `rules new`, changed as an author would, built with cargo for
+//! wasm32-wasip2 as its README says, checked with `rules check`, and deployed to a running edge
+//! that then decides with it; `rules check` refuses what a deploy refuses, in the same words.
+
+use std::path::{Path, PathBuf};
+
+use cart_central::time::{parse_rfc3339, wall_ms};
+use hyper::StatusCode;
+
+use crate::deploy::{other_world, put_module};
+use crate::support::{Fleet, sale, smoke_fail_wasm};
+
+/// `cart-host` with `args`: whether it succeeded, and what it printed.
+async fn cart_host(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-host"))
+        .args(args)
+        .output()
+        .await
+        .expect("cart-host runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// `rules check` of `module`.
+async fn check(module: &Path) -> (bool, String) {
+    cart_host(&["rules".as_ref(), "check".as_ref(), module.as_ref()]).await
+}
+
+/// Builds the crate in `dir` as its README says, in a target folder of its own beside this
+/// workspace's (so that a second run reuses it); the module's path.
+async fn build(dir: &Path, lib: &str) -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/rules-new");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = tokio::process::Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .await
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "the new crate builds: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join(format!("wasm32-wasip2/release/{lib}.wasm"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_rules_crate_builds_checks_and_decides_on_a_running_edge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crate_dir = dir.path().join("Gift Rules");
+    let new = || async { cart_host(&["rules".as_ref(), "new".as_ref(), crate_dir.as_ref()]).await };
+    let (ok, said) = new().await;
+    assert!(ok, "{said}");
+    assert!(said.contains("gift_rules.wasm"), "{said}");
+    let lib_rs = crate_dir.join("src/lib.rs");
+    let default_rules = std::fs::read_to_string(&lib_rs).expect("src/lib.rs");
+    // Never over a folder that exists.
+    let (ok, said) = new().await;
+    assert!(!ok && said.contains("exists"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(&lib_rs).expect("src/lib.rs"),
+        default_rules
+    );
+
+    // The author's change: holds of a minute at most, whatever the sale's hold time.
+    let fresh_hold = "hold_expires_at: now.saturating_add(sku.hold_ttl_ms),";
+    assert!(default_rules.contains(fresh_hold), "{default_rules}");
+    let minute = default_rules.replace(
+        fresh_hold,
+        "hold_expires_at: now.saturating_add(sku.hold_ttl_ms.min(60_000)),",
+    );
+    std::fs::write(&lib_rs, minute).expect("the change");
+    let module = build(&crate_dir, "gift_rules").await;
+    let (ok, said) = check(&module).await;
+    assert!(ok && said.contains("an edge would take it"), "{said}");
+
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = fleet.edge("edge-1").await;
+    let bytes = std::fs::read(&module).expect("the module");
+    let (status, body) = put_module(&edge, bytes, &[("x-module-version", "gift-1")]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let cart = edge.create_cart("gift-shopper").await;
+    let (status, body) = edge.set(&cart, "BAG-1", 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires = body["lines"][0]["hold_expires_at"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .expect("a hold's expiry");
+    // The sale's holds last ten minutes; the author's a minute.
+    let left = expires - wall_ms();
+    assert!((0..=60_000).contains(&left), "{left} ms: {body}");
+}
+
+/// What a deploy refuses, `rules check` refuses, saying the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_check_refuses_what_a_deploy_refuses_in_the_same_words() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = fleet.edge("edge-1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("not WebAssembly", b"plain text, not a module".to_vec()),
+        ("another world", other_world()),
+        (
+            "a failing smoke call",
+            std::fs::read(smoke_fail_wasm()).expect("module"),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let file = dir.path().join(format!("{what}.wasm"));
+        std::fs::write(&file, &bytes).expect("module file");
+        let (status, body) = put_module(&edge, bytes, &[]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        let edge_says = body["error"]["message"].as_str().expect("a message");
+        let (ok, said) = check(&file).await;
+        assert!(!ok, "{what}: {said}");
+        assert!(said.contains(edge_says), "{what}: {said} / {edge_says}");
+    }
+}
