@@ -27,6 +27,17 @@ async fn check(module: &Path) -> (bool, String) {
     cart_host(&["rules".as_ref(), "check".as_ref(), module.as_ref()]).await
 }
 
+/// `rules diff OLD NEW`: whether they decided alike, and the report.
+async fn diff(old: &Path, new: &Path) -> (bool, String) {
+    cart_host(&[
+        "rules".as_ref(),
+        "diff".as_ref(),
+        old.as_ref(),
+        new.as_ref(),
+    ])
+    .await
+}
+
 /// Builds the crate in `dir` as its README says, in a target folder of its own beside this
 /// workspace's (so that a second run reuses it); the module's path.
 async fn build(dir: &Path, lib: &str) -> PathBuf {
@@ -65,6 +76,14 @@ async fn a_new_rules_crate_builds_checks_and_decides_on_a_running_edge() {
         default_rules
     );
 
+    // As written, the new crate decides as the shipped rules do.
+    let template = build(&crate_dir, "gift_rules").await;
+    let template_copy = dir.path().join("template.wasm");
+    std::fs::copy(&template, &template_copy).expect("a copy of the module");
+    let shipped = crate::support::guest_wasm();
+    let (same, said) = diff(&shipped, &template_copy).await;
+    assert!(same && said.contains(": 0 decided differently"), "{said}");
+
     // The author's change: holds of a minute at most, whatever the sale's hold time.
     let fresh_hold = "hold_expires_at: now.saturating_add(sku.hold_ttl_ms),";
     assert!(default_rules.contains(fresh_hold), "{default_rules}");
@@ -76,6 +95,15 @@ async fn a_new_rules_crate_builds_checks_and_decides_on_a_running_edge() {
     let module = build(&crate_dir, "gift_rules").await;
     let (ok, said) = check(&module).await;
     assert!(ok && said.contains("an edge would take it"), "{said}");
+    // What the change changes, and only that: some holds, shorter.
+    let (same, said) = diff(&template_copy, &module).await;
+    assert!(!same, "{said}");
+    let kinds: Vec<_> = said.lines().filter(|l| l.contains(" × ")).collect();
+    assert!(
+        kinds.len() == 1
+            && kinds[0].ends_with("× set-quantity: hold either way, differing in detail"),
+        "{said}"
+    );
 
     let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
     let edge = fleet.edge("edge-1").await;

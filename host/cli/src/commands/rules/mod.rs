@@ -1,6 +1,10 @@
 //! `cart-host rules`: for authors of cart rules. `new` writes a crate of one's own rules (the
 //! default rules written out, the WIT beside them), outside any workspace; `check` makes every
-//! check an edge makes of a module before it takes it, offline, with the edge's messages.
+//! check an edge makes of a module before it takes it, offline, with the edge's messages;
+//! `diff` runs two modules on the same requests and reports where they decide differently
+//! ([`diff`]).
+
+mod diff;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,20 +35,65 @@ pub enum RulesCommand {
         #[command(flatten)]
         guest: super::GuestArgs,
     },
+    /// Run two modules on the same generated requests (around a sale's start and end, holds
+    /// lapsing, the limit, the units free, closed carts, replayed checkouts) and report how
+    /// many decisions differ, by kind, with examples. Exits 0 if none differ and 1 if some do,
+    /// as diff does.
+    Diff {
+        /// The module decisions are compared against (the one the fleet runs, say).
+        old: PathBuf,
+        /// The module to compare.
+        new: PathBuf,
+        /// Set-quantity requests to ask both, and as many checkouts.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// The requests' seed: the same seed asks the same requests.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        guest: super::GuestArgs,
+    },
 }
 
 pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::New { dir, name } => new(&dir, name).map(|()| ExitCode::SUCCESS),
         RulesCommand::Check { module, guest } => check(&module, &guest),
+        RulesCommand::Diff {
+            old,
+            new,
+            requests,
+            seed,
+            guest,
+        } => {
+            let runtime = Runtime::new(guest.limits())?;
+            let load = |path: &Path| {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                runtime
+                    .load(&bytes, &path.display().to_string())
+                    .with_context(|| format!("loading {}", path.display()))
+            };
+            let (a, b) = (load(&old)?, load(&new)?);
+            let found = diff::diff(&a, &b, requests, seed);
+            print!(
+                "{}",
+                found.report(&old.display().to_string(), &new.display().to_string())
+            );
+            Ok(if found.differing() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 
 /// The crate `rules new` writes, but for its name.
-const CARGO_TOML: &str = include_str!("../../templates/rules/Cargo.toml.in");
-const README: &str = include_str!("../../templates/rules/README.md.in");
-const LIB_RS: &str = include_str!("../../templates/rules/lib.rs");
-const WIT: &str = include_str!("../../../../wit/cart.wit");
+const CARGO_TOML: &str = include_str!("../../../templates/rules/Cargo.toml.in");
+const README: &str = include_str!("../../../templates/rules/README.md.in");
+const LIB_RS: &str = include_str!("../../../templates/rules/lib.rs");
+const WIT: &str = include_str!("../../../../../wit/cart.wit");
 
 fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
     anyhow::ensure!(
