@@ -43,8 +43,8 @@ enum Command {
     /// Manage sales in the central database.
     #[command(subcommand)]
     Sale(sale::SaleCommand),
-    /// For authors of cart rules: start a crate of one's own rules, check a module offline,
-    /// compare two modules' decisions.
+    /// For authors of cart rules: start a crate of one's own rules, check a module offline, test
+    /// it against the rules every module keeps, compare two modules' decisions.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     /// Deploy a cart component to edges, one after another; stop at the first failure.

@@ -147,3 +147,88 @@ async fn rules_check_refuses_what_a_deploy_refuses_in_the_same_words() {
         assert!(said.contains(edge_says), "{what}: {said} / {edge_says}");
     }
 }
+
+/// Changes to the default rules, each breaking one rule `rules test` holds modules to: the rule,
+/// the text replaced and its replacement in `src/lib.rs`.
+const BREAKS: &[(&str, &str, &str)] = &[
+    (
+        "no-fault",
+        "if req.quantity > MAX_QUANTITY {",
+        "if req.quantity == 3 { panic!(\"three\") }\n        if req.quantity > MAX_QUANTITY {",
+    ),
+    (
+        "free",
+        "if needed > req.free {",
+        "if needed > req.free + 1 {",
+    ),
+    (
+        "limit",
+        "if wanted > u64::from(sku.limit_per_customer) {",
+        "if wanted > u64::from(sku.limit_per_customer) + 1 {",
+    ),
+    (
+        "closed",
+        "if req.status != CartStatus::Open {\n            return Err(CartError::CartClosed);",
+        "if req.status == CartStatus::Open && req.quantity == u32::MAX {\n            return Err(CartError::CartClosed);",
+    ),
+    (
+        "line",
+        "unit_price_cents: sku.price_cents,",
+        "unit_price_cents: -sku.price_cents,",
+    ),
+    (
+        "sold-out",
+        "req.free.saturating_add(reserved.saturating_sub(holding)),",
+        "req.free.saturating_add(reserved) + 1,",
+    ),
+    (
+        "place",
+        "if req.lines.is_empty() {",
+        "if req.lines.is_empty() && req.idempotency_key.is_empty() {",
+    ),
+    (
+        "replay",
+        "if req.status == CartStatus::CheckedOut {",
+        "if req.idempotency_key == \"key-2\" {\n            return Ok(CheckoutOutcome::Replay);\n        }\n        if req.status == CartStatus::CheckedOut {",
+    ),
+    (
+        "hold-expired",
+        ".map(|l| l.sku.clone())",
+        ".map(|l| format!(\"{}-elsewhere\", l.sku))",
+    ),
+];
+
+/// `rules test` passes the shipped rules and the `rules new` crate as written, and finds each
+/// rule broken in a module built to break it, showing a request that breaks it.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_test_passes_the_default_rules_and_finds_each_broken_rule() {
+    let test = |module: PathBuf| async move {
+        cart_host(&["rules".as_ref(), "test".as_ref(), module.as_ref()]).await
+    };
+    let (ok, said) = test(crate::support::guest_wasm()).await;
+    assert!(ok && !said.contains("BROKEN"), "{said}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crate_dir = dir.path().join("breaking");
+    let (ok, said) = cart_host(&["rules".as_ref(), "new".as_ref(), crate_dir.as_ref()]).await;
+    assert!(ok, "{said}");
+    let lib_rs = crate_dir.join("src/lib.rs");
+    let rules = std::fs::read_to_string(&lib_rs).expect("src/lib.rs");
+    let (ok, said) = test(build(&crate_dir, "breaking").await).await;
+    assert!(ok && !said.contains("BROKEN"), "{said}");
+    for (rule, from, to) in BREAKS {
+        assert_eq!(rules.matches(from).count(), 1, "{rule}: {from}");
+        std::fs::write(&lib_rs, rules.replace(from, to)).expect("the change");
+        let (ok, said) = test(build(&crate_dir, "breaking").await).await;
+        assert!(!ok, "{rule}: {said}");
+        let broken = said
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("  BROKEN  {rule}:")))
+            .take(3)
+            .collect::<Vec<_>>();
+        assert!(
+            broken.len() == 3 && broken[1].contains("request:") && broken[2].contains("decided:"),
+            "{rule}: {said}"
+        );
+    }
+}

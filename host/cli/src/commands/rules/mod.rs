@@ -5,6 +5,8 @@
 //! ([`diff`]).
 
 mod diff;
+mod generate;
+mod invariants;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use cart_central::time::wall_ms;
 use cart_edge::modules::{MAX_MODULE_BYTES, smoke};
-use cart_edge::wasm::{ModuleError, Runtime};
+use cart_edge::wasm::{LoadedModule, ModuleError, Runtime};
 
 #[derive(clap::Subcommand)]
 pub enum RulesCommand {
@@ -35,6 +37,18 @@ pub enum RulesCommand {
         #[command(flatten)]
         guest: super::GuestArgs,
     },
+    /// Hold a module to what the edge's books need of any rules, on generated requests (around
+    /// a sale's start and end, holds lapsing, the limit, the units free, closed carts, replayed
+    /// checkouts): it never traps or overruns, never holds more than is free or past the limit,
+    /// never changes a checked-out cart, places only open carts whose lines are all held,
+    /// replays only checked-out ones. Prints each rule, and for a broken one the simplest
+    /// request found that breaks it; exits 0 if none is broken, 1 if one is.
+    Test {
+        /// The component to test.
+        module: PathBuf,
+        #[command(flatten)]
+        asking: Asking,
+    },
     /// Run two modules on the same generated requests (around a sale's start and end, holds
     /// lapsing, the limit, the units free, closed carts, replayed checkouts) and report how
     /// many decisions differ, by kind, with examples. Exits 0 if none differ and 1 if some do,
@@ -44,38 +58,50 @@ pub enum RulesCommand {
         old: PathBuf,
         /// The module to compare.
         new: PathBuf,
-        /// Set-quantity requests to ask both, and as many checkouts.
-        #[arg(long, default_value_t = 10_000)]
-        requests: usize,
-        /// The requests' seed: the same seed asks the same requests.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
         #[command(flatten)]
-        guest: super::GuestArgs,
+        asking: Asking,
     },
 }
 
+/// What `rules test` and `rules diff` ask, and under which limits.
+#[derive(clap::Args)]
+pub struct Asking {
+    /// Set-quantity requests to ask, and as many checkouts.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// The requests' seed: the same seed asks the same requests.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    guest: super::GuestArgs,
+}
+
 pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    // Outside the async runtime, as an edge's writer calls guests: what a guest built with std
+    // writes to stderr goes through WASI, which blocks on a runtime of its own.
+    std::thread::scope(|s| s.spawn(|| run_here(command)).join())
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the rules command panicked")))
+}
+
+fn run_here(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::New { dir, name } => new(&dir, name).map(|()| ExitCode::SUCCESS),
         RulesCommand::Check { module, guest } => check(&module, &guest),
-        RulesCommand::Diff {
-            old,
-            new,
-            requests,
-            seed,
-            guest,
-        } => {
-            let runtime = Runtime::new(guest.limits())?;
-            let load = |path: &Path| {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                runtime
-                    .load(&bytes, &path.display().to_string())
-                    .with_context(|| format!("loading {}", path.display()))
-            };
-            let (a, b) = (load(&old)?, load(&new)?);
-            let found = diff::diff(&a, &b, requests, seed);
+        RulesCommand::Test { module, asking } => {
+            let runtime = Runtime::new(asking.guest.limits())?;
+            let loaded = load(&runtime, &module)?;
+            let found = invariants::test(&loaded, asking.requests, asking.seed);
+            print!("{}", found.report(&module.display().to_string()));
+            Ok(if found.broken.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        RulesCommand::Diff { old, new, asking } => {
+            let runtime = Runtime::new(asking.guest.limits())?;
+            let (a, b) = (load(&runtime, &old)?, load(&runtime, &new)?);
+            let found = diff::diff(&a, &b, asking.requests, asking.seed);
             print!(
                 "{}",
                 found.report(&old.display().to_string(), &new.display().to_string())
@@ -87,6 +113,14 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The module at `path`, compiled and linked as an edge would.
+fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedModule> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    runtime
+        .load(&bytes, &path.display().to_string())
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// The crate `rules new` writes, but for its name.
@@ -137,9 +171,10 @@ fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
     }
     println!(
         "wrote {dir}: the crate {name}, with the default rules in src/lib.rs to change.\n\
-         Build it and check it:\n\n  cd {dir}\n  rustup target add wasm32-wasip2   # once\n  \
+         Build it, check it and test it:\n\n  cd {dir}\n  rustup target add wasm32-wasip2   # once\n  \
          cargo build --release --target wasm32-wasip2\n  \
-         cart-host rules check target/wasm32-wasip2/release/{lib}.wasm",
+         cart-host rules check target/wasm32-wasip2/release/{lib}.wasm\n  \
+         cart-host rules test target/wasm32-wasip2/release/{lib}.wasm",
         dir = shell_quoted(&dir.display().to_string())
     );
     Ok(())
