@@ -66,14 +66,16 @@ readme-tools:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy jq; }
 
 # The cart component, a variant of it for the README's deploy (holds of at most two minutes),
-# and the deliberately broken ones the tests deploy. A variant is its crate built with a
-# feature, copied aside before the plain build replaces it.
+# the deliberately broken ones the tests deploy, and the two worked examples of one's own rules
+# (guest/examples). A variant is its crate built with a feature, copied aside before the plain
+# build replaces it.
 guest: setup
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest-faulty --features smoke-fail
 	cp $(FAULTY) $(SMOKE_FAIL)
 	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest --features short-holds
 	cp $(GUEST) $(SHORT_HOLDS)
-	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty
+	$(CARGO) build --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty \
+		-p cart-rules-first-minute -p cart-rules-scarce-holds
 
 build: guest
 	$(CARGO) build --release -p cart-host -p cart-bench
@@ -138,7 +140,8 @@ lint: guest
 	$(CARGO) fmt --all --check
 	python3 .ci/import-cycles.py
 	$(CARGO) clippy --release --workspace --all-targets --features cart-host/test-hooks -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http --all-features -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p cart-guest -p cart-guest-faulty -p hello-http \
+		-p cart-rules-first-minute -p cart-rules-scarce-holds --all-features -- -D warnings
 
 # One run of every benchmark on this machine; writes BENCHMARKS.md and target/bench/.
 bench: build postgres nats wrk $(WASMTIME)

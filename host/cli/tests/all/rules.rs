@@ -207,6 +207,12 @@ async fn rules_test_passes_the_default_rules_and_finds_each_broken_rule() {
     };
     let (ok, said) = test(crate::support::guest_wasm()).await;
     assert!(ok && !said.contains("BROKEN"), "{said}");
+    // The test kit's faulty module traps, loops, grows and holds too much at four quantities.
+    let (ok, said) = test(crate::support::faulty_wasm()).await;
+    assert!(!ok, "{said}");
+    for rule in ["no-fault", "free"] {
+        assert!(said.contains(&format!("BROKEN  {rule}:")), "{said}");
+    }
 
     let dir = tempfile::tempdir().expect("tempdir");
     let crate_dir = dir.path().join("breaking");
@@ -229,6 +235,34 @@ async fn rules_test_passes_the_default_rules_and_finds_each_broken_rule() {
         assert!(
             broken.len() == 3 && broken[1].contains("request:") && broken[2].contains("decided:"),
             "{rule}: {said}"
+        );
+    }
+}
+
+/// The worked examples (`guest/examples`) keep every rule, pass the checks a deploy makes, and
+/// decide differently from the shipped rules only as they say: in a sale's first minute a hold
+/// of more than one unit is refused as over the limit; with few units free a new hold is
+/// shorter.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worked_examples_keep_every_rule_and_differ_only_as_they_say() {
+    let shipped = crate::support::guest_wasm();
+    for (example, difference) in [
+        ("first-minute", "× set-quantity: hold → limit-exceeded"),
+        (
+            "scarce-holds",
+            "× set-quantity: hold either way, differing in detail",
+        ),
+    ] {
+        let module = crate::support::example_wasm(example);
+        let (ok, said) = check(&module).await;
+        assert!(ok, "{example}: {said}");
+        let (ok, said) = cart_host(&["rules".as_ref(), "test".as_ref(), module.as_ref()]).await;
+        assert!(ok && !said.contains("BROKEN"), "{example}: {said}");
+        let (same, said) = diff(&shipped, &module).await;
+        let kinds: Vec<_> = said.lines().filter(|l| l.contains(" × ")).collect();
+        assert!(
+            !same && kinds.len() == 1 && kinds[0].ends_with(difference),
+            "{example}: {said}"
         );
     }
 }

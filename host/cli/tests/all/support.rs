@@ -47,6 +47,15 @@ pub fn smoke_fail_wasm() -> PathBuf {
     built("CART_SMOKE_FAIL_WASM", "cart_guest_smoke_fail.wasm")
 }
 
+/// One of the worked examples of one's own rules (`guest/examples/NAME`), as `make guest`
+/// builds it.
+pub fn example_wasm(name: &str) -> PathBuf {
+    built(
+        &format!("CART_{}_WASM", name.to_uppercase().replace('-', "_")),
+        &format!("cart_rules_{}.wasm", name.replace('-', "_")),
+    )
+}
+
 /// The deliberately broken component (`guest/faulty`).
 pub fn faulty_wasm() -> PathBuf {
     built("CART_FAULTY_WASM", "cart_guest_faulty.wasm")

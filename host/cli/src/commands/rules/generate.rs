@@ -63,6 +63,9 @@ impl SetCase {
         let line = rng.random_bool(0.6).then(|| line(rng, &sku));
         let quantity = if rng.random_bool(0.02) {
             MAX_QUANTITY + 1
+        } else if rng.random_bool(0.02) {
+            // Past the limit and the units free, where rules' arithmetic is least tried.
+            rng.random_range(0..=20)
         } else {
             rng.random_range(0..=sku.limit_per_customer + 2)
         };
