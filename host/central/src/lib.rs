@@ -507,7 +507,7 @@ pub struct Marks {
 pub struct Forgotten {
     /// Receipts of the caller's own applied events.
     pub receipts: u64,
-    /// Receipts of drained edges' and retired histories' events.
+    /// Receipts of a drained edge's events.
     pub gone_receipts: u64,
     /// Cart lists of hand-offs the caller took.
     pub handoff_carts: u64,

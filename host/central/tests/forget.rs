@@ -108,6 +108,17 @@ async fn receipts_go_only_when_delivered_old_and_asked_by_their_edge() {
     assert_eq!(digests.len(), 8);
     assert_eq!(receipts(&central, "edge-a").await, (305, delivered));
 
+    // Another edge, live: its receipts are its own to forget, however old.
+    let (_c, c_key) = claim(&central, "edge-c").await;
+    deliver(&central, "edge-c", &c_key, 0, 30).await;
+    let later = wall_ms() + 1;
+    let others = central
+        .forget("edge-a", &a, delivered, later)
+        .await
+        .expect("forget");
+    assert_eq!(others.gone_receipts, 0);
+    assert_eq!(receipts(&central, "edge-c").await, (30, 0));
+
     // An edge that drained: its receipts go once it has been gone past the retention, on
     // whichever edge asks.
     let (b, b_key) = claim(&central, "edge-b").await;

@@ -9,6 +9,7 @@
 //! is counted in `edges.events_pruned`: receipts kept plus receipts pruned is still the mark.
 
 use super::units::fence;
+use crate::db::clock;
 use crate::db::{Tx, params};
 use crate::time::Millis;
 use crate::{CentralError, Forgotten};
@@ -16,10 +17,15 @@ use crate::{CentralError, Forgotten};
 /// Receipts deleted per statement, so that no delivery waits long behind a prune.
 pub const BATCH: u64 = 1_000;
 
-/// Deletes up to [`BATCH`] receipts of the caller's history applied before `before`, of events
-/// it has marked delivered (`delivered`); then as many of histories that are gone (drained, or
-/// retired by a take-over) and have not been seen since `before`; then the cart lists of the
+/// Deletes up to [`BATCH`] receipts of the caller's history applied before `before` (never
+/// later than central's clock), of events it has marked delivered (`delivered`); then as many
+/// of one drained edge's that has not been seen since `before`; then the cart lists of the
 /// hand-offs the caller took before `before`. How many receipts went.
+///
+/// A drained edge delivered its whole outbox before it left, so none of its receipts is still
+/// to be compared. A history retired by a take-over is not so: its folder may come back with
+/// events central applied that it never marked delivered. Only its own process forgets its
+/// receipts, as any caller does, up to what it marked.
 pub fn forget(
     tx: &mut dyn Tx,
     edge_id: &str,
@@ -29,24 +35,37 @@ pub fn forget(
     now: Millis,
 ) -> Result<Forgotten, CentralError> {
     let caller = fence(tx, edge_id, incarnation, now, true)?;
+    let before = before.min(clock(tx)?);
     let mut forgotten = Forgotten {
         receipts: forget_receipts(tx, &caller.name, delivered, before)?,
         ..Forgotten::default()
     };
-    let gone = tx.query(
-        "SELECT edge_id, high_water FROM edges \
-         WHERE (retired_at IS NOT NULL OR drained_at IS NOT NULL) AND last_seen < $1 \
+    let gone = tx.query_opt(
+        "SELECT edge_id FROM edges \
+         WHERE drained_at IS NOT NULL AND retired_at IS NULL AND last_seen < $1 \
            AND high_water > events_pruned \
-         ORDER BY edge_id LIMIT 10",
+         ORDER BY edge_id LIMIT 1",
         params![before],
     )?;
-    for r in &gone {
-        forgotten.gone_receipts += forget_receipts(tx, &r.text(0)?, r.int(1)?, before)?;
+    if let Some(gone) = gone {
+        // Its row first, as a claim of the id takes it, and still drained under the lock: an
+        // edge that came back under the id since is no longer gone.
+        let gone_id = gone.text(0)?;
+        let locked = tx.query_opt(
+            "UPDATE edges SET events_pruned = events_pruned \
+             WHERE edge_id = $1 AND drained_at IS NOT NULL AND retired_at IS NULL \
+               AND last_seen < $2 \
+             RETURNING high_water",
+            params![&gone_id, before],
+        )?;
+        if let Some(row) = locked {
+            forgotten.gone_receipts = forget_receipts(tx, &gone_id, row.int(0)?, before)?;
+        }
     }
     forgotten.handoff_carts = tx.exec(
         "DELETE FROM handoff_carts WHERE handoff_id IN (\
            SELECT handoff_id FROM handoffs WHERE to_edge = $1 AND taken_at < $2)",
-        params![edge_id, before],
+        params![&caller.name, before],
     )?;
     Ok(forgotten)
 }

@@ -255,12 +255,12 @@ fn check_edge(report: &mut AuditReport, snapshot: &Snapshot, e: &AuditedEdge) {
     report.expect(
         ledger.events_applied + ledger.events_pruned == ledger.high_water,
         format!(
-            "edge {id}: {} events applied ({} receipts kept, {} forgotten) for sequence numbers \
-             1..={}",
+            "edge {id}: {} events applied for sequence numbers 1..={} ({} receipts kept, {} \
+             forgotten)",
             ledger.events_applied + ledger.events_pruned,
+            ledger.high_water,
             ledger.events_applied,
-            ledger.events_pruned,
-            ledger.high_water
+            ledger.events_pruned
         ),
     );
     // Sales past the edge's retention: their carts and orders are gone from it (or going).

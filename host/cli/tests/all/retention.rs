@@ -181,7 +181,12 @@ async fn thirty_daily_sales_leave_retaining_edges_no_bigger_and_the_audit_passin
         .await;
     assert!(deleted.is_some_and(|n| n >= 100.0), "{deleted:?}");
     // Central: the retaining edges' receipts of applied events are a few days' worth, the
-    // others' every one since the first day (a day is some fifty events an edge).
+    // others' every one since the first day (a day is some fifty events an edge). Read after
+    // the metric: the edges go on forgetting.
+    let forgotten = edges[0]
+        .client
+        .metric("cart_retention_deleted_central_receipts_total")
+        .await;
     let snapshot = central.snapshot().await.expect("snapshot");
     for (edge, id) in edges.iter().zip(["edge-1", "edge-2", "edge-3", "edge-4"]) {
         let ledger = &snapshot.edges[id];
@@ -194,12 +199,9 @@ async fn thirty_daily_sales_leave_retaining_edges_no_bigger_and_the_audit_passin
             );
         }
     }
-    let forgotten = edges[0]
-        .client
-        .metric("cart_retention_deleted_central_receipts_total")
-        .await;
-    assert_eq!(
-        forgotten,
-        Some(snapshot.edges["edge-1"].events_pruned as f64)
+    let pruned = snapshot.edges["edge-1"].events_pruned as f64;
+    assert!(
+        forgotten.is_some_and(|n| n > 0.0 && n <= pruned),
+        "{forgotten:?} of {pruned}"
     );
 }
