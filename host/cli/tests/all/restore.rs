@@ -43,6 +43,28 @@ async fn central_orders(fleet: &Fleet) -> BTreeSet<String> {
     ids
 }
 
+/// Waits until no edge's allotment has moved for three seconds: the edges have stopped
+/// topping up and giving back after the shopping.
+async fn allotments_at_rest(fleet: &Fleet) {
+    let central = fleet.central().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (None, std::time::Instant::now());
+    loop {
+        let snapshot = central.snapshot().await.expect("snapshot");
+        let now = crate::support::ledger(&snapshot, "BAG-1").allotted.clone();
+        if last.as_ref() != Some(&now) {
+            (last, since) = (Some(now), std::time::Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(3) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edges' allotments kept moving: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A fleet of two edges on PostgreSQL that keep delivered events for `keep`, and its central
 /// restored from a `pg_dump` taken before the second half of its orders; those orders' ids.
 async fn restored_mid_sale(
@@ -73,6 +95,10 @@ async fn restored_mid_sale(
     orders.extend(shop(&[&edges[0], &edges[1]], "after", 30).await);
     audit_passes(&fleet, urls()).await;
     assert_eq!(central_orders(&fleet).await, orders);
+    // Restored at rest. Right after a restore, units an edge was granted since the backup look
+    // unallocated until it gives its grants back, and an edge still topping up may be granted
+    // them: the window the README names, which a restore under way still has (issue 30).
+    allotments_at_rest(&fleet).await;
     pg.restore("restored", &dump).await.expect("pg_restore");
     let lost = orders.difference(&central_orders(&fleet).await).count();
     assert_eq!(lost, 2 * 30, "the backup was taken before the second round");
