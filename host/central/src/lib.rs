@@ -139,6 +139,11 @@ pub enum CentralError {
         quantity: u32,
         spare: i64,
     },
+    #[error(
+        "central was restored from a backup and grants nothing new until every edge has sent \
+         its grants again; waiting for {waiting_for}"
+    )]
+    Reconciling { waiting_for: String },
     #[error("hand-off {0} to this edge is recorded and not taken yet")]
     HandoffUntaken(String),
     #[error("central database: {0}")]
@@ -259,6 +264,23 @@ pub struct GrantRequest {
     pub sale_id: String,
     pub sku: String,
     pub requested: u32,
+    /// A grant central answered before a restore lost it, sent again: granted as it was (from
+    /// what is unallocated), while new grants wait for every edge to send theirs again.
+    pub again: bool,
+    /// What the edge knows central had, read before asking, so that a restore is noticed
+    /// before central grants from units it lost track of.
+    pub known: Known,
+}
+
+/// What an edge knows central had acknowledged, read before it asks: a central that lacks any
+/// of it was restored from a backup.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// The edge's outbox delivered up to here (only when it delivers to central itself: through
+    /// a queue, central may rightly be behind).
+    pub delivered: Option<i64>,
+    /// The newest grant central answered this history.
+    pub newest_grant: Option<String>,
 }
 
 /// Units an edge gives back; the id is the edge's, chosen and stored before telling central.
@@ -493,6 +515,10 @@ pub enum Applied {
 pub struct Renewed {
     pub catalog_version: i64,
     pub high_water: i64,
+    /// Central was found restored from a backup at this time, and this edge has not sent its
+    /// grants again since: it must (see [`GrantRequest::again`]), then say so with
+    /// [`Central::reconciled`].
+    pub reconcile: Option<Millis>,
 }
 
 /// An edge's high-water mark before and after a batch was applied.
@@ -669,10 +695,32 @@ impl Central {
         edge_id: &str,
         incarnation: &str,
         lease_ms: i64,
+        known: &Known,
     ) -> Result<Renewed, CentralError> {
-        let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
-        self.transact(move |tx| ledger::renew_lease(tx, &edge_id, &incarnation, lease_ms))
+        let (edge_id, incarnation, known) =
+            (edge_id.to_owned(), incarnation.to_owned(), known.clone());
+        self.transact(move |tx| ledger::renew_lease(tx, &edge_id, &incarnation, lease_ms, &known))
             .await
+    }
+
+    /// The process serving `edge_id` has sent every grant it holds again since the restore
+    /// noticed at `restored_at` (see [`Renewed::reconcile`]).
+    pub async fn reconciled(
+        &self,
+        edge_id: &str,
+        incarnation: &str,
+        restored_at: Millis,
+    ) -> Result<(), CentralError> {
+        let (edge_id, incarnation) = (edge_id.to_owned(), incarnation.to_owned());
+        self.transact(move |tx| ledger::reconciled(tx, &edge_id, &incarnation, restored_at))
+            .await
+    }
+
+    /// Records that this database was restored from a backup (an operator's word, before any
+    /// edge notices): nothing new is granted until every edge that may be selling has sent its
+    /// grants again.
+    pub async fn restored(&self) -> Result<(), CentralError> {
+        self.transact(|tx| ledger::noticed_restore(tx, None)).await
     }
 
     /// Central's clock now, in milliseconds: the one leases are granted and compared on.
@@ -680,11 +728,44 @@ impl Central {
         self.transact(ledger::clock).await
     }
 
-    /// Grants up to the requested units; the same grant id always gets the same answer.
+    /// Grants up to the requested units; the same grant id always gets the same answer. After
+    /// a restore, refused ([`CentralError::Reconciling`]) until every edge has sent its grants
+    /// again.
     pub async fn grant(&self, req: &GrantRequest) -> Result<u32, CentralError> {
         let req = req.clone();
-        self.transact(move |tx| ledger::grant(tx, &req, wall_ms()))
-            .await
+        // Answered, not failed: a restore this request noticed stays noticed.
+        match self
+            .transact(move |tx| ledger::grant(tx, &req, wall_ms()))
+            .await?
+        {
+            ledger::Granting::Granted(units) => Ok(units),
+            ledger::Granting::WaitingFor(waiting_for) => {
+                Err(CentralError::Reconciling { waiting_for })
+            }
+        }
+    }
+
+    /// Sends grants central answered before a restore lost them again ([`GrantRequest::again`]),
+    /// in one transaction; the units each is granted now.
+    pub async fn grant_again(&self, reqs: &[GrantRequest]) -> Result<Vec<u32>, CentralError> {
+        let reqs: Vec<_> = reqs
+            .iter()
+            .map(|r| GrantRequest {
+                again: true,
+                ..r.clone()
+            })
+            .collect();
+        self.transact(move |tx| {
+            reqs.iter()
+                .map(|req| match ledger::grant(tx, req, wall_ms())? {
+                    ledger::Granting::Granted(units) => Ok(units),
+                    ledger::Granting::WaitingFor(waiting_for) => {
+                        Err(CentralError::Reconciling { waiting_for })
+                    }
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Applies a batch of an edge's outbox; returns the edge's new high-water mark.
@@ -708,8 +789,16 @@ impl Central {
     ) -> Result<Marks, CentralError> {
         let (edge_id, history_id, batch) =
             (edge_id.to_owned(), history_id.to_owned(), batch.to_vec());
-        self.transact(move |tx| ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms()))
-            .await
+        self.transact(move |tx| {
+            let marks = ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms())?;
+            // The edge sends what follows what it knows central applied: central is behind
+            // that only when it lost events it had applied.
+            if batch.first().is_some_and(|d| marks.before < d.seq - 1) {
+                ledger::noticed_restore(tx, Some(&edge_id))?;
+            }
+            Ok(marks)
+        })
+        .await
     }
 
     /// The digests of the events of a history central applied, `from` to `to`, by sequence

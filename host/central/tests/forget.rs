@@ -4,28 +4,13 @@
 
 use cart_central::events::{EventKey, OutboxEvent};
 use cart_central::time::wall_ms;
-use cart_central::{Central, CentralError, Claim, FORGET_BATCH};
+use cart_central::{Central, CentralError, FORGET_BATCH};
 
-/// Claims `edge_id` for a new process; its incarnation and key.
+mod support;
+
+/// Claims `edge_id` for a new process with a minute's lease; its incarnation and key.
 async fn claim(central: &Central, edge_id: &str) -> (String, EventKey) {
-    let key = EventKey::generate();
-    let incarnation = format!("{edge_id}-process");
-    central
-        .claim_edge(&Claim {
-            edge_id: edge_id.into(),
-            url: format!("http://{edge_id}.invalid"),
-            history_id: format!("{edge_id}-history"),
-            incarnation: incarnation.clone(),
-            previous_incarnation: None,
-            local_seq: 0,
-            lease_ms: 60_000,
-            take_over: false,
-            folder: String::new(),
-            public_key: key.public_key(),
-        })
-        .await
-        .expect("claimed");
-    (incarnation, key)
+    support::claim(central, edge_id, 60_000).await
 }
 
 /// Delivers `n` events of `edge_id`'s history after `from`.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cart_central::sale::SkuEntry;
-use cart_central::{Central, CentralError, GrantRequest, SkuKey, UnitReturn};
+use cart_central::{Central, CentralError, GrantRequest, Known, SkuKey, UnitReturn};
 
 use crate::clock::{Clock, Millis};
 use crate::locks;
@@ -138,11 +138,20 @@ impl Allotments {
         d.1 += u64::from(units);
     }
 
-    /// Units asked for in about the last second.
+    /// Units asked for in about the last second: none once two windows have passed without a
+    /// shopper asking (the windows move only when one does).
     pub fn recent_demand(&self, key: &SkuKey) -> u32 {
         let state = self.state(key);
         let d = locks::lock(&state.demand);
-        u32::try_from(d.1.max(d.2)).unwrap_or(u32::MAX)
+        let age = self.clock.now() - d.0;
+        let units = if age >= 2 * DEMAND_WINDOW_MS {
+            0
+        } else if age >= DEMAND_WINDOW_MS {
+            d.1
+        } else {
+            d.1.max(d.2)
+        };
+        u32::try_from(units).unwrap_or(u32::MAX)
     }
 
     /// A shopper found too few units of a SKU: get more from central unless someone just did.
@@ -240,6 +249,10 @@ impl Allotments {
     /// Finishes grant requests a crash or an outage left unanswered (`pending`, as read from
     /// the edge's database), with their own ids.
     pub async fn resume(&self, pending: Vec<db::PendingGrant>) -> Result<(), GrantError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let known = self.known().await?;
         for db::PendingGrant {
             grant_id,
             sale_id,
@@ -254,6 +267,8 @@ impl Allotments {
                 sale_id,
                 sku,
                 requested,
+                again: false,
+                known: known.clone(),
             };
             self.finish(&req).await?;
         }
@@ -327,13 +342,15 @@ impl Allotments {
     }
 
     async fn request(&self, key: &SkuKey, state: &SkuState, want: u32) -> Result<u32, GrantError> {
-        let req = GrantRequest {
+        let mut req = GrantRequest {
             grant_id: crate::ids::new_id("g"),
             edge_id: self.edge_id.clone(),
             incarnation: self.incarnation.clone(),
             sale_id: key.sale_id.clone(),
             sku: key.sku.clone(),
             requested: want,
+            again: false,
+            known: Known::default(),
         };
         let (id, sale_id, s, now) = (
             req.grant_id.clone(),
@@ -341,12 +358,24 @@ impl Allotments {
             req.sku.clone(),
             self.clock.now(),
         );
-        self.writer
-            .host(move |conn| db::record_grant_request(conn, &id, &sale_id, &s, want, now))
+        req.known.newest_grant = self
+            .writer
+            .host(move |conn| {
+                db::record_grant_request(conn, &id, &sale_id, &s, want, now)?;
+                db::newest_grant(conn)
+            })
             .await?;
         let granted = self.finish(&req).await?;
         *locks::lock(&state.exhausted_at) = (granted == 0).then(|| self.clock.now());
         Ok(granted)
+    }
+
+    /// What central should have of this edge's grants, read before asking.
+    async fn known(&self) -> Result<Known, GrantError> {
+        Ok(Known {
+            delivered: None,
+            newest_grant: self.writer.host(db::newest_grant).await?,
+        })
     }
 
     /// Asks central for a recorded grant and adds the answer to the free units.

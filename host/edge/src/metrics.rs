@@ -118,8 +118,8 @@ impl Default for Metrics {
         );
         registry.register(
             "central_restores",
-            "Times central was found restored from a backup that lost events of this edge's, \
-             which were then delivered again",
+            "Times central was found restored from a backup and this edge sent it every grant \
+             it holds again (and delivered again the events it lost)",
             central_restores.clone(),
         );
         registry.register(

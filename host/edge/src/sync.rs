@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use cart_central::events::{Delivery, OutboxEvent, digest};
-use cart_central::{CentralError, GrantRequest};
+use cart_central::{CentralError, GrantRequest, Known};
 
 use crate::clock::Millis;
 use crate::edge::Edge;
@@ -46,7 +46,13 @@ pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
                 .await?;
             // The calendar, and what customers bought in histories this claim may just have
             // retired, before it sells.
-            if let Err(e) = edge.follow_calendar(Some(claimed.catalog_version)).await {
+            // And, when central was restored from a backup while this process was away, the
+            // grants it holds sent again: central may have granted their units to others.
+            let ready = match edge.follow_calendar(Some(claimed.catalog_version)).await {
+                Ok(()) => renew_lease(edge).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ready {
                 // It sells on no lease with an old calendar: it waits for the next try.
                 edge.identity.lose_lease();
                 return Err(e);
@@ -100,8 +106,17 @@ pub fn next_batch(edge: &Edge, size: usize, full: bool, took: std::time::Duratio
 
 /// Renews the lease of a process that holds the edge id, and records until when it may sell.
 pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
-    // Read before central answers: central's mark is never below what it had applied then.
-    let delivered = edge.read(db::delivered_seq).await?;
+    // Read before central answers: central has at least this much then, unless it lost it.
+    // Through the queue, central is rightly behind what the edge delivered.
+    let direct = edge.queue.is_none();
+    let known = edge
+        .read(move |c| {
+            Ok(Known {
+                delivered: direct.then(|| db::delivered_seq(c)).transpose()?,
+                newest_grant: db::newest_grant(c)?,
+            })
+        })
+        .await?;
     let asked = Instant::now();
     let renewed = edge
         .central
@@ -109,11 +124,17 @@ pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
             &edge.config.edge_id,
             &edge.identity.incarnation,
             edge.config.lease_ms(),
+            &known,
         )
         .await?;
     current_calendar(edge, renewed.catalog_version).await?;
-    if edge.queue.is_none() && renewed.high_water < delivered {
+    if let Some(delivered) = known.delivered
+        && renewed.high_water < delivered
+    {
         redeliver(edge, renewed.high_water, delivered).await?;
+    }
+    if let Some(restored_at) = renewed.reconcile {
+        reconcile(edge, restored_at).await?;
     }
     let until = edge.identity.renewed(asked, edge.config.lease);
     edge.writer
@@ -227,28 +248,7 @@ async fn redeliver(edge: &Edge, central: i64, delivered: i64) -> anyhow::Result<
         "central has applied this edge's events only up to {central}, not up to {delivered}: it \
          was restored from a backup; granting again and delivering again what it lost"
     );
-    for (grant_id, sale_id, sku, units) in edge.read(db::granted).await? {
-        let again = GrantRequest {
-            grant_id,
-            edge_id: edge.config.edge_id.clone(),
-            incarnation: edge.identity.incarnation.clone(),
-            sale_id,
-            sku,
-            requested: units,
-        };
-        let got = edge.central.grant(&again).await?;
-        if got < units {
-            // Central has given these units to another edge since its restore (or the sale
-            // has ended there): the audit will name the SKU.
-            tracing::error!(
-                "central, restored, grants {got} of the {units} units of {}/{} it had granted \
-                 this edge (grant {}): the difference may be sold twice",
-                again.sale_id,
-                again.sku,
-                again.grant_id
-            );
-        }
-    }
+    grant_again(edge).await?;
     let kept = edge
         .writer
         .host(move |c| db::redeliver_after(c, central))
@@ -261,7 +261,81 @@ async fn redeliver(edge: &Edge, central: i64, delivered: i64) -> anyhow::Result<
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Grants sent again in one transaction.
+const GRANT_AGAIN_BATCH: usize = 500;
+
+/// Central was found restored from a backup at `restored_at` (by this edge or another, or by an
+/// operator), and grants nothing new until every edge that may be selling has sent its grants
+/// again: this edge's are sent, and central is told.
+async fn reconcile(edge: &Edge, restored_at: Millis) -> anyhow::Result<()> {
+    tracing::warn!(
+        "central was found restored from a backup: sending every grant this edge holds again"
+    );
+    grant_again(edge).await?;
+    edge.central
+        .reconciled(
+            &edge.config.edge_id,
+            &edge.identity.incarnation,
+            restored_at,
+        )
+        .await?;
     edge.metrics.central_restores.inc();
+    tracing::info!("central has every grant this edge holds again");
+    Ok(())
+}
+
+/// Sends every grant this edge holds to central again, under their ids: central takes the
+/// units of each it lost again, from what is unallocated. One it can no longer grant in full
+/// (another edge was granted those units before the restore was noticed) gives the difference
+/// up from the free units here, so that they are not sold twice.
+async fn grant_again(edge: &Edge) -> anyhow::Result<()> {
+    for grants in edge.read(db::granted).await?.chunks(GRANT_AGAIN_BATCH) {
+        let again: Vec<_> = grants
+            .iter()
+            .map(|(grant_id, sale_id, sku, units)| GrantRequest {
+                grant_id: grant_id.clone(),
+                edge_id: edge.config.edge_id.clone(),
+                incarnation: edge.identity.incarnation.clone(),
+                sale_id: sale_id.clone(),
+                sku: sku.clone(),
+                requested: *units,
+                again: true,
+                known: Known::default(),
+            })
+            .collect();
+        let got = edge.central.grant_again(&again).await?;
+        for (req, got) in again.into_iter().zip(got) {
+            if got >= req.requested {
+                continue;
+            }
+            let id = req.grant_id.clone();
+            let short = edge
+                .writer
+                .host(move |c| db::shrink_grant(c, &id, got))
+                .await?;
+            let sku = format!("{}/{}", req.sale_id, req.sku);
+            if short > 0 {
+                // Held or sold here already: the audit will name the SKU.
+                tracing::error!(
+                    "central, restored, grants {got} of the {} units of {sku} it had granted \
+                     this edge (grant {}); {short} of them are held or sold here and may be \
+                     sold twice",
+                    req.requested,
+                    req.grant_id
+                );
+            } else {
+                tracing::warn!(
+                    "central, restored, grants {got} of the {} units of {sku} it had granted \
+                     this edge (grant {}): the rest are no longer this edge's to sell",
+                    req.requested,
+                    req.grant_id
+                );
+            }
+        }
+    }
     Ok(())
 }
 

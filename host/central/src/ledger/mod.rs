@@ -10,17 +10,20 @@
 //! - [`audit`]: the audit's snapshot, stock levels and sell-through, the registry, customers' homes and orders;
 //! - [`handoffs`]: carts handed from a draining edge to another, and drained edges;
 //! - [`fleet_module`]: the module the fleet runs;
-//! - [`retention`]: receipts and hand-off cart lists central forgets past an edge's retention.
+//! - [`retention`]: receipts and hand-off cart lists central forgets past an edge's retention;
+//! - [`restores`]: a restore from a backup noticed, and grants held back until edges have sent
+//!   theirs again.
 //!
-//! The files import one another one way only (`units` below the others, which fence and count
-//! units through it; `audit` reads sales through `calendar`) and never this file; callers use
-//! the re-exports below.
+//! The files import one another one way only (`restores` below `units`, `units` below the
+//! others, which fence and count units through it; `audit` reads sales through `calendar`) and
+//! never this file; callers use the re-exports below.
 
 mod audit;
 mod calendar;
 mod fleet_module;
 mod handoffs;
 mod outbox;
+mod restores;
 mod retention;
 mod units;
 
@@ -36,8 +39,10 @@ pub(crate) use handoffs::{
     record_handoff,
 };
 pub(crate) use outbox::{applied_digests, apply, history_keys};
+pub(crate) use restores::noticed as noticed_restore;
 pub use retention::BATCH as FORGET_BATCH;
 pub(crate) use retention::forget;
 pub(crate) use units::{
-    Claiming, claim_edge, grant, left_in_sales, renew_lease, return_units, wanted,
+    Claiming, Granting, claim_edge, grant, left_in_sales, reconciled, renew_lease, return_units,
+    wanted,
 };

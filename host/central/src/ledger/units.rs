@@ -1,10 +1,11 @@
 //! Edges and their units: claiming an edge id, retiring a history, leases and the fence that
 //! refuses superseded processes, grants and returns of units, and the SKUs edges want back.
 
+use super::restores;
 use crate::db::{Tx, clock, params};
 use crate::time::Millis;
 use crate::{
-    CentralError, Claim, Claimed, GrantRequest, Renewed, SkuKey, UnitReturn, WANTED_FOR_MS,
+    CentralError, Claim, Claimed, GrantRequest, Known, Renewed, SkuKey, UnitReturn, WANTED_FOR_MS,
 };
 
 /// Claims an edge id for a process: records its history, incarnation, folder, key, URL and
@@ -98,9 +99,10 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
         }
         retired = Some(retire(tx, &claim.edge_id, &history, now)?);
     }
+    // A new history holds no grants a restore could have lost.
     tx.exec(
         "INSERT INTO edges (edge_id, url, history_id, incarnation, lease_until, last_seen, \
-           folder) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+           folder, reconciled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
         params![
             &claim.edge_id,
             &claim.url,
@@ -184,12 +186,15 @@ fn retire(
 /// Extends a process's lease on its edge id by `lease_ms` from now; refused once another
 /// process has the id. The catalog's version, so that the edge knows whether its calendar is
 /// current before it sells on under the new lease, and the history's high-water mark, so that
-/// it notices a central restored from a backup that lost events it had applied.
+/// it notices a central restored from a backup that lost events it had applied. A central that
+/// has lost what the edge `known`s it had notices that it was restored; the answer says whether
+/// the edge must send its grants again.
 pub fn renew_lease(
     tx: &mut dyn Tx,
     edge_id: &str,
     incarnation: &str,
     lease_ms: Millis,
+    known: &Known,
 ) -> Result<Renewed, CentralError> {
     let now = clock(tx)?;
     let high_water = tx
@@ -201,10 +206,27 @@ pub fn renew_lease(
         )?
         .ok_or_else(|| CentralError::Superseded(edge_id.to_owned()))?
         .int(0)?;
+    if restores::lost(tx, edge_id, known)? {
+        restores::noticed(tx, Some(edge_id))?;
+    }
     Ok(Renewed {
         catalog_version: super::calendar::catalog_version(tx)?,
         high_water,
+        reconcile: restores::to_reconcile(tx, edge_id)?,
     })
+}
+
+/// The process serving `edge_id` has sent every grant it holds again since the restore noticed
+/// at `restored_at`: central may grant again once every edge that may be selling has.
+pub fn reconciled(
+    tx: &mut dyn Tx,
+    edge_id: &str,
+    incarnation: &str,
+    restored_at: Millis,
+) -> Result<(), CentralError> {
+    let now = clock(tx)?;
+    let caller = fence(tx, edge_id, incarnation, now, false)?;
+    restores::reconciled(tx, &caller.name, restored_at)
 }
 
 /// Who is calling, as the fence finds it: the name its ledger rows carry (a retired history's
@@ -249,10 +271,23 @@ pub(super) fn is_retired_name(name: &str, edge_id: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('~'))
 }
 
+/// What central answers a grant request that it may answer.
+pub enum Granting {
+    Granted(u32),
+    /// Central was restored from a backup, and this edge has not sent its grants again yet:
+    /// nothing new is granted until it has (the restore noticed stays noticed).
+    WaitingFor(String),
+}
+
 /// Grants up to the requested units from what is unallocated; the same grant id always gets
-/// the same answer. A sale that has ended grants nothing.
-pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, CentralError> {
-    fence(tx, &req.edge_id, &req.incarnation, now, false)?;
+/// the same answer. A sale that has ended grants nothing, and after a restore nothing new is
+/// granted until every edge that may be selling has sent its grants again (see [`restores`]);
+/// a grant sent again is granted as it was, from what is unallocated, ended sale or not.
+pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Granting, CentralError> {
+    let caller = fence(tx, &req.edge_id, &req.incarnation, now, false)?;
+    if restores::lost(tx, &caller.name, &req.known)? {
+        restores::noticed(tx, Some(&caller.name))?;
+    }
     // The SKU's row lock orders every grant of it, retries of the same id included.
     let locked = tx.exec(
         "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
@@ -268,7 +303,12 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
         "SELECT granted FROM grants WHERE grant_id = $1",
         params![&req.grant_id],
     )? {
-        return earlier.count(0);
+        return earlier.count(0).map(Granting::Granted);
+    }
+    if !req.again
+        && let Some(edge) = restores::waited_for(tx, now)?
+    {
+        return Ok(Granting::WaitingFor(edge));
     }
     let row = tx
         .query_opt(
@@ -279,11 +319,8 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
         .ok_or_else(|| CentralError::UnknownSku(req.sale_id.clone(), req.sku.clone()))?;
     let (unallocated, ends_at) = (row.int(0)?, row.int(1)?);
     let requested = i64::from(req.requested);
-    let granted = if now >= ends_at {
-        0
-    } else {
-        requested.min(unallocated)
-    };
+    let ended = now >= ends_at && !req.again;
+    let granted = if ended { 0 } else { requested.min(unallocated) };
     // Asked for more than was left: others should give back what they are not selling.
     tx.exec(
         "UPDATE skus SET unallocated = unallocated - $3, \
@@ -293,7 +330,7 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
             &req.sale_id,
             &req.sku,
             granted,
-            granted < requested && now < ends_at,
+            granted < requested && now < ends_at && !req.again,
             now
         ],
     )?;
@@ -311,7 +348,9 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<u32, Ce
         ],
     )?;
     count_units(tx, &req.edge_id, &req.sale_id, &req.sku, granted, 0, 0)?;
-    u32::try_from(granted).map_err(|_| CentralError::Decode(format!("granted {granted}")))
+    u32::try_from(granted)
+        .map(Granting::Granted)
+        .map_err(|_| CentralError::Decode(format!("granted {granted}")))
 }
 
 /// Takes back units an edge returns; the same return id is taken once. An edge gives back at

@@ -355,6 +355,8 @@ async fn edge_1_granted(url: &str, units: u32) -> (Central, EventKey) {
             sale_id: "test-sale".into(),
             sku: "BAG-1".into(),
             requested: units,
+            again: false,
+            known: Default::default(),
         })
         .await
         .expect("grant");

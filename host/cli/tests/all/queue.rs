@@ -267,6 +267,8 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
                 sale_id: "test-sale".into(),
                 sku: "BAG-1".into(),
                 requested: 5,
+                again: false,
+                known: Default::default(),
             })
             .await
             .expect("grant");

@@ -321,7 +321,44 @@ pub fn apply_grant(
          WHERE (sale_id, sku) = (SELECT sale_id, sku FROM grants WHERE grant_id = ?1)",
     )?
     .execute(params![grant_id, granted])?;
+    if granted > 0 {
+        set_meta(conn, "newest_grant", grant_id)?;
+    }
     Ok(true)
+}
+
+/// The newest grant central answered with units (see `cart_central::Known`): the ones
+/// [`granted`] lists, which a restored central is sent again.
+pub fn newest_grant(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    meta(conn, "newest_grant")
+}
+
+/// Central, restored from a backup, granted `granted` units for a grant this edge had been
+/// granted more by: as many of the difference as are free leave the stock and the grant, so
+/// that this edge sells none of the units central may have granted to another since. How many
+/// could not leave (held or sold here already): those may be sold twice.
+pub fn shrink_grant(conn: &Connection, grant_id: &str, granted: u32) -> rusqlite::Result<u32> {
+    let Some((sale_id, sku, had)) = conn
+        .prepare_cached(
+            "SELECT sale_id, sku, granted FROM grants WHERE grant_id = ?1 AND granted > ?2",
+        )?
+        .query_row(params![grant_id, granted], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })
+        .optional()?
+    else {
+        return Ok(0);
+    };
+    let taken = (had - granted).min(free(conn, &sale_id, &sku)?);
+    conn.prepare_cached("UPDATE stock SET free = free - ?3 WHERE sale_id = ?1 AND sku = ?2")?
+        .execute(params![sale_id, sku, taken])?;
+    conn.prepare_cached("UPDATE grants SET granted = ?2 WHERE grant_id = ?1")?
+        .execute(params![grant_id, had - taken])?;
+    Ok(had - granted - taken)
 }
 
 /// Every grant central answered with units, as `(grant id, sale, SKU, units)`.

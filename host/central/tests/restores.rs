@@ -1,0 +1,225 @@
+//! A central restored from a backup: the restore is noticed by the first edge whose grant or
+//! events central lacks (or declared by an operator), and from then on nothing new is granted
+//! until every edge that may be selling has sent its grants again; grants sent again are
+//! granted as they were.
+
+use std::path::Path;
+
+use cart_central::sale::Sale;
+use cart_central::time::wall_ms;
+use cart_central::{Central, CentralError, GrantRequest, Known};
+
+mod support;
+
+/// Claims `edge_id` for a new process whose lease runs `lease_ms` from now; its incarnation.
+async fn claim(central: &Central, edge_id: &str, lease_ms: i64) -> String {
+    support::claim(central, edge_id, lease_ms).await.0
+}
+
+/// `edge_id`'s grant request `grant_id` for `units` of the sale's one SKU, knowing
+/// `newest_grant` answered.
+fn request(edge_id: &str, grant_id: &str, units: u32, newest_grant: Option<&str>) -> GrantRequest {
+    GrantRequest {
+        grant_id: grant_id.into(),
+        edge_id: edge_id.into(),
+        incarnation: format!("{edge_id}-process"),
+        sale_id: "sale".into(),
+        sku: "BAG".into(),
+        requested: units,
+        again: false,
+        known: Known {
+            delivered: None,
+            newest_grant: newest_grant.map(Into::into),
+        },
+    }
+}
+
+/// Renews `edge_id`'s lease, knowing `newest_grant` answered; the restore it must reconcile
+/// with, if any.
+async fn renew(central: &Central, edge_id: &str, newest_grant: Option<&str>) -> Option<i64> {
+    let known = Known {
+        delivered: None,
+        newest_grant: newest_grant.map(Into::into),
+    };
+    central
+        .renew_lease(edge_id, &format!("{edge_id}-process"), 60_000, &known)
+        .await
+        .expect("renewed")
+        .reconcile
+}
+
+/// Whom a refused grant waits for.
+fn waiting_for(answer: Result<u32, CentralError>) -> String {
+    match answer {
+        Err(CentralError::Reconciling { waiting_for }) => waiting_for,
+        other => panic!("granted while a restore is unreconciled: {other:?}"),
+    }
+}
+
+/// A SQLite central with a sale of 100 units of one SKU, and a copy of it as of now.
+async fn central_with_backup(dir: &Path) -> (Central, std::path::PathBuf) {
+    let file = dir.join("central.db");
+    let central = Central::connect(&format!("sqlite:{}", file.display()))
+        .await
+        .expect("central");
+    let now = wall_ms();
+    let sale = Sale::parse(
+        &serde_json::json!({
+            "sale_id": "sale",
+            "starts_at": cart_central::time::rfc3339(now - 60_000),
+            "ends_at": cart_central::time::rfc3339(now + 3_600_000),
+            "hold_ttl_seconds": 600,
+            "skus": [{"sku": "BAG", "name": "bag", "price_cents": 100, "stock": 100,
+                      "limit_per_customer": 5}],
+        })
+        .to_string(),
+    )
+    .expect("a sale");
+    central.load_sale(&sale).await.expect("loaded");
+    (central, file)
+}
+
+/// Copies the database at `file` as of now.
+fn back_up(file: &Path, to: &Path) {
+    rusqlite::Connection::open(file)
+        .expect("opened")
+        .execute("VACUUM INTO ?1", [to.to_str().expect("a UTF-8 path")])
+        .expect("copied");
+}
+
+/// Puts `backup` in place of the central at `file`, as the README says: stopped, its log gone.
+async fn restore(central: Central, file: &Path, backup: &Path) -> Central {
+    drop(central);
+    for log in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{log}", file.display()));
+    }
+    std::fs::copy(backup, file).expect("restored");
+    Central::connect(&format!("sqlite:{}", file.display()))
+        .await
+        .expect("central, restored")
+}
+
+#[tokio::test]
+async fn after_a_restore_nothing_new_is_granted_until_every_selling_edge_has_sent_its_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (central, file) = central_with_backup(dir.path()).await;
+    let (a, b) = (
+        claim(&central, "edge-a", 60_000).await,
+        claim(&central, "edge-b", 60_000).await,
+    );
+    // A process whose lease lapsed long ago is not selling: grants do not wait for it.
+    claim(&central, "edge-gone", -120_000).await;
+    assert_eq!(
+        central
+            .grant(&request("edge-a", "g1", 10, None))
+            .await
+            .expect("g1"),
+        10
+    );
+    let backup = dir.path().join("central.backup.db");
+    back_up(&file, &backup);
+    assert_eq!(
+        central
+            .grant(&request("edge-a", "g2", 30, Some("g1")))
+            .await
+            .expect("g2"),
+        30
+    );
+    let central = restore(central, &file, &backup).await;
+    assert_eq!(
+        central.stock_levels().await.expect("levels")[0].unallocated,
+        90
+    );
+
+    // Central has lost g2, and counts its units unallocated: edge-b, which knows of no grant,
+    // cannot tell; edge-a, which knows of g2, can.
+    assert_eq!(
+        renew(&central, "edge-b", None).await,
+        None,
+        "not noticed yet"
+    );
+    let restored_at = renew(&central, "edge-a", Some("g2"))
+        .await
+        .expect("noticed");
+    assert_eq!(renew(&central, "edge-b", None).await, Some(restored_at));
+    assert_eq!(
+        waiting_for(central.grant(&request("edge-b", "g3", 50, None)).await),
+        "edge-a"
+    );
+
+    // edge-a sends both again: the one central kept is answered as before, the lost one
+    // taken again.
+    let again = central
+        .grant_again(&[
+            request("edge-a", "g1", 10, None),
+            request("edge-a", "g2", 30, None),
+        ])
+        .await
+        .expect("sent again");
+    assert_eq!(again, [10, 30]);
+    assert_eq!(
+        central.stock_levels().await.expect("levels")[0].unallocated,
+        60
+    );
+    central
+        .reconciled("edge-a", &a, restored_at)
+        .await
+        .expect("reconciled");
+    assert_eq!(renew(&central, "edge-a", Some("g2")).await, None);
+    assert_eq!(
+        waiting_for(central.grant(&request("edge-b", "g3", 50, None)).await),
+        "edge-b",
+        "every edge that may be selling, the asker too"
+    );
+    central
+        .reconciled("edge-b", &b, restored_at)
+        .await
+        .expect("reconciled");
+    // edge-gone's lease lapsed long ago: it is not waited for.
+    assert_eq!(
+        central
+            .grant(&request("edge-b", "g3", 80, None))
+            .await
+            .expect("g3"),
+        60,
+        "what is left, not edge-a's units"
+    );
+
+    // A grant request that knows of a grant central lacks notices a restore on its own, and is
+    // refused.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        waiting_for(
+            central
+                .grant(&request("edge-b", "g4", 1, Some("nowhere")))
+                .await
+        ),
+        "edge-a"
+    );
+    let noticed = renew(&central, "edge-a", Some("g2"))
+        .await
+        .expect("noticed again");
+    assert!(noticed > restored_at);
+    for (edge, process) in [("edge-a", &a), ("edge-b", &b)] {
+        central
+            .reconciled(edge, process, noticed)
+            .await
+            .expect("reconciled");
+    }
+    assert_eq!(
+        central
+            .grant(&request("edge-b", "g4", 1, Some("g3")))
+            .await
+            .expect("g4"),
+        0,
+        "answered (none are left), not refused"
+    );
+    // And so does an operator's word.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    central.restored().await.expect("marked restored");
+    assert!(
+        renew(&central, "edge-b", Some("g4"))
+            .await
+            .is_some_and(|at| at > noticed)
+    );
+}
