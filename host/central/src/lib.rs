@@ -140,8 +140,8 @@ pub enum CentralError {
         spare: i64,
     },
     #[error(
-        "central was restored from a backup and grants nothing new until every edge has sent \
-         its grants again; waiting for {waiting_for}"
+        "central was restored from a backup and grants nothing new until the edges have sent \
+         their grants again (two minutes at most); waiting for {waiting_for}"
     )]
     Reconciling { waiting_for: String },
     #[error("hand-off {0} to this edge is recorded and not taken yet")]
@@ -720,7 +720,8 @@ impl Central {
     /// edge notices): nothing new is granted until every edge that may be selling has sent its
     /// grants again.
     pub async fn restored(&self) -> Result<(), CentralError> {
-        self.transact(|tx| ledger::noticed_restore(tx, None)).await
+        self.transact(|tx| ledger::noticed_restore(tx, ledger::NoticedBy::Operator))
+            .await
     }
 
     /// Central's clock now, in milliseconds: the one leases are granted and compared on.
@@ -794,7 +795,7 @@ impl Central {
             // The edge sends what follows what it knows central applied: central is behind
             // that only when it lost events it had applied.
             if batch.first().is_some_and(|d| marks.before < d.seq - 1) {
-                ledger::noticed_restore(tx, Some(&edge_id))?;
+                ledger::noticed_restore(tx, ledger::NoticedBy::History(&history_id))?;
             }
             Ok(marks)
         })

@@ -365,9 +365,14 @@ impl Allotments {
                 db::newest_grant(conn)
             })
             .await?;
-        let granted = self.finish(&req).await?;
-        *locks::lock(&state.exhausted_at) = (granted == 0).then(|| self.clock.now());
-        Ok(granted)
+        let granted = self.finish(&req).await;
+        // None now: asking again at once would only ask again.
+        let none = matches!(
+            granted,
+            Ok(0) | Err(GrantError::Central(CentralError::Reconciling { .. }))
+        );
+        *locks::lock(&state.exhausted_at) = none.then(|| self.clock.now());
+        granted
     }
 
     /// What central should have of this edge's grants, read before asking.
@@ -380,7 +385,18 @@ impl Allotments {
 
     /// Asks central for a recorded grant and adds the answer to the free units.
     async fn finish(&self, req: &GrantRequest) -> Result<u32, GrantError> {
-        let granted = self.central.grant(req).await?;
+        let granted = match self.central.grant(req).await {
+            Err(e @ CentralError::Reconciling { .. }) => {
+                // Central recorded nothing: the request goes, or it would be granted later,
+                // when no shopper is waiting for it.
+                let id = req.grant_id.clone();
+                self.writer
+                    .host(move |conn| db::forget_grant_request(conn, &id))
+                    .await?;
+                return Err(e.into());
+            }
+            answer => answer?,
+        };
         let (id, now) = (req.grant_id.clone(), self.clock.now());
         let applied = self
             .writer

@@ -47,7 +47,9 @@ pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
             // The calendar, and what customers bought in histories this claim may just have
             // retired, before it sells.
             // And, when central was restored from a backup while this process was away, the
-            // grants it holds sent again: central may have granted their units to others.
+            // grants it holds sent again, since central may have granted their units to
+            // others: it sells on the lease of the renewal that tells it so, not the claim's.
+            edge.identity.lose_lease();
             let ready = match edge.follow_calendar(Some(claimed.catalog_version)).await {
                 Ok(()) => renew_lease(edge).await,
                 Err(e) => Err(e),
@@ -128,13 +130,15 @@ pub async fn renew_lease(edge: &Edge) -> anyhow::Result<()> {
         )
         .await?;
     current_calendar(edge, renewed.catalog_version).await?;
+    // What a restore of central lost, before this process sells on: the grants, then the events.
+    if let Some(restored_at) = renewed.reconcile {
+        reconcile(edge, restored_at).await?;
+    }
     if let Some(delivered) = known.delivered
         && renewed.high_water < delivered
     {
-        redeliver(edge, renewed.high_water, delivered).await?;
-    }
-    if let Some(restored_at) = renewed.reconcile {
-        reconcile(edge, restored_at).await?;
+        let grants_sent = renewed.reconcile.is_some();
+        redeliver(edge, renewed.high_water, delivered, grants_sent).await?;
     }
     let until = edge.identity.renewed(asked, edge.config.lease);
     edge.writer
@@ -187,7 +191,7 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
                 .await?;
             if marks.before < first - 1 {
                 // Central lost events it had applied: they go again, then this batch.
-                redeliver(edge, marks.before, first - 1).await?;
+                redeliver(edge, marks.before, first - 1, false).await?;
                 return Ok(0);
             }
             if marks.before >= first {
@@ -239,16 +243,23 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
 
 /// Central has applied this edge's events only up to `central`, though it had applied them up to
 /// `delivered`: it was restored from a backup. What it lost is given to it again, in the order
-/// that keeps its books whole: first the grants (sent again under their ids, each taken once),
-/// so that the units the events hold and sell are the edge's at central; then the events after
-/// its mark, as the outbox keeps them; then the returns, once those events have settled
-/// central's count (see [`tend_central`]).
-async fn redeliver(edge: &Edge, central: i64, delivered: i64) -> anyhow::Result<()> {
+/// that keeps its books whole: first the grants (sent again under their ids, each taken once,
+/// unless `grants_sent` already), so that the units the events hold and sell are the edge's at
+/// central; then the events after its mark, as the outbox keeps them; then the returns, once
+/// those events have settled central's count (see [`tend_central`]).
+async fn redeliver(
+    edge: &Edge,
+    central: i64,
+    delivered: i64,
+    grants_sent: bool,
+) -> anyhow::Result<()> {
     tracing::warn!(
         "central has applied this edge's events only up to {central}, not up to {delivered}: it \
          was restored from a backup; granting again and delivering again what it lost"
     );
-    grant_again(edge).await?;
+    if !grants_sent {
+        grant_again(edge).await?;
+    }
     let kept = edge
         .writer
         .host(move |c| db::redeliver_after(c, central))
@@ -268,13 +279,15 @@ async fn redeliver(edge: &Edge, central: i64, delivered: i64) -> anyhow::Result<
 const GRANT_AGAIN_BATCH: usize = 500;
 
 /// Central was found restored from a backup at `restored_at` (by this edge or another, or by an
-/// operator), and grants nothing new until every edge that may be selling has sent its grants
-/// again: this edge's are sent, and central is told.
+/// operator), and grants nothing new until every edge has sent its grants again: this edge's
+/// are sent, and central is told. The units it had returned go again too (each taken once), at
+/// the next [`tend_central`].
 async fn reconcile(edge: &Edge, restored_at: Millis) -> anyhow::Result<()> {
     tracing::warn!(
         "central was found restored from a backup: sending every grant this edge holds again"
     );
     grant_again(edge).await?;
+    edge.writer.host(db::unconfirm_returns).await?;
     edge.central
         .reconciled(
             &edge.config.edge_id,
@@ -292,7 +305,12 @@ async fn reconcile(edge: &Edge, restored_at: Millis) -> anyhow::Result<()> {
 /// (another edge was granted those units before the restore was noticed) gives the difference
 /// up from the free units here, so that they are not sold twice.
 async fn grant_again(edge: &Edge) -> anyhow::Result<()> {
-    for grants in edge.read(db::granted).await?.chunks(GRANT_AGAIN_BATCH) {
+    let mut granted = edge.read(db::granted).await?;
+    let by_age: Vec<String> = granted.iter().map(|g| g.0.clone()).collect();
+    // In the order central locks SKUs in, so that two edges sending theirs cannot deadlock.
+    granted.sort_by(|a, b| (&a.1, &a.2, &a.0).cmp(&(&b.1, &b.2, &b.0)));
+    let mut kept = std::collections::HashSet::new();
+    for grants in granted.chunks(GRANT_AGAIN_BATCH) {
         let again: Vec<_> = grants
             .iter()
             .map(|(grant_id, sale_id, sku, units)| GrantRequest {
@@ -308,6 +326,9 @@ async fn grant_again(edge: &Edge) -> anyhow::Result<()> {
             .collect();
         let got = edge.central.grant_again(&again).await?;
         for (req, got) in again.into_iter().zip(got) {
+            if got > 0 {
+                kept.insert(req.grant_id.clone());
+            }
             if got >= req.requested {
                 continue;
             }
@@ -336,6 +357,12 @@ async fn grant_again(edge: &Edge) -> anyhow::Result<()> {
             }
         }
     }
+    // The newest one central granted again is what this edge tells it of from now on (see
+    // `cart_central::Known`): none, if it granted none.
+    let newest = by_age.into_iter().rev().find(|id| kept.contains(id));
+    edge.writer
+        .host(move |c| db::set_newest_grant(c, newest.as_deref()))
+        .await?;
     Ok(())
 }
 

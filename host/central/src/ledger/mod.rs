@@ -39,7 +39,7 @@ pub(crate) use handoffs::{
     record_handoff,
 };
 pub(crate) use outbox::{applied_digests, apply, history_keys};
-pub(crate) use restores::noticed as noticed_restore;
+pub(crate) use restores::{NoticedBy, noticed as noticed_restore};
 pub use retention::BATCH as FORGET_BATCH;
 pub(crate) use retention::forget;
 pub(crate) use units::{

@@ -2,22 +2,18 @@
 //! until the edges that hold them send their grants again, and a grant made from them meanwhile
 //! would sell them twice. So a restore is noticed as soon as an edge finds central behind what
 //! it had acknowledged (or an operator says so), and from then on central grants nothing new
-//! until every edge that may be selling has sent its grants again.
+//! until every edge has sent its grants again, or [`WAIT_AT_MOST_MS`] has passed.
 
 use crate::db::{Tx, clock, params};
 use crate::time::Millis;
 use crate::{CentralError, Known};
 
-/// An edge whose lease lapsed longer ago than this before now is not selling and is not waited
-/// for: it sends its grants again before it sells on (see [`to_reconcile`]). The grace keeps an
-/// edge that missed a renewal or two among those waited for.
-const LAPSED_FOR_MS: Millis = 60_000;
-
 /// How long after a restore is noticed central waits for the edges to send their grants again
-/// (each does at its next renewal, a fifth of its lease): an edge that never does (a release
-/// from before this one, mid-rollout, or one that misbehaves) holds the fleet's grants back no
-/// longer than this.
-const WAIT_AT_MOST_MS: Millis = 120_000;
+/// (each does at its next renewal, a fifth of its lease). It cannot tell which edges are still
+/// selling (their leases are as old as the backup), so it waits for every edge in service; one
+/// that never sends them (gone without draining, of a release from before this one, or one that
+/// misbehaves) holds the fleet's grants back no longer than this.
+pub const WAIT_AT_MOST_MS: Millis = 120_000;
 
 /// Whether central has lost something the edge it knows as `name` had acknowledged: the events
 /// up to its delivered mark, or its newest grant.
@@ -41,23 +37,41 @@ pub(super) fn lost(tx: &mut dyn Tx, name: &str, known: &Known) -> Result<bool, C
     }
 }
 
-/// Records that central was found restored, now, by the edge known as `by` (or by an operator):
-/// every edge must send its grants again. An edge that has not yet sent its grants again since
-/// the restore last noticed finds that one, and changes nothing: only an edge that had, or an
-/// operator, can tell of another.
-pub fn noticed(tx: &mut dyn Tx, by: Option<&str>) -> Result<(), CentralError> {
+/// Who found central restored.
+pub enum NoticedBy<'a> {
+    /// An operator, who always tells of a new restore.
+    Operator,
+    /// The edge central knows by this name.
+    Edge(&'a str),
+    /// The process serving this history.
+    History(&'a str),
+}
+
+/// Records that central was found restored, now: every edge must send its grants again. An
+/// edge tells of a new restore only if it has sent its grants again since the last one (it
+/// finds that one otherwise), and not while central still waits for the last one: an edge
+/// that keeps finding something missing cannot keep the fleet's grants held back.
+pub fn noticed(tx: &mut dyn Tx, by: NoticedBy<'_>) -> Result<(), CentralError> {
     let now = clock(tx)?;
-    match by {
-        None => tx.exec(
-            "UPDATE restores SET restored_at = $1 WHERE id = 1 AND restored_at < $1",
-            params![now],
-        )?,
-        Some(name) => tx.exec(
-            "UPDATE restores SET restored_at = $1 WHERE id = 1 AND restored_at < $1 \
-               AND restored_at <= (SELECT reconciled_at FROM edges WHERE edge_id = $2)",
-            params![now, name],
-        )?,
+    let edge = "SELECT reconciled_at FROM edges WHERE retired_at IS NULL AND";
+    let (whose, who) = match by {
+        NoticedBy::Operator => {
+            tx.exec(
+                "UPDATE restores SET restored_at = $1 WHERE id = 1 AND restored_at < $1",
+                params![now],
+            )?;
+            return Ok(());
+        }
+        NoticedBy::Edge(name) => (format!("{edge} edge_id = $3"), name),
+        NoticedBy::History(history) => (format!("{edge} history_id = $3"), history),
     };
+    tx.exec(
+        &format!(
+            "UPDATE restores SET restored_at = $1 WHERE id = 1 AND restored_at < $2 \
+               AND restored_at <= ({whose})"
+        ),
+        params![now, now - WAIT_AT_MOST_MS, who],
+    )?;
     Ok(())
 }
 
@@ -74,29 +88,36 @@ pub(super) fn to_reconcile(tx: &mut dyn Tx, name: &str) -> Result<Option<Millis>
 }
 
 /// Records that the edge known as `name` has sent every grant it holds again since the restore
-/// noticed at `restored_at`.
+/// noticed at `restored_at` (never a later one than central has noticed).
 pub(super) fn reconciled(
     tx: &mut dyn Tx,
     name: &str,
     restored_at: Millis,
 ) -> Result<(), CentralError> {
     tx.exec(
-        "UPDATE edges SET reconciled_at = $2 WHERE edge_id = $1 AND reconciled_at < $2",
+        "UPDATE edges SET reconciled_at = $2 WHERE edge_id = $1 AND reconciled_at < $2 \
+           AND $2 <= (SELECT restored_at FROM restores WHERE id = 1)",
         params![name, restored_at],
     )?;
     Ok(())
 }
 
-/// An edge that may be selling and has not sent its grants again since the last restore:
-/// central grants nothing new until there is none, or until [`WAIT_AT_MOST_MS`] has passed.
-pub(super) fn waited_for(tx: &mut dyn Tx, now: Millis) -> Result<Option<String>, CentralError> {
-    tx.query_opt(
-        "SELECT e.edge_id FROM edges e, restores r \
-         WHERE e.reconciled_at < r.restored_at AND r.restored_at > $2 \
-           AND e.retired_at IS NULL AND e.drained_at IS NULL AND e.lease_until > $1 \
+/// An edge in service that has not sent its grants again since the last restore: central
+/// grants nothing new until there is none, or until [`WAIT_AT_MOST_MS`] has passed.
+pub(super) fn waited_for(tx: &mut dyn Tx) -> Result<Option<String>, CentralError> {
+    let Some(row) = tx.query_opt(
+        "SELECT e.edge_id, r.restored_at FROM edges e, restores r \
+         WHERE e.reconciled_at < r.restored_at AND e.retired_at IS NULL \
+           AND e.drained_at IS NULL \
          ORDER BY e.edge_id LIMIT 1",
-        params![now - LAPSED_FOR_MS, now - WAIT_AT_MOST_MS],
+        params![],
     )?
-    .map(|r| r.text(0))
-    .transpose()
+    else {
+        return Ok(None);
+    };
+    // Central's clock is read only while a restore is being made whole.
+    if row.int(1)? <= clock(tx)? - WAIT_AT_MOST_MS {
+        return Ok(None);
+    }
+    row.text(0).map(Some)
 }

@@ -1,7 +1,7 @@
 //! Edges and their units: claiming an edge id, retiring a history, leases and the fence that
 //! refuses superseded processes, grants and returns of units, and the SKUs edges want back.
 
-use super::restores;
+use super::restores::{self, NoticedBy};
 use crate::db::{Tx, clock, params};
 use crate::time::Millis;
 use crate::{
@@ -99,7 +99,7 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
         }
         retired = Some(retire(tx, &claim.edge_id, &history, now)?);
     }
-    // A new history holds no grants a restore could have lost.
+    // A new history has been granted nothing central could have lost.
     tx.exec(
         "INSERT INTO edges (edge_id, url, history_id, incarnation, lease_until, last_seen, \
            folder, reconciled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
@@ -207,7 +207,7 @@ pub fn renew_lease(
         .ok_or_else(|| CentralError::Superseded(edge_id.to_owned()))?
         .int(0)?;
     if restores::lost(tx, edge_id, known)? {
-        restores::noticed(tx, Some(edge_id))?;
+        restores::noticed(tx, NoticedBy::Edge(edge_id))?;
     }
     Ok(Renewed {
         catalog_version: super::calendar::catalog_version(tx)?,
@@ -217,7 +217,7 @@ pub fn renew_lease(
 }
 
 /// The process serving `edge_id` has sent every grant it holds again since the restore noticed
-/// at `restored_at`: central may grant again once every edge that may be selling has.
+/// at `restored_at`: central may grant again once every edge in service has.
 pub fn reconciled(
     tx: &mut dyn Tx,
     edge_id: &str,
@@ -274,20 +274,24 @@ pub(super) fn is_retired_name(name: &str, edge_id: &str) -> bool {
 /// What central answers a grant request that it may answer.
 pub enum Granting {
     Granted(u32),
-    /// Central was restored from a backup, and this edge has not sent its grants again yet:
-    /// nothing new is granted until it has (the restore noticed stays noticed).
+    /// Central was restored from a backup, and this edge (the first of those it waits for) has
+    /// not sent its grants again yet: nothing new is granted until it has. An answer, not an
+    /// error, so that a restore this request noticed stays noticed.
     WaitingFor(String),
 }
 
 /// Grants up to the requested units from what is unallocated; the same grant id always gets
 /// the same answer. A sale that has ended grants nothing, and after a restore nothing new is
-/// granted until every edge that may be selling has sent its grants again (see [`restores`]);
-/// a grant sent again is granted as it was, from what is unallocated, ended sale or not.
+/// granted until every edge in service has sent its grants again (see [`restores`]); a grant
+/// an edge told to sends again is granted as it was, from what is unallocated, ended sale or
+/// not.
 pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Granting, CentralError> {
     let caller = fence(tx, &req.edge_id, &req.incarnation, now, false)?;
     if restores::lost(tx, &caller.name, &req.known)? {
-        restores::noticed(tx, Some(&caller.name))?;
+        restores::noticed(tx, NoticedBy::Edge(&caller.name))?;
     }
+    // Sent again only by an edge central has told to: from any other, a grant like any other.
+    let again = req.again && restores::to_reconcile(tx, &caller.name)?.is_some();
     // The SKU's row lock orders every grant of it, retries of the same id included.
     let locked = tx.exec(
         "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
@@ -305,9 +309,7 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Grantin
     )? {
         return earlier.count(0).map(Granting::Granted);
     }
-    if !req.again
-        && let Some(edge) = restores::waited_for(tx, now)?
-    {
+    if !again && let Some(edge) = restores::waited_for(tx)? {
         return Ok(Granting::WaitingFor(edge));
     }
     let row = tx
@@ -319,7 +321,7 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Grantin
         .ok_or_else(|| CentralError::UnknownSku(req.sale_id.clone(), req.sku.clone()))?;
     let (unallocated, ends_at) = (row.int(0)?, row.int(1)?);
     let requested = i64::from(req.requested);
-    let ended = now >= ends_at && !req.again;
+    let ended = now >= ends_at && !again;
     let granted = if ended { 0 } else { requested.min(unallocated) };
     // Asked for more than was left: others should give back what they are not selling.
     tx.exec(
@@ -330,7 +332,7 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Grantin
             &req.sale_id,
             &req.sku,
             granted,
-            granted < requested && now < ends_at && !req.again,
+            granted < requested && now < ends_at && !again,
             now
         ],
     )?;

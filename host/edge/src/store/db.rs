@@ -333,6 +333,25 @@ pub fn newest_grant(conn: &Connection) -> rusqlite::Result<Option<String>> {
     meta(conn, "newest_grant")
 }
 
+/// After a restored central was sent every grant again: the newest it granted again, if any.
+pub fn set_newest_grant(conn: &Connection, grant_id: Option<&str>) -> rusqlite::Result<()> {
+    match grant_id {
+        Some(id) => set_meta(conn, "newest_grant", id),
+        None => conn
+            .prepare_cached("DELETE FROM meta WHERE key = 'newest_grant'")?
+            .execute([])
+            .map(drop),
+    }
+}
+
+/// Forgets a grant request central refused without recording it, so that it is not asked
+/// again later, unasked for.
+pub fn forget_grant_request(conn: &Connection, grant_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM grants WHERE grant_id = ?1 AND granted IS NULL")?
+        .execute([grant_id])
+        .map(drop)
+}
+
 /// Central, restored from a backup, granted `granted` units for a grant this edge had been
 /// granted more by: as many of the difference as are free leave the stock and the grant, so
 /// that this edge sells none of the units central may have granted to another since. How many
@@ -576,10 +595,17 @@ pub fn redeliver_after(conn: &Connection, seq: i64) -> rusqlite::Result<bool> {
     };
     if kept {
         set_meta(conn, "delivered_seq", &seq.to_string())?;
-        conn.prepare_cached("UPDATE unit_returns SET confirmed_at = NULL")?
-            .execute([])?;
+        unconfirm_returns(conn)?;
     }
     Ok(kept)
+}
+
+/// Every return of units central confirmed, to be confirmed again: a restored central may have
+/// lost them (each is taken once).
+pub fn unconfirm_returns(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE unit_returns SET confirmed_at = NULL")?
+        .execute([])
+        .map(drop)
 }
 
 pub fn delivered_seq(conn: &Connection) -> rusqlite::Result<i64> {
