@@ -83,6 +83,19 @@ async fn a_new_rules_crate_builds_checks_and_decides_on_a_running_edge() {
     let shipped = crate::support::guest_wasm();
     let (same, said) = diff(&shipped, &template_copy).await;
     assert!(same && said.contains(": 0 decided differently"), "{said}");
+    let cases = crate_dir.join("cases.json");
+    let test_cases = |module: PathBuf| {
+        let cases = cases.clone();
+        async move {
+            let args = ["rules", "test", "--requests", "100", "--cases"];
+            let mut args: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+            args.push(cases.as_ref());
+            args.push(module.as_ref());
+            cart_host(&args).await
+        }
+    };
+    let (ok, said) = test_cases(template_copy.clone()).await;
+    assert!(ok && !said.contains("FAILED"), "{said}");
 
     // The author's change: holds of a minute at most, whatever the sale's hold time.
     let fresh_hold = "hold_expires_at: now.saturating_add(sku.hold_ttl_ms),";
@@ -95,6 +108,13 @@ async fn a_new_rules_crate_builds_checks_and_decides_on_a_running_edge() {
     let module = build(&crate_dir, "gift_rules").await;
     let (ok, said) = check(&module).await;
     assert!(ok && said.contains("an edge would take it"), "{said}");
+    // The written cases say what the change changes: a hold of the sale's hold time.
+    let (ok, said) = test_cases(module.clone()).await;
+    let failed: Vec<_> = said.lines().filter(|l| l.contains("FAILED")).collect();
+    assert!(
+        !ok && failed.len() == 1 && failed[0].contains("for the sale's hold time"),
+        "{said}"
+    );
     // What the change changes, and only that: some holds, shorter.
     let (same, said) = diff(&template_copy, &module).await;
     assert!(!same, "{said}");
@@ -258,6 +278,39 @@ async fn the_worked_examples_keep_every_rule_and_differ_only_as_they_say() {
         assert!(ok, "{example}: {said}");
         let (ok, said) = cart_host(&["rules".as_ref(), "test".as_ref(), module.as_ref()]).await;
         assert!(ok && !said.contains("BROKEN"), "{example}: {said}");
+        // The author's own cases: the example decides each as its file says, and the shipped
+        // rules, which do not do what the example is for, fail some, each shown.
+        let cases = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../guest/examples")
+            .join(example)
+            .join("cases.json");
+        let with_cases = |module: PathBuf| {
+            let cases = cases.clone();
+            async move {
+                cart_host(&[
+                    "rules".as_ref(),
+                    "test".as_ref(),
+                    module.as_ref(),
+                    "--cases".as_ref(),
+                    cases.as_ref(),
+                    "--requests".as_ref(),
+                    "100".as_ref(),
+                ])
+                .await
+            }
+        };
+        let (ok, said) = with_cases(module.clone()).await;
+        assert!(
+            ok && said.contains("  ok      ") && !said.contains("FAILED"),
+            "{example}: {said}"
+        );
+        let (ok, said) = with_cases(shipped.clone()).await;
+        assert!(
+            !ok && said.contains("FAILED")
+                && said.contains("expected:")
+                && said.contains("decided:"),
+            "the shipped rules on {example}'s cases: {said}"
+        );
         let (same, said) = diff(&shipped, &module).await;
         let kinds: Vec<_> = said.lines().filter(|l| l.contains(" × ")).collect();
         assert!(

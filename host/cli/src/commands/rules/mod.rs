@@ -4,6 +4,7 @@
 //! `diff` runs two modules on the same requests and reports where they decide differently
 //! ([`diff`]).
 
+mod cases;
 mod diff;
 mod generate;
 mod invariants;
@@ -42,10 +43,16 @@ pub enum RulesCommand {
     /// checkouts): it never traps or overruns, never holds more than is free or past the limit,
     /// never changes a checked-out cart, places only open carts whose lines are all held,
     /// replays only checked-out ones. Prints each rule, and for a broken one the simplest
-    /// request found that breaks it; exits 0 if none is broken, 1 if one is.
+    /// request found that breaks it. With --cases, also the author's own scenarios. Exits 0 if
+    /// no rule is broken and every case decides as expected, 1 if not.
     Test {
         /// The component to test.
         module: PathBuf,
+        /// A JSON file of scenarios, each a request and the decision expected, times in
+        /// seconds from now (schema/rules-cases.schema.json; `rules new` writes one,
+        /// cases.json, that the default rules pass).
+        #[arg(long)]
+        cases: Option<PathBuf>,
         #[command(flatten)]
         asking: Asking,
     },
@@ -87,12 +94,22 @@ fn run_here(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::New { dir, name } => new(&dir, name).map(|()| ExitCode::SUCCESS),
         RulesCommand::Check { module, guest } => check(&module, &guest),
-        RulesCommand::Test { module, asking } => {
+        RulesCommand::Test {
+            module,
+            cases,
+            asking,
+        } => {
             let runtime = Runtime::new(asking.guest.limits())?;
             let loaded = load(&runtime, &module)?;
+            // A case file that cannot be read fails before the long run.
+            let ran = cases.map(|path| cases::run(&loaded, &path)).transpose()?;
             let found = invariants::test(&loaded, asking.requests, asking.seed);
             print!("{}", found.report(&module.display().to_string()));
-            Ok(if found.broken.is_empty() {
+            if let Some(ran) = &ran {
+                print!("{}", ran.report);
+            }
+            let passed = found.broken.is_empty() && ran.is_none_or(|r| r.failed == 0);
+            Ok(if passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -127,6 +144,7 @@ fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedModule> {
 const CARGO_TOML: &str = include_str!("../../../templates/rules/Cargo.toml.in");
 const README: &str = include_str!("../../../templates/rules/README.md.in");
 const LIB_RS: &str = include_str!("../../../templates/rules/lib.rs");
+const CASES: &str = include_str!("../../../templates/rules/cases.json");
 const WIT: &str = include_str!("../../../../../wit/cart.wit");
 
 fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
@@ -160,6 +178,7 @@ fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
         std::fs::write(partial.join("Cargo.toml"), fill(CARGO_TOML))?;
         std::fs::write(partial.join("README.md"), fill(README))?;
         std::fs::write(partial.join("src/lib.rs"), LIB_RS)?;
+        std::fs::write(partial.join("cases.json"), CASES)?;
         std::fs::write(partial.join("wit/cart.wit"), WIT)?;
         std::fs::write(partial.join(".gitignore"), "/target\n")?;
         std::fs::rename(&partial, dir)?;
@@ -174,7 +193,7 @@ fn new(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
          Build it, check it and test it:\n\n  cd {dir}\n  rustup target add wasm32-wasip2   # once\n  \
          cargo build --release --target wasm32-wasip2\n  \
          cart-host rules check target/wasm32-wasip2/release/{lib}.wasm\n  \
-         cart-host rules test target/wasm32-wasip2/release/{lib}.wasm",
+         cart-host rules test target/wasm32-wasip2/release/{lib}.wasm --cases cases.json",
         dir = shell_quoted(&dir.display().to_string())
     );
     Ok(())
