@@ -13,6 +13,14 @@ async fn claim(central: &Central, edge_id: &str) -> (String, EventKey) {
     support::claim(central, edge_id, 60_000).await
 }
 
+/// A cutoff past everything done so far. Central caps a cutoff at its own clock, so this waits
+/// until its clock has moved on, not only names a later time.
+async fn after_now() -> i64 {
+    let now = wall_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    now + 1
+}
+
 /// Delivers `n` events of `edge_id`'s history after `from`.
 async fn deliver(central: &Central, edge_id: &str, key: &EventKey, from: i64, n: i64) {
     let history = format!("{edge_id}-history");
@@ -56,7 +64,7 @@ async fn receipts_go_only_when_delivered_old_and_asked_by_their_edge() {
     let (a, a_key) = claim(&central, "edge-a").await;
     let events = 2 * i64::try_from(FORGET_BATCH).expect("small") + 500;
     deliver(&central, "edge-a", &a_key, 0, events).await;
-    let later = wall_ms() + 1;
+    let later = after_now().await;
 
     // Too young: nothing goes.
     let young = central
@@ -96,7 +104,7 @@ async fn receipts_go_only_when_delivered_old_and_asked_by_their_edge() {
     // Another edge, live: its receipts are its own to forget, however old.
     let (_c, c_key) = claim(&central, "edge-c").await;
     deliver(&central, "edge-c", &c_key, 0, 30).await;
-    let later = wall_ms() + 1;
+    let later = after_now().await;
     let others = central
         .forget("edge-a", &a, delivered, later)
         .await
@@ -115,7 +123,7 @@ async fn receipts_go_only_when_delivered_old_and_asked_by_their_edge() {
         .expect("forget");
     assert_eq!(soon.gone_receipts, 0);
     let gone = central
-        .forget("edge-a", &a, delivered, wall_ms() + 1)
+        .forget("edge-a", &a, delivered, after_now().await)
         .await
         .expect("forget");
     assert_eq!(gone.gone_receipts, 40);
