@@ -43,13 +43,73 @@ pub struct DeployArgs {
     /// Version to deploy as (default: the first 12 hex digits of the module's sha256).
     #[arg(long, env = "CART_MODULE_VERSION")]
     version: Option<String>,
+    /// First run the module and the fleet's (the one central records) on the same generated
+    /// requests, as `rules diff` does, show where they decide differently, and ask whether to go
+    /// on. Needs --central; on no terminal, needs --yes.
+    #[arg(long, requires = "central")]
+    diff: bool,
+    /// With --diff: show the differences and go on without asking.
+    #[arg(long, requires = "diff")]
+    yes: bool,
+    /// Central, for --diff (sqlite:PATH or postgres://...; as other commands take it).
+    #[arg(long, env = "CART_CENTRAL", hide_env_values = true)]
+    central: Option<String>,
+    /// A file holding central's PostgreSQL password, for --diff.
+    #[arg(long, env = "CART_CENTRAL_PASSWORD_FILE")]
+    central_password_file: Option<PathBuf>,
     #[command(flatten)]
     tls: super::FleetCaArgs,
+}
+
+/// `deploy --diff`: the fleet's module against this one, and whether to go on.
+async fn diff_first(args: &DeployArgs) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let central = super::CentralArgs {
+        url: args.central.clone().unwrap_or_default(),
+        central_password_file: args.central_password_file.clone(),
+    };
+    let fleet = central
+        .connect()
+        .await?
+        .fleet_module()
+        .await
+        .with_context(|| format!("reading the fleet's module at central {}", central.shown()))?;
+    match fleet {
+        None => println!(
+            "central {} records no module deployed to the fleet yet: nothing to compare with",
+            central.shown()
+        ),
+        Some(fleet) => {
+            let (report, _) =
+                super::rules::diff_with_fleet((&fleet.version, &fleet.bytes), &args.module)?;
+            print!("{report}");
+        }
+    }
+    if args.yes {
+        return Ok(true);
+    }
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "--diff asks before it deploys: answer on a terminal, or add --yes"
+    );
+    eprint!(
+        "deploy {} to {} edge(s)? [y/N] ",
+        args.module.display(),
+        args.edges.len()
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// Deploys, prints where each edge got to, and fails unless every edge took the module.
 pub async fn run_command(args: DeployArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
+    if args.diff && !diff_first(&args).await? {
+        println!("not deployed");
+        return Ok(ExitCode::FAILURE);
+    }
     let report = run(&DeployConfig {
         module: args.module,
         edges: args.edges,

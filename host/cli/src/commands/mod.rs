@@ -41,6 +41,16 @@ pub struct GuestArgs {
     guest_memory_mib: usize,
 }
 
+impl Default for GuestArgs {
+    /// An edge's defaults.
+    fn default() -> Self {
+        Self {
+            guest_deadline_ms: 100,
+            guest_memory_mib: 16,
+        }
+    }
+}
+
 impl GuestArgs {
     pub fn limits(&self) -> cart_edge::wasm::SandboxLimits {
         cart_edge::wasm::SandboxLimits {

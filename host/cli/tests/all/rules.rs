@@ -319,3 +319,57 @@ async fn the_worked_examples_keep_every_rule_and_differ_only_as_they_say() {
         );
     }
 }
+
+/// `deploy --diff` shows what the new module decides differently from the fleet's (the one
+/// central records) before it deploys: with `--yes` it goes on; on no terminal without it, it
+/// deploys nothing and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_diff_shows_the_change_against_the_fleets_module_before_it_deploys() {
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -60)).await;
+    let edge = fleet.edge("edge-1").await;
+    let token = fleet.dir.path().join("admin-token");
+    std::fs::write(&token, crate::support::ADMIN_TOKEN).expect("token file");
+    let deploy = |module: PathBuf, more: &'static [&'static str]| {
+        let (url, central, token) = (
+            edge.client.url.clone(),
+            fleet.central_url.clone(),
+            token.clone(),
+        );
+        async move {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "deploy".into(),
+                "--module".into(),
+                module.into(),
+                "--edge".into(),
+                url.into(),
+                "--admin-token-file".into(),
+                token.into(),
+                "--diff".into(),
+                "--central".into(),
+                central.into(),
+            ];
+            args.extend(more.iter().map(Into::into));
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+            cart_host(&args).await
+        }
+    };
+    let first = crate::support::example_wasm("first-minute");
+    let (ok, said) = deploy(first.clone(), &["--yes"]).await;
+    assert!(ok && said.contains("active on all 1 edge(s)"), "{said}");
+
+    // Now the fleet's module is first-minute: scarce-holds is compared with it.
+    let scarce = crate::support::example_wasm("scarce-holds");
+    let (ok, said) = deploy(scarce.clone(), &[]).await;
+    assert!(
+        !ok && said.contains("decided differently") && said.contains("add --yes"),
+        "{said}"
+    );
+    assert!(!said.contains("active on all"), "{said}");
+    let (ok, said) = deploy(scarce, &["--yes"]).await;
+    assert!(
+        ok && said.contains("the fleet's module")
+            && said.contains("× set-quantity: limit-exceeded → hold")
+            && said.contains("active on all 1 edge(s)"),
+        "{said}"
+    );
+}

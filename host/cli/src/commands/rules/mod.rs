@@ -132,6 +132,32 @@ fn run_here(command: RulesCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `rules diff` of the fleet's module (`old`: its version and bytes) and the one at `new`, as
+/// `deploy --diff` shows it before going on: the report, and how many decisions differ. Runs
+/// the guests off the async runtime, as [`run`] does.
+pub fn diff_with_fleet(old: (&str, &[u8]), new: &Path) -> anyhow::Result<(String, usize)> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = Runtime::new(super::GuestArgs::default().limits())?;
+            let fleet = runtime
+                .load(old.1, old.0)
+                .with_context(|| format!("loading the fleet's module {}", old.0))?;
+            let module = load(&runtime, new)?;
+            let found = diff::diff(&fleet, &module, DIFF_REQUESTS, 1);
+            let named = format!("the fleet's module ({})", old.0);
+            Ok((
+                found.report(&named, &new.display().to_string()),
+                found.differing(),
+            ))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("comparing the modules panicked")))
+    })
+}
+
+/// Requests of each call `deploy --diff` asks, as `rules diff` does by default.
+const DIFF_REQUESTS: usize = 10_000;
+
 /// The module at `path`, compiled and linked as an edge would.
 fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedModule> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
