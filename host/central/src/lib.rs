@@ -277,7 +277,7 @@ pub struct GrantRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Known {
     /// The edge's outbox delivered up to here (only when it delivers to central itself: through
-    /// a queue, central may rightly be behind).
+    /// a queue, central may rightly be behind). Read at a renewal, not with a grant.
     pub delivered: Option<i64>,
     /// The newest grant central answered this history.
     pub newest_grant: Option<String>,

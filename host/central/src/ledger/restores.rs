@@ -15,21 +15,16 @@ use crate::{CentralError, Known};
 /// misbehaves) holds the fleet's grants back no longer than this.
 pub const WAIT_AT_MOST_MS: Millis = 120_000;
 
-/// Whether central has lost something the edge it knows as `name` had acknowledged: the events
-/// up to its delivered mark, or its newest grant.
-pub(super) fn lost(tx: &mut dyn Tx, name: &str, known: &Known) -> Result<bool, CentralError> {
-    if let Some(delivered) = known.delivered {
-        let high_water = tx
-            .query_opt(
-                "SELECT high_water FROM edges WHERE edge_id = $1",
-                params![name],
-            )?
-            .map_or(Ok(0), |r| r.int(0))?;
-        if high_water < delivered {
-            return Ok(true);
-        }
-    }
-    match &known.newest_grant {
+/// Whether central has lost something an edge whose history it has applied up to `high_water`
+/// had acknowledged: the events up to its delivered mark, or its newest grant.
+pub(super) fn lost(tx: &mut dyn Tx, known: &Known, high_water: i64) -> Result<bool, CentralError> {
+    Ok(known.delivered.is_some_and(|d| d > high_water)
+        || grant_lost(tx, known.newest_grant.as_deref())?)
+}
+
+/// Whether central lacks a grant an edge had been answered.
+pub(super) fn grant_lost(tx: &mut dyn Tx, grant_id: Option<&str>) -> Result<bool, CentralError> {
+    match grant_id {
         Some(id) => Ok(tx
             .query_opt("SELECT 1 FROM grants WHERE grant_id = $1", params![id])?
             .is_none()),

@@ -206,7 +206,7 @@ pub fn renew_lease(
         )?
         .ok_or_else(|| CentralError::Superseded(edge_id.to_owned()))?
         .int(0)?;
-    if restores::lost(tx, edge_id, known)? {
+    if restores::lost(tx, known, high_water)? {
         restores::noticed(tx, NoticedBy::Edge(edge_id))?;
     }
     Ok(Renewed {
@@ -287,7 +287,8 @@ pub enum Granting {
 /// not.
 pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Granting, CentralError> {
     let caller = fence(tx, &req.edge_id, &req.incarnation, now, false)?;
-    if restores::lost(tx, &caller.name, &req.known)? {
+    // The grant alone: an edge's delivered mark is read at its renewal.
+    if restores::grant_lost(tx, req.known.newest_grant.as_deref())? {
         restores::noticed(tx, NoticedBy::Edge(&caller.name))?;
     }
     // Sent again only by an edge central has told to: from any other, a grant like any other.
