@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Sale(command) => sale::run(command).await,
-            Command::Rules(command) => rules::run(command),
+            Command::Rules(command) => rules::run(command).await,
             Command::Deploy(args) => deploy::run_command(args).await,
             Command::Activate(args) => deploy::activate_command(args).await,
             Command::Audit(args) => audit::run_command(args).await,

@@ -12,6 +12,7 @@ use cart_central::sale::{Catalog, Sale};
 use cart_central::{Central, CentralError, RetiredUnits};
 use rusqlite::Connection;
 
+use crate::asked::Sample;
 use crate::calendar::{self, CatalogCell};
 use crate::clock::{Clock, Millis};
 pub use crate::config::{EdgeConfig, ModuleBytes};
@@ -48,6 +49,8 @@ pub struct Edge {
     catalog: CatalogCell,
     /// The rules cart updates run on.
     pub rules: Arc<ActiveRules>,
+    /// The requests they were asked most recently, for `rules diff --edge`.
+    pub asked: Arc<Sample>,
     pub writer: WriterHandle,
     pub central: Arc<Central>,
     pub allotments: Arc<Allotments>,
@@ -202,6 +205,7 @@ impl Edge {
             clock: config.clock.clone(),
             catalog: CatalogCell::new(books.catalog),
             rules,
+            asked: Arc::default(),
             writer,
             central,
             allotments,

@@ -24,7 +24,8 @@
 //!   serves; [`config`], what it is told.
 //! - Storage and the sandbox: [`store`], the edge's SQLite and its single writer; [`wasm`], the
 //!   engine and a fresh instance per call, with [`bindings`] generated once; [`rules`], the
-//!   seam to the rules; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
+//!   seam to the rules, and [`asked`], what they were asked, kept and written as case files
+//!   write it; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
 //! - Leaves: [`http_client`], [`ids`], [`recent`] (cart updates second by second), [`clock`],
 //!   [`customer`] (who a new cart's customer is, and how many carts an address may make),
 //!   [`lifecycle`] (serving or draining), [`shutdown`], [`locks`].
@@ -32,6 +33,7 @@
 // Server code answers errors; it does not panic on them.
 #![warn(clippy::expect_used)]
 
+pub mod asked;
 pub mod bindings;
 pub mod calendar;
 pub mod carts;

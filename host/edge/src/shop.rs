@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cart_central::SkuKey;
 use cart_rules::CartError;
 
+use crate::asked::Noting;
 use crate::carts::{self, CartFailure, CartView, Order, SetQuantity};
 use crate::edge::Edge;
 use crate::escrow::AfterShortage;
@@ -98,12 +99,18 @@ pub async fn set_quantity(
     let mut generation = edge.allotments.generation(&key);
     let mut attempt = 0;
     loop {
-        let rules = edge.rules.get();
+        let (rules, sample) = (edge.rules.get(), Arc::clone(&edge.asked));
         let (catalog, now, job) = (edge.catalog(), edge.clock.now(), ask.clone());
         let module = rules.version().to_owned();
         let done = edge
             .writer
-            .run(move |c| carts::set_quantity(c, &*rules, &catalog, now, &job))
+            .run(move |c| {
+                let rules = Noting {
+                    rules: &*rules,
+                    sample: &sample,
+                };
+                carts::set_quantity(c, &rules, &catalog, now, &job)
+            })
             .await?;
         count_fault(edge, &done);
         match done {
@@ -153,7 +160,7 @@ pub async fn checkout(
     idempotency_key: String,
 ) -> Result<Served<(Order, bool)>, ShopError> {
     selling(edge)?;
-    let rules = edge.rules.get();
+    let (rules, sample) = (edge.rules.get(), Arc::clone(&edge.asked));
     let (catalog, now) = (edge.catalog(), edge.clock.now());
     let module = rules.version().to_owned();
     let done = edge
@@ -161,7 +168,10 @@ pub async fn checkout(
         .run(move |c| {
             carts::checkout(
                 c,
-                &*rules,
+                &Noting {
+                    rules: &*rules,
+                    sample: &sample,
+                },
                 &catalog,
                 now,
                 &cart_id,

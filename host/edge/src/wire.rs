@@ -36,6 +36,14 @@ pub const HANDOFF_PATH: &str = "/fleet/handoffs";
 pub const STATUS_PATH: &str = "/admin/status";
 /// An edge's books, for the audit.
 pub const LEDGER_PATH: &str = "/admin/ledger";
+/// The requests an edge's rules were asked most recently, for `rules diff --edge`.
+pub const ASKED_PATH: &str = "/admin/rules/asked";
+
+/// What [`ASKED_PATH`] answers: requests as a case file writes them, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EdgeAsked {
+    pub asked: Vec<crate::asked::Form>,
+}
 
 /// How the outbox delivery is doing, for `/admin/status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -125,6 +133,15 @@ pub async fn fetch_books(
     token: Option<&str>,
 ) -> anyhow::Result<EdgeBooks> {
     get_json(client, url, LEDGER_PATH, token).await
+}
+
+/// Fetches the requests an edge's rules were asked most recently, with the operator token.
+pub async fn fetch_asked(
+    client: &HttpClient,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<EdgeAsked> {
+    get_json(client, url, ASKED_PATH, token).await
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(

@@ -233,6 +233,29 @@ async fn rules_test_passes_the_default_rules_and_finds_each_broken_rule() {
     for rule in ["no-fault", "free"] {
         assert!(said.contains(&format!("BROKEN  {rule}:")), "{said}");
     }
+    // The same findings as JSON, each request as a case file writes it: one that breaks
+    // "free" holds more than is free.
+    let faulty = crate::support::faulty_wasm();
+    let (ok, said) = cart_host(&[
+        "rules".as_ref(),
+        "test".as_ref(),
+        faulty.as_ref(),
+        "--json".as_ref(),
+    ])
+    .await;
+    let report: serde_json::Value = serde_json::from_str(&said).expect("JSON");
+    assert!(!ok && report["passed"] == false, "{said}");
+    let free = report["invariants"]["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == "free"))
+        .expect("the rule free");
+    let set = &free["broken"]["request"]["set_quantity"];
+    let free_units = set["free"].as_u64().unwrap_or(100);
+    let held = free["broken"]["decided"]["line"]["quantity"].as_u64();
+    assert!(
+        free["held"] == false && held.is_some_and(|q| q > free_units),
+        "{said}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let crate_dir = dir.path().join("breaking");
@@ -372,4 +395,84 @@ async fn deploy_diff_shows_the_change_against_the_fleets_module_before_it_deploy
             && said.contains("active on all 1 edge(s)"),
         "{said}"
     );
+}
+
+/// `rules diff --edge` asks both modules the requests the edge's rules were asked most
+/// recently too (as `/admin/rules/asked` gives them, with no customer, cart or key kept), and
+/// is refused them without the operator token.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_diff_asks_the_edges_own_recent_requests_too() {
+    // A sale in its first minute, where first-minute holds one unit at most.
+    let fleet = Fleet::new(&sale(&[("BAG-1", 100, 5)], -20)).await;
+    let edge = fleet.edge("edge-1").await;
+    for n in 0..3 {
+        let cart = edge.client.create_cart(&format!("shopper-{n}")).await;
+        let (status, body) = edge.client.set(&cart, "BAG-1", 2).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = edge.client.checkout(&cart, "a-shoppers-own-key").await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (status, body) = edge
+        .client
+        .call(
+            hyper::Method::GET,
+            "/admin/rules/asked",
+            Some(crate::support::ADMIN_TOKEN),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Three checkouts, and a set-quantity for each cart (and again after a grant, when the
+    // edge had no units yet).
+    let asked = body["asked"].as_array().expect("a list");
+    let checkouts: Vec<_> = asked.iter().filter_map(|a| a.get("checkout")).collect();
+    assert_eq!(checkouts.len(), 3, "{body}");
+    assert!(
+        checkouts.iter().all(|c| c["lines"][0]["quantity"] == 2),
+        "{body}"
+    );
+    assert!(
+        asked.len() >= 6 && asked[0]["set_quantity"]["quantity"] == 2,
+        "{body}"
+    );
+    let text = body.to_string();
+    for kept in ["shopper-", "a-shoppers-own-key", &edge.client.url] {
+        assert!(!text.contains(kept), "{kept}: {text}");
+    }
+
+    let token = fleet.dir.path().join("admin-token");
+    std::fs::write(&token, crate::support::ADMIN_TOKEN).expect("token file");
+    let (shipped, first) = (
+        crate::support::guest_wasm(),
+        crate::support::example_wasm("first-minute"),
+    );
+    let url = edge.client.url.clone();
+    let diff = |token: Option<PathBuf>| {
+        let (shipped, first, url) = (shipped.clone(), first.clone(), url.clone());
+        async move {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "rules".into(),
+                "diff".into(),
+                shipped.into(),
+                first.into(),
+                "--edge".into(),
+                url.into(),
+                "--requests".into(),
+                "100".into(),
+            ];
+            if let Some(token) = token {
+                args.extend(["--admin-token-file".into(), token.into()]);
+            }
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+            cart_host(&args).await
+        }
+    };
+    let (ok, said) = diff(Some(token)).await;
+    let recorded = format!("{} requests (recorded at {url}): ", asked.len());
+    assert!(
+        !ok && said.contains(&recorded) && said.contains("× set-quantity: hold → limit-exceeded"),
+        "{said}"
+    );
+    let (ok, said) = diff(None).await;
+    assert!(!ok && said.contains("401"), "{said}");
 }

@@ -16,6 +16,7 @@ use cart_central::sale::SkuEntry;
 use super::error::ApiError;
 use super::forward;
 use super::input::{bearer, read_limited};
+use crate::asked::Asked;
 use crate::carts;
 use crate::clock::rfc3339;
 use crate::drain::{self, Intake};
@@ -26,7 +27,7 @@ use crate::locks;
 use crate::metrics;
 use crate::modules::{Deployed, MAX_MODULE_BYTES};
 use crate::store::{db, retention};
-use crate::wire::{EdgeBooks, EdgeStatus, MODULE_SIGNATURE, MODULE_VERSION};
+use crate::wire::{EdgeAsked, EdgeBooks, EdgeStatus, MODULE_SIGNATURE, MODULE_VERSION};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -205,6 +206,13 @@ pub async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> 
     admin_auth(&edge, &headers)?;
     let (active, modules) = edge.modules.list().await?;
     Ok(Json(serde_json::json!({ "active": active, "modules": modules })).into_response())
+}
+
+/// The requests this edge's rules were asked most recently, as a case file writes them.
+pub async fn asked(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
+    admin_auth(&edge, &headers)?;
+    let asked = edge.asked.recent().iter().map(Asked::form).collect();
+    Ok(Json(EdgeAsked { asked }).into_response())
 }
 
 pub async fn deploy_module(

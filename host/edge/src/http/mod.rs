@@ -33,7 +33,7 @@ use self::dashboard::Dashboard;
 use self::error::ApiError;
 use crate::edge::Edge;
 use crate::tls::FleetCertificate;
-use crate::wire::{HANDOFF_PATH, LEDGER_PATH, STATUS_PATH};
+use crate::wire::{ASKED_PATH, HANDOFF_PATH, LEDGER_PATH, STATUS_PATH};
 
 /// What the handlers are given: the edge, and the dashboard's shared view. Each handler takes
 /// only the part it needs ([`FromRef`]).
@@ -110,6 +110,7 @@ fn router(edge: Arc<Edge>) -> Router {
         .route("/admin/drain", post(start_drain))
         .route("/admin/fleet", get(dashboard::fleet))
         .route(LEDGER_PATH, get(ledger))
+        .route(ASKED_PATH, get(asked))
         .route("/admin/modules", get(list_modules).put(deploy_module))
         .route("/admin/modules/{version}/activate", post(activate_module));
     let logins = middleware::Logins::new(

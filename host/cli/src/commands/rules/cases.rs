@@ -8,27 +8,23 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use cart_edge::asked::{Asked, CheckoutForm, Form, SetForm};
 use cart_edge::rules::CartRules;
-use cart_rules::{CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, SetRequest};
-use cart_rules::{MAX_PRICE_CENTS, Millis, SkuInfo};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::diff::Decided;
+use super::decided::{ERRORS, decision_json};
 use super::generate::NOW;
-
-/// An optional field that, when present, is not null (as the schema has it).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaseFile {
     /// The schema, for editors.
-    #[serde(rename = "$schema", default, deserialize_with = "present")]
+    #[serde(
+        rename = "$schema",
+        default,
+        deserialize_with = "cart_edge::asked::present"
+    )]
     _schema: Option<String>,
     cases: Vec<Case>,
 }
@@ -38,244 +34,11 @@ struct CaseFile {
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
-    #[serde(default, deserialize_with = "present")]
-    set_quantity: Option<SetAsked>,
-    #[serde(default, deserialize_with = "present")]
-    checkout: Option<CheckoutAsked>,
+    #[serde(default, deserialize_with = "cart_edge::asked::present")]
+    set_quantity: Option<SetForm>,
+    #[serde(default, deserialize_with = "cart_edge::asked::present")]
+    checkout: Option<CheckoutForm>,
     expect: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sku {
-    sku: String,
-    #[serde(default = "defaults::price")]
-    price_cents: u64,
-    #[serde(default = "defaults::limit")]
-    limit_per_customer: u32,
-    #[serde(default = "defaults::starts")]
-    starts_at: f64,
-    #[serde(default = "defaults::ends")]
-    ends_at: f64,
-    #[serde(default = "defaults::hold")]
-    hold_ttl_seconds: f64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseLine {
-    /// In a set-quantity case, the SKU asked about.
-    #[serde(default, deserialize_with = "present")]
-    sku: Option<String>,
-    quantity: u32,
-    /// The SKU's price.
-    #[serde(default, deserialize_with = "present")]
-    unit_price_cents: Option<u64>,
-    /// The SKU's hold time from now.
-    #[serde(default, deserialize_with = "present")]
-    hold_expires_at: Option<f64>,
-    #[serde(default = "defaults::yes")]
-    held: bool,
-}
-
-#[derive(Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Status {
-    #[default]
-    Open,
-    CheckedOut,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetAsked {
-    sku: Sku,
-    #[serde(default, deserialize_with = "present")]
-    line: Option<CaseLine>,
-    quantity: u32,
-    #[serde(default = "defaults::free")]
-    free: u32,
-    #[serde(default)]
-    customer_elsewhere: u32,
-    #[serde(default)]
-    status: Status,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckoutAsked {
-    skus: Vec<Sku>,
-    lines: Vec<CaseLine>,
-    #[serde(default = "defaults::key")]
-    idempotency_key: String,
-    placed_with: Option<String>,
-    #[serde(default)]
-    status: Status,
-}
-
-/// What a case leaves out.
-mod defaults {
-    pub fn price() -> u64 {
-        1_000
-    }
-    pub fn limit() -> u32 {
-        10
-    }
-    pub fn starts() -> f64 {
-        -3_600.0
-    }
-    pub fn ends() -> f64 {
-        3_600.0
-    }
-    pub fn hold() -> f64 {
-        600.0
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn free() -> u32 {
-        100
-    }
-    pub fn key() -> String {
-        "key-1".into()
-    }
-}
-
-/// Seconds as milliseconds.
-fn millis(seconds: f64) -> Millis {
-    // Case files hold times of hours and days, well within an f64's integers; anything past
-    // an i64 saturates.
-    #[expect(clippy::cast_possible_truncation)]
-    let ms = (seconds * 1_000.0).round() as Millis;
-    ms
-}
-
-/// Seconds from now, as the rules' time.
-fn at(seconds: f64) -> Millis {
-    NOW.saturating_add(millis(seconds))
-}
-
-/// A price as the rules see it, refused past theirs.
-fn cents(price: u64, field: &str) -> anyhow::Result<i64> {
-    i64::try_from(price)
-        .ok()
-        .filter(|p| *p <= MAX_PRICE_CENTS)
-        .with_context(|| format!("{field}: {price} is past the highest price, {MAX_PRICE_CENTS}"))
-}
-
-/// The rules' time, as seconds from now (whole ones written without a fraction).
-fn from_now(ms: Millis) -> Value {
-    let ms = ms.saturating_sub(NOW);
-    if ms % 1_000 == 0 {
-        json!(ms / 1_000)
-    } else {
-        #[expect(clippy::cast_precision_loss)]
-        let seconds = ms as f64 / 1_000.0;
-        json!(seconds)
-    }
-}
-
-impl Sku {
-    fn info(&self) -> anyhow::Result<SkuInfo> {
-        Ok(SkuInfo {
-            sku: self.sku.clone(),
-            price_cents: cents(self.price_cents, "price_cents")?,
-            limit_per_customer: self.limit_per_customer,
-            starts_at: at(self.starts_at),
-            ends_at: at(self.ends_at),
-            hold_ttl_ms: millis(self.hold_ttl_seconds),
-        })
-    }
-}
-
-impl CaseLine {
-    /// The line, of `sku` (a set-quantity case's) or of the SKU it names among `skus`.
-    fn line(&self, skus: &[SkuInfo], sku: Option<&SkuInfo>) -> anyhow::Result<Line> {
-        let sku = match (sku, &self.sku) {
-            (Some(sku), None) => sku,
-            (Some(sku), Some(named)) if *named == sku.sku => sku,
-            (Some(sku), Some(named)) => {
-                anyhow::bail!("line.sku: {named:?}, in a case that asks of {:?}", sku.sku)
-            }
-            (None, None) => anyhow::bail!("lines: a checkout's line names its sku"),
-            (None, Some(named)) => skus.iter().find(|s| s.sku == *named).with_context(|| {
-                format!("lines: a line of {named:?}, which is not among the case's skus")
-            })?,
-        };
-        Ok(Line {
-            sku: sku.sku.clone(),
-            quantity: self.quantity,
-            unit_price_cents: match self.unit_price_cents {
-                Some(price) => cents(price, "unit_price_cents")?,
-                None => sku.price_cents,
-            },
-            hold_expires_at: self.hold_expires_at.map_or(NOW + sku.hold_ttl_ms, at),
-            held: self.held,
-        })
-    }
-}
-
-impl Status {
-    fn cart(self) -> CartStatus {
-        match self {
-            Self::Open => CartStatus::Open,
-            Self::CheckedOut => CartStatus::CheckedOut,
-        }
-    }
-}
-
-/// A decision as a case's `expect` writes it.
-fn error_json(e: &CartError) -> Value {
-    let kind = super::diff::error_kind(e);
-    match e {
-        CartError::SoldOut(n) => json!({"error": kind, "available": n}),
-        CartError::SaleNotStarted(t) => json!({"error": kind, "starts_at": from_now(*t)}),
-        CartError::SaleEnded(t) => json!({"error": kind, "ended_at": from_now(*t)}),
-        CartError::HoldExpired(skus) => json!({"error": kind, "skus": skus}),
-        CartError::LimitExceeded(n) => json!({"error": kind, "limit": n}),
-        CartError::CartClosed | CartError::CartEmpty | CartError::InvalidQuantity => {
-            json!({"error": kind})
-        }
-    }
-}
-
-fn set_json(decided: &Decided<Option<Line>>) -> Value {
-    match decided {
-        Ok(Ok(None)) => json!({"line": null}),
-        Ok(Ok(Some(l))) => json!({"line": {
-            "sku": l.sku, "quantity": l.quantity, "unit_price_cents": l.unit_price_cents,
-            "hold_expires_at": from_now(l.hold_expires_at), "held": l.held,
-        }}),
-        Ok(Err(e)) => error_json(e),
-        Err(fault) => fault_json(fault),
-    }
-}
-
-/// A trap, an overrun or a guest out of memory, in a line: what it was and what the guest
-/// said, without the backtrace.
-fn fault_json(fault: &impl std::fmt::Display) -> Value {
-    let said = fault.to_string();
-    let told: Vec<&str> = said
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            !(l.is_empty()
-                || l.starts_with(|c: char| c.is_ascii_digit())
-                || l.starts_with("note:")
-                || l.ends_with("backtrace:")
-                || *l == "Caused by:")
-        })
-        .collect();
-    json!({"fault": told.join("; ")})
-}
-
-fn checkout_json(decided: &Decided<CheckoutOutcome>) -> Value {
-    match decided {
-        Ok(Ok(CheckoutOutcome::Place)) => json!({"outcome": "place"}),
-        Ok(Ok(CheckoutOutcome::Replay)) => json!({"outcome": "replay"}),
-        Ok(Err(e)) => error_json(e),
-        Err(fault) => fault_json(fault),
-    }
 }
 
 /// Whether `decided` has everything `expected` names: objects by the keys `expected` has,
@@ -296,10 +59,43 @@ fn matches(expected: &Value, decided: &Value) -> bool {
     }
 }
 
-/// What the cases found: how many decided otherwise than expected, and the report.
+/// What the cases found: each case, and what it decided.
+#[derive(Serialize)]
 pub struct Ran {
-    pub failed: usize,
-    pub report: String,
+    pub file: String,
+    pub cases: Vec<CaseRan>,
+}
+
+/// One case, and whether it decided as expected.
+#[derive(Serialize)]
+pub struct CaseRan {
+    pub name: String,
+    pub passed: bool,
+    pub expected: Value,
+    pub decided: Value,
+}
+
+impl Ran {
+    pub fn failed(&self) -> usize {
+        self.cases.iter().filter(|c| !c.passed).count()
+    }
+
+    /// The report `rules test --cases` prints.
+    pub fn report(&self) -> String {
+        let mut s = format!("{}: {} cases\n", self.file, self.cases.len());
+        for case in &self.cases {
+            if case.passed {
+                let _ = writeln!(s, "  ok      {}", case.name);
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  FAILED  {}\n          expected: {}\n          decided:  {}",
+                    case.name, case.expected, case.decided
+                );
+            }
+        }
+        s
+    }
 }
 
 /// Reads the case file at `path` and asks `rules` each case.
@@ -307,24 +103,21 @@ pub fn run(rules: &dyn CartRules, path: &Path) -> anyhow::Result<Ran> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = parse(&text).with_context(|| format!("{}", path.display()))?;
-    let mut ran = Ran {
-        failed: 0,
-        report: format!("{}: {} cases\n", path.display(), file.len()),
-    };
-    for case in &file {
-        let decided = ask(rules, &case.asked);
-        if matches(&case.expect, &decided) {
-            let _ = writeln!(ran.report, "  ok      {}", case.name);
-        } else {
-            ran.failed += 1;
-            let _ = writeln!(
-                ran.report,
-                "  FAILED  {}\n          expected: {}\n          decided:  {}",
-                case.name, case.expect, decided
-            );
-        }
-    }
-    Ok(ran)
+    Ok(Ran {
+        file: path.display().to_string(),
+        cases: file
+            .into_iter()
+            .map(|case| {
+                let decided = decision_json(&case.asked.ask(rules));
+                CaseRan {
+                    passed: matches(&case.expect, &decided),
+                    name: case.name,
+                    expected: case.expect,
+                    decided,
+                }
+            })
+            .collect(),
+    })
 }
 
 /// A case, read and checked: what it asks, and the decision expected.
@@ -332,25 +125,6 @@ struct Ready {
     name: String,
     asked: Asked,
     expect: Value,
-}
-
-/// A request, as the rules are asked it (they borrow it).
-enum Asked {
-    Set {
-        sku: SkuInfo,
-        line: Option<Line>,
-        quantity: u32,
-        free: u32,
-        customer_elsewhere: u32,
-        status: CartStatus,
-    },
-    Checkout {
-        skus: Vec<SkuInfo>,
-        lines: Vec<Line>,
-        idempotency_key: String,
-        placed_with: Option<String>,
-        status: CartStatus,
-    },
 }
 
 /// A case file's cases, or what is wrong with it, and where.
@@ -364,7 +138,7 @@ fn parse(text: &str) -> anyhow::Result<Vec<Ready>> {
         .map(|(i, case)| {
             let asked = asked(&case)
                 .and_then(|asked| {
-                    let checkout = matches!(asked, Asked::Checkout { .. });
+                    let checkout = matches!(asked, Asked::Checkout(_));
                     check_expect(&case.expect, checkout)
                         .map_err(|e| anyhow::anyhow!("expect: {e}"))?;
                     Ok(asked)
@@ -381,60 +155,13 @@ fn parse(text: &str) -> anyhow::Result<Vec<Ready>> {
 
 /// What a case asks, checked.
 fn asked(case: &Case) -> anyhow::Result<Asked> {
-    Ok(match (&case.set_quantity, &case.checkout) {
-        (Some(c), None) => {
-            let sku = c.sku.info().context("set_quantity.sku")?;
-            let line = c
-                .line
-                .as_ref()
-                .map(|l| l.line(&[], Some(&sku)))
-                .transpose()
-                .context("set_quantity")?;
-            Asked::Set {
-                sku,
-                line,
-                quantity: c.quantity,
-                free: c.free,
-                customer_elsewhere: c.customer_elsewhere,
-                status: c.status.cart(),
-            }
-        }
-        (None, Some(c)) => {
-            let skus = c
-                .skus
-                .iter()
-                .map(Sku::info)
-                .collect::<anyhow::Result<Vec<_>>>()
-                .context("checkout.skus")?;
-            let lines = c
-                .lines
-                .iter()
-                .map(|l| l.line(&skus, None))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .context("checkout")?;
-            Asked::Checkout {
-                skus,
-                lines,
-                idempotency_key: c.idempotency_key.clone(),
-                placed_with: c.placed_with.clone(),
-                status: c.status.cart(),
-            }
-        }
+    let form = match (&case.set_quantity, &case.checkout) {
+        (Some(c), None) => Form::SetQuantity(c.clone()),
+        (None, Some(c)) => Form::Checkout(c.clone()),
         _ => anyhow::bail!("a case asks either set_quantity or checkout"),
-    })
+    };
+    form.asked(NOW).map_err(anyhow::Error::msg)
 }
-
-/// Each error a decision may be, with the detail it carries.
-const ERRORS: &[(&str, Option<&str>)] = &[
-    ("sold-out", Some("available")),
-    ("sale-not-started", Some("starts_at")),
-    ("sale-ended", Some("ended_at")),
-    ("hold-expired", Some("skus")),
-    ("cart-closed", None),
-    ("cart-empty", None),
-    ("limit-exceeded", Some("limit")),
-    ("invalid-quantity", None),
-];
 
 /// Refuses an expected decision that names nothing, or anything no decision of the case's
 /// kind has: each field an expectation names must be one a decision could match.
@@ -520,45 +247,11 @@ fn check_line(line: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The decision `rules` makes of a case, as its `expect` would write it.
-fn ask(rules: &dyn CartRules, asked: &Asked) -> Value {
-    match asked {
-        Asked::Set {
-            sku,
-            line,
-            quantity,
-            free,
-            customer_elsewhere,
-            status,
-        } => set_json(&rules.set_quantity(&SetRequest {
-            now: NOW,
-            status: *status,
-            sku,
-            line: line.as_ref(),
-            quantity: *quantity,
-            free: *free,
-            customer_elsewhere: *customer_elsewhere,
-        })),
-        Asked::Checkout {
-            skus,
-            lines,
-            idempotency_key,
-            placed_with,
-            status,
-        } => checkout_json(&rules.checkout(&CheckoutRequest {
-            now: NOW,
-            status: *status,
-            lines,
-            skus,
-            idempotency_key,
-            placed_with: placed_with.as_deref(),
-        })),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cart_edge::asked::defaults;
+    use serde_json::json;
 
     /// The case files' JSON Schema (schema/rules-cases.schema.json) and the parser take and
     /// refuse the same files.

@@ -2,12 +2,13 @@
 //! hold's expiry, the limit, the units free, a checked-out cart, a replayed checkout. `rules
 //! diff` and `rules test` ask modules these, so a run is repeatable: one seed, one sequence.
 
-use cart_rules::{CartStatus, CheckoutRequest, Line, MAX_QUANTITY, SetRequest, SkuInfo};
+use cart_edge::asked::{Asked, CheckoutAsked, SetAsked};
+use cart_rules::{CartStatus, Line, MAX_QUANTITY, SkuInfo};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 /// The generator for `seed`.
-pub fn seeded(seed: u64) -> StdRng {
+fn seeded(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
@@ -47,98 +48,49 @@ fn status(rng: &mut StdRng) -> CartStatus {
     }
 }
 
-/// A generated set-quantity request, owning what the request refers to.
-pub struct SetCase {
-    sku: SkuInfo,
-    line: Option<Line>,
-    status: CartStatus,
-    quantity: u32,
-    free: u32,
-    elsewhere: u32,
+/// A generated set-quantity request.
+pub fn set(rng: &mut StdRng) -> Asked {
+    let sku = sku(rng, 1);
+    let line = rng.random_bool(0.6).then(|| line(rng, &sku));
+    let quantity = if rng.random_bool(0.02) {
+        MAX_QUANTITY + 1
+    } else if rng.random_bool(0.02) {
+        // Past the limit and the units free, where rules' arithmetic is least tried.
+        rng.random_range(0..=20)
+    } else {
+        rng.random_range(0..=sku.limit_per_customer + 2)
+    };
+    Asked::Set(SetAsked {
+        now: NOW,
+        status: status(rng),
+        quantity,
+        free: rng.random_range(0..=6),
+        customer_elsewhere: rng.random_range(0..=sku.limit_per_customer + 1),
+        sku,
+        line,
+    })
 }
 
-impl SetCase {
-    pub fn new(rng: &mut StdRng) -> Self {
-        let sku = sku(rng, 1);
-        let line = rng.random_bool(0.6).then(|| line(rng, &sku));
-        let quantity = if rng.random_bool(0.02) {
-            MAX_QUANTITY + 1
-        } else if rng.random_bool(0.02) {
-            // Past the limit and the units free, where rules' arithmetic is least tried.
-            rng.random_range(0..=20)
-        } else {
-            rng.random_range(0..=sku.limit_per_customer + 2)
-        };
-        Self {
-            status: status(rng),
-            quantity,
-            free: rng.random_range(0..=6),
-            elsewhere: rng.random_range(0..=sku.limit_per_customer + 1),
-            sku,
-            line,
-        }
-    }
-
-    /// How big the request is, for keeping the simplest of those that fail.
-    pub fn size(&self) -> u64 {
-        u64::from(self.quantity)
-            + u64::from(self.free)
-            + u64::from(self.elsewhere)
-            + self.line.as_ref().map_or(0, |l| 1 + u64::from(l.quantity))
-    }
-
-    pub fn request(&self) -> SetRequest<'_> {
-        SetRequest {
-            now: NOW,
-            status: self.status,
-            sku: &self.sku,
-            line: self.line.as_ref(),
-            quantity: self.quantity,
-            free: self.free,
-            customer_elsewhere: self.elsewhere,
-        }
-    }
+/// A generated checkout request.
+pub fn checkout(rng: &mut StdRng) -> Asked {
+    let skus: Vec<_> = (0..rng.random_range(0..=3)).map(|n| sku(rng, n)).collect();
+    let lines = skus.iter().map(|s| line(rng, s)).collect();
+    let status = status(rng);
+    let idempotency_key = format!("key-{}", rng.random_range(1..=2));
+    let placed_with =
+        (status == CartStatus::CheckedOut).then(|| format!("key-{}", rng.random_range(1..=2)));
+    Asked::Checkout(CheckoutAsked {
+        now: NOW,
+        status,
+        skus,
+        lines,
+        idempotency_key,
+        placed_with,
+    })
 }
 
-/// A generated checkout request, owning what the request refers to.
-pub struct CheckoutCase {
-    skus: Vec<SkuInfo>,
-    lines: Vec<Line>,
-    status: CartStatus,
-    key: String,
-    placed_with: Option<String>,
-}
-
-impl CheckoutCase {
-    pub fn new(rng: &mut StdRng) -> Self {
-        let skus: Vec<_> = (0..rng.random_range(0..=3)).map(|n| sku(rng, n)).collect();
-        let lines = skus.iter().map(|s| line(rng, s)).collect();
-        let status = status(rng);
-        let key = format!("key-{}", rng.random_range(1..=2));
-        let placed_with =
-            (status == CartStatus::CheckedOut).then(|| format!("key-{}", rng.random_range(1..=2)));
-        Self {
-            skus,
-            lines,
-            status,
-            key,
-            placed_with,
-        }
-    }
-
-    /// How big the request is, for keeping the simplest of those that fail.
-    pub fn size(&self) -> u64 {
-        self.lines.iter().map(|l| 1 + u64::from(l.quantity)).sum()
-    }
-
-    pub fn request(&self) -> CheckoutRequest<'_> {
-        CheckoutRequest {
-            now: NOW,
-            status: self.status,
-            lines: &self.lines,
-            skus: &self.skus,
-            idempotency_key: &self.key,
-            placed_with: self.placed_with.as_deref(),
-        }
-    }
+/// `requests` of each kind from `seed`, a set-quantity and a checkout in turn.
+pub fn requests(requests: usize, seed: u64) -> impl Iterator<Item = Asked> {
+    let mut rng = seeded(seed);
+    (0..requests).flat_map(move |_| [set(&mut rng), checkout(&mut rng)])
 }

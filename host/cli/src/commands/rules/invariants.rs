@@ -1,18 +1,21 @@
 //! `rules test`: a module asked generated requests ([`super::generate`]), each decision held to
 //! what the edge's books need of any rules, whatever else they decide. For each rule broken, how
-//! often, and the simplest request found that breaks it, with the decision.
+//! often, and the simplest request that breaks it ([`super::shrink`]), with the decision.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cart_edge::rules::CartRules;
+use cart_edge::asked::{Asked, Decided, Form};
+use cart_edge::rules::{CartRules, GuestFault};
 use cart_rules::{
     CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, MAX_PRICE_CENTS, MAX_QUANTITY,
     SetRequest,
 };
+use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::diff::Decided;
-use super::generate::{CheckoutCase, SetCase, seeded};
+use super::decided::decision_json;
+use super::shrink;
 
 /// Every rule a decision is held to, in the order reported.
 pub const INVARIANTS: &[(&str, &str)] = &[
@@ -52,29 +55,23 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// One rule broken: how often, and the simplest case (its size, and the text shown).
-#[derive(Debug, Default)]
+/// One rule broken: how often, and the simplest request found that breaks it (as a case file
+/// writes it) with the decision (as a case's `expect` would).
+#[derive(Debug, Serialize)]
 pub struct Broken {
     pub times: usize,
-    pub simplest: Option<(u64, String)>,
+    pub request: Form,
+    pub decided: Value,
 }
 
 /// What a run found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 pub struct Found {
     pub asked: usize,
     pub broken: BTreeMap<&'static str, Broken>,
 }
 
 impl Found {
-    fn note(&mut self, rule: &'static str, size: u64, shown: impl FnOnce() -> String) {
-        let broken = self.broken.entry(rule).or_default();
-        broken.times += 1;
-        if broken.simplest.as_ref().is_none_or(|(s, _)| size < *s) {
-            broken.simplest = Some((size, shown()));
-        }
-    }
-
     /// The report `rules test` prints.
     pub fn report(&self, module: &str) -> String {
         let mut s = format!("{module}: {} requests\n", self.asked);
@@ -84,45 +81,91 @@ impl Found {
                     let _ = writeln!(s, "  ok      {rule}: {what}");
                 }
                 Some(b) => {
-                    let _ = writeln!(s, "  BROKEN  {rule}: {what} ({} times)", b.times);
-                    if let Some((_, shown)) = &b.simplest {
-                        let _ = writeln!(s, "{shown}");
-                    }
+                    let times = match b.times {
+                        1 => "once".to_owned(),
+                        n => format!("{n} times"),
+                    };
+                    let request = serde_json::to_string(&b.request).unwrap_or_default();
+                    let _ = writeln!(
+                        s,
+                        "  BROKEN  {rule}: {what} ({times}); the simplest request found:\n          \
+                         request: {request}\n          decided: {}",
+                        b.decided
+                    );
                 }
             }
         }
         s
     }
+
+    /// The report as JSON: every rule, whether it held, and for a broken one what broke it.
+    pub fn json(&self) -> Value {
+        let rules: Vec<Value> = INVARIANTS
+            .iter()
+            .map(|(rule, what)| {
+                let mut held = json!({"rule": rule, "what": what, "held": true});
+                if let Some(b) = self.broken.get(rule) {
+                    held["held"] = json!(false);
+                    held["broken"] = json!(b);
+                }
+                held
+            })
+            .collect();
+        json!({"asked": self.asked, "rules": rules})
+    }
 }
 
-/// Asks `rules` `requests` set-quantity and `requests` checkout requests from `seed`.
-pub fn test(rules: &dyn CartRules, requests: usize, seed: u64) -> Found {
-    let mut rng = seeded(seed);
-    let mut found = Found::default();
-    for _ in 0..requests {
-        let case = SetCase::new(&mut rng);
-        let req = case.request();
-        let decided = rules.set_quantity(&req);
-        for rule in set_broken(&req, &decided) {
-            found.note(rule, case.size(), || shown(&req, &decided));
-        }
-        let case = CheckoutCase::new(&mut rng);
-        let req = case.request();
-        let decided = rules.checkout(&req);
-        for rule in checkout_broken(&req, &decided) {
-            found.note(rule, case.size(), || shown(&req, &decided));
+/// Asks `rules` each of `requests`, holds each decision to every rule, and shrinks the
+/// simplest request found to break a rule to the simplest that still does.
+pub fn test(rules: &dyn CartRules, requests: impl IntoIterator<Item = Asked>) -> Found {
+    let mut asked_of = 0;
+    // For each rule broken: how often, and the simplest request found that breaks it.
+    let mut simplest: BTreeMap<&'static str, (usize, (usize, u64), Asked)> = BTreeMap::new();
+    for asked in requests {
+        asked_of += 1;
+        for rule in broken(&asked, &asked.ask(rules)) {
+            let weight = shrink::weight(&asked);
+            let found = simplest
+                .entry(rule)
+                .or_insert_with(|| (0, weight, asked.clone()));
+            found.0 += 1;
+            if weight < found.1 {
+                (found.1, found.2) = (weight, asked.clone());
+            }
         }
     }
-    found.asked = 2 * requests;
-    found
+    let broken = simplest
+        .into_iter()
+        .map(|(rule, (times, _, asked))| {
+            let asked = shrink::shrink(asked, |a| broken(a, &a.ask(rules)).contains(&rule));
+            let found = Broken {
+                times,
+                request: asked.form(),
+                decided: decision_json(&asked.ask(rules)),
+            };
+            (rule, found)
+        })
+        .collect();
+    Found {
+        asked: asked_of,
+        broken,
+    }
 }
 
-fn shown(req: &impl std::fmt::Debug, decided: &impl std::fmt::Debug) -> String {
-    format!("          request: {req:?}\n          decided: {decided:?}")
+/// The rules a decision of `asked` breaks.
+fn broken(asked: &Asked, decided: &Decided) -> Vec<&'static str> {
+    match (asked, decided) {
+        (Asked::Set(a), Decided::Set(d)) => set_broken(&a.request(), d),
+        (Asked::Checkout(a), Decided::Checkout(d)) => checkout_broken(&a.request(), d),
+        _ => Vec::new(),
+    }
 }
 
 /// The rules a set-quantity decision breaks.
-fn set_broken(req: &SetRequest<'_>, decided: &Decided<Option<Line>>) -> Vec<&'static str> {
+fn set_broken(
+    req: &SetRequest<'_>,
+    decided: &Result<Result<Option<Line>, CartError>, GuestFault>,
+) -> Vec<&'static str> {
     let mut broken = Vec::new();
     let decision = match decided {
         Err(_) => return vec!["no-fault"],
@@ -171,7 +214,7 @@ fn set_broken(req: &SetRequest<'_>, decided: &Decided<Option<Line>>) -> Vec<&'st
 /// The rules a checkout decision breaks.
 fn checkout_broken(
     req: &CheckoutRequest<'_>,
-    decided: &Decided<CheckoutOutcome>,
+    decided: &Result<Result<CheckoutOutcome, CartError>, GuestFault>,
 ) -> Vec<&'static str> {
     match decided {
         Err(_) => vec!["no-fault"],

@@ -5,18 +5,23 @@
 //! ([`diff`]).
 
 mod cases;
+mod decided;
 mod diff;
 mod generate;
 mod invariants;
+mod shrink;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cart_central::time::wall_ms;
+use cart_edge::asked::Asked;
 use cart_edge::modules::{MAX_MODULE_BYTES, smoke};
 use cart_edge::wasm::{LoadedModule, ModuleError, Runtime};
+use cart_edge::wire::fetch_asked;
+use serde_json::json;
 
 #[derive(clap::Subcommand)]
 pub enum RulesCommand {
@@ -57,20 +62,29 @@ pub enum RulesCommand {
         asking: Asking,
     },
     /// Run two modules on the same generated requests (around a sale's start and end, holds
-    /// lapsing, the limit, the units free, closed carts, replayed checkouts) and report how
-    /// many decisions differ, by kind, with examples. Exits 0 if none differ and 1 if some do,
-    /// as diff does.
+    /// lapsing, the limit, the units free, closed carts, replayed checkouts) and, with --edge,
+    /// on the requests an edge's rules were asked most recently; report how many decisions
+    /// differ, by kind, with examples. Exits 0 if none differ and 1 if some do, as diff does.
     Diff {
         /// The module decisions are compared against (the one the fleet runs, say).
         old: PathBuf,
         /// The module to compare.
         new: PathBuf,
+        /// An edge whose most recent requests (up to 1,000) to ask both modules too; needs
+        /// the operator token.
+        #[arg(long)]
+        edge: Option<String>,
+        /// File holding the operator token the edge accepts, for --edge.
+        #[arg(long, env = "CART_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: super::FleetCaArgs,
         #[command(flatten)]
         asking: Asking,
     },
 }
 
-/// What `rules test` and `rules diff` ask, and under which limits.
+/// What `rules test` and `rules diff` ask, under which limits, and how they report.
 #[derive(clap::Args)]
 pub struct Asking {
     /// Set-quantity requests to ask, and as many checkouts.
@@ -79,21 +93,61 @@ pub struct Asking {
     /// The requests' seed: the same seed asks the same requests.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Print the report as one JSON object instead of text: the same findings, each request
+    /// as a case file writes it and each decision as a case's `expect` would.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     guest: super::GuestArgs,
 }
 
-pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    // An edge's requests are fetched first, on the async runtime.
+    let recorded = match &command {
+        RulesCommand::Diff {
+            edge: Some(url),
+            admin_token_file,
+            tls,
+            ..
+        } => Some(recorded_at(url, admin_token_file.as_deref(), tls).await?),
+        _ => None,
+    };
     // Outside the async runtime, as an edge's writer calls guests: what a guest built with std
     // writes to stderr goes through WASI, which blocks on a runtime of its own.
-    std::thread::scope(|s| s.spawn(|| run_here(command)).join())
+    std::thread::scope(|s| s.spawn(|| run_here(command, recorded)).join())
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the rules command panicked")))
 }
 
-fn run_here(command: RulesCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        RulesCommand::New { dir, name } => new(&dir, name).map(|()| ExitCode::SUCCESS),
-        RulesCommand::Check { module, guest } => check(&module, &guest),
+/// The requests the edge at `url` was asked most recently, and from where, as the report says.
+async fn recorded_at(
+    url: &str,
+    token_file: Option<&Path>,
+    tls: &super::FleetCaArgs,
+) -> anyhow::Result<(String, Vec<Asked>)> {
+    let client = super::edge_client(tls.fleet_ca.as_deref(), Duration::from_secs(30))?;
+    let token = super::admin_token(token_file)?;
+    let asked = fetch_asked(&client, url, token.as_deref())
+        .await
+        .with_context(|| format!("reading the requests {url} was asked"))?;
+    let asked = asked
+        .asked
+        .iter()
+        .enumerate()
+        .map(|(i, form)| {
+            form.asked(generate::NOW)
+                .map_err(|e| anyhow::anyhow!("{url}: request {i}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((format!("recorded at {url}"), asked))
+}
+
+fn run_here(
+    command: RulesCommand,
+    recorded: Option<(String, Vec<Asked>)>,
+) -> anyhow::Result<ExitCode> {
+    let passed = match command {
+        RulesCommand::New { dir, name } => return new(&dir, name).map(|()| ExitCode::SUCCESS),
+        RulesCommand::Check { module, guest } => return check(&module, &guest),
         RulesCommand::Test {
             module,
             cases,
@@ -103,33 +157,56 @@ fn run_here(command: RulesCommand) -> anyhow::Result<ExitCode> {
             let loaded = load(&runtime, &module)?;
             // A case file that cannot be read fails before the long run.
             let ran = cases.map(|path| cases::run(&loaded, &path)).transpose()?;
-            let found = invariants::test(&loaded, asking.requests, asking.seed);
-            print!("{}", found.report(&module.display().to_string()));
-            if let Some(ran) = &ran {
-                print!("{}", ran.report);
-            }
-            let passed = found.broken.is_empty() && ran.is_none_or(|r| r.failed == 0);
-            Ok(if passed {
-                ExitCode::SUCCESS
+            let found = invariants::test(&loaded, generate::requests(asking.requests, asking.seed));
+            let passed = found.broken.is_empty() && ran.as_ref().is_none_or(|r| r.failed() == 0);
+            if asking.json {
+                let report = json!({
+                    "module": module.display().to_string(),
+                    "passed": passed,
+                    "invariants": found.json(),
+                    "cases": ran,
+                });
+                println!("{report:#}");
             } else {
-                ExitCode::FAILURE
-            })
+                print!("{}", found.report(&module.display().to_string()));
+                if let Some(ran) = &ran {
+                    print!("{}", ran.report());
+                }
+            }
+            passed
         }
-        RulesCommand::Diff { old, new, asking } => {
+        RulesCommand::Diff {
+            old, new, asking, ..
+        } => {
             let runtime = Runtime::new(asking.guest.limits())?;
             let (a, b) = (load(&runtime, &old)?, load(&runtime, &new)?);
-            let found = diff::diff(&a, &b, asking.requests, asking.seed);
-            print!(
-                "{}",
-                found.report(&old.display().to_string(), &new.display().to_string())
-            );
-            Ok(if found.differing() == 0 {
-                ExitCode::SUCCESS
+            let mut diffs = vec![diff::diff(
+                &a,
+                &b,
+                generate::requests(asking.requests, asking.seed),
+                "generated",
+            )];
+            if let Some((from, asked)) = recorded {
+                diffs.push(diff::diff(&a, &b, asked, &from));
+            }
+            let differing: usize = diffs.iter().map(|d| d.differing).sum();
+            let (old, new) = (old.display().to_string(), new.display().to_string());
+            if asking.json {
+                let report = json!({"old": old, "new": new, "differing": differing, "runs": diffs});
+                println!("{report:#}");
             } else {
-                ExitCode::FAILURE
-            })
+                for d in &diffs {
+                    print!("{}", d.report(&old, &new));
+                }
+            }
+            differing == 0
         }
-    }
+    };
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `rules diff` of the fleet's module (`old`: its version and bytes) and the one at `new`, as
@@ -143,11 +220,16 @@ pub fn diff_with_fleet(old: (&str, &[u8]), new: &Path) -> anyhow::Result<(String
                 .load(old.1, old.0)
                 .with_context(|| format!("loading the fleet's module {}", old.0))?;
             let module = load(&runtime, new)?;
-            let found = diff::diff(&fleet, &module, DIFF_REQUESTS, 1);
+            let found = diff::diff(
+                &fleet,
+                &module,
+                generate::requests(DIFF_REQUESTS, 1),
+                "generated",
+            );
             let named = format!("the fleet's module ({})", old.0);
             Ok((
                 found.report(&named, &new.display().to_string()),
-                found.differing(),
+                found.differing,
             ))
         })
         .join()
