@@ -24,8 +24,8 @@
 //!   serves; [`config`], what it is told.
 //! - Storage and the sandbox: [`store`], the edge's SQLite and its single writer; [`wasm`], the
 //!   engine and a fresh instance per call, with [`bindings`] generated once; [`rules`], the
-//!   seam to the rules, and [`asked`], what they were asked, kept and written as case files
-//!   write it; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
+//!   seam to the rules, [`asked`], what they were asked, kept and written as case files write
+//!   it, and [`invariants`], what the books need of any rules; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
 //! - Leaves: [`http_client`], [`ids`], [`recent`] (cart updates second by second), [`clock`],
 //!   [`customer`] (who a new cart's customer is, and how many carts an address may make),
 //!   [`lifecycle`] (serving or draining), [`shutdown`], [`locks`].
@@ -49,6 +49,7 @@ pub mod http;
 pub mod http_client;
 pub mod identity;
 pub mod ids;
+pub mod invariants;
 pub mod lifecycle;
 pub mod locks;
 pub mod metrics;

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use cart_rules::{
-    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, SetRequest, SkuInfo,
-};
+use cart_rules::{CartStatus, CheckoutOutcome, SkuInfo};
 use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::asked::{Asked, CheckoutAsked, Decided, SetAsked};
 use crate::clock::{Clock, Millis, rfc3339};
+use crate::invariants;
 use crate::locks;
 use crate::rules::{ActiveRules, CartRules};
 use crate::store::db;
@@ -285,8 +285,12 @@ fn is_version(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// What new rules must get right before they may serve: a hold, a sold-out, the limit, the
-/// sale's window, a checkout and its replay under the same key, and a closed cart.
+/// What new rules must get right before they may serve, asked a cart's life: no decision may
+/// break what the books need of any rules ([`crate::invariants`]); the rules must sell (hold one
+/// of five free units of a sale that is on, and place the cart that holds it); and a checkout
+/// must be idempotent by its key, as the API promises (replayed under the same key, neither
+/// placed nor replayed under another). How much more than is free, past the limit or before
+/// the sale they refuse, and in which words, is theirs to decide.
 pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
     let sku = SkuInfo {
         sku: "SMOKE-1".into(),
@@ -296,76 +300,79 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
         ends_at: now + 3_600_000,
         hold_ttl_ms: 600_000,
     };
-    let set = |line: Option<&Line>, quantity, free, elsewhere| {
-        rules
-            .set_quantity(&SetRequest {
-                now,
-                status: CartStatus::Open,
-                sku: &sku,
-                line,
-                quantity,
-                free,
-                customer_elsewhere: elsewhere,
-            })
-            .map_err(|fault| format!("set-quantity failed: {fault}"))
+    let set = |sku: &SkuInfo, quantity, free, customer_elsewhere| {
+        Asked::Set(SetAsked {
+            now,
+            status: CartStatus::Open,
+            sku: sku.clone(),
+            line: None,
+            quantity,
+            free,
+            customer_elsewhere,
+        })
     };
-    let held = match set(None, 1, 5, 0)? {
-        Ok(Some(line)) if line.quantity == 1 && line.held && line.sku == sku.sku => line,
-        other => return Err(format!("holding one of five free units answered {other:?}")),
+    let ask = |what: &str, asked: &Asked| {
+        let decided = asked.ask(rules);
+        match &decided {
+            Decided::Set(Err(fault)) => return Err(format!("set-quantity failed: {fault}")),
+            Decided::Checkout(Err(fault)) => return Err(format!("checkout failed: {fault}")),
+            _ => {}
+        }
+        match invariants::broken(asked, &decided).first() {
+            None => Ok(decided),
+            Some(rule) => Err(format!(
+                "{what} answered {decided:?}, which breaks the rule \"{rule}\": {}",
+                invariants::told(rule)
+            )),
+        }
     };
-    match set(None, 2, 1, 0)? {
-        Err(CartError::SoldOut(_)) => {}
-        other => return Err(format!("holding two of one free unit answered {other:?}")),
-    }
-    match set(None, 1, 5, 2)? {
-        Err(CartError::LimitExceeded(2)) => {}
-        other => return Err(format!("passing the limit of 2 answered {other:?}")),
-    }
+    let what = "holding one of five free units";
+    let held = match ask(what, &set(&sku, 1, 5, 0))? {
+        Decided::Set(Ok(Ok(Some(line)))) if line.quantity == 1 && line.held => line,
+        other => {
+            return Err(format!(
+                "{what} answered {other:?}: rules that never hold sell nothing"
+            ));
+        }
+    };
+    ask("holding two of one free unit", &set(&sku, 2, 1, 0))?;
+    ask("passing the limit of 2", &set(&sku, 1, 5, 2))?;
     let early = SkuInfo {
         starts_at: now + 60_000,
         ..sku.clone()
     };
-    let before_start = rules.set_quantity(&SetRequest {
-        now,
-        status: CartStatus::Open,
-        sku: &early,
-        line: None,
-        quantity: 1,
-        free: 5,
-        customer_elsewhere: 0,
-    });
-    if !matches!(before_start, Ok(Err(CartError::SaleNotStarted(_)))) {
-        return Err(format!("holding before the sale answered {before_start:?}"));
-    }
-    let lines = [held];
-    let checkout = |status, placed_with| {
-        rules
-            .checkout(&CheckoutRequest {
-                now,
-                status,
-                lines: &lines,
-                skus: std::slice::from_ref(&sku),
-                idempotency_key: "smoke",
-                placed_with,
-            })
-            .map_err(|fault| format!("checkout failed: {fault}"))
+    ask("holding before the sale", &set(&early, 1, 5, 0))?;
+    let checkout = |status, placed_with: Option<&str>| {
+        Asked::Checkout(CheckoutAsked {
+            now,
+            status,
+            skus: vec![sku.clone()],
+            lines: vec![held.clone()],
+            idempotency_key: "smoke".into(),
+            placed_with: placed_with.map(str::to_owned),
+        })
     };
-    match checkout(CartStatus::Open, None)? {
-        Ok(CheckoutOutcome::Place) => {}
-        other => return Err(format!("checking out a held line answered {other:?}")),
+    let what = "checking out a held line";
+    match ask(what, &checkout(CartStatus::Open, None))? {
+        Decided::Checkout(Ok(Ok(CheckoutOutcome::Place))) => {}
+        other => return Err(format!("{what} answered {other:?}")),
     }
-    match checkout(CartStatus::CheckedOut, Some("smoke"))? {
-        Ok(CheckoutOutcome::Replay) => {}
+    match ask("a replay", &checkout(CartStatus::CheckedOut, Some("smoke")))? {
+        Decided::Checkout(Ok(Ok(CheckoutOutcome::Replay))) => {}
         other => {
             return Err(format!(
                 "checkout is not idempotent by its key: a replay answered {other:?}"
             ));
         }
     }
-    match checkout(CartStatus::CheckedOut, Some("another key"))? {
-        Err(CartError::CartClosed) => Ok(()),
+    match ask(
+        "a second checkout under another key",
+        &checkout(CartStatus::CheckedOut, Some("another key")),
+    )? {
+        Decided::Checkout(Ok(Err(_))) => Ok(()),
         other => Err(format!(
-            "a second checkout under another key answered {other:?}"
+            "a second checkout under another key answered {other:?}: another key's checkout \
+             of a checked-out cart is refused"
         )),
     }
 }
@@ -532,4 +539,84 @@ pub fn start_module(
         .map_err(|e| anyhow::Error::new(e).context("loading the cart module"))?;
     db::set_meta(conn, "active_module", &version)?;
     Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use cart_rules::{CartError, CheckoutRequest, Line, SetRequest};
+
+    use super::*;
+    use crate::rules::GuestFault;
+
+    /// The default rules with another set-quantity.
+    struct Rules(fn(&SetRequest<'_>) -> Result<Option<Line>, CartError>);
+
+    impl CartRules for Rules {
+        fn version(&self) -> &str {
+            "test"
+        }
+
+        fn set_quantity(
+            &self,
+            req: &SetRequest<'_>,
+        ) -> Result<Result<Option<Line>, CartError>, GuestFault> {
+            Ok((self.0)(req))
+        }
+
+        fn checkout(
+            &self,
+            req: &CheckoutRequest<'_>,
+        ) -> Result<Result<CheckoutOutcome, CartError>, GuestFault> {
+            Ok(cart_rules::checkout(req))
+        }
+    }
+
+    /// Asked more than is free, hold what is.
+    fn partial(req: &SetRequest<'_>) -> Result<Option<Line>, CartError> {
+        match cart_rules::set_quantity(req) {
+            Err(CartError::SoldOut(n)) if n > 0 => cart_rules::set_quantity(&SetRequest {
+                quantity: n,
+                ..*req
+            }),
+            other => other,
+        }
+    }
+
+    /// Holds from before the sale starts.
+    fn early(req: &SetRequest<'_>) -> Result<Option<Line>, CartError> {
+        let sku = SkuInfo {
+            starts_at: req.now,
+            ..req.sku.clone()
+        };
+        cart_rules::set_quantity(&SetRequest { sku: &sku, ..*req })
+    }
+
+    /// Holds whatever is free or not.
+    fn greedy(req: &SetRequest<'_>) -> Result<Option<Line>, CartError> {
+        cart_rules::set_quantity(&SetRequest {
+            free: u32::MAX,
+            ..*req
+        })
+    }
+
+    /// The smoke check holds new rules to what the books need, not to the default rules'
+    /// choices: holding part of what is asked, or from before the sale, is the rules' to decide;
+    /// holding more than is free is not.
+    #[test]
+    fn the_smoke_check_holds_rules_to_the_books_not_to_the_default_choices() {
+        let now = 1_780_000_000_000;
+        for (name, rules) in [
+            ("default", Rules(cart_rules::set_quantity)),
+            ("partial", Rules(partial)),
+            ("early", Rules(early)),
+        ] {
+            assert_eq!(smoke(&rules, now), Ok(()), "{name}");
+        }
+        let refused = smoke(&Rules(greedy), now).expect_err("greedy rules refused");
+        assert!(
+            refused.starts_with("holding two of one free unit answered")
+                && refused.contains("breaks the rule \"free\""),
+            "{refused}"
+        );
+    }
 }

@@ -5,55 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cart_edge::asked::{Asked, Decided, Form};
-use cart_edge::rules::{CartRules, GuestFault};
-use cart_rules::{
-    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, MAX_PRICE_CENTS, MAX_QUANTITY,
-    SetRequest,
-};
+use cart_edge::asked::{Asked, Form};
+use cart_edge::invariants::{INVARIANTS, broken};
+use cart_edge::rules::CartRules;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::decided::decision_json;
 use super::shrink;
-
-/// Every rule a decision is held to, in the order reported.
-pub const INVARIANTS: &[(&str, &str)] = &[
-    (
-        "no-fault",
-        "a call neither traps nor runs past its deadline or memory",
-    ),
-    (
-        "free",
-        "a set-quantity never holds more units than are free at the edge",
-    ),
-    (
-        "limit",
-        "a line raised to hold more never takes the customer past the SKU's limit, counting \
-         customer-elsewhere",
-    ),
-    (
-        "closed",
-        "a set-quantity never changes a checked-out cart's line",
-    ),
-    (
-        "line",
-        "a line is of the SKU asked, 1 to 10,000 units, at a price from 0",
-    ),
-    (
-        "sold-out",
-        "sold-out(n) never offers more than the free units and the line's own",
-    ),
-    (
-        "place",
-        "checkout places only an open cart with lines, every one of them held",
-    ),
-    ("replay", "checkout replays only a checked-out cart"),
-    (
-        "hold-expired",
-        "hold-expired names SKUs of the cart's lines, and only at checkout",
-    ),
-];
 
 /// One rule broken: how often, and the simplest request found that breaks it (as a case file
 /// writes it) with the decision (as a case's `expect` would).
@@ -149,90 +108,5 @@ pub fn test(rules: &dyn CartRules, requests: impl IntoIterator<Item = Asked>) ->
     Found {
         asked: asked_of,
         broken,
-    }
-}
-
-/// The rules a decision of `asked` breaks.
-fn broken(asked: &Asked, decided: &Decided) -> Vec<&'static str> {
-    match (asked, decided) {
-        (Asked::Set(a), Decided::Set(d)) => set_broken(&a.request(), d),
-        (Asked::Checkout(a), Decided::Checkout(d)) => checkout_broken(&a.request(), d),
-        _ => Vec::new(),
-    }
-}
-
-/// The rules a set-quantity decision breaks.
-fn set_broken(
-    req: &SetRequest<'_>,
-    decided: &Result<Result<Option<Line>, CartError>, GuestFault>,
-) -> Vec<&'static str> {
-    let mut broken = Vec::new();
-    let decision = match decided {
-        Err(_) => return vec!["no-fault"],
-        Ok(d) => d,
-    };
-    let before = req.line.map_or(0, Line::reserved);
-    let holding = req
-        .line
-        .filter(|l| l.holds_at(req.now))
-        .map_or(0, |l| l.quantity);
-    match decision {
-        Ok(line) => {
-            let after = line.as_ref().map_or(0, Line::reserved);
-            if after > before && after - before > req.free {
-                broken.push("free");
-            }
-            if let Some(l) = line
-                && l.holds_at(req.now)
-                && l.quantity > holding
-                && u64::from(req.customer_elsewhere) + u64::from(l.quantity)
-                    > u64::from(req.sku.limit_per_customer)
-            {
-                broken.push("limit");
-            }
-            if req.status == CartStatus::CheckedOut && line.as_ref() != req.line {
-                broken.push("closed");
-            }
-            if let Some(l) = line {
-                let sane = l.sku == req.sku.sku
-                    && (1..=MAX_QUANTITY).contains(&l.quantity)
-                    && (0..=MAX_PRICE_CENTS).contains(&l.unit_price_cents);
-                if !sane {
-                    broken.push("line");
-                }
-            }
-        }
-        Err(CartError::SoldOut(n)) if u64::from(*n) > u64::from(req.free) + u64::from(before) => {
-            broken.push("sold-out");
-        }
-        Err(CartError::HoldExpired(_)) => broken.push("hold-expired"),
-        Err(_) => {}
-    }
-    broken
-}
-
-/// The rules a checkout decision breaks.
-fn checkout_broken(
-    req: &CheckoutRequest<'_>,
-    decided: &Result<Result<CheckoutOutcome, CartError>, GuestFault>,
-) -> Vec<&'static str> {
-    match decided {
-        Err(_) => vec!["no-fault"],
-        Ok(Ok(CheckoutOutcome::Place))
-            if req.status != CartStatus::Open
-                || req.lines.is_empty()
-                || req.lines.iter().any(|l| !l.held) =>
-        {
-            vec!["place"]
-        }
-        Ok(Ok(CheckoutOutcome::Replay)) if req.status != CartStatus::CheckedOut => {
-            vec!["replay"]
-        }
-        Ok(Err(CartError::HoldExpired(skus)))
-            if skus.is_empty() || skus.iter().any(|s| !req.lines.iter().any(|l| &l.sku == s)) =>
-        {
-            vec!["hold-expired"]
-        }
-        Ok(_) => Vec::new(),
     }
 }
