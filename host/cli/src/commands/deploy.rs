@@ -15,6 +15,7 @@ use hyper::{Method, StatusCode};
 
 use std::process::ExitCode;
 
+use cart_edge::asked::Asked;
 use cart_edge::http_client::HttpClient;
 use cart_edge::modules::default_version;
 use cart_edge::wasm::sha256_hex;
@@ -43,9 +44,10 @@ pub struct DeployArgs {
     /// Version to deploy as (default: the first 12 hex digits of the module's sha256).
     #[arg(long, env = "CART_MODULE_VERSION")]
     version: Option<String>,
-    /// First run the module and the fleet's (the one central records) on the same generated
-    /// requests, as `rules diff` does, show where they decide differently, and ask whether to go
-    /// on. Needs --central; on no terminal, needs --yes.
+    /// First run the module and the fleet's (the one central records) on the same requests, as
+    /// `rules diff --edge` does (generated ones, and those the edges were asked most recently),
+    /// show where they decide differently, and ask whether to go on. Needs --central; on no
+    /// terminal, needs --yes.
     #[arg(long, requires = "central")]
     diff: bool,
     /// With --diff: show the differences and go on without asking.
@@ -80,8 +82,12 @@ async fn diff_first(args: &DeployArgs) -> anyhow::Result<bool> {
             central.shown()
         ),
         Some(fleet) => {
-            let (report, _) =
-                super::rules::diff_with_fleet((&fleet.version, &fleet.bytes), &args.module)?;
+            let recorded = recorded_by(args, &fleet.version).await?;
+            let (report, _) = super::rules::diff_with_fleet(
+                (&fleet.version, &fleet.bytes),
+                &args.module,
+                recorded,
+            )?;
             print!("{report}");
         }
     }
@@ -101,6 +107,40 @@ async fn diff_first(args: &DeployArgs) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// For `deploy --diff`: the requests the edges to deploy to were asked most recently, and from
+/// where, as the report says. An edge that cannot say, or runs another module than the fleet's
+/// (`fleet`), is named, and the comparison goes on without it or with it as it is.
+async fn recorded_by(
+    args: &DeployArgs,
+    fleet: &str,
+) -> anyhow::Result<Option<(String, Vec<Asked>)>> {
+    let client = super::edge_client(args.tls.fleet_ca.as_deref(), Duration::from_secs(30))?;
+    let token = super::admin_token(args.admin_token_file.as_deref())?;
+    let (mut from, mut asked) = (Vec::new(), Vec::new());
+    for edge in &args.edges {
+        match super::rules::recorded(&client, edge, token.as_deref()).await {
+            Ok(recorded) => {
+                from.push(edge.as_str());
+                asked.extend(recorded);
+            }
+            Err(e) => println!("no recent requests from {edge}: {e:#}"),
+        }
+        let active = client
+            .get(&format!("{edge}/admin/modules"), token.as_deref())
+            .await
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v["active"].as_str().map(str::to_owned));
+        if let Some(active) = active.filter(|a| a != fleet) {
+            println!(
+                "{edge} runs {active}, not the fleet's module {fleet}: its requests are asked of \
+                 the fleet's"
+            );
+        }
+    }
+    Ok((!from.is_empty()).then(|| (format!("recorded at {}", from.join(", ")), asked)))
 }
 
 /// Deploys, prints where each edge got to, and fails unless every edge took the module.

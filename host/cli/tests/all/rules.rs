@@ -344,7 +344,7 @@ async fn the_worked_examples_keep_every_rule_and_differ_only_as_they_say() {
 }
 
 /// `deploy --diff` shows what the new module decides differently from the fleet's (the one
-/// central records) before it deploys: with `--yes` it goes on; on no terminal without it, it
+/// central records), on generated requests and the edges' own, before it deploys: with `--yes` it goes on; on no terminal without it, it
 /// deploys nothing and says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_diff_shows_the_change_against_the_fleets_module_before_it_deploys() {
@@ -389,8 +389,10 @@ async fn deploy_diff_shows_the_change_against_the_fleets_module_before_it_deploy
     );
     assert!(!said.contains("active on all"), "{said}");
     let (ok, said) = deploy(scarce, &["--yes"]).await;
+    let recorded = format!("(recorded at {}): ", edge.client.url);
     assert!(
         ok && said.contains("the fleet's module")
+            && said.contains(&recorded)
             && said.contains("× set-quantity: limit-exceeded → hold")
             && said.contains("active on all 1 edge(s)"),
         "{said}"

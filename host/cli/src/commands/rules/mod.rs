@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use cart_central::time::wall_ms;
 use cart_edge::asked::Asked;
+use cart_edge::http_client::HttpClient;
 use cart_edge::modules::{MAX_MODULE_BYTES, smoke};
 use cart_edge::wasm::{LoadedModule, ModuleError, Runtime};
 use cart_edge::wire::fetch_asked;
@@ -126,10 +127,22 @@ async fn recorded_at(
 ) -> anyhow::Result<(String, Vec<Asked>)> {
     let client = super::edge_client(tls.fleet_ca.as_deref(), Duration::from_secs(30))?;
     let token = super::admin_token(token_file)?;
-    let asked = fetch_asked(&client, url, token.as_deref())
+    Ok((
+        format!("recorded at {url}"),
+        recorded(&client, url, token.as_deref()).await?,
+    ))
+}
+
+/// The requests the edge at `url` was asked most recently, as the rules are asked them here.
+pub async fn recorded(
+    client: &HttpClient,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<Asked>> {
+    let asked = fetch_asked(client, url, token)
         .await
         .with_context(|| format!("reading the requests {url} was asked"))?;
-    let asked = asked
+    asked
         .asked
         .iter()
         .enumerate()
@@ -137,8 +150,7 @@ async fn recorded_at(
             form.asked(generate::NOW)
                 .map_err(|e| anyhow::anyhow!("{url}: request {i}: {e}"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((format!("recorded at {url}"), asked))
+        .collect()
 }
 
 fn run_here(
@@ -210,9 +222,14 @@ fn run_here(
 }
 
 /// `rules diff` of the fleet's module (`old`: its version and bytes) and the one at `new`, as
-/// `deploy --diff` shows it before going on: the report, and how many decisions differ. Runs
-/// the guests off the async runtime, as [`run`] does.
-pub fn diff_with_fleet(old: (&str, &[u8]), new: &Path) -> anyhow::Result<(String, usize)> {
+/// `deploy --diff` shows it before going on, on generated requests and on `recorded` ones (where
+/// from, and the requests): the report, and how many decisions differ. Runs the guests off the
+/// async runtime, as [`run`] does.
+pub fn diff_with_fleet(
+    old: (&str, &[u8]),
+    new: &Path,
+    recorded: Option<(String, Vec<Asked>)>,
+) -> anyhow::Result<(String, usize)> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let runtime = Runtime::new(super::GuestArgs::default().limits())?;
@@ -220,16 +237,20 @@ pub fn diff_with_fleet(old: (&str, &[u8]), new: &Path) -> anyhow::Result<(String
                 .load(old.1, old.0)
                 .with_context(|| format!("loading the fleet's module {}", old.0))?;
             let module = load(&runtime, new)?;
-            let found = diff::diff(
+            let mut diffs = vec![diff::diff(
                 &fleet,
                 &module,
                 generate::requests(DIFF_REQUESTS, 1),
                 "generated",
-            );
+            )];
+            if let Some((from, asked)) = recorded {
+                diffs.push(diff::diff(&fleet, &module, asked, &from));
+            }
             let named = format!("the fleet's module ({})", old.0);
+            let new = new.display().to_string();
             Ok((
-                found.report(&named, &new.display().to_string()),
-                found.differing,
+                diffs.iter().map(|d| d.report(&named, &new)).collect(),
+                diffs.iter().map(|d| d.differing).sum(),
             ))
         })
         .join()
