@@ -339,8 +339,22 @@ impl SkuForm {
 }
 
 impl LineForm {
-    /// The line, of `sku` (a set-quantity case's) or of the SKU it names among `skus`.
+    /// The line, of `sku` (a set-quantity case's) or of the SKU it names among `skus`, or of
+    /// another SKU when it names its price and hold: a checkout is given only the SKUs of its
+    /// held lines.
     fn line(&self, skus: &[SkuInfo], sku: Option<&SkuInfo>, now: Millis) -> Result<Line, String> {
+        if let (None, Some(named), Some(price), Some(expires)) =
+            (sku, &self.sku, self.unit_price_cents, self.hold_expires_at)
+            && !skus.iter().any(|s| s.sku == *named)
+        {
+            return Ok(Line {
+                sku: named.clone(),
+                quantity: self.quantity,
+                unit_price_cents: cents(price, "unit_price_cents")?,
+                hold_expires_at: now.saturating_add(expires.0),
+                held: self.held,
+            });
+        }
         let sku = match (sku, &self.sku) {
             (Some(sku), None) => sku,
             (Some(sku), Some(named)) if *named == sku.sku => sku,
@@ -352,7 +366,10 @@ impl LineForm {
             }
             (None, None) => return Err("lines: a checkout's line names its sku".into()),
             (None, Some(named)) => skus.iter().find(|s| s.sku == *named).ok_or_else(|| {
-                format!("lines: a line of {named:?}, which is not among the case's skus")
+                format!(
+                    "lines: a line of {named:?}, which is not among the case's skus, names its \
+                     unit_price_cents and hold_expires_at"
+                )
             })?,
         };
         Ok(Line {
@@ -507,9 +524,9 @@ pub enum Decided {
 /// Requests kept: the most recent, of either kind.
 pub const KEPT: usize = 1_000;
 
-/// The requests this edge's rules were asked most recently, at most [`KEPT`], with the
-/// shoppers' idempotency keys replaced: no customer, cart or key is kept, only what the rules
-/// see. Noting one never waits: while a reader copies them, requests go unnoted.
+/// The requests this edge's rules were asked most recently, at most [`KEPT`]: only what the
+/// rules see (no customer or cart id), with the shoppers' idempotency keys replaced. Noting one
+/// never waits: while a reader copies them, requests go unnoted.
 #[derive(Default)]
 pub struct Sample {
     kept: Mutex<VecDeque<Asked>>,
@@ -599,7 +616,7 @@ mod tests {
         let checkout = Asked::Checkout(CheckoutAsked {
             now,
             status: CartStatus::CheckedOut,
-            skus: vec![a.clone(), sku("B", now)],
+            skus: vec![sku("B", now)],
             lines: vec![
                 line,
                 Line {

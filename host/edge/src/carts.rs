@@ -5,13 +5,13 @@
 //! answers from the writer and from read connections alike.
 
 use cart_rules::{
-    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, MAX_CART_LINES, MAX_PRICE_CENTS,
-    MAX_QUANTITY, SetRequest,
+    CartError, CartStatus, CheckoutOutcome, CheckoutRequest, Line, MAX_CART_LINES, SetRequest,
 };
 use rusqlite::{Connection, params};
 
 use crate::clock::Millis;
 use crate::ids;
+use crate::invariants;
 use crate::rules::{CartRules, GuestFault};
 use crate::store::db;
 use cart_central::RetiredUnits;
@@ -260,13 +260,15 @@ pub fn set_quantity(
             }
         })?;
 
-    if let Some(l) = &decided {
-        let sane = l.sku == ask.sku
-            && (1..=MAX_QUANTITY).contains(&l.quantity)
-            && (0..=MAX_PRICE_CENTS).contains(&l.unit_price_cents);
-        if !sane {
-            return Err(bad_decision(format!("an impossible line {l:?}")));
-        }
+    if let Some(l) = decided
+        .as_ref()
+        .filter(|l| !invariants::line_is_sane(l, &ask.sku))
+    {
+        return Err(bad_decision(format!("an impossible line {l:?}")));
+    }
+    // Whatever the rules say: a checked-out cart's lines are its order's.
+    if cart.status == CartStatus::CheckedOut && decided.as_ref() != current {
+        return Err(bad_decision("a change to a checked-out cart".into()));
     }
     let before = current.map_or(0, Line::reserved);
     let after = decided.as_ref().map_or(0, Line::reserved);
@@ -411,11 +413,7 @@ pub fn checkout(
             placed_with: placed.as_ref().map(|(_, key)| key.as_str()),
         })?
         .map_err(|refusal| match refusal {
-            CartError::HoldExpired(skus)
-                if skus.is_empty()
-                    || skus.len() > lines.len()
-                    || skus.iter().any(|s| !lines.iter().any(|l| &l.sku == s)) =>
-            {
+            CartError::HoldExpired(skus) if !invariants::names_the_carts_lines(&skus, &lines) => {
                 bad_decision(format!("hold_expired for SKUs not in the cart: {skus:?}"))
             }
             refusal => CartFailure::Refused(refusal),

@@ -57,6 +57,24 @@ pub fn told(rule: &str) -> &'static str {
         .map_or("", |(_, what)| what)
 }
 
+/// Whether `line`, decided for `sku`, is one the books can take: of that SKU, 1 to
+/// [`MAX_QUANTITY`] units, at a price from 0 to [`MAX_PRICE_CENTS`]. The edge refuses any
+/// other decision as a guest fault.
+pub fn line_is_sane(line: &Line, sku: &str) -> bool {
+    line.sku == sku
+        && (1..=MAX_QUANTITY).contains(&line.quantity)
+        && (0..=MAX_PRICE_CENTS).contains(&line.unit_price_cents)
+}
+
+/// Whether the SKUs of a `hold-expired` at checkout name lines of the cart (`lines`): at least
+/// one, no more than it has lines, each of its lines. The edge refuses any other as a guest
+/// fault.
+pub fn names_the_carts_lines(skus: &[String], lines: &[Line]) -> bool {
+    !skus.is_empty()
+        && skus.len() <= lines.len()
+        && skus.iter().all(|s| lines.iter().any(|l| &l.sku == s))
+}
+
 /// The rules a decision of `asked` breaks.
 pub fn broken(asked: &Asked, decided: &Decided) -> Vec<&'static str> {
     match (asked, decided) {
@@ -87,8 +105,10 @@ fn set_broken(
             if after > before && after - before > req.free {
                 broken.push("free");
             }
+            // A held line counts whether or not its time has passed: the books reserve by
+            // `held`, and the sweep is what lets a lapsed hold go.
             if let Some(l) = line
-                && l.holds_at(req.now)
+                && l.held
                 && l.quantity > holding
                 && u64::from(req.customer_elsewhere) + u64::from(l.quantity)
                     > u64::from(req.sku.limit_per_customer)
@@ -98,13 +118,11 @@ fn set_broken(
             if req.status == CartStatus::CheckedOut && line.as_ref() != req.line {
                 broken.push("closed");
             }
-            if let Some(l) = line {
-                let sane = l.sku == req.sku.sku
-                    && (1..=MAX_QUANTITY).contains(&l.quantity)
-                    && (0..=MAX_PRICE_CENTS).contains(&l.unit_price_cents);
-                if !sane {
-                    broken.push("line");
-                }
+            if line
+                .as_ref()
+                .is_some_and(|l| !line_is_sane(l, &req.sku.sku))
+            {
+                broken.push("line");
             }
         }
         Err(CartError::SoldOut(n)) if u64::from(*n) > u64::from(req.free) + u64::from(before) => {
@@ -133,9 +151,7 @@ fn checkout_broken(
         Ok(Ok(CheckoutOutcome::Replay)) if req.status != CartStatus::CheckedOut => {
             vec!["replay"]
         }
-        Ok(Err(CartError::HoldExpired(skus)))
-            if skus.is_empty() || skus.iter().any(|s| !req.lines.iter().any(|l| &l.sku == s)) =>
-        {
+        Ok(Err(CartError::HoldExpired(skus))) if !names_the_carts_lines(skus, req.lines) => {
             vec!["hold-expired"]
         }
         Ok(_) => Vec::new(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use cart_rules::{CartStatus, CheckoutOutcome, SkuInfo};
+use cart_rules::{CartStatus, CheckoutOutcome, Line, SkuInfo};
 use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -311,6 +311,17 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
             customer_elsewhere,
         })
     };
+    let closed = |line: &Line| {
+        Asked::Set(SetAsked {
+            now,
+            status: CartStatus::CheckedOut,
+            sku: sku.clone(),
+            line: Some(line.clone()),
+            quantity: 2,
+            free: 5,
+            customer_elsewhere: 0,
+        })
+    };
     let ask = |what: &str, asked: &Asked| {
         let decided = asked.ask(rules);
         match &decided {
@@ -328,7 +339,7 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
     };
     let what = "holding one of five free units";
     let held = match ask(what, &set(&sku, 1, 5, 0))? {
-        Decided::Set(Ok(Ok(Some(line)))) if line.quantity == 1 && line.held => line,
+        Decided::Set(Ok(Ok(Some(line)))) if line.quantity == 1 && line.holds_at(now) => line,
         other => {
             return Err(format!(
                 "{what} answered {other:?}: rules that never hold sell nothing"
@@ -365,6 +376,7 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
             ));
         }
     }
+    ask("changing a checked-out cart's line", &closed(&held))?;
     match ask(
         "a second checkout under another key",
         &checkout(CartStatus::CheckedOut, Some("another key")),
@@ -543,7 +555,7 @@ pub fn start_module(
 
 #[cfg(test)]
 mod tests {
-    use cart_rules::{CartError, CheckoutRequest, Line, SetRequest};
+    use cart_rules::{CartError, CheckoutRequest, SetRequest};
 
     use super::*;
     use crate::rules::GuestFault;

@@ -74,7 +74,12 @@ pub fn set(rng: &mut StdRng) -> Asked {
 /// A generated checkout request.
 pub fn checkout(rng: &mut StdRng) -> Asked {
     let skus: Vec<_> = (0..rng.random_range(0..=3)).map(|n| sku(rng, n)).collect();
-    let lines = skus.iter().map(|s| line(rng, s)).collect();
+    let lines: Vec<Line> = skus.iter().map(|s| line(rng, s)).collect();
+    // As an edge asks: the SKUs of the held lines only.
+    let skus = skus
+        .into_iter()
+        .filter(|s| lines.iter().any(|l| l.held && l.sku == s.sku))
+        .collect();
     let status = status(rng);
     let idempotency_key = format!("key-{}", rng.random_range(1..=2));
     let placed_with =

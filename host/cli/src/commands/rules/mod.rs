@@ -37,7 +37,8 @@ pub enum RulesCommand {
     },
     /// Check a module as an edge does before it takes one, offline: its size, that it is a
     /// component of the flashsale:cart world, and a smoke run of a cart's life under the guest
-    /// limits. Exits 0 if an edge would take it, 1 if not, saying why in the edge's words.
+    /// limits. Exits 0 if an edge would take it, 1 if not, saying why in the edge's words (2 if
+    /// it cannot be read).
     Check {
         /// The component to check (`target/wasm32-wasip2/release/NAME.wasm`).
         module: PathBuf,
@@ -49,8 +50,9 @@ pub enum RulesCommand {
     /// checkouts): it never traps or overruns, never holds more than is free or past the limit,
     /// never changes a checked-out cart, places only open carts whose lines are all held,
     /// replays only checked-out ones. Prints each rule, and for a broken one the simplest
-    /// request found that breaks it. With --cases, also the author's own scenarios. Exits 0 if
-    /// no rule is broken and every case decides as expected, 1 if not.
+    /// request found that breaks it, shrunk. With --cases, also the author's own scenarios.
+    /// Exits 0 if no rule is broken and every case decides as expected, 1 if not, 2 if it
+    /// cannot run.
     Test {
         /// The component to test.
         module: PathBuf,
@@ -65,7 +67,8 @@ pub enum RulesCommand {
     /// Run two modules on the same generated requests (around a sale's start and end, holds
     /// lapsing, the limit, the units free, closed carts, replayed checkouts) and, with --edge,
     /// on the requests an edge's rules were asked most recently; report how many decisions
-    /// differ, by kind, with examples. Exits 0 if none differ and 1 if some do, as diff does.
+    /// differ, by kind, with examples. Exits 0 if none differ, 1 if some do, 2 if it cannot run,
+    /// as diff does.
     Diff {
         /// The module decisions are compared against (the one the fleet runs, say).
         old: PathBuf,
@@ -102,7 +105,17 @@ pub struct Asking {
     guest: super::GuestArgs,
 }
 
+/// Runs a rules command. As `diff` does, one that cannot run (a module that will not load, a
+/// case file or an edge that cannot be read) exits 2, apart from the 1 of a finding, so that a
+/// script's `|| show the findings` does not mistake one for the other.
 pub async fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    Ok(run_or_fail(command).await.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    }))
+}
+
+async fn run_or_fail(command: RulesCommand) -> anyhow::Result<ExitCode> {
     // An edge's requests are fetched first, on the async runtime.
     let recorded = match &command {
         RulesCommand::Diff {
@@ -142,15 +155,21 @@ pub async fn recorded(
     let asked = fetch_asked(client, url, token)
         .await
         .with_context(|| format!("reading the requests {url} was asked"))?;
-    asked
-        .asked
-        .iter()
-        .enumerate()
-        .map(|(i, form)| {
-            form.asked(generate::NOW)
-                .map_err(|e| anyhow::anyhow!("{url}: request {i}: {e}"))
-        })
-        .collect()
+    let (mut read, mut unread) = (Vec::new(), Vec::new());
+    for (i, form) in asked.asked.iter().enumerate() {
+        match form.asked(generate::NOW) {
+            Ok(asked) => read.push(asked),
+            Err(e) => unread.push(format!("request {i}: {e}")),
+        }
+    }
+    if let Some(first) = unread.first() {
+        eprintln!(
+            "{url}: {} of the {} requests it was asked could not be read and are left out; {first}",
+            unread.len(),
+            asked.asked.len()
+        );
+    }
+    Ok(read)
 }
 
 fn run_here(

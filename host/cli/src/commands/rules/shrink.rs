@@ -95,11 +95,18 @@ fn simpler_checkout(a: &CheckoutAsked) -> Vec<CheckoutAsked> {
         f(&mut b);
         b
     };
+    // As an edge asks: a cart is checked out with a key, and open without one.
     if a.status == CartStatus::CheckedOut {
-        out.push(with(&|b| b.status = CartStatus::Open));
+        out.push(with(&|b| {
+            b.status = CartStatus::Open;
+            b.placed_with = None;
+        }));
     }
-    if a.placed_with.is_some() {
-        out.push(with(&|b| b.placed_with = None));
+    if a.placed_with
+        .as_deref()
+        .is_some_and(|p| p != defaults::key())
+    {
+        out.push(with(&|b| b.placed_with = Some(defaults::key())));
     }
     if a.idempotency_key != defaults::key() {
         out.push(with(&|b| b.idempotency_key = defaults::key()));
