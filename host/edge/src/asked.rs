@@ -726,3 +726,46 @@ mod tests {
         assert!(text.contains(r#"placed_with: Some("key-1")"#), "{text}");
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn noting_costs() {
+        let now = 1_780_000_000_000;
+        let sku = SkuInfo {
+            sku: "BAG-1".into(),
+            price_cents: 1_999,
+            limit_per_customer: 2,
+            starts_at: now,
+            ends_at: now + 1,
+            hold_ttl_ms: 600_000,
+        };
+        let line = Line {
+            sku: "BAG-1".into(),
+            quantity: 1,
+            unit_price_cents: 1_999,
+            hold_expires_at: now,
+            held: true,
+        };
+        let req = SetRequest {
+            now,
+            status: CartStatus::Open,
+            sku: &sku,
+            line: Some(&line),
+            quantity: 2,
+            free: 10,
+            customer_elsewhere: 0,
+        };
+        let sample = Sample::default();
+        let n = 2_000_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            sample.note(|| Asked::Set(SetAsked::of(std::hint::black_box(&req))));
+        }
+        let per = t.elapsed().as_nanos() / n;
+        println!("{per} ns per set-quantity noted");
+    }
+}
