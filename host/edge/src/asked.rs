@@ -13,6 +13,8 @@ use cart_rules::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::decided::Decided;
+pub use crate::decided::Seconds;
 use crate::rules::{CartRules, GuestFault};
 
 /// A request the rules are asked, owning what it refers to.
@@ -115,33 +117,6 @@ impl CheckoutAsked {
 pub enum Form {
     SetQuantity(SetForm),
     Checkout(CheckoutForm),
-}
-
-/// Seconds from a request's `now`, kept to the millisecond; written whole when whole.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Seconds(pub Millis);
-
-impl Serialize for Seconds {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1_000 == 0 {
-            s.serialize_i64(self.0 / 1_000)
-        } else {
-            #[expect(clippy::cast_precision_loss, reason = "times of days, in milliseconds")]
-            let seconds = self.0 as f64 / 1_000.0;
-            s.serialize_f64(seconds)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seconds = f64::deserialize(d)?;
-        // Case files hold times of hours and days, well within an f64's integers; anything
-        // past an i64 saturates.
-        #[expect(clippy::cast_possible_truncation)]
-        let ms = (seconds * 1_000.0).round() as Millis;
-        Ok(Self(ms))
-    }
 }
 
 /// An optional field that, when present, is not null (as the schema has it).
@@ -510,13 +485,6 @@ impl Asked {
             Self::Checkout(a) => Decided::Checkout(rules.checkout(&a.request())),
         }
     }
-}
-
-/// What the rules decided of an [`Asked`].
-#[derive(Debug)]
-pub enum Decided {
-    Set(Result<Result<Option<Line>, CartError>, GuestFault>),
-    Checkout(Result<Result<CheckoutOutcome, CartError>, GuestFault>),
 }
 
 // ---- an edge's recent requests ----------------------------------------------------------------

@@ -8,7 +8,8 @@ use cart_rules::{
     SetRequest,
 };
 
-use crate::asked::{Asked, Decided};
+use crate::asked::Asked;
+use crate::decided::Decided;
 use crate::rules::GuestFault;
 
 /// Every rule a decision is held to, in the order reported.

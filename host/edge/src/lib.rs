@@ -24,8 +24,8 @@
 //!   serves; [`config`], what it is told.
 //! - Storage and the sandbox: [`store`], the edge's SQLite and its single writer; [`wasm`], the
 //!   engine and a fresh instance per call, with [`bindings`] generated once; [`rules`], the
-//!   seam to the rules, [`asked`], what they were asked, kept and written as case files write
-//!   it, and [`invariants`], what the books need of any rules; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
+//!   seam to the rules, [`asked`] and [`decided`], what they were asked and what they decided,
+//!   written as case files write them, and [`invariants`], what the books need of any rules; [`fleet`], the fleet's directory (peers, routes, homes); [`metrics`].
 //! - Leaves: [`http_client`], [`ids`], [`recent`] (cart updates second by second), [`clock`],
 //!   [`customer`] (who a new cart's customer is, and how many carts an address may make),
 //!   [`lifecycle`] (serving or draining), [`shutdown`], [`locks`].
@@ -40,6 +40,7 @@ pub mod carts;
 pub mod clock;
 pub mod config;
 pub mod customer;
+pub mod decided;
 pub mod drain;
 pub mod edge;
 pub mod escrow;

@@ -12,8 +12,9 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::asked::{Asked, CheckoutAsked, Decided, SetAsked};
+use crate::asked::{Asked, CheckoutAsked, SetAsked};
 use crate::clock::{Clock, Millis, rfc3339};
+use crate::decided::Decided;
 use crate::invariants;
 use crate::locks;
 use crate::rules::{ActiveRules, CartRules};
@@ -332,7 +333,8 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
         match invariants::broken(asked, &decided).first() {
             None => Ok(decided),
             Some(rule) => Err(format!(
-                "{what} answered {decided:?}, which breaks the rule \"{rule}\": {}",
+                "{what} answered {}, which breaks the rule \"{rule}\": {}",
+                decided.json(now),
                 invariants::told(rule)
             )),
         }
@@ -366,13 +368,14 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
     let what = "checking out a held line";
     match ask(what, &checkout(CartStatus::Open, None))? {
         Decided::Checkout(Ok(Ok(CheckoutOutcome::Place))) => {}
-        other => return Err(format!("{what} answered {other:?}")),
+        other => return Err(format!("{what} answered {}", other.json(now))),
     }
     match ask("a replay", &checkout(CartStatus::CheckedOut, Some("smoke")))? {
         Decided::Checkout(Ok(Ok(CheckoutOutcome::Replay))) => {}
         other => {
             return Err(format!(
-                "checkout is not idempotent by its key: a replay answered {other:?}"
+                "checkout is not idempotent by its key: a replay answered {}",
+                other.json(now)
             ));
         }
     }
@@ -383,8 +386,9 @@ pub fn smoke(rules: &dyn CartRules, now: Millis) -> Result<(), String> {
     )? {
         Decided::Checkout(Ok(Err(_))) => Ok(()),
         other => Err(format!(
-            "a second checkout under another key answered {other:?}: another key's checkout \
-             of a checked-out cart is refused"
+            "a second checkout under another key answered {}: another key's checkout of a \
+             checked-out cart is refused",
+            other.json(now)
         )),
     }
 }

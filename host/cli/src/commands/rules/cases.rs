@@ -9,11 +9,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use cart_edge::asked::{Asked, CheckoutForm, Form, SetForm};
+use cart_edge::decided::ERRORS;
 use cart_edge::rules::CartRules;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::decided::{ERRORS, decision_json};
 use super::generate::NOW;
 
 #[derive(Deserialize)]
@@ -108,7 +108,7 @@ pub fn run(rules: &dyn CartRules, path: &Path) -> anyhow::Result<Ran> {
         cases: file
             .into_iter()
             .map(|case| {
-                let decided = decision_json(&case.asked.ask(rules));
+                let decided = case.asked.ask(rules).json(NOW);
                 CaseRan {
                     passed: matches(&case.expect, &decided),
                     name: case.name,

@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cart_edge::asked::{Asked, Decided, Form};
+use cart_edge::asked::{Asked, Form};
 use cart_edge::rules::CartRules;
-use cart_rules::CheckoutOutcome;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::decided::{decision_json, error_kind};
+use super::generate::NOW;
 use super::shrink;
 
 /// Examples kept of each kind of difference.
@@ -102,8 +101,8 @@ pub fn diff(
             .iter()
             .map(|a| Example {
                 request: a.form(),
-                old: decision_json(&a.ask(old)),
-                new: decision_json(&a.ask(new)),
+                old: a.ask(old).json(NOW),
+                new: a.ask(new).json(NOW),
             })
             .collect();
     }
@@ -113,38 +112,13 @@ pub fn diff(
 /// The kind of difference between what `old` and `new` decide of `asked`, if they differ.
 fn differing(old: &dyn CartRules, new: &dyn CartRules, asked: &Asked) -> Option<String> {
     let (a, b) = (asked.ask(old), asked.ask(new));
-    if decision_json(&a) == decision_json(&b) {
+    if a.json(NOW) == b.json(NOW) {
         return None;
     }
-    let ((call, old_kind), (_, new_kind)) = (kind(&a), kind(&b));
+    let ((call, old_kind), (_, new_kind)) = (a.kind(), b.kind());
     Some(if old_kind == new_kind {
         format!("{call}: {old_kind} either way, differing in detail")
     } else {
         format!("{call}: {old_kind} → {new_kind}")
     })
-}
-
-/// The call a decision answers, and the kind of decision it is.
-fn kind(d: &Decided) -> (&'static str, String) {
-    match d {
-        Decided::Set(d) => (
-            "set-quantity",
-            match d {
-                Ok(Ok(Some(l))) if l.held => "hold".into(),
-                Ok(Ok(Some(_))) => "line unheld".into(),
-                Ok(Ok(None)) => "no line".into(),
-                Ok(Err(e)) => error_kind(e),
-                Err(_) => "guest fault".into(),
-            },
-        ),
-        Decided::Checkout(d) => (
-            "checkout",
-            match d {
-                Ok(Ok(CheckoutOutcome::Place)) => "place".into(),
-                Ok(Ok(CheckoutOutcome::Replay)) => "replay".into(),
-                Ok(Err(e)) => error_kind(e),
-                Err(_) => "guest fault".into(),
-            },
-        ),
-    }
 }

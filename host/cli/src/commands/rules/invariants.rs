@@ -11,7 +11,7 @@ use cart_edge::rules::CartRules;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::decided::decision_json;
+use super::generate::NOW;
 use super::shrink;
 
 /// One rule broken: how often, and the simplest request found that breaks it (as a case file
@@ -100,7 +100,7 @@ pub fn test(rules: &dyn CartRules, requests: impl IntoIterator<Item = Asked>) ->
             let found = Broken {
                 times,
                 request: asked.form(),
-                decided: decision_json(&asked.ask(rules)),
+                decided: asked.ask(rules).json(NOW),
             };
             (rule, found)
         })

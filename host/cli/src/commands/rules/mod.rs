@@ -5,7 +5,6 @@
 //! ([`diff`]).
 
 mod cases;
-mod decided;
 mod diff;
 mod generate;
 mod invariants;

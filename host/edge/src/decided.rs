@@ -1,26 +1,95 @@
-//! A decision as a case's `expect` writes it (and as `rules test` and `rules diff` show it):
+//! What the rules decided of an [`crate::asked::Asked`], and the decision as a case's `expect`
+//! writes it (as `rules test` and `rules diff` show it, and a deploy's smoke check tells it):
 //! `{"line": ...}`, `{"outcome": "place"}`, `{"error": "sold-out", "available": 2}`, or a
 //! guest's fault in a line.
 
-use cart_edge::asked::{Decided, Seconds};
-use cart_edge::rules::GuestFault;
 use cart_rules::{CartError, CheckoutOutcome, Line, Millis};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::generate::NOW;
+use crate::rules::GuestFault;
 
-/// The rules' time, as seconds from now (whole ones written without a fraction).
-fn from_now(ms: Millis) -> Value {
-    json!(Seconds(ms.saturating_sub(NOW)))
+/// What the rules decided of an [`crate::asked::Asked`].
+#[derive(Debug)]
+pub enum Decided {
+    Set(Result<Result<Option<Line>, CartError>, GuestFault>),
+    Checkout(Result<Result<CheckoutOutcome, CartError>, GuestFault>),
+}
+
+impl Decided {
+    /// The decision as a case's `expect` writes it, times from `now` (the request's).
+    pub fn json(&self, now: Millis) -> Value {
+        match self {
+            Self::Set(d) => set_json(d, now),
+            Self::Checkout(d) => checkout_json(d, now),
+        }
+    }
+
+    /// The call it answers, and the kind of decision it is (`hold`, `sold-out`, `place`...).
+    pub fn kind(&self) -> (&'static str, String) {
+        match self {
+            Self::Set(d) => (
+                "set-quantity",
+                match d {
+                    Ok(Ok(Some(l))) if l.held => "hold".into(),
+                    Ok(Ok(Some(_))) => "line unheld".into(),
+                    Ok(Ok(None)) => "no line".into(),
+                    Ok(Err(e)) => error_kind(e),
+                    Err(_) => "guest fault".into(),
+                },
+            ),
+            Self::Checkout(d) => (
+                "checkout",
+                match d {
+                    Ok(Ok(CheckoutOutcome::Place)) => "place".into(),
+                    Ok(Ok(CheckoutOutcome::Replay)) => "replay".into(),
+                    Ok(Err(e)) => error_kind(e),
+                    Err(_) => "guest fault".into(),
+                },
+            ),
+        }
+    }
+}
+
+/// Seconds from a request's `now`, kept to the millisecond; written whole when whole.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub Millis);
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1_000 == 0 {
+            s.serialize_i64(self.0 / 1_000)
+        } else {
+            #[expect(clippy::cast_precision_loss, reason = "times of days, in milliseconds")]
+            let seconds = self.0 as f64 / 1_000.0;
+            s.serialize_f64(seconds)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let seconds = f64::deserialize(d)?;
+        // Case files hold times of hours and days, well within an f64's integers; anything
+        // past an i64 saturates.
+        #[expect(clippy::cast_possible_truncation)]
+        let ms = (seconds * 1_000.0).round() as Millis;
+        Ok(Self(ms))
+    }
+}
+
+/// The rules' time, as seconds from `now` (whole ones written without a fraction).
+fn from_now(ms: Millis, now: Millis) -> Value {
+    json!(Seconds(ms.saturating_sub(now)))
 }
 
 /// An error as a case's `expect` writes it.
-fn error_json(e: &CartError) -> Value {
+fn error_json(e: &CartError, now: Millis) -> Value {
     let kind = error_kind(e);
     match e {
         CartError::SoldOut(n) => json!({"error": kind, "available": n}),
-        CartError::SaleNotStarted(t) => json!({"error": kind, "starts_at": from_now(*t)}),
-        CartError::SaleEnded(t) => json!({"error": kind, "ended_at": from_now(*t)}),
+        CartError::SaleNotStarted(t) => json!({"error": kind, "starts_at": from_now(*t, now)}),
+        CartError::SaleEnded(t) => json!({"error": kind, "ended_at": from_now(*t, now)}),
         CartError::HoldExpired(skus) => json!({"error": kind, "skus": skus}),
         CartError::LimitExceeded(n) => json!({"error": kind, "limit": n}),
         CartError::CartClosed | CartError::CartEmpty | CartError::InvalidQuantity => {
@@ -29,22 +98,14 @@ fn error_json(e: &CartError) -> Value {
     }
 }
 
-/// A decision as a case's `expect` writes it.
-pub fn decision_json(decided: &Decided) -> Value {
-    match decided {
-        Decided::Set(d) => set_json(d),
-        Decided::Checkout(d) => checkout_json(d),
-    }
-}
-
-fn set_json(decided: &Result<Result<Option<Line>, CartError>, GuestFault>) -> Value {
+fn set_json(decided: &Result<Result<Option<Line>, CartError>, GuestFault>, now: Millis) -> Value {
     match decided {
         Ok(Ok(None)) => json!({"line": null}),
         Ok(Ok(Some(l))) => json!({"line": {
             "sku": l.sku, "quantity": l.quantity, "unit_price_cents": l.unit_price_cents,
-            "hold_expires_at": from_now(l.hold_expires_at), "held": l.held,
+            "hold_expires_at": from_now(l.hold_expires_at, now), "held": l.held,
         }}),
-        Ok(Err(e)) => error_json(e),
+        Ok(Err(e)) => error_json(e, now),
         Err(fault) => fault_json(fault),
     }
 }
@@ -67,11 +128,14 @@ fn fault_json(fault: &impl std::fmt::Display) -> Value {
     json!({"fault": told.join("; ")})
 }
 
-fn checkout_json(decided: &Result<Result<CheckoutOutcome, CartError>, GuestFault>) -> Value {
+fn checkout_json(
+    decided: &Result<Result<CheckoutOutcome, CartError>, GuestFault>,
+    now: Millis,
+) -> Value {
     match decided {
         Ok(Ok(CheckoutOutcome::Place)) => json!({"outcome": "place"}),
         Ok(Ok(CheckoutOutcome::Replay)) => json!({"outcome": "replay"}),
-        Ok(Err(e)) => error_json(e),
+        Ok(Err(e)) => error_json(e, now),
         Err(fault) => fault_json(fault),
     }
 }
@@ -107,6 +171,8 @@ pub fn error_kind(e: &CartError) -> String {
 mod tests {
     use super::*;
 
+    const NOW: Millis = 1_780_000_000_000;
+
     /// Each error is written with the name and the one detail `ERRORS` gives it, which is what
     /// a case file's `expect` is checked against.
     #[test]
@@ -121,7 +187,7 @@ mod tests {
             CartError::LimitExceeded(2),
             CartError::InvalidQuantity,
         ] {
-            let written = error_json(&e);
+            let written = error_json(&e, NOW);
             let kind = error_kind(&e);
             let detail = ERRORS.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d);
             let mut keys: Vec<&str> = written
