@@ -118,6 +118,7 @@ async fn recorded_by(
 ) -> anyhow::Result<Option<(String, Vec<Asked>)>> {
     let client = super::edge_client(args.tls.fleet_ca.as_deref(), Duration::from_secs(30))?;
     let token = super::admin_token(args.admin_token_file.as_deref())?;
+    let auth = token.as_ref().map(|t| format!("Bearer {t}"));
     let (mut from, mut asked) = (Vec::new(), Vec::new());
     for edge in &args.edges {
         match super::rules::recorded(&client, edge, token.as_deref()).await {
@@ -127,12 +128,7 @@ async fn recorded_by(
             }
             Err(e) => println!("no recent requests from {edge}: {e:#}"),
         }
-        let active = client
-            .get(&format!("{edge}/admin/modules"), token.as_deref())
-            .await
-            .ok()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            .and_then(|v| v["active"].as_str().map(str::to_owned));
+        let active = active_version(&client, edge, auth.as_deref()).await.ok();
         if let Some(active) = active.filter(|a| a != fleet) {
             println!(
                 "{edge} runs {active}, not the fleet's module {fleet}: its requests are asked of \
