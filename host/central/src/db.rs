@@ -101,6 +101,9 @@ pub enum Dialect {
     Postgres,
 }
 
+/// A statement and its parameters, for [`Tx::exec_all`] and [`Tx::query_all`].
+pub type Statement<'a> = (&'static str, Vec<Param<'a>>);
+
 /// A transaction on the central database. Statements use `$1`, `$2`... for parameters.
 pub trait Tx {
     fn dialect(&self) -> Dialect;
@@ -110,6 +113,24 @@ pub trait Tx {
 
     /// Runs a query; every row.
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, CentralError>;
+
+    /// Runs statements, in order, whose results nothing needs until the last is done; stops at
+    /// the first that fails. A database across a network pipelines them: PostgreSQL gets them
+    /// all at once, one round trip for the lot.
+    fn exec_all(&mut self, statements: &[Statement<'_>]) -> Result<(), CentralError> {
+        for (sql, params) in statements {
+            self.exec(sql, params)?;
+        }
+        Ok(())
+    }
+
+    /// Runs queries, in order, and returns each one's rows; pipelined as [`Tx::exec_all`] is.
+    fn query_all(&mut self, queries: &[Statement<'_>]) -> Result<Vec<Vec<Row>>, CentralError> {
+        queries
+            .iter()
+            .map(|(sql, params)| self.query(sql, params))
+            .collect()
+    }
 
     /// Runs a query; its first row, if any.
     fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, CentralError> {

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::try_join_all;
 use tokio::runtime::Handle;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::CentralError;
-use crate::db::{Dialect, Param, Row, Tx, Value};
+use crate::db::{Dialect, Param, Row, Statement, Tx, Value};
 use crate::schema::{self, Plan, SchemaPolicy};
 
 mod migrations {
@@ -254,35 +255,93 @@ impl Tx for PgTx<'_> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, CentralError> {
         let stmt = within(self.rt, self.tx.prepare_cached(sql))??;
         let rows = within(self.rt, self.tx.query(&stmt, &Self::values(params)))??;
-        rows.iter()
-            .map(|r| {
-                let values = r
-                    .columns()
+        rows.iter().map(decode).collect()
+    }
+
+    fn exec_all(&mut self, statements: &[Statement<'_>]) -> Result<(), CentralError> {
+        let prepared = self.prepare_all(statements)?;
+        let values: Vec<_> = statements.iter().map(|(_, p)| Self::values(p)).collect();
+        within(
+            self.rt,
+            try_join_all(
+                prepared
                     .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let ty = c.type_();
-                        Ok(if *ty == Type::INT8 {
-                            r.get::<_, Option<i64>>(i).map_or(Value::Null, Value::Int)
-                        } else if *ty == Type::INT4 {
-                            r.get::<_, Option<i32>>(i)
-                                .map_or(Value::Null, |v| Value::Int(v.into()))
-                        } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
-                            r.get::<_, Option<String>>(i)
-                                .map_or(Value::Null, Value::Text)
-                        } else if *ty == Type::BOOL {
-                            r.get::<_, Option<bool>>(i)
-                                .map_or(Value::Null, |v| Value::Int(v.into()))
-                        } else {
-                            return Err(CentralError::Decode(format!(
-                                "column {} has type {ty}: cast it to BIGINT or TEXT",
-                                c.name()
-                            )));
-                        })
-                    })
-                    .collect::<Result<_, CentralError>>()?;
-                Ok(Row(values))
-            })
+                    .zip(&values)
+                    .map(|(stmt, values)| self.tx.execute(stmt, values)),
+            ),
+        )??;
+        Ok(())
+    }
+
+    fn query_all(&mut self, queries: &[Statement<'_>]) -> Result<Vec<Vec<Row>>, CentralError> {
+        let prepared = self.prepare_all(queries)?;
+        let values: Vec<_> = queries.iter().map(|(_, p)| Self::values(p)).collect();
+        let answers = within(
+            self.rt,
+            try_join_all(
+                prepared
+                    .iter()
+                    .zip(&values)
+                    .map(|(stmt, values)| self.tx.query(stmt, values)),
+            ),
+        )??;
+        answers
+            .iter()
+            .map(|rows| rows.iter().map(decode).collect())
             .collect()
     }
+}
+
+impl PgTx<'_> {
+    /// Each statement prepared (those not in the connection's cache yet in one round trip), in
+    /// the statements' order.
+    fn prepare_all(
+        &self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<tokio_postgres::Statement>, CentralError> {
+        let mut distinct: Vec<&str> = statements.iter().map(|(sql, _)| *sql).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let prepared = within(
+            self.rt,
+            try_join_all(distinct.iter().map(|sql| self.tx.prepare_cached(sql))),
+        )??;
+        Ok(statements
+            .iter()
+            .map(|(sql, _)| {
+                let i = distinct.binary_search(sql).unwrap_or_default();
+                prepared[i].clone()
+            })
+            .collect())
+    }
+}
+
+/// A row as the ledger reads it: integers and text.
+fn decode(r: &tokio_postgres::Row) -> Result<Row, CentralError> {
+    let values = r
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ty = c.type_();
+            Ok(if *ty == Type::INT8 {
+                r.get::<_, Option<i64>>(i).map_or(Value::Null, Value::Int)
+            } else if *ty == Type::INT4 {
+                r.get::<_, Option<i32>>(i)
+                    .map_or(Value::Null, |v| Value::Int(v.into()))
+            } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+                r.get::<_, Option<String>>(i)
+                    .map_or(Value::Null, Value::Text)
+            } else if *ty == Type::BOOL {
+                r.get::<_, Option<bool>>(i)
+                    .map_or(Value::Null, |v| Value::Int(v.into()))
+            } else {
+                return Err(CentralError::Decode(format!(
+                    "column {} has type {ty}: cast it to BIGINT or TEXT",
+                    c.name()
+                )));
+            })
+        })
+        .collect::<Result<_, CentralError>>()?;
+    Ok(Row(values))
 }

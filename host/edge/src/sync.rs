@@ -91,15 +91,17 @@ pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
 }
 
 /// The next batch's size after one of `size` events took `took`: halved while a batch takes
-/// more than a tenth of the lease, doubled (up to the configured batch) while a full one takes
-/// under a quarter of that. Central applies a batch in one transaction, which holds the edge's
-/// row, which the lease's renewal also writes: far from central, where every statement is a
-/// round trip, a big batch would keep the lease from being renewed until it lapsed.
+/// more than a quarter of the lease, doubled (up to the configured batch) while a full one
+/// takes under half of that (a batch twice the size takes at most twice as long; far from
+/// central, where a batch costs central four round trips whatever its size, barely longer).
+/// Central applies a batch in one transaction holding the edge's row, which the lease's renewal
+/// (every fifth of the lease) also writes: a batch that took longer than the rest of the lease
+/// would keep the lease from being renewed until it lapsed.
 pub fn next_batch(edge: &Edge, size: usize, full: bool, took: std::time::Duration) -> usize {
-    let budget = edge.config.lease / 10;
+    let budget = edge.config.lease / 4;
     if took > budget {
         (size / 2).max(1)
-    } else if full && took < budget / 4 {
+    } else if full && took < budget / 2 {
         (size * 2).min(edge.config.sync_batch)
     } else {
         size

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use cart_central::events::{EventKey, EventLine, Order, OutboxEvent};
-use cart_central::{Claim, GrantRequest};
 use cart_queue::Envelope;
 use cart_testkit::{Nats, Postgres};
 
@@ -243,35 +242,7 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
     let central = fleet.central().await;
     let key = EventKey::generate();
     for edge in ["edge-a", "edge-b"] {
-        central
-            .claim_edge(&Claim {
-                edge_id: edge.into(),
-                url: format!("http://{edge}"),
-                history_id: format!("h-{edge}"),
-                incarnation: format!("i-{edge}"),
-                previous_incarnation: None,
-                local_seq: 0,
-                lease_ms: 60_000,
-                take_over: false,
-                folder: format!("folder-{edge}"),
-                public_key: key.public_key(),
-            })
-            .await
-            .expect("claim");
-        // Units to sell: central refuses orders an edge was never allotted.
-        central
-            .grant(&GrantRequest {
-                grant_id: format!("g-{edge}"),
-                edge_id: edge.into(),
-                incarnation: format!("i-{edge}"),
-                sale_id: "test-sale".into(),
-                sku: "BAG-1".into(),
-                requested: 5,
-                again: false,
-                known: Default::default(),
-            })
-            .await
-            .expect("grant");
+        crate::support::claimed_with_units(&central, edge, &key, &[("BAG-1", 5)]).await;
     }
     let order = |id: &str| {
         OutboxEvent::OrderPlaced(Order {

@@ -698,3 +698,44 @@ fn metric_in(body: &[u8], name: &str) -> Option<f64> {
         (key == name).then(|| value.trim().parse().ok()).flatten()
     })
 }
+
+/// Claims `edge` at `central` (history `h-EDGE`, process `i-EDGE`) with `key` for its events,
+/// and grants it each `(sku, units)` of the test sale: central refuses holds and orders an
+/// edge was never allotted.
+pub async fn claimed_with_units(
+    central: &cart_central::Central,
+    edge: &str,
+    key: &cart_central::events::EventKey,
+    units: &[(&str, u32)],
+) {
+    central
+        .claim_edge(&cart_central::Claim {
+            edge_id: edge.into(),
+            url: format!("http://{edge}"),
+            history_id: format!("h-{edge}"),
+            incarnation: format!("i-{edge}"),
+            previous_incarnation: None,
+            local_seq: 0,
+            lease_ms: 60_000,
+            take_over: false,
+            folder: format!("folder-{edge}"),
+            public_key: key.public_key(),
+        })
+        .await
+        .expect("claim");
+    for &(sku, requested) in units {
+        central
+            .grant(&cart_central::GrantRequest {
+                grant_id: format!("g-{edge}-{sku}"),
+                edge_id: edge.into(),
+                incarnation: format!("i-{edge}"),
+                sale_id: "test-sale".into(),
+                sku: sku.into(),
+                requested,
+                again: false,
+                known: Default::default(),
+            })
+            .await
+            .expect("grant");
+    }
+}
