@@ -258,6 +258,11 @@ impl Tx for PgTx<'_> {
         rows.iter().map(decode).collect()
     }
 
+    // The statements run in the order given: tokio-postgres sends a request when its future is
+    // first polled, and `try_join_all` first polls its futures in order (directly when they are
+    // few, through `FuturesOrdered`'s first-in-first-out queue when many). The server answers
+    // them in turn; the first error is the first failed statement's, and the transaction is then
+    // aborted, so nothing after it takes effect.
     fn exec_all(&mut self, statements: &[Statement<'_>]) -> Result<(), CentralError> {
         let prepared = self.prepare_all(statements)?;
         let values: Vec<_> = statements.iter().map(|(_, p)| Self::values(p)).collect();
