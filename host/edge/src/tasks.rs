@@ -165,7 +165,15 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
                 return Ok(Idle::Caught);
             }
             let started = Instant::now();
-            let delivered = sync::deliver_once(&edge, batch).await?;
+            let delivered = match sync::deliver_once(&edge, batch).await {
+                Ok(delivered) => delivered,
+                Err(e) => {
+                    // A batch too big for central's statement deadline would fail for ever
+                    // at its size: the next try is smaller.
+                    batch = (batch / 2).max(1);
+                    return Err(e);
+                }
+            };
             batch = sync::next_batch(&edge, batch, delivered >= batch, started.elapsed());
             Ok(if delivered > 0 {
                 Idle::Busy
