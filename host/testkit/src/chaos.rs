@@ -180,6 +180,8 @@ const SECRET: &str = "chaos-fleet-secret-0123456789";
 struct Process {
     edge_id: String,
     folder: PathBuf,
+    /// Its log (warnings and errors), one per folder.
+    log: PathBuf,
     child: Child,
     /// Where shoppers reach it.
     url: String,
@@ -188,6 +190,19 @@ struct Process {
     from_peers: Link,
     /// Taken over while cut off: kept to deliver its outbox, not shopped at.
     superseded: bool,
+}
+
+impl Process {
+    /// Which process this is, for a report, with the end of its log.
+    fn described(&self) -> String {
+        format!(
+            "{} ({}at {}; its log ends:\n{})",
+            self.edge_id,
+            if self.superseded { "superseded, " } else { "" },
+            self.url,
+            log_tail(&self.log, 20)
+        )
+    }
 }
 
 /// The run's state: the fleet's processes, by edge id, and where they live.
@@ -219,10 +234,11 @@ impl Fleet {
         let folder_path = self.dir.join(folder);
         let token = self.dir.join("admin-token");
         let secret = self.dir.join("fleet-secret");
+        let log_path = self.dir.join(format!("{folder}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{edge_id}.log")))?;
+            .open(&log_path)?;
         let mut command = Command::new(&self.host);
         command
             .arg("serve")
@@ -256,12 +272,10 @@ impl Fleet {
             }
             let exited = child.try_wait()?;
             if exited.is_some() || Instant::now() >= deadline {
-                let log = std::fs::read_to_string(self.dir.join(format!("{edge_id}.log")))?;
-                let tail: Vec<&str> = log.lines().rev().take(10).collect();
                 anyhow::bail!(
                     "{edge_id} on {folder} did not start ({}); its log ends:\n{}",
                     exited.map_or("no answer in 60 s".to_owned(), |s| s.to_string()),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    log_tail(&log_path, 10)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -273,6 +287,7 @@ impl Fleet {
         self.processes.push(Process {
             edge_id: edge_id.to_owned(),
             folder: folder_path,
+            log: log_path,
             child,
             url,
             to_central,
@@ -451,7 +466,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
                 anyhow::ensure!(exited.is_ok(), "{id} did not exit after its drain");
                 // A drain cut short by its timeout warns (the edges log warnings only), and
                 // leaves orders on a disk no process serves now, which the checks then miss.
-                let log = std::fs::read_to_string(fleet.dir.join(format!("{id}.log")))?;
+                let log = std::fs::read_to_string(&p.log)?;
                 if let Some(line) = log
                     .lines()
                     .find(|l| l.contains("drain ended with work left"))
@@ -480,16 +495,16 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
     let mut unsettled = Vec::new();
     for p in fleet.processes.iter_mut().filter(|p| p.superseded) {
         if !settle(&client, &p.url, Duration::from_secs(60)).await {
-            unsettled.push(format!("{} (superseded, at {})", p.edge_id, p.url));
+            unsettled.push(p.described());
         }
         p.child.start_kill()?;
         let _ = p.child.wait().await;
     }
     fleet.processes.retain(|p| !p.superseded);
     let live: Vec<String> = fleet.processes.iter().map(|p| p.url.clone()).collect();
-    for url in &live {
-        if !settle(&client, url, Duration::from_secs(60)).await {
-            unsettled.push(url.clone());
+    for p in &fleet.processes {
+        if !settle(&client, &p.url, Duration::from_secs(60)).await {
+            unsettled.push(p.described());
         }
     }
 
@@ -532,6 +547,13 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
     }
     drop(pg);
     Ok(report)
+}
+
+/// The last `lines` lines of a process's log, for a report.
+fn log_tail(log: &std::path::Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// Waits until an edge has delivered its outbox; whether it did within the time.
