@@ -530,3 +530,121 @@ async fn a_batch_books_what_its_events_one_at_a_time_would() {
         );
     }
 }
+
+/// A batch is booked whole or not at all, though PostgreSQL gets its writes in one pipeline: a
+/// statement that fails partway (here a trigger refusing the third order's line, after the
+/// receipts and orders before it were sent) leaves no receipt, order, hold or count of the
+/// batch, and the edge's mark where it was. Delivered again once the fault is gone, the batch
+/// is booked once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_that_fails_partway_books_nothing() {
+    use cart_central::events::{EventLine, Order};
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("partway").await.expect("database");
+    let central = Central::connect(&url).await.expect("central");
+    central
+        .load_sale(&sale(&[("BAG-1", 20, 5)], -60))
+        .await
+        .expect("sale");
+    let key = EventKey::generate();
+    crate::support::claimed_with_units(&central, "edge-1", &key, &[("BAG-1", 12)]).await;
+    let mut events = Vec::new();
+    for cart in 1..=4 {
+        let cart_id = format!("cart-{cart}");
+        events.push(OutboxEvent::HoldChanged {
+            cart_id: cart_id.clone(),
+            customer_id: format!("customer-{cart}"),
+            sale_id: "test-sale".into(),
+            sku: "BAG-1".into(),
+            quantity: 2,
+            expires_at: 4_000_000_000_000,
+        });
+        events.push(OutboxEvent::OrderPlaced(Order {
+            order_id: format!("order-{cart}"),
+            cart_id,
+            customer_id: format!("customer-{cart}"),
+            lines: vec![EventLine {
+                sale_id: "test-sale".into(),
+                sku: "BAG-1".into(),
+                quantity: 2,
+                unit_price_cents: 100,
+            }],
+            total_cents: 200,
+            placed_at: cart_central::time::wall_ms(),
+        }));
+    }
+    // Cart 5 is only held: its hold is written after every order.
+    events.push(OutboxEvent::HoldChanged {
+        cart_id: "cart-5".into(),
+        customer_id: "customer-5".into(),
+        sale_id: "test-sale".into(),
+        sku: "BAG-1".into(),
+        quantity: 1,
+        expires_at: 4_000_000_000_000,
+    });
+    let batch: Vec<Delivery> = (1..)
+        .zip(events)
+        .map(|(seq, event)| key.sign("h-edge-1", seq, event))
+        .collect();
+
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_order_3() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.order_id = 'order-3' THEN RAISE EXCEPTION 'refused by the test'; \
+             END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_order_3 BEFORE INSERT ON order_lines \
+             FOR EACH ROW EXECUTE FUNCTION refuse_order_3();",
+        )
+        .await
+        .expect("trigger");
+    let failed = central.apply("edge-1", "h-edge-1", &batch).await;
+    assert!(
+        format!("{:?}", failed).contains("refused by the test"),
+        "{failed:?}"
+    );
+    let count = |table: &'static str| {
+        let admin = &admin;
+        async move {
+            let n: i64 = admin
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .expect("count")
+                .get(0);
+            n
+        }
+    };
+    for table in ["applied_events", "orders", "order_lines", "holds"] {
+        assert_eq!(count(table).await, 0, "{table} after the failed batch");
+    }
+    let book = central.snapshot().await.expect("snapshot");
+    assert_eq!(book.edges["edge-1"].high_water, 0);
+    let bags = crate::support::ledger(&book, "BAG-1");
+    assert_eq!(bags.held.get("edge-1").unwrap_or(&0), &0, "{bags:?}");
+    assert_eq!(bags.sold.get("edge-1").unwrap_or(&0), &0, "{bags:?}");
+
+    admin
+        .batch_execute("DROP TRIGGER refuse_order_3 ON order_lines")
+        .await
+        .expect("drop trigger");
+    let marks = central
+        .apply("edge-1", "h-edge-1", &batch)
+        .await
+        .expect("delivered again");
+    assert_eq!(marks, 9, "the mark after the batch");
+    for (table, rows) in [
+        ("applied_events", 9),
+        ("orders", 4),
+        ("order_lines", 4),
+        ("holds", 1),
+    ] {
+        assert_eq!(count(table).await, rows, "{table} after the batch");
+    }
+    let book = central.snapshot().await.expect("snapshot");
+    let bags = crate::support::ledger(&book, "BAG-1");
+    assert_eq!(bags.held.get("edge-1"), Some(&1), "{bags:?}");
+    assert_eq!(bags.sold.get("edge-1"), Some(&8), "{bags:?}");
+}
