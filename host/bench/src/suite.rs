@@ -369,6 +369,27 @@ fn ramp_rows(s: &mut String, ramp: &Ramp) {
     }
 }
 
+/// The head of a table of goals, whose rows [`goal`] writes.
+pub const GOALS_HEAD: &str =
+    "| goal | measured | target | measured / target | met |\n| --- | --- | --- | --- | --- |\n";
+
+/// A row of a table of goals: `what`, as measured (`got`, in words), against `target`, a floor
+/// when `higher` (met when measured / target ≥ 1) or else a ceiling (target / measured).
+pub fn goal(s: &mut String, what: &str, got: String, measured: f64, target: f64, higher: bool) {
+    let ratio = match (higher, measured > 0.0) {
+        (true, _) => measured / target,
+        (false, true) => target / measured,
+        (false, false) => f64::INFINITY,
+    };
+    let met = if ratio >= 1.0 { "yes" } else { "no" };
+    let target = if higher {
+        format!("≥ {target}")
+    } else {
+        format!("≤ {target}")
+    };
+    let _ = writeln!(s, "| {what} | {got} | {target} | {ratio:.2} | {met} |");
+}
+
 fn summary(
     cfg: &BenchConfig,
     wasm: &Measured,
@@ -421,26 +442,7 @@ fn summary(
         crate::wrk::THREADS,
         crate::wrk::CONNECTIONS
     );
-    let _ = writeln!(
-        s,
-        "| goal | measured | target | measured / target | met |\n| --- | --- | --- | --- | --- |"
-    );
-    // `higher`: the goal is a floor (measured / target ≥ 1); else a ceiling (target / measured).
-    let goal =
-        |s: &mut String, what: &str, got: String, measured: f64, target: f64, higher: bool| {
-            let ratio = match (higher, measured > 0.0) {
-                (true, _) => measured / target,
-                (false, true) => target / measured,
-                (false, false) => f64::INFINITY,
-            };
-            let met = if ratio >= 1.0 { "yes" } else { "no" };
-            let target = if higher {
-                format!("≥ {target}")
-            } else {
-                format!("≤ {target}")
-            };
-            let _ = writeln!(s, "| {what} | {got} | {target} | {ratio:.2} | {met} |");
-        };
+    s.push_str(GOALS_HEAD);
     let per_s = |r: f64| format!("{r:.0}/s");
     goal(
         &mut s,

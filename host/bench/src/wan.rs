@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 
 use crate::harness::{BenchConfig, Edge, Rules, TOKEN, audit, postgres_with_sale, relay};
+use crate::suite::{GOALS_HEAD, goal};
 use cart_edge::http_client::HttpClient;
 use cart_testkit::link::Link;
 use cart_testkit::{Nats, Postgres};
@@ -417,12 +418,44 @@ pub fn summary(out: &mut String, w: &Wan) {
             ms(&r.latency, 1.0),
         );
     }
+    let (edge_p99, central_p50, central_p99) = (
+        ms(&w.direct.shoppers.latency, 0.99),
+        ms(&w.central_db.latency, 0.5),
+        ms(&w.central_db.latency, 0.99),
+    );
     let _ = writeln!(
         out,
         "\nAt p99 the edges answer {:.0}x faster than the central-database cart ({:.0}x at p50).\n",
-        ms(&w.central_db.latency, 0.99) / ms(&w.direct.shoppers.latency, 0.99).max(0.001),
-        ms(&w.central_db.latency, 0.5) / ms(&w.direct.shoppers.latency, 0.5).max(0.001),
+        central_p99 / edge_p99.max(0.001),
+        central_p50 / ms(&w.direct.shoppers.latency, 0.5).max(0.001),
     );
+    out.push_str(GOALS_HEAD);
+    goal(
+        out,
+        "p99 ms of cart updates at the edges, outbox direct",
+        format!("{edge_p99:.2} ms"),
+        edge_p99,
+        10.0,
+        false,
+    );
+    let rtt = RTT.as_millis() as f64;
+    goal(
+        out,
+        "p50 ms of the central-database cart (at least a round trip)",
+        format!("{central_p50:.0} ms"),
+        central_p50,
+        rtt,
+        true,
+    );
+    goal(
+        out,
+        "central-database cart's p99 ÷ the edges' p99",
+        format!("{central_p99:.0} ÷ {edge_p99:.2} ms"),
+        central_p99 / edge_p99.max(0.001),
+        20.0,
+        true,
+    );
+    out.push('\n');
     for (name, r) in [("directly", &w.direct), ("through the queue", &w.queued)] {
         let _ = writeln!(
             out,
