@@ -2,6 +2,7 @@
 //! component or the native rules, fresh fleets and sales on SQLite or PostgreSQL, a measured
 //! load run with its report and plot, the audit, and the table rows the summary prints.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -270,3 +271,24 @@ pub(crate) const FLEET_SECRET: &str = "bench-fleet-secret";
 
 pub(crate) const TABLE_HEAD: &str = "| step | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n\
                           | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+
+/// The head of a table of goals, whose rows [`goal`] writes.
+pub const GOALS_HEAD: &str =
+    "| goal | measured | target | measured / target | met |\n| --- | --- | --- | --- | --- |\n";
+
+/// A row of a table of goals: `what`, as measured (`got`, in words), against `target`, a floor
+/// when `higher` (met when measured / target ≥ 1) or else a ceiling (target / measured).
+pub fn goal(s: &mut String, what: &str, got: String, measured: f64, target: f64, higher: bool) {
+    let ratio = match (higher, measured > 0.0) {
+        (true, _) => measured / target,
+        (false, true) => target / measured,
+        (false, false) => f64::INFINITY,
+    };
+    let met = if ratio >= 1.0 { "yes" } else { "no" };
+    let target = if higher {
+        format!("≥ {target}")
+    } else {
+        format!("≤ {target}")
+    };
+    let _ = writeln!(s, "| {what} | {got} | {target} | {ratio:.2} | {met} |");
+}

@@ -19,8 +19,8 @@ use anyhow::Context as _;
 use tokio::process::Command;
 
 use crate::harness::{
-    BenchConfig, Edge, Rules, TABLE_HEAD, TOKEN, audit, measure, noon_sale, postgres_with_sale,
-    row, two_edges, updates_fleet, wait_healthy,
+    BenchConfig, Edge, GOALS_HEAD, Rules, TABLE_HEAD, TOKEN, audit, goal, measure, noon_sale,
+    postgres_with_sale, row, two_edges, updates_fleet, wait_healthy,
 };
 use crate::{budget, days, delivery, draining, faults, scaling, speed, wan, watching};
 use cart_central::time::{rfc3339, wall_ms};
@@ -367,27 +367,6 @@ fn ramp_rows(s: &mut String, ramp: &Ramp) {
     if let Some(r) = &ramp.failed {
         s.push_str(&row("next step (not sustained)", r));
     }
-}
-
-/// The head of a table of goals, whose rows [`goal`] writes.
-pub const GOALS_HEAD: &str =
-    "| goal | measured | target | measured / target | met |\n| --- | --- | --- | --- | --- |\n";
-
-/// A row of a table of goals: `what`, as measured (`got`, in words), against `target`, a floor
-/// when `higher` (met when measured / target ≥ 1) or else a ceiling (target / measured).
-pub fn goal(s: &mut String, what: &str, got: String, measured: f64, target: f64, higher: bool) {
-    let ratio = match (higher, measured > 0.0) {
-        (true, _) => measured / target,
-        (false, true) => target / measured,
-        (false, false) => f64::INFINITY,
-    };
-    let met = if ratio >= 1.0 { "yes" } else { "no" };
-    let target = if higher {
-        format!("≥ {target}")
-    } else {
-        format!("≤ {target}")
-    };
-    let _ = writeln!(s, "| {what} | {got} | {target} | {ratio:.2} | {met} |");
 }
 
 fn summary(

@@ -17,8 +17,9 @@ use hyper::Method;
 use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 
-use crate::harness::{BenchConfig, Edge, Rules, TOKEN, audit, postgres_with_sale, relay};
-use crate::suite::{GOALS_HEAD, goal};
+use crate::harness::{
+    BenchConfig, Edge, GOALS_HEAD, Rules, TOKEN, audit, goal, postgres_with_sale, relay,
+};
 use cart_edge::http_client::HttpClient;
 use cart_testkit::link::Link;
 use cart_testkit::{Nats, Postgres};
