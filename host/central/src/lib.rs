@@ -861,7 +861,8 @@ impl Central {
                     Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
                     Err(e) => {
                         tx.exec("ROLLBACK TO SAVEPOINT edge_batch", params![])?;
-                        Applied::Failed(e.to_string())
+                        // With its causes: PostgreSQL's own words are two sources down.
+                        Applied::Failed(with_causes(&e))
                     }
                 };
                 tx.exec("RELEASE SAVEPOINT edge_batch", params![])?;

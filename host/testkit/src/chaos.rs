@@ -190,6 +190,9 @@ struct Process {
     from_peers: Link,
     /// Taken over while cut off: kept to deliver its outbox, not shopped at.
     superseded: bool,
+    /// Started with `--take-over`, as a restart of it is too (the same command line, as a
+    /// service manager would run it).
+    take_over: bool,
 }
 
 impl Process {
@@ -293,6 +296,7 @@ impl Fleet {
             to_central,
             from_peers,
             superseded: false,
+            take_over,
         });
         Ok(())
     }
@@ -429,8 +433,9 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let take_over = p.take_over;
                 drop(p);
-                fleet.start(&id, &folder, false).await?;
+                fleet.start(&id, &folder, take_over).await?;
                 format!("{at:.1}s: {id} killed (SIGKILL), restarted on its folder after {hold:?}")
             }
             8 => {

@@ -534,8 +534,9 @@ async fn a_batch_books_what_its_events_one_at_a_time_would() {
 /// A batch is booked whole or not at all, though PostgreSQL gets its writes in one pipeline: a
 /// statement that fails partway (here a trigger refusing the third order's line, after the
 /// receipts and orders before it were sent) leaves no receipt, order, hold or count of the
-/// batch, and the edge's mark where it was. Delivered again once the fault is gone, the batch
-/// is booked once.
+/// batch, and the edge's mark where it was; on the relay's path, where several edges' batches
+/// share a transaction, the other edge's batch is still booked. Delivered again once the fault
+/// is gone, the batch is booked once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_that_fails_partway_books_nothing() {
     use cart_central::events::{EventLine, Order};
@@ -606,6 +607,62 @@ async fn a_batch_that_fails_partway_books_nothing() {
         format!("{:?}", failed).contains("refused by the test"),
         "{failed:?}"
     );
+    // The relay's path: edge-2's batch beside it in one transaction, each in a savepoint.
+    let key_2 = EventKey::generate();
+    crate::support::claimed_with_units(&central, "edge-2", &key_2, &[("BAG-1", 4)]).await;
+    let theirs: Vec<Delivery> = [
+        OutboxEvent::HoldChanged {
+            cart_id: "cart-of-edge-2".into(),
+            customer_id: "customer-of-edge-2".into(),
+            sale_id: "test-sale".into(),
+            sku: "BAG-1".into(),
+            quantity: 1,
+            expires_at: 4_000_000_000_000,
+        },
+        OutboxEvent::OrderPlaced(Order {
+            order_id: "order-of-edge-2".into(),
+            cart_id: "cart-of-edge-2".into(),
+            customer_id: "customer-of-edge-2".into(),
+            lines: vec![EventLine {
+                sale_id: "test-sale".into(),
+                sku: "BAG-1".into(),
+                quantity: 1,
+                unit_price_cents: 100,
+            }],
+            total_cents: 100,
+            placed_at: cart_central::time::wall_ms(),
+        }),
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|(event, seq)| key_2.sign("h-edge-2", seq, event))
+    .collect();
+    let relayed = central
+        .apply_batches(&[
+            cart_central::EdgeBatch {
+                edge_id: "edge-1".into(),
+                history_id: "h-edge-1".into(),
+                events: batch.clone(),
+            },
+            cart_central::EdgeBatch {
+                edge_id: "edge-2".into(),
+                history_id: "h-edge-2".into(),
+                events: theirs,
+            },
+        ])
+        .await
+        .expect("the relay's transaction");
+    assert!(
+        matches!(&relayed[0], cart_central::Applied::Failed(why) if why.contains("refused by the test")),
+        "{relayed:?}"
+    );
+    assert_eq!(
+        relayed[1],
+        cart_central::Applied::Marks(cart_central::Marks {
+            before: 0,
+            after: 2
+        })
+    );
     let count = |table: &'static str| {
         let admin = &admin;
         async move {
@@ -617,11 +674,18 @@ async fn a_batch_that_fails_partway_books_nothing() {
             n
         }
     };
-    for table in ["applied_events", "orders", "order_lines", "holds"] {
-        assert_eq!(count(table).await, 0, "{table} after the failed batch");
+    // Only edge-2's hold (let go by its order) and order.
+    for (table, rows) in [
+        ("applied_events", 2),
+        ("orders", 1),
+        ("order_lines", 1),
+        ("holds", 0),
+    ] {
+        assert_eq!(count(table).await, rows, "{table} after the failed batch");
     }
     let book = central.snapshot().await.expect("snapshot");
     assert_eq!(book.edges["edge-1"].high_water, 0);
+    assert_eq!(book.edges["edge-2"].high_water, 2);
     let bags = crate::support::ledger(&book, "BAG-1");
     assert_eq!(bags.held.get("edge-1").unwrap_or(&0), &0, "{bags:?}");
     assert_eq!(bags.sold.get("edge-1").unwrap_or(&0), &0, "{bags:?}");
@@ -636,9 +700,9 @@ async fn a_batch_that_fails_partway_books_nothing() {
         .expect("delivered again");
     assert_eq!(marks, 9, "the mark after the batch");
     for (table, rows) in [
-        ("applied_events", 9),
-        ("orders", 4),
-        ("order_lines", 4),
+        ("applied_events", 9 + 2),
+        ("orders", 4 + 1),
+        ("order_lines", 4 + 1),
         ("holds", 1),
     ] {
         assert_eq!(count(table).await, rows, "{table} after the batch");
