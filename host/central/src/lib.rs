@@ -140,6 +140,16 @@ pub enum CentralError {
         spare: i64,
     },
     #[error(
+        "edge {edge_id}'s outbox is applied up to seq {applied}; its return of units waits for \
+         seq {needed}, so that central counts what the edge held and sold before what it gave \
+         back"
+    )]
+    ReturnEarly {
+        edge_id: String,
+        applied: i64,
+        needed: i64,
+    },
+    #[error(
         "central was restored from a backup and grants nothing new until the edges have sent \
          their grants again (two minutes at most); waiting for {waiting_for}"
     )]
@@ -292,6 +302,9 @@ pub struct UnitReturn {
     pub sale_id: String,
     pub sku: String,
     pub quantity: u32,
+    /// The edge's newest outbox event when the units left its free count: central takes them
+    /// once it has applied the outbox up to here.
+    pub after_seq: i64,
 }
 
 /// What loading a sale did.

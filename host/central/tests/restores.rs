@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use cart_central::sale::Sale;
-use cart_central::time::wall_ms;
 use cart_central::{Central, CentralError, GrantRequest, Known};
 
 mod support;
@@ -62,20 +60,7 @@ async fn central_with_backup(dir: &Path) -> (Central, std::path::PathBuf) {
     let central = Central::connect(&format!("sqlite:{}", file.display()))
         .await
         .expect("central");
-    let now = wall_ms();
-    let sale = Sale::parse(
-        &serde_json::json!({
-            "sale_id": "sale",
-            "starts_at": cart_central::time::rfc3339(now - 60_000),
-            "ends_at": cart_central::time::rfc3339(now + 3_600_000),
-            "hold_ttl_seconds": 600,
-            "skus": [{"sku": "BAG", "name": "bag", "price_cents": 100, "stock": 100,
-                      "limit_per_customer": 5}],
-        })
-        .to_string(),
-    )
-    .expect("a sale");
-    central.load_sale(&sale).await.expect("loaded");
+    support::load_bags(&central, 100).await;
     (central, file)
 }
 

@@ -38,6 +38,9 @@ pub struct DrainReport {
     /// Hand-offs started and not finished: resumed when the edge runs again.
     pub handoffs_unfinished: usize,
     pub units_returned: u32,
+    /// Returns central has not taken yet (it takes each once it has the outbox written before
+    /// it): finished when the edge runs again.
+    pub returns_unconfirmed: usize,
     pub outbox_left: i64,
     pub deregistered: bool,
     /// No other edge was ready to take the carts (the whole fleet stopping, say).
@@ -49,11 +52,12 @@ impl std::fmt::Display for DrainReport {
         write!(
             f,
             "{} cart(s) handed off, {} kept on disk, {} hand-off(s) unfinished, {} unit(s) \
-             returned to central, {} outbox event(s) undelivered, {}",
+             returned to central ({} return(s) unconfirmed), {} outbox event(s) undelivered, {}",
             self.carts_handed_off,
             self.carts_kept,
             self.handoffs_unfinished,
             self.units_returned,
+            self.returns_unconfirmed,
             self.outbox_left,
             if self.deregistered {
                 "left the registry"
@@ -181,6 +185,7 @@ pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
     };
     report.units_returned = return_free_units(edge, deadline).await;
     report.outbox_left = outbox_drained(edge, deadline).await;
+    report.returns_unconfirmed = returns_confirmed(edge, deadline).await;
     let (kept, unfinished) = edge
         .read(|c| {
             Ok((
@@ -565,6 +570,30 @@ async fn return_free_units(edge: &Edge, deadline: Instant) -> u32 {
         }
     }
     returned
+}
+
+/// Tells central of the returns that waited for the outbox, until it has taken them all or the
+/// deadline; how many are left.
+async fn returns_confirmed(edge: &Edge, deadline: Instant) -> usize {
+    loop {
+        let why = match edge.read(|c| db::pending_returns(c, i64::MAX)).await {
+            Ok(pending) if pending.is_empty() => return 0,
+            Ok(pending) => match edge.allotments.resume_returns(pending).await {
+                Ok(()) => continue,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => format!("reading them: {e:#}"),
+        };
+        if Instant::now() >= deadline {
+            let left = edge
+                .read(|c| Ok(db::in_flight(c)?.1))
+                .await
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            tracing::warn!("drain: {left} return(s) unconfirmed at the deadline: {why}");
+            return left;
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
 }
 
 /// Waits until central has the whole outbox, or the deadline; how many events are left.

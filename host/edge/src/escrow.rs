@@ -41,6 +41,9 @@ struct SkuState {
     demand: Mutex<(Millis, u64, u64)>,
     /// Whether this edge has had its first grant of the SKU since it started.
     stocked: AtomicBool,
+    /// A return of the SKU waits for central to apply the outbox (through a queue, central
+    /// may lag far behind): units given back meanwhile would wait with it, sold nowhere.
+    returning: AtomicBool,
 }
 
 pub struct Allotments {
@@ -219,6 +222,8 @@ impl Allotments {
             }
         } else if row.free < demand {
             self.top_up(&key, demand.saturating_mul(2)).await?;
+        } else if state.returning.load(Ordering::Acquire) {
+            // Kept here, where shoppers can still buy them, until the last return is taken.
         } else if wanted && row.free > demand {
             // Another edge's shoppers are refused while these units sit here.
             self.give_back(&key, row.free - demand).await?;
@@ -275,15 +280,18 @@ impl Allotments {
         Ok(())
     }
 
-    /// Gives up to `quantity` free units of a SKU back to central; returns how many went.
+    /// Gives up to `quantity` free units of a SKU back to central; returns how many left the
+    /// free count. Central is told at once when it has every outbox event written before the
+    /// return; otherwise the outbox's delivery tells it, once it has (see [`db::RecordedReturn`]).
     pub async fn give_back(&self, key: &SkuKey, quantity: u32) -> Result<u32, GrantError> {
-        let ret = UnitReturn {
+        let mut ret = UnitReturn {
             return_id: crate::ids::new_id("r"),
             edge_id: self.edge_id.clone(),
             incarnation: self.incarnation.clone(),
             sale_id: key.sale_id.clone(),
             sku: key.sku.clone(),
             quantity,
+            after_seq: 0,
         };
         let (id, sale_id, s, now) = (
             ret.return_id.clone(),
@@ -291,27 +299,29 @@ impl Allotments {
             ret.sku.clone(),
             self.clock.now(),
         );
-        let taken = self
+        let recorded = self
             .writer
             .host(move |conn| db::record_return(conn, &id, &sale_id, &s, quantity, now))
             .await?;
-        if taken > 0 {
-            self.confirm(&UnitReturn {
-                quantity: taken,
-                ..ret
-            })
-            .await?;
+        (ret.quantity, ret.after_seq) = (recorded.quantity, recorded.after_seq);
+        if recorded.quantity > 0 {
+            self.state(key).returning.store(true, Ordering::Release);
+            if recorded.delivered {
+                self.confirm(&ret).await?;
+            }
         }
-        Ok(taken)
+        Ok(recorded.quantity)
     }
 
-    /// Finishes returns a crash or an outage left unconfirmed.
+    /// Finishes returns a crash or an outage left unconfirmed, and those that waited for the
+    /// outbox.
     pub async fn resume_returns(&self, pending: Vec<db::PendingReturn>) -> Result<(), GrantError> {
         for db::PendingReturn {
             return_id,
             sale_id,
             sku,
             quantity,
+            after_seq,
         } in pending
         {
             let ret = UnitReturn {
@@ -321,6 +331,7 @@ impl Allotments {
                 sale_id,
                 sku,
                 quantity,
+                after_seq,
             };
             self.confirm(&ret).await?;
         }
@@ -329,6 +340,9 @@ impl Allotments {
 
     async fn confirm(&self, ret: &UnitReturn) -> Result<(), GrantError> {
         self.central.return_units(ret).await?;
+        self.state(&SkuKey::new(&ret.sale_id, &ret.sku))
+            .returning
+            .store(false, Ordering::Release);
         let (id, now) = (ret.return_id.clone(), self.clock.now());
         self.writer
             .host(move |conn| db::confirm_return(conn, &id, now))

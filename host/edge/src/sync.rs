@@ -80,12 +80,14 @@ pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
         unfinished.push(e);
     }
     for e in unfinished {
-        if let GrantError::Central(c) = &e
-            && c.is_refusal()
-        {
-            return Err(e.into());
+        match &e {
+            GrantError::Central(c) if c.is_refusal() => return Err(e.into()),
+            // Through a queue, central applies the outbox some time after the edge delivered it.
+            GrantError::Central(CentralError::ReturnEarly { .. }) => {
+                tracing::debug!("a return waits for central to apply the outbox: {e}");
+            }
+            _ => tracing::warn!("finishing an interrupted grant or return: {e}"),
         }
-        tracing::warn!("finishing an interrupted grant or return: {e}");
     }
     Ok(())
 }

@@ -230,10 +230,12 @@ pub fn reconciled(
 }
 
 /// Who is calling, as the fence finds it: the name its ledger rows carry (a retired history's
-/// is `<edge_id>~<history>`), and whether it still holds the edge id.
+/// is `<edge_id>~<history>`), whether it still holds the edge id, and how far central has
+/// applied its history's outbox.
 pub(super) struct Caller {
     pub name: String,
     pub retired: bool,
+    pub high_water: i64,
 }
 
 /// Refuses calls from a process that is not the one serving `edge_id`'s current history, or
@@ -248,13 +250,14 @@ pub(super) fn fence(
 ) -> Result<Caller, CentralError> {
     let row = tx.query_opt(
         "UPDATE edges SET last_seen = $2 WHERE incarnation = $1 \
-         RETURNING edge_id, CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END",
+         RETURNING edge_id, CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END, high_water",
         params![incarnation, now],
     )?;
     let caller = match row {
         Some(r) => Caller {
             name: r.text(0)?,
             retired: r.int(1)? == 1,
+            high_water: r.int(2)?,
         },
         None => return Err(CentralError::Superseded(edge_id.to_owned())),
     };
@@ -358,8 +361,13 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Grantin
 
 /// Takes back units an edge returns; the same return id is taken once. An edge gives back at
 /// most what it was allotted and has not sold or does not hold, as central knows it: units
-/// that were never its own are refused (and a return that central's outbox view has not caught
-/// up with is refused until it has: the edge asks again).
+/// that were never its own are refused.
+///
+/// A return is taken only once central has applied the outbox events the edge wrote before
+/// it (`after_seq`): the edge's free units are what is left after its holds and sales, and
+/// central's count of what it holds and sold is right only from there on. Taken earlier, a
+/// hold central has not seen yet could be counted against units already given back: central
+/// would refuse that hold for ever, and the edge's order behind it with it.
 pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<(), CentralError> {
     let caller = fence(tx, &ret.edge_id, &ret.incarnation, now, true)?;
     // The SKU's row lock orders this against grants and other returns of it.
@@ -375,6 +383,13 @@ pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<()
         .is_some()
     {
         return Ok(());
+    }
+    if caller.high_water < ret.after_seq {
+        return Err(CentralError::ReturnEarly {
+            edge_id: caller.name,
+            applied: caller.high_water,
+            needed: ret.after_seq,
+        });
     }
     let spare = spare_units(tx, &caller.name, &ret.sale_id, &ret.sku)?;
     if i64::from(ret.quantity) > spare {

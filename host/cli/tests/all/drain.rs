@@ -12,7 +12,7 @@ use crate::one_fleet::{readyz, signal, start, start_env};
 use crate::support::{ADMIN_TOKEN, CartRef, Client, EdgeProcess, Fleet, audit_passes, sale};
 
 /// Asks an edge to drain.
-async fn drain(client: &Client) {
+pub async fn drain(client: &Client) {
     let (status, body) = client
         .call(Method::POST, "/admin/drain", Some(ADMIN_TOKEN), Value::Null)
         .await;
@@ -20,7 +20,7 @@ async fn drain(client: &Client) {
 }
 
 /// Waits for the process to exit; its exit status must be success.
-async fn exits_0(process: &mut EdgeProcess, within: Duration) {
+pub async fn exits_0(process: &mut EdgeProcess, within: Duration) {
     let status = tokio::time::timeout(within, process.child.wait())
         .await
         .unwrap_or_else(|_| panic!("the edge did not exit within {within:?}"))

@@ -6,11 +6,15 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use cart_central::SkuKey;
 use cart_central::events::{EventKey, EventLine, Order, OutboxEvent};
 use cart_queue::Envelope;
 use cart_testkit::{Nats, Postgres};
+use hyper::StatusCode;
 
+use crate::drain::{drain, exits_0};
 use crate::fleet::{holds_kept, sell_out, shop};
+use crate::oversell::{buy, orders_at_central};
 use crate::support::{
     CartRef, Client, EdgeProcess, Fleet, RelayProcess, audit_passes, eventually, sale, sum_of,
 };
@@ -98,8 +102,18 @@ async fn a_relay_killed_mid_stream_loses_and_repeats_nothing() {
     // The edges keep publishing meanwhile; what the dead relay took unacknowledged comes back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _relay = RelayProcess::start(&fleet, &nats.url(), "relay-b").await;
-    let crowd = crowd.await.expect("crowd");
+    let mut crowd = crowd.await.expect("crowd");
     assert_eq!((crowd.server_errors, crowd.unanswered), (0, 0), "{crowd:?}");
+    // Units an edge gave back while the relay was down waited for central to apply what the
+    // edge wrote before (and were sold nowhere meanwhile): once it has, the last shoppers get
+    // them.
+    eventually("the returns taken", Duration::from_secs(30), || async {
+        sum_of(&clients, "returns_in_flight").await == 0
+    })
+    .await;
+    let late = shop(&clients, 600, 300, 100).await;
+    assert_eq!((late.server_errors, late.unanswered), (0, 0), "{late:?}");
+    crowd.won.extend(late.won);
     assert_eq!(crowd.won.len(), 300, "{crowd:?}");
     holds_kept(&clients, &crowd.won).await;
     audit_passes(&fleet, clients.iter().map(|c| c.url.clone())).await;
@@ -320,4 +334,68 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
         3,
         "o-taken, o-2, o-3, once each"
     );
+}
+
+/// Through the queue, central applies an edge's events some time after the edge sent them, and
+/// the edge gives units back to central directly. A drained edge gives back every free unit
+/// while its hold of three units, their release and an order are still in the stream: central
+/// takes the units only once it has applied those events. Taken at once, the hold would be
+/// counted against units already given back and refused for ever, and the order behind it
+/// with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn units_given_back_wait_for_the_events_before_them_in_the_stream() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("queue_returns").await.expect("database");
+    let nats = Nats::start().expect("a NATS server with JetStream");
+    let fleet = Fleet::on(url, &sale(&[("BAG-1", 100, 5)], -60)).await;
+    let nats_url = nats.url();
+    let queued = ["--queue", nats_url.as_str()];
+    let mut edge = EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &queued).await;
+    eventually("units at edge-1", Duration::from_secs(10), || async {
+        edge.client.available("BAG-1").await >= 3
+    })
+    .await;
+    let browsing = edge.client.create_cart("browsing").await;
+    for quantity in [3, 0] {
+        let (status, body) = edge.client.set(&browsing, "BAG-1", quantity).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let order = buy(&edge.client, "buyer", 1).await.expect("an order");
+    eventually(
+        "the events in the stream",
+        Duration::from_secs(10),
+        || async { edge.client.status().await["outbox_backlog"] == 0 },
+    )
+    .await;
+
+    // No relay yet: the drain gives the units back before central has any of the events, and
+    // the edge exits with its carts kept (no peer takes them).
+    drain(&edge.client).await;
+    exits_0(&mut edge, Duration::from_secs(30)).await;
+    let central = fleet.central().await;
+    let bags = SkuKey::new("test-sale", "BAG-1");
+    let allotted = central.snapshot().await.expect("snapshot").skus[&bags].allotted["edge-1"];
+    assert!(
+        allotted >= 3,
+        "central took units back before the events before them: {allotted}"
+    );
+
+    // The relay applies the stream; the edge, started again, gives the units back.
+    let _relay = RelayProcess::start(&fleet, &nats_url, "relay").await;
+    let again = EdgeProcess::start_with(&fleet, "edge-1", "edge-1", &queued).await;
+    eventually("the order at central", Duration::from_secs(30), || async {
+        orders_at_central(&fleet).await.contains(&order)
+    })
+    .await;
+    eventually(
+        "the units back at central",
+        Duration::from_secs(30),
+        || async {
+            let snapshot = central.snapshot().await.expect("snapshot");
+            snapshot.skus[&bags].unallocated == 99
+                && again.client.status().await["returns_in_flight"] == 0
+        },
+    )
+    .await;
+    audit_passes(&fleet, [again.client.url.clone()]).await;
 }

@@ -417,8 +417,20 @@ pub fn pending_grants(conn: &Connection, before: Millis) -> rusqlite::Result<Vec
 
 // ---- returns ---------------------------------------------------------------------------------
 
+/// A return as recorded, before central is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedReturn {
+    /// Units taken out of the free count (0: none were free, and nothing was recorded).
+    pub quantity: u32,
+    /// The newest outbox event written then: central takes the return once it has applied
+    /// the outbox up to here (see `cart_central::UnitReturn`).
+    pub after_seq: i64,
+    /// Whether the outbox was delivered up to there already.
+    pub delivered: bool,
+}
+
 /// Takes up to `quantity` free units out of stock to give back to central, recorded under
-/// `return_id` before central is told. Returns how many were taken (0: none were free).
+/// `return_id` before central is told.
 pub fn record_return(
     conn: &Connection,
     return_id: &str,
@@ -426,19 +438,31 @@ pub fn record_return(
     sku: &str,
     quantity: u32,
     now: Millis,
-) -> rusqlite::Result<u32> {
-    let n = quantity.min(free(conn, sale_id, sku)?);
-    if n == 0 {
-        return Ok(0);
+) -> rusqlite::Result<RecordedReturn> {
+    let after_seq = highest_seq(conn)?;
+    let recorded = RecordedReturn {
+        quantity: quantity.min(free(conn, sale_id, sku)?),
+        after_seq,
+        delivered: delivered_seq(conn)? >= after_seq,
+    };
+    if recorded.quantity == 0 {
+        return Ok(recorded);
     }
     conn.prepare_cached("UPDATE stock SET free = free - ?3 WHERE sale_id = ?1 AND sku = ?2")?
-        .execute(params![sale_id, sku, n])?;
+        .execute(params![sale_id, sku, recorded.quantity])?;
     conn.prepare_cached(
-        "INSERT INTO unit_returns (return_id, sale_id, sku, quantity, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO unit_returns (return_id, sale_id, sku, quantity, created_at, after_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![return_id, sale_id, sku, n, now])?;
-    Ok(n)
+    .execute(params![
+        return_id,
+        sale_id,
+        sku,
+        recorded.quantity,
+        now,
+        after_seq
+    ])?;
+    Ok(recorded)
 }
 
 /// Central has taken the units of this return.
@@ -457,20 +481,24 @@ pub struct PendingReturn {
     pub sale_id: String,
     pub sku: String,
     pub quantity: u32,
+    pub after_seq: i64,
 }
 
-/// Returns recorded at or before `before` and not yet confirmed.
+/// Returns not yet confirmed that are due: recorded at or before `before` (their telling was
+/// interrupted), or waiting for outbox events that have been delivered since.
 pub fn pending_returns(conn: &Connection, before: Millis) -> rusqlite::Result<Vec<PendingReturn>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT return_id, sale_id, sku, quantity FROM unit_returns \
-         WHERE confirmed_at IS NULL AND created_at <= ?1 ORDER BY created_at",
+        "SELECT return_id, sale_id, sku, quantity, after_seq FROM unit_returns \
+         WHERE confirmed_at IS NULL AND (created_at <= ?1 OR after_seq <= ?2) \
+         ORDER BY created_at",
     )?;
-    stmt.query_map([before], |r| {
+    stmt.query_map(params![before, delivered_seq(conn)?], |r| {
         Ok(PendingReturn {
             return_id: r.get(0)?,
             sale_id: r.get(1)?,
             sku: r.get(2)?,
             quantity: r.get(3)?,
+            after_seq: r.get(4)?,
         })
     })?
     .collect()
@@ -708,11 +736,15 @@ mod tests {
         let (_dir, conn) = fresh();
         seed(&conn, 3, 2);
         assert_eq!(
-            record_return(&conn, "r1", "S", "A", 5, 0).expect("return"),
+            record_return(&conn, "r1", "S", "A", 5, 0)
+                .expect("return")
+                .quantity,
             3
         );
         assert_eq!(
-            record_return(&conn, "r2", "S", "A", 1, 0).expect("return"),
+            record_return(&conn, "r2", "S", "A", 1, 0)
+                .expect("return")
+                .quantity,
             0
         );
         assert_eq!(in_flight(&conn).expect("in flight"), (0, 1));
@@ -727,6 +759,33 @@ mod tests {
                 sold: 0
             }
         );
+    }
+
+    #[test]
+    fn a_return_waits_for_the_outbox_events_written_before_it() {
+        let (_dir, conn) = fresh();
+        seed(&conn, 5, 0);
+        append_outbox(&conn, 0, "{}").expect("event");
+        append_outbox(&conn, 0, "{}").expect("event");
+        mark_delivered(&conn, 1).expect("delivered");
+        let recorded = record_return(&conn, "r1", "S", "A", 2, 100).expect("return");
+        assert_eq!(
+            recorded,
+            RecordedReturn {
+                quantity: 2,
+                after_seq: 2,
+                delivered: false
+            }
+        );
+        // Not due while event 2 is undelivered, unless its telling is long overdue.
+        assert!(pending_returns(&conn, 99).expect("pending").is_empty());
+        assert_eq!(pending_returns(&conn, 100).expect("pending").len(), 1);
+        mark_delivered(&conn, 2).expect("delivered");
+        let due = pending_returns(&conn, 99).expect("pending");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].after_seq, 2);
+        let after = record_return(&conn, "r2", "S", "A", 1, 100).expect("return");
+        assert!(after.delivered);
     }
 
     #[test]
