@@ -197,7 +197,9 @@ pub async fn run(edge: &Arc<Edge>, timeout: Duration) -> DrainReport {
         .unwrap_or((-1, usize::MAX));
     report.carts_kept = kept;
     report.handoffs_unfinished = unfinished;
-    if kept == 0 && unfinished == 0 && report.outbox_left == 0 {
+    // A return central has not taken keeps its units allotted to this edge: a drained edge's
+    // folder may never run again to finish it.
+    if kept == 0 && unfinished == 0 && report.outbox_left == 0 && report.returns_unconfirmed == 0 {
         match edge
             .central
             .drained(&edge.config.edge_id, &edge.identity.incarnation)

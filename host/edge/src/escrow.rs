@@ -41,9 +41,6 @@ struct SkuState {
     demand: Mutex<(Millis, u64, u64)>,
     /// Whether this edge has had its first grant of the SKU since it started.
     stocked: AtomicBool,
-    /// A return of the SKU waits for central to apply the outbox (through a queue, central
-    /// may lag far behind): units given back meanwhile would wait with it, sold nowhere.
-    returning: AtomicBool,
 }
 
 pub struct Allotments {
@@ -59,7 +56,15 @@ pub struct Allotments {
     /// What central last said is left to sell of each SKU across the fleet (empty while
     /// central does not answer).
     left_in_sales: Mutex<HashMap<SkuKey, u32>>,
+    /// Until when returns central called early are not asked again (see
+    /// [`Self::returns_paused`]).
+    early_until: Mutex<Millis>,
 }
+
+/// How long returns central called early wait before they are asked again: through a queue,
+/// central applies the outbox a while after the edge delivered it, and each ask takes central's
+/// lock on the edge's row, which the relay's apply of its events needs too.
+const EARLY_RETURN_PAUSE_MS: Millis = 1_000;
 
 /// What a shopper's request should do after finding too few units.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,6 +93,7 @@ impl Allotments {
             metrics,
             skus: Mutex::default(),
             left_in_sales: Mutex::default(),
+            early_until: Mutex::default(),
         }
     }
 
@@ -204,6 +210,7 @@ impl Allotments {
         entry: &SkuEntry,
         row: StockRow,
         wanted: bool,
+        returning: bool,
         now: Millis,
     ) -> Result<(), GrantError> {
         let key = SkuKey::new(&entry.sale_id, &entry.sku);
@@ -222,8 +229,10 @@ impl Allotments {
             }
         } else if row.free < demand {
             self.top_up(&key, demand.saturating_mul(2)).await?;
-        } else if state.returning.load(Ordering::Acquire) {
-            // Kept here, where shoppers can still buy them, until the last return is taken.
+        } else if returning {
+            // A return of the SKU waits for central to apply the outbox (through a queue,
+            // central may lag far behind): units given back now would wait with it, sold
+            // nowhere. They stay here, where shoppers can buy them, until it is taken.
         } else if wanted && row.free > demand {
             // Another edge's shoppers are refused while these units sit here.
             self.give_back(&key, row.free - demand).await?;
@@ -304,13 +313,20 @@ impl Allotments {
             .host(move |conn| db::record_return(conn, &id, &sale_id, &s, quantity, now))
             .await?;
         (ret.quantity, ret.after_seq) = (recorded.quantity, recorded.after_seq);
-        if recorded.quantity > 0 {
-            self.state(key).returning.store(true, Ordering::Release);
-            if recorded.delivered {
-                self.confirm(&ret).await?;
+        if recorded.quantity > 0 && recorded.delivered {
+            match self.confirm(&ret).await {
+                // Through a queue, central applies what was delivered some time later.
+                Ok(()) | Err(GrantError::Central(CentralError::ReturnEarly { .. })) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(recorded.quantity)
+    }
+
+    /// Whether central called a return early a moment ago: the delivery loop, which would ask
+    /// on every pass, waits.
+    pub fn returns_paused(&self) -> bool {
+        self.clock.now() < *locks::lock(&self.early_until)
     }
 
     /// Finishes returns a crash or an outage left unconfirmed, and those that waited for the
@@ -333,16 +349,17 @@ impl Allotments {
                 quantity,
                 after_seq,
             };
-            self.confirm(&ret).await?;
+            let confirmed = self.confirm(&ret).await;
+            if let Err(GrantError::Central(CentralError::ReturnEarly { .. })) = &confirmed {
+                *locks::lock(&self.early_until) = self.clock.now() + EARLY_RETURN_PAUSE_MS;
+            }
+            confirmed?;
         }
         Ok(())
     }
 
     async fn confirm(&self, ret: &UnitReturn) -> Result<(), GrantError> {
         self.central.return_units(ret).await?;
-        self.state(&SkuKey::new(&ret.sale_id, &ret.sku))
-            .returning
-            .store(false, Ordering::Release);
         let (id, now) = (ret.return_id.clone(), self.clock.now());
         self.writer
             .host(move |conn| db::confirm_return(conn, &id, now))

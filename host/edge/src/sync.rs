@@ -76,7 +76,9 @@ pub async fn tend_central(edge: &Edge) -> anyhow::Result<()> {
     if !refused && let Err(e) = edge.allotments.resume(grants).await {
         unfinished.push(e);
     }
-    if let Err(e) = edge.allotments.resume_returns(returns).await {
+    if !edge.allotments.returns_paused()
+        && let Err(e) = edge.allotments.resume_returns(returns).await
+    {
         unfinished.push(e);
     }
     for e in unfinished {

@@ -19,7 +19,7 @@ use crate::edge::Edge;
 use crate::identity::Standing;
 use crate::locks;
 use crate::shutdown::pause;
-use crate::store::db::StockLine;
+use crate::store::db::{self, StockLine};
 use crate::store::retention;
 use crate::sync;
 use crate::tls;
@@ -274,6 +274,7 @@ async fn balance_once(edge: &Edge) -> anyhow::Result<()> {
         return Ok(());
     }
     let stock = edge.stock().await?;
+    let returning = edge.read(db::returning_skus).await?;
     let wanted = edge.central.wanted_skus().await?;
     let (catalog, now) = (edge.catalog(), edge.clock.now());
     for StockLine {
@@ -285,8 +286,13 @@ async fn balance_once(edge: &Edge) -> anyhow::Result<()> {
         let Some(entry) = catalog.entry(&sale_id, &sku) else {
             continue;
         };
-        let wanted = wanted.contains(&SkuKey::new(&sale_id, &sku));
-        if let Err(e) = edge.allotments.balance(entry, row, wanted, now).await {
+        let key = SkuKey::new(&sale_id, &sku);
+        let (wanted, returning) = (wanted.contains(&key), returning.contains(&key));
+        if let Err(e) = edge
+            .allotments
+            .balance(entry, row, wanted, returning, now)
+            .await
+        {
             tracing::warn!("keeping {sale_id}/{sku} stocked: {e}");
         }
     }

@@ -370,6 +370,16 @@ pub fn grant(tx: &mut dyn Tx, req: &GrantRequest, now: Millis) -> Result<Grantin
 /// would refuse that hold for ever, and the edge's order behind it with it.
 pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<(), CentralError> {
     let caller = fence(tx, &ret.edge_id, &ret.incarnation, now, true)?;
+    // Before the SKU's lock, which every grant of it waits for: an early return is asked again.
+    // (A return taken already was taken once central had its events, and a restored central
+    // that has the return has them too.)
+    if caller.high_water < ret.after_seq {
+        return Err(CentralError::ReturnEarly {
+            edge_id: caller.name,
+            applied: caller.high_water,
+            needed: ret.after_seq,
+        });
+    }
     // The SKU's row lock orders this against grants and other returns of it.
     tx.exec(
         "UPDATE skus SET wanted_at = wanted_at WHERE sale_id = $1 AND sku = $2",
@@ -383,13 +393,6 @@ pub fn return_units(tx: &mut dyn Tx, ret: &UnitReturn, now: Millis) -> Result<()
         .is_some()
     {
         return Ok(());
-    }
-    if caller.high_water < ret.after_seq {
-        return Err(CentralError::ReturnEarly {
-            edge_id: caller.name,
-            applied: caller.high_water,
-            needed: ret.after_seq,
-        });
     }
     let spare = spare_units(tx, &caller.name, &ret.sale_id, &ret.sku)?;
     if i64::from(ret.quantity) > spare {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use cart_central::SkuKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Millis;
@@ -504,6 +505,17 @@ pub fn pending_returns(conn: &Connection, before: Millis) -> rusqlite::Result<Ve
     .collect()
 }
 
+/// The SKUs with a return central has not taken yet.
+pub fn returning_skus(conn: &Connection) -> rusqlite::Result<Vec<SkuKey>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT sale_id, sku FROM unit_returns WHERE confirmed_at IS NULL",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(SkuKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?
+    .collect()
+}
+
 /// Grant requests and returns central has not answered yet.
 pub fn in_flight(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.prepare_cached(
@@ -749,8 +761,13 @@ mod tests {
         );
         assert_eq!(in_flight(&conn).expect("in flight"), (0, 1));
         assert_eq!(pending_returns(&conn, 0).expect("pending").len(), 1);
+        assert_eq!(
+            returning_skus(&conn).expect("returning"),
+            [SkuKey::new("S", "A")]
+        );
         confirm_return(&conn, "r1", 1).expect("confirm");
         assert!(pending_returns(&conn, 0).expect("pending").is_empty());
+        assert!(returning_skus(&conn).expect("returning").is_empty());
         assert_eq!(
             units(&conn),
             StockRow {
