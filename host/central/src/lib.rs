@@ -698,6 +698,7 @@ impl Central {
             ledger::Claiming::WrittenOff { retired } => {
                 Err(CentralError::Retired { edge_id, retired })
             }
+            ledger::Claiming::Waiting(running) => Err(running),
         }
     }
 

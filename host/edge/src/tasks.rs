@@ -194,15 +194,29 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
                     stand_down(&edge, stop, &e);
                     continue;
                 }
-                tracing::warn!("outbox delivery failed, retrying in {backoff:?}: {e:#}");
+                let retry = until_lapse(&edge, &e).map_or(backoff, |lapse| lapse.min(backoff));
+                tracing::warn!("outbox delivery failed, retrying in {retry:?}: {e:#}");
                 locks::lock(&edge.sync).last_error = Some(format!("{e:#}"));
                 backoff = (backoff * 2).min(max_backoff);
-                backoff
+                retry
             }
         };
         if !pause(period, &mut shutdown).await {
             return;
         }
+    }
+}
+
+/// For a take-over that central told to wait for the old process's lease: how long until that
+/// lease lapses (by central's clock, as this edge reads it), when it asks again. The old
+/// process cannot renew a lapsed lease while the take-over keeps asking.
+fn until_lapse(edge: &Edge, e: &anyhow::Error) -> Option<Duration> {
+    match e.downcast_ref::<CentralError>() {
+        Some(CentralError::EdgeRunning { lease_until, .. }) if edge.config.take_over => {
+            let ms = (lease_until - edge.clock.now()).max(0) + 20;
+            Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        }
+        _ => None,
     }
 }
 

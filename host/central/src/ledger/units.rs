@@ -59,11 +59,18 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
             && (folder == claim.folder || folder.is_empty());
         let ours = incarnation == claim.incarnation || successor;
         if !ours && lease_until > now {
-            return Err(CentralError::EdgeRunning {
+            if claim.take_over {
+                // Once the lease lapses, its holder may not renew it while this one waits.
+                tx.exec(
+                    "UPDATE edges SET take_over_asked_at = $2 WHERE edge_id = $1",
+                    params![&claim.edge_id, now],
+                )?;
+            }
+            return Ok(Claiming::Waiting(CentralError::EdgeRunning {
                 edge_id: claim.edge_id.clone(),
                 incarnation,
                 lease_until,
-            });
+            }));
         }
         let same_history = history == claim.history_id && claim.local_seq >= high_water;
         if same_history {
@@ -123,12 +130,18 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
 }
 
 /// What a claim that central answers comes to. A written-off history's folder is let in to
-/// deliver and give back: its new key and incarnation must be stored, so this is not an error
-/// that rolls the transaction back (the caller turns it into [`CentralError::Retired`]).
+/// deliver and give back: its new key and incarnation must be stored, and so must a waiting
+/// take-over's asking, so neither is an error that rolls the transaction back (the caller
+/// turns them into [`CentralError::Retired`] and the `EdgeRunning` carried).
 pub enum Claiming {
     Claimed(Claimed),
     WrittenOff { retired: String },
+    Waiting(CentralError),
 }
+
+/// How long a take-over's asking keeps a lapsed lease from being renewed: a waiting take-over
+/// asks again at least every five seconds.
+const TAKE_OVER_ASKS_WITHIN_MS: Millis = 10_000;
 
 /// Records the claiming process's event key among its history's.
 fn register_key(tx: &mut dyn Tx, claim: &Claim) -> Result<(), CentralError> {
@@ -184,7 +197,7 @@ fn retire(
 }
 
 /// Extends a process's lease on its edge id by `lease_ms` from now; refused once another
-/// process has the id. The catalog's version, so that the edge knows whether its calendar is
+/// process has the id, and once the lease has lapsed while a take-over waits for it. The catalog's version, so that the edge knows whether its calendar is
 /// current before it sells on under the new lease, and the history's high-water mark, so that
 /// it notices a central restored from a backup that lost events it had applied. A central that
 /// has lost what the edge `known`s it had notices that it was restored; the answer says whether
@@ -201,8 +214,15 @@ pub fn renew_lease(
         .query_opt(
             "UPDATE edges SET lease_until = $3, last_seen = $4 \
              WHERE edge_id = $1 AND incarnation = $2 AND retired_at IS NULL \
+               AND NOT (lease_until <= $4 AND take_over_asked_at > $5) \
              RETURNING high_water",
-            params![edge_id, incarnation, now + lease_ms, now],
+            params![
+                edge_id,
+                incarnation,
+                now + lease_ms,
+                now,
+                now - TAKE_OVER_ASKS_WITHIN_MS
+            ],
         )?
         .ok_or_else(|| CentralError::Superseded(edge_id.to_owned()))?
         .int(0)?;
