@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::units::is_retired_name;
+use super::units::{counting, is_retired_name};
 use crate::db::{Dialect, Row, Statement, Tx, params};
 use crate::events::{self, Delivery, Order, OutboxEvent};
 use crate::time::Millis;
@@ -312,17 +312,7 @@ impl Effect {
             if (held, sold) == (0, 0) {
                 continue;
             }
-            // A row of zeros first, which the CHECK takes, so that the move is one update.
-            writes.push((
-                "INSERT INTO edge_units (edge_id, sale_id, sku) VALUES ($1, $2, $3) \
-                 ON CONFLICT (edge_id, sale_id, sku) DO NOTHING",
-                params![edge, sale, sku].to_vec(),
-            ));
-            writes.push((
-                "UPDATE edge_units SET held = held + $4, sold = sold + $5 \
-                 WHERE edge_id = $1 AND sale_id = $2 AND sku = $3",
-                params![edge, sale, sku, held, sold].to_vec(),
-            ));
+            writes.extend(counting(edge, sale, sku, [0, held, sold]));
         }
     }
 }

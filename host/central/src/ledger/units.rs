@@ -2,7 +2,7 @@
 //! refuses superseded processes, grants and returns of units, and the SKUs edges want back.
 
 use super::restores::{self, NoticedBy};
-use crate::db::{Tx, clock, params};
+use crate::db::{Statement, Tx, clock, params};
 use crate::time::Millis;
 use crate::{
     CentralError, Claim, Claimed, GrantRequest, Known, Renewed, SkuKey, UnitReturn, WANTED_FOR_MS,
@@ -479,20 +479,30 @@ pub(super) fn count_units(
     if (allotted, held, sold) == (0, 0, 0) {
         return Ok(());
     }
-    // An update first: an insert's proposed row is checked before its conflict is found.
-    let changed = tx.exec(
-        "UPDATE edge_units SET allotted = allotted + $4, held = held + $5, sold = sold + $6 \
-         WHERE edge_id = $1 AND sale_id = $2 AND sku = $3",
-        params![edge, sale_id, sku, allotted, held, sold],
-    )?;
-    if changed == 0 {
-        tx.exec(
-            "INSERT INTO edge_units (edge_id, sale_id, sku, allotted, held, sold) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            params![edge, sale_id, sku, allotted, held, sold],
-        )?;
-    }
-    Ok(())
+    tx.exec_all(&counting(edge, sale_id, sku, [allotted, held, sold]))
+}
+
+/// The statements that move an edge's counters of one SKU by `[allotted, held, sold]`, for
+/// [`Tx::exec_all`]: a row of zeros first, which the CHECK takes (an insert's proposed row is
+/// checked before its conflict is found), so that the move is one update, checked as a whole.
+pub(super) fn counting<'a>(
+    edge: &'a str,
+    sale_id: &'a str,
+    sku: &'a str,
+    [allotted, held, sold]: [i64; 3],
+) -> [Statement<'a>; 2] {
+    [
+        (
+            "INSERT INTO edge_units (edge_id, sale_id, sku) VALUES ($1, $2, $3) \
+             ON CONFLICT (edge_id, sale_id, sku) DO NOTHING",
+            params![edge, sale_id, sku].to_vec(),
+        ),
+        (
+            "UPDATE edge_units SET allotted = allotted + $4, held = held + $5, \
+               sold = sold + $6 WHERE edge_id = $1 AND sale_id = $2 AND sku = $3",
+            params![edge, sale_id, sku, allotted, held, sold].to_vec(),
+        ),
+    ]
 }
 
 /// What is left to sell of each SKU of every sale not ended: units no edge has been granted,
