@@ -104,6 +104,8 @@ pub enum CentralError {
         edge_id: String,
         incarnation: String,
         lease_until: Millis,
+        /// How long the lease had to run when central answered, by central's clock.
+        left_ms: Millis,
     },
     #[error(
         "edge {edge_id}: this data folder's history ({local_history}, outbox up to seq \
@@ -242,8 +244,12 @@ pub struct Claim {
     /// The highest outbox sequence number this folder has ever used.
     pub local_seq: i64,
     pub lease_ms: i64,
-    /// Write the old history off if it does not match (`serve --take-over`).
+    /// Write the old history off if it does not match (`serve --take-over`, once the old
+    /// process's lease has lapsed).
     pub take_over: bool,
+    /// This process was started to take the id over (`serve --take-over`): while it waits for
+    /// the old process's lease, central keeps that lease from being renewed once it lapses.
+    pub taking_over: bool,
     /// The database file this history runs on (its identity on the disk, not its path): the
     /// next process on the same file may succeed a crashed one at once; a copy may not.
     pub folder: String,

@@ -8,8 +8,10 @@ use cart_central::{Central, CentralError, Claim, Known};
 
 mod support;
 
-/// A take-over of `edge_id` from another folder, with its own history.
-fn take_over(edge_id: &str) -> Claim {
+/// A take-over of `edge_id` from another folder, with its own history, as `serve --take-over`
+/// claims: first as it is, writing nothing off (`write_off` false), and only when central finds
+/// the histories differ after the lease has lapsed, again with the old history written off.
+fn take_over(edge_id: &str, write_off: bool) -> Claim {
     Claim {
         edge_id: edge_id.into(),
         url: format!("http://{edge_id}-new.invalid"),
@@ -18,7 +20,8 @@ fn take_over(edge_id: &str) -> Claim {
         previous_incarnation: None,
         local_seq: 0,
         lease_ms: 60_000,
-        take_over: true,
+        take_over: write_off,
+        taking_over: true,
         folder: "new".into(),
         public_key: EventKey::generate().public_key(),
     }
@@ -27,13 +30,13 @@ fn take_over(edge_id: &str) -> Claim {
 async fn renew(central: &Central, edge_id: &str) -> Result<(), CentralError> {
     let process = format!("{edge_id}-process");
     central
-        .renew_lease(edge_id, &process, 300, &Known::default())
+        .renew_lease(edge_id, &process, 1_000, &Known::default())
         .await
         .map(|_| ())
 }
 
 async fn lapse() {
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
 }
 
 #[tokio::test]
@@ -41,11 +44,11 @@ async fn a_lapsed_lease_goes_to_the_take_over_waiting_for_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("central.db").display());
     let central = Central::connect(&url).await.expect("central");
-    support::claim(&central, "edge-a", 300).await;
-    support::claim(&central, "edge-b", 300).await;
+    support::claim(&central, "edge-a", 1_000).await;
+    support::claim(&central, "edge-b", 1_000).await;
 
     // Asked while the lease runs: the take-over waits.
-    let early = central.claim_edge(&take_over("edge-a")).await;
+    let early = central.claim_edge(&take_over("edge-a", false)).await;
     assert!(
         matches!(early, Err(CentralError::EdgeRunning { .. })),
         "{early:?}"
@@ -59,8 +62,13 @@ async fn a_lapsed_lease_goes_to_the_take_over_waiting_for_it() {
         matches!(revived, Err(CentralError::Superseded(_))),
         "a lapsed lease renewed while a take-over waits: {revived:?}"
     );
+    let mismatch = central.claim_edge(&take_over("edge-a", false)).await;
+    assert!(
+        matches!(mismatch, Err(CentralError::HistoryMismatch { .. })),
+        "{mismatch:?}"
+    );
     let claimed = central
-        .claim_edge(&take_over("edge-a"))
+        .claim_edge(&take_over("edge-a", true))
         .await
         .expect("the take-over gets the id");
     assert!(claimed.retired.is_some(), "{claimed:?}");

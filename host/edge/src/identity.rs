@@ -219,7 +219,7 @@ impl Identity {
         take_over: bool,
     ) -> Result<Claimed, CentralError> {
         let lease_ms = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
-        let claim = |history_id: String, local_seq: i64, take_over: bool| Claim {
+        let claim = |history_id: String, local_seq: i64, write_off: bool| Claim {
             edge_id: self.edge_id.clone(),
             url: url.to_owned(),
             history_id,
@@ -227,7 +227,8 @@ impl Identity {
             previous_incarnation: self.previous.clone(),
             local_seq,
             lease_ms,
-            take_over,
+            take_over: write_off,
+            taking_over: take_over,
             folder: self.folder.clone(),
             public_key: self.key.public_key(),
         };

@@ -151,11 +151,13 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
                         return Err(e);
                     }
                     Err(e) => {
+                        let wait = until_lapse(&edge, &e)
+                            .map_or(central_backoff, |lapse| lapse.min(central_backoff));
                         tracing::warn!(
-                            "central did not answer, retrying in {central_backoff:?}; the outbox \
-                             still drains into the queue: {e:#}"
+                            "central: {e:#}; asking again in {wait:?} (the outbox still drains \
+                             into the queue)"
                         );
-                        central_due = Instant::now() + central_backoff;
+                        central_due = Instant::now() + wait;
                         central_backoff = (central_backoff * 2).min(max_backoff);
                     }
                 }
@@ -208,14 +210,13 @@ async fn deliver(edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// For a take-over that central told to wait for the old process's lease: how long until that
-/// lease lapses (by central's clock, as this edge reads it), when it asks again. The old
-/// process cannot renew a lapsed lease while the take-over keeps asking.
+/// lease lapses (as central counted when it answered), when it asks again. The old process
+/// cannot renew a lapsed lease while the take-over keeps asking.
 fn until_lapse(edge: &Edge, e: &anyhow::Error) -> Option<Duration> {
     match e.downcast_ref::<CentralError>() {
-        Some(CentralError::EdgeRunning { lease_until, .. }) if edge.config.take_over => {
-            let ms = (lease_until - edge.clock.now()).max(0) + 20;
-            Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-        }
+        Some(CentralError::EdgeRunning { left_ms, .. }) if edge.config.take_over => Some(
+            Duration::from_millis(u64::try_from(left_ms + 20).unwrap_or(20)),
+        ),
         _ => None,
     }
 }

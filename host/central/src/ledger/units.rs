@@ -59,7 +59,7 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
             && (folder == claim.folder || folder.is_empty());
         let ours = incarnation == claim.incarnation || successor;
         if !ours && lease_until > now {
-            if claim.take_over {
+            if claim.taking_over {
                 // Once the lease lapses, its holder may not renew it while this one waits.
                 tx.exec(
                     "UPDATE edges SET take_over_asked_at = $2 WHERE edge_id = $1",
@@ -70,6 +70,7 @@ pub fn claim_edge(tx: &mut dyn Tx, claim: &Claim) -> Result<Claiming, CentralErr
                 edge_id: claim.edge_id.clone(),
                 incarnation,
                 lease_until,
+                left_ms: lease_until - now,
             }));
         }
         let same_history = history == claim.history_id && claim.local_seq >= high_water;

@@ -20,6 +20,7 @@ pub async fn claim(central: &Central, edge_id: &str, lease_ms: i64) -> (String, 
             local_seq: 0,
             lease_ms,
             take_over: false,
+            taking_over: false,
             folder: String::new(),
             public_key: key.public_key(),
         })

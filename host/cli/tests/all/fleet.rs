@@ -342,6 +342,7 @@ async fn edge_1_granted(url: &str, units: u32) -> (Central, EventKey) {
             local_seq: 0,
             lease_ms: 10_000,
             take_over: false,
+            taking_over: false,
             folder: "folder-1".into(),
             public_key: key.public_key(),
         })

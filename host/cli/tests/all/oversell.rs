@@ -522,3 +522,54 @@ async fn a_cut_off_edge_that_died_delivers_its_orders_when_its_folder_starts_aga
     .await;
     audit_passes(&fleet, [new.client.url.clone()]).await;
 }
+
+/// A take-over gets the id from an edge on a flaky link: each time the link drops for longer
+/// than the lease, the lease lapses, and the old process may not revive it when the link comes
+/// back while the take-over waits for it (it used to, at its next renewal, and the take-over
+/// could wait for ever). The take-over asks again as the lease lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_take_over_gets_the_id_from_an_edge_on_a_flaky_link() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let url = pg.database("flaky").await.expect("database");
+    let fleet = Fleet::on(url.clone(), &sale(&[("BAG-1", 60, 60)], -60)).await;
+    let target: SocketAddr = format!("127.0.0.1:{}", pg.port).parse().expect("address");
+    let link = Link::start(target).await.expect("a link to central");
+    let via = link.url(&url, target);
+    let lease = ["--lease-secs", "2"];
+    let old = EdgeProcess::start_with(
+        &fleet,
+        "edge-1",
+        "edge-1",
+        &[&["--central", &via], &lease[..]].concat(),
+    )
+    .await;
+    eventually("edge-1 to serve", Duration::from_secs(10), || async {
+        readyz(&old.client).await == StatusCode::OK
+    })
+    .await;
+    let new = EdgeProcess::start_with(
+        &fleet,
+        "edge-1",
+        "edge-1-new",
+        &[&lease[..], &["--take-over"]].concat(),
+    )
+    .await;
+    let started = Instant::now();
+    let mut drops = 0;
+    while readyz(&new.client).await != StatusCode::OK {
+        assert!(
+            drops < 4,
+            "the take-over still waits after {drops} lapsed leases ({:?})",
+            started.elapsed()
+        );
+        link.set(Mode::Blackholed);
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        link.heal();
+        drops += 1;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    assert_eq!(readyz(&old.client).await, StatusCode::SERVICE_UNAVAILABLE);
+    buy(&new.client, "after", 1)
+        .await
+        .expect("the take-over sells");
+}

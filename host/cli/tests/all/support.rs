@@ -718,6 +718,7 @@ pub async fn claimed_with_units(
             local_seq: 0,
             lease_ms: 60_000,
             take_over: false,
+            taking_over: false,
             folder: format!("folder-{edge}"),
             public_key: key.public_key(),
         })
