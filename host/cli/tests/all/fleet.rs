@@ -540,7 +540,6 @@ async fn a_batch_books_what_its_events_one_at_a_time_would() {
 /// is gone, the batch is booked once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_that_fails_partway_books_nothing() {
-    use cart_central::events::{EventLine, Order};
     let pg = Postgres::start().expect("a PostgreSQL cluster");
     let url = pg.database("partway").await.expect("database");
     let central = Central::connect(&url).await.expect("central");
@@ -561,19 +560,12 @@ async fn a_batch_that_fails_partway_books_nothing() {
             quantity: 2,
             expires_at: 4_000_000_000_000,
         });
-        events.push(OutboxEvent::OrderPlaced(Order {
-            order_id: format!("order-{cart}"),
-            cart_id,
-            customer_id: format!("customer-{cart}"),
-            lines: vec![EventLine {
-                sale_id: "test-sale".into(),
-                sku: "BAG-1".into(),
-                quantity: 2,
-                unit_price_cents: 100,
-            }],
-            total_cents: 200,
-            placed_at: cart_central::time::wall_ms(),
-        }));
+        events.push(crate::support::bag_order(
+            &format!("order-{cart}"),
+            &cart_id,
+            &format!("customer-{cart}"),
+            2,
+        ));
     }
     // Cart 5 is only held: its hold is written after every order.
     events.push(OutboxEvent::HoldChanged {
@@ -620,19 +612,7 @@ async fn a_batch_that_fails_partway_books_nothing() {
             quantity: 1,
             expires_at: 4_000_000_000_000,
         },
-        OutboxEvent::OrderPlaced(Order {
-            order_id: "order-of-edge-2".into(),
-            cart_id: "cart-of-edge-2".into(),
-            customer_id: "customer-of-edge-2".into(),
-            lines: vec![EventLine {
-                sale_id: "test-sale".into(),
-                sku: "BAG-1".into(),
-                quantity: 1,
-                unit_price_cents: 100,
-            }],
-            total_cents: 100,
-            placed_at: cart_central::time::wall_ms(),
-        }),
+        crate::support::bag_order("order-of-edge-2", "cart-of-edge-2", "customer-of-edge-2", 1),
     ]
     .into_iter()
     .zip(1..)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use cart_central::SkuKey;
-use cart_central::events::{EventKey, EventLine, Order, OutboxEvent};
+use cart_central::events::{EventKey, OutboxEvent};
 use cart_queue::Envelope;
 use cart_testkit::{Nats, Postgres};
 use hyper::StatusCode;
@@ -258,21 +258,7 @@ async fn the_relay_waits_for_a_gap_and_one_bad_message_stops_nothing_else() {
     for edge in ["edge-a", "edge-b"] {
         crate::support::claimed_with_units(&central, edge, &key, &[("BAG-1", 5)]).await;
     }
-    let order = |id: &str| {
-        OutboxEvent::OrderPlaced(Order {
-            order_id: id.into(),
-            cart_id: format!("cart-{id}"),
-            customer_id: "c".into(),
-            lines: vec![EventLine {
-                sale_id: "test-sale".into(),
-                sku: "BAG-1".into(),
-                quantity: 1,
-                unit_price_cents: 100,
-            }],
-            total_cents: 100,
-            placed_at: 1,
-        })
-    };
+    let order = |id: &str| crate::support::bag_order(id, &format!("cart-{id}"), "c", 1);
     // edge-b's first event is an order id central already has: it can never apply.
     central
         .apply(

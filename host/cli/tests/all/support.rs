@@ -740,3 +740,25 @@ pub async fn claimed_with_units(
             .expect("grant");
     }
 }
+
+/// The event of an order of `quantity` BAG-1 of the test sale, at 100 cents each, placed now.
+pub fn bag_order(
+    order_id: &str,
+    cart_id: &str,
+    customer_id: &str,
+    quantity: u32,
+) -> cart_central::events::OutboxEvent {
+    cart_central::events::OutboxEvent::OrderPlaced(cart_central::events::Order {
+        order_id: order_id.into(),
+        cart_id: cart_id.into(),
+        customer_id: customer_id.into(),
+        lines: vec![cart_central::events::EventLine {
+            sale_id: "test-sale".into(),
+            sku: "BAG-1".into(),
+            quantity,
+            unit_price_cents: 100,
+        }],
+        total_cents: 100 * i64::from(quantity),
+        placed_at: wall_ms(),
+    })
+}
