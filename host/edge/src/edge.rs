@@ -150,7 +150,7 @@ impl Edge {
         metrics.register_instances(runtime.counters());
         let metrics = Arc::new(metrics);
         let writer = WriterHandle::spawn(books.conn, config.writer, Arc::clone(&metrics))?;
-        let readers = Arc::new(Readers::new(&config.data_dir));
+        let readers = Arc::new(Readers::new(&config.data_dir, Arc::clone(writer.mark())));
         let modules = Modules::new(
             runtime,
             Arc::clone(&rules),
@@ -339,7 +339,8 @@ impl Edge {
     }
 
     /// Runs a read on one of the edge's read-only connections, off the async workers. It sees
-    /// the last commit and never waits for the writer.
+    /// the last commit and never waits for the writer, but its answer waits for the disk to
+    /// have what it saw.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -349,11 +350,11 @@ impl Edge {
 
     /// A read with its own errors, which come back as they are, run on this thread: for a read
     /// by key, such as a cart's, which takes less time than handing it to a blocking thread.
-    pub fn read_now<T, E>(
+    pub async fn read_here<T, E>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> anyhow::Result<Result<T, E>> {
-        self.readers.read_now(f)
+        self.readers.read_here(f).await
     }
 
     pub async fn stock(&self) -> anyhow::Result<Vec<StockLine>> {

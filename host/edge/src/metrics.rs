@@ -38,6 +38,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RequestLabels, Histogram>,
     pub writer_batch: Histogram,
+    pub writer_sync: Histogram,
     pub guest_faults: Counter,
     pub failed_batches: Counter,
     pub outbox_backlog: Gauge,
@@ -75,6 +76,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
         });
         let writer_batch = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        let writer_sync = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let guest_faults = Counter::default();
         let failed_batches = Counter::default();
         let outbox_backlog = Gauge::default();
@@ -95,6 +97,11 @@ impl Default for Metrics {
             "writer_batch_jobs",
             "Jobs per group commit",
             writer_batch.clone(),
+        );
+        registry.register(
+            "writer_sync_seconds",
+            "Time each sync of the WAL took, which answers every batch committed before it",
+            writer_sync.clone(),
         );
         registry.register(
             "guest_faults",
@@ -157,8 +164,8 @@ impl Default for Metrics {
         let draining = Gauge::default();
         registry.register(
             "writer_busy_seconds",
-            "Time the writer spent running and committing batches: its rate is the writer's \
-             utilisation (1 = never idle)",
+            "Time the writer spent running and committing batches (the disk's sync is the \
+             flusher's, not in it): its rate is the writer's utilisation (1 = never idle)",
             writer_busy.clone(),
         );
         registry.register(
@@ -199,6 +206,7 @@ impl Default for Metrics {
             requests,
             request_seconds,
             writer_batch,
+            writer_sync,
             guest_faults,
             failed_batches,
             outbox_backlog,

@@ -72,11 +72,16 @@ pub async fn create(
 }
 
 /// A cart, read from the last commit without waiting for the writer, on the request's own
-/// thread: it is a read by key.
-pub fn get(edge: &Edge, cart_id: &str, token_hash: &str) -> Result<Served<CartView>, ShopError> {
+/// thread (it is a read by key), and answered once what it shows is on disk.
+pub async fn get(
+    edge: &Edge,
+    cart_id: &str,
+    token_hash: &str,
+) -> Result<Served<CartView>, ShopError> {
     let module = edge.rules.get().version().to_owned();
     let cart = edge
-        .read_now(|c| carts::load_authorized(c, cart_id, token_hash))
+        .read_here(|c| carts::load_authorized(c, cart_id, token_hash))
+        .await
         .map_err(ShopError::Read)??;
     Ok(Served {
         value: cart.view(),

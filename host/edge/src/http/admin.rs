@@ -212,6 +212,8 @@ pub async fn list_modules(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> 
 pub async fn asked(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> ApiResult {
     admin_auth(&edge, &headers)?;
     let asked = edge.asked.recent().iter().map(Asked::form).collect();
+    // The rules were asked inside batches that may not be on disk yet.
+    edge.writer.mark().after_jobs().await?;
     Ok(Json(EdgeAsked { asked }).into_response())
 }
 

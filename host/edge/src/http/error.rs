@@ -234,7 +234,7 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Overloaded => Self::Overloaded,
             WriteError::Storage(e) => Self::internal(STORE_SAID, format!("edge database: {e}")),
-            WriteError::Stopped => Self::Unavailable("shutting down".into()),
+            WriteError::Stopped => Self::Unavailable(e.to_string()),
         }
     }
 }

@@ -67,7 +67,7 @@ pub async fn get_cart(
 ) -> ApiResult {
     let token_hash = cart_token(&headers)?;
     check_cart_id(&cart_id)?;
-    let cart = shop::get(&edge, &cart_id, &token_hash)?;
+    let cart = shop::get(&edge, &cart_id, &token_hash).await?;
     Ok(cart_response(StatusCode::OK, cart, &edge.config.edge_id))
 }
 

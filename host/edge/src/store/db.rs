@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use cart_central::SkuKey;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::durable::Mark;
 use crate::clock::Millis;
 use crate::locks;
 
@@ -18,22 +19,34 @@ mod migrations {
 /// The edge database's file name inside the data directory.
 pub const FILE_NAME: &str = "edge.db";
 
-/// The writer's connection: WAL, full fsync at commit, schema migrated.
+/// The writer's connection: WAL, schema migrated, and everything in the WAL on disk.
 pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(FILE_NAME);
     let mut conn =
-        Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        open(&path, OpenFlags::default()).with_context(|| format!("opening {}", path.display()))?;
     incremental_vacuum(&conn).with_context(|| format!("vacuuming {}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: the WAL is fsynced at every commit, so an acknowledged update survives power loss.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: `COMMIT` does not sync the WAL; the writer's flusher does, before any job of the
+    // batch is answered (see `super::durable` for why that keeps every answered update).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     tune(&conn)?;
     migrations::migrations::runner()
         .run(&mut conn)
         .context("migrating the edge schema (a data folder from before cart-host 0.2 cannot be migrated: start the edge on a fresh folder)")?;
+    // What the migrations wrote, and what a killed process left in the kernel's cache.
+    super::durable::sync_wal(&path).with_context(|| format!("syncing {}'s WAL", path.display()))?;
     Ok(conn)
+}
+
+/// Opens the database file at `path`; through the power-loss VFS when a test asks for it.
+fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    #[cfg(feature = "test-hooks")]
+    if super::power::tracking() {
+        return Connection::open_with_flags_and_vfs(path, flags, super::power::VFS);
+    }
+    Connection::open_with_flags(path, flags)
 }
 
 /// Puts the database in incremental auto-vacuum, so that pages retention frees can be given
@@ -90,6 +103,10 @@ pub fn backup(from: &Path, to: &Path) -> anyhow::Result<Backup> {
         source
             .execute("VACUUM INTO ?1", [target])
             .with_context(|| format!("copying {}", from.display()))?;
+        // A running edge's last commits may not be on disk yet, and a power cut could take
+        // them back: the copy holds nothing the edge could lose.
+        super::durable::sync_wal(from)
+            .with_context(|| format!("syncing {}'s WAL", from.display()))?;
         let copy = Connection::open(&partial)?;
         let check: String = copy.pragma_query_value(None, "integrity_check", |r| r.get(0))?;
         anyhow::ensure!(check == "ok", "the copy does not check whole: {check}");
@@ -115,9 +132,9 @@ pub fn backup(from: &Path, to: &Path) -> anyhow::Result<Backup> {
 /// writer.
 pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
     let path = dir.join(FILE_NAME);
-    let conn = Connection::open_with_flags(
+    let conn = open(
         &path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("opening {} to read", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -125,24 +142,28 @@ pub fn open_reader(dir: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Read-only connections, opened as needed and kept for the next read.
+/// Read-only connections, opened as needed and kept for the next read. A read sees the last
+/// commit, synced or not, so each one waits for the durable mark to pass what it could have
+/// seen before its answer leaves ([`super::durable`]).
 pub struct Readers {
     dir: PathBuf,
     idle: Mutex<Vec<Connection>>,
     /// Reads at once on blocking threads; each holds a connection there.
     gate: tokio::sync::Semaphore,
+    mark: Arc<Mark>,
 }
 
 /// Reads an edge runs at once on blocking threads. It keeps at most this many read connections,
-/// and one more for each async worker ([`Readers::read_now`]).
+/// and one more for each async worker ([`Readers::read_here`]).
 const READERS: usize = 8;
 
 impl Readers {
-    pub fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path, mark: Arc<Mark>) -> Self {
         Self {
             dir: dir.to_owned(),
             idle: Mutex::new(Vec::new()),
             gate: tokio::sync::Semaphore::new(READERS),
+            mark,
         }
     }
 
@@ -151,16 +172,27 @@ impl Readers {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     ) -> anyhow::Result<Result<T, E>> {
-        let _turn = self.gate.acquire().await?;
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.read_now(f)).await?
+        let found = {
+            let _turn = self.gate.acquire().await?;
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.read_now(f)).await??
+        };
+        self.mark.after_read().await?;
+        Ok(found)
     }
 
-    /// Runs `f` on a read connection here and now: for a read by key, which takes less time
-    /// than handing it to a blocking thread would. A WAL read never waits for the writer; it
-    /// can wait, for a millisecond or so, only in the rare moment the writer starts the WAL
-    /// over. The first reads of an edge also open their connections here.
-    pub fn read_now<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
+    /// Runs `f` on a read connection on this thread: for a read by key, which takes less time
+    /// than handing it to a blocking thread would.
+    pub async fn read_here<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
+        let found = self.read_now(f)?;
+        self.mark.after_read().await?;
+        Ok(found)
+    }
+
+    /// A WAL read never waits for the writer; it can wait, for a millisecond or so, only in the
+    /// rare moment the writer starts the WAL over. The first reads of an edge also open their
+    /// connections here.
+    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> T) -> anyhow::Result<T> {
         let idle = locks::lock(&self.idle).pop();
         let conn = match idle {
             Some(conn) => conn,

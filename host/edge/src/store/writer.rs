@@ -1,42 +1,31 @@
 //! The single writer: one thread owns the edge's write connection and runs every change.
 //!
 //! It takes every job that is waiting, opens one transaction, runs each job in its own savepoint
-//! (a failing job rolls back only itself), commits once (group commit), and only then answers
-//! the jobs. Nothing is acknowledged before its commit is on disk. If the transaction ends under
-//! a batch (SQLite rolls it back itself on a full disk or an I/O error), no later job of the
-//! batch runs and every job of it is answered with the failure: none is half-applied.
+//! (a failing job rolls back only itself), and commits once (group commit). The commit does not
+//! wait for the disk: the batch goes to the flusher ([`super::durable`]), which answers its jobs
+//! once the WAL holding it is synced, while this thread runs the next batch. Nothing is
+//! acknowledged before its commit is on disk. If the transaction ends under a batch (SQLite
+//! rolls it back itself on a full disk or an I/O error), no later job of the batch runs and
+//! every job of it is answered with the failure: none is half-applied.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 use tokio::sync::oneshot;
 
+pub use super::durable::WriteError;
+use super::durable::{self, AHEAD, Mark};
 use crate::clock::{Millis, wall_ms};
 use crate::metrics::Metrics;
 
-/// Why a job got no committed answer.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("edge database: {0}")]
-    Storage(String),
-    #[error("the writer's queue is full")]
-    Overloaded,
-    #[error("the writer has stopped")]
-    Stopped,
-}
-
-impl From<rusqlite::Error> for WriteError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Storage(e.to_string())
-    }
-}
-
-/// Sends a job's answer once its batch has committed (or failed to).
-type Completion = Box<dyn FnOnce(Result<(), &WriteError>) + Send>;
+/// Sends a job's answer once its batch is on disk (or failed).
+pub(super) type Completion = Box<dyn FnOnce(Result<(), &WriteError>) + Send>;
 /// Runs on the connection, or, when its batch failed before its turn, on `None`.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
@@ -61,12 +50,14 @@ impl Default for WriterConfig {
     }
 }
 
-/// Whether the writer thread is alive and moving, for `/healthz`.
+/// Whether the writer and its flusher are alive and moving, for `/healthz`.
 #[derive(Debug, Default)]
 pub struct Pulse {
     stopped: AtomicBool,
     /// When the job now running started (0: none is running).
     job_since: AtomicI64,
+    /// When the sync now running started (0: none is running).
+    sync_since: AtomicI64,
 }
 
 impl Pulse {
@@ -75,11 +66,19 @@ impl Pulse {
         self.job_since.load(Ordering::Relaxed) != 0
     }
 
-    /// Alive, and no job has run longer than `stuck_after`.
+    /// Alive, and no job or sync has run longer than `stuck_after`.
     pub fn healthy(&self, stuck_after: Duration) -> bool {
-        let since = self.job_since.load(Ordering::Relaxed);
         let stuck_ms = Millis::try_from(stuck_after.as_millis()).unwrap_or(Millis::MAX);
-        !self.stopped.load(Ordering::Relaxed) && (since == 0 || wall_ms() - since < stuck_ms)
+        let moving = |since: &AtomicI64| {
+            let since = since.load(Ordering::Relaxed);
+            since == 0 || wall_ms() - since < stuck_ms
+        };
+        !self.stopped.load(Ordering::Relaxed) && moving(&self.job_since) && moving(&self.sync_since)
+    }
+
+    pub(super) fn syncing(&self, now: bool) {
+        let since = if now { wall_ms() } else { 0 };
+        self.sync_since.store(since, Ordering::Relaxed);
     }
 }
 
@@ -97,29 +96,69 @@ impl Drop for Stopped {
 pub struct WriterHandle {
     tx: SyncSender<Job>,
     pulse: Arc<Pulse>,
+    mark: Arc<Mark>,
     /// Jobs queued and not yet taken into a batch.
     waiting: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl WriterHandle {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn`, and its flusher on the connection's `-wal` file.
     pub fn spawn(
         conn: Connection,
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(config.queue);
-        let pulse = Arc::new(Pulse::default());
-        let beat = Arc::clone(&pulse);
+        let (pulse, mark) = (Arc::new(Pulse::default()), Arc::new(Mark::default()));
+        let wal_path = durable::wal_path(Path::new(conn.path().unwrap_or_default()));
+        let wal = std::fs::File::open(&wal_path)?;
+        // What was committed before the writer started (the edge's books) is on disk before
+        // any read that could see it is answered: those reads wait for mark 0.
+        durable::sync(&wal, &wal_path)?;
+        let (to_flusher, committed) = sync_channel(AHEAD);
+        let flusher = {
+            let (pulse, mark, metrics) =
+                (Arc::clone(&pulse), Arc::clone(&mark), Arc::clone(&metrics));
+            std::thread::Builder::new()
+                .name("edge-flusher".into())
+                .spawn(move || {
+                    let _gone = Stopped(Arc::clone(&pulse));
+                    flush(&wal, &wal_path, &committed, &mark, &metrics, &pulse);
+                })?
+        };
         let waiting = metrics.writer_queue.clone();
+        let (beat, marks) = (Arc::clone(&pulse), Arc::clone(&mark));
         std::thread::Builder::new()
             .name("edge-writer".into())
             .spawn(move || {
                 // However the loop ends, a panic included, `/healthz` learns the writer is gone.
                 let _gone = Stopped(Arc::clone(&beat));
-                run(&conn, &rx, config.batch, &metrics, &beat);
+                let writer = Writer {
+                    conn: &conn,
+                    flusher: to_flusher,
+                    mark: &marks,
+                    metrics: &metrics,
+                    pulse: &beat,
+                };
+                writer.run(&rx, config.batch);
+                // The last batches are synced and answered before the connection closes.
+                let _ = flusher.join();
+                if marks.failure().is_some() {
+                    // Closing would checkpoint what may never have reached the disk.
+                    let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+                }
             })?;
-        Ok(Self { tx, pulse, waiting })
+        Ok(Self {
+            tx,
+            pulse,
+            mark,
+            waiting,
+        })
+    }
+
+    /// The durable mark, which a read waits for before what it saw leaves the edge.
+    pub fn mark(&self) -> &Arc<Mark> {
+        &self.mark
     }
 
     pub fn pulse(&self) -> &Pulse {
@@ -201,59 +240,181 @@ fn in_savepoint<T, E>(
     Ok(result)
 }
 
-/// The writer thread's loop: batch, run, commit, answer; until every handle is dropped.
-fn run(conn: &Connection, rx: &Receiver<Job>, max_batch: usize, metrics: &Metrics, pulse: &Pulse) {
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut completions: Vec<Completion> = Vec::with_capacity(max_batch);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        metrics.writer_batch.observe(batch.len() as f64);
-        metrics.writer_queue.dec_by(batch.len() as i64);
-        let began = std::time::Instant::now();
-        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {
-                for job in batch.drain(..) {
-                    // Once the transaction is gone, no job may run outside it.
-                    let runnable = (!conn.is_autocommit()).then_some(conn);
-                    pulse.job_since.store(wall_ms(), Ordering::Relaxed);
-                    completions.push(job(runnable));
-                    pulse.job_since.store(0, Ordering::Relaxed);
+/// The writer thread's side of the pipeline.
+struct Writer<'a> {
+    conn: &'a Connection,
+    flusher: SyncSender<Committed>,
+    mark: &'a Mark,
+    metrics: &'a Metrics,
+    pulse: &'a Pulse,
+}
+
+impl Writer<'_> {
+    /// Batch, run, commit, hand to the flusher; until every handle is dropped, or the flusher
+    /// has stopped on a failed sync.
+    fn run(self, rx: &Receiver<Job>, max_batch: usize) {
+        let (conn, metrics, pulse) = (self.conn, self.metrics, self.pulse);
+        let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+        let mut number = 0;
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
                 }
-                finish(conn)
             }
-            Err(e) => {
-                completions.extend(batch.drain(..).map(|job| job(None)));
-                Err(WriteError::from(e))
+            metrics.writer_batch.observe(batch.len() as f64);
+            metrics.writer_queue.dec_by(batch.len() as i64);
+            if let Some(why) = self.mark.failure() {
+                for job in batch.drain(..) {
+                    job(None)(Err(&why));
+                }
+                return;
             }
-        };
-        metrics.writer_busy.inc_by(began.elapsed().as_secs_f64());
-        if let Err(e) = &outcome {
-            tracing::error!("a batch of {} jobs failed: {e}", completions.len());
-            metrics.failed_batches.inc();
+            let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+            let began = std::time::Instant::now();
+            number += 1;
+            self.mark.begin(number);
+            let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    for job in batch.drain(..) {
+                        // Once the transaction is gone, no job may run outside it.
+                        let runnable = (!conn.is_autocommit()).then_some(conn);
+                        pulse.job_since.store(wall_ms(), Ordering::Relaxed);
+                        completions.push(job(runnable));
+                        pulse.job_since.store(0, Ordering::Relaxed);
+                    }
+                    self.mark.commit(number);
+                    self.commit()
+                }
+                Err(e) => {
+                    completions.extend(batch.drain(..).map(|job| job(None)));
+                    Err(WriteError::from(e))
+                }
+            };
+            metrics.writer_busy.inc_by(began.elapsed().as_secs_f64());
+            if let Err(e) = &outcome {
+                tracing::error!("a batch of {} jobs failed: {e}", completions.len());
+                metrics.failed_batches.inc();
+            }
+            let committed = Committed {
+                number,
+                outcome,
+                completions,
+            };
+            // Blocks while `AHEAD` batches wait for the disk.
+            if let Err(refused) = self.flusher.send(committed) {
+                let stopped = WriteError::Stopped;
+                for done in refused.0.completions {
+                    done(Err(&stopped));
+                }
+                return;
+            }
+            if self.mark.failure().is_some() {
+                return;
+            }
         }
-        for done in completions.drain(..) {
-            done(outcome.as_ref().map(|_| ()));
+    }
+
+    /// Commits the batch. An I/O error here (a checkpoint's sync that failed, say) stops the
+    /// writer as a failed sync of the flusher does ([`super::durable`]); a full disk does not.
+    fn commit(&self) -> Result<(), WriteError> {
+        let conn = self.conn;
+        if conn.is_autocommit() {
+            return Err(WriteError::Storage(
+                "the transaction was rolled back mid-batch; nothing of the batch was kept".into(),
+            ));
+        }
+        conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            let io = e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure);
+            let why = WriteError::from(e);
+            if io {
+                tracing::error!("the writer has stopped: {why}");
+                self.mark.failed(why.clone());
+            }
+            why
+        })
+    }
+}
+
+/// A batch the writer has committed (or failed to), waiting for the sync that makes it
+/// durable before its jobs are answered.
+struct Committed {
+    number: u64,
+    outcome: Result<(), WriteError>,
+    completions: Vec<Completion>,
+}
+
+/// The flusher thread's loop: take every committed batch waiting, sync the WAL once for all
+/// of them, move the mark, answer them in order; until the writer hangs up. Returns on a
+/// failed sync, having failed every batch it held.
+fn flush(
+    wal: &std::fs::File,
+    wal_path: &Path,
+    batches: &Receiver<Committed>,
+    mark: &Mark,
+    metrics: &Metrics,
+    pulse: &Pulse,
+) {
+    let _unwinding = Unwinding(mark);
+    let mut ready: Vec<Committed> = Vec::with_capacity(AHEAD + 1);
+    while let Ok(first) = batches.recv() {
+        ready.push(first);
+        ready.extend(batches.try_iter());
+        if let Some(why) = mark.failure() {
+            // The writer met an I/O error itself (a checkpoint's sync, say): nothing after
+            // it is trusted, whatever a sync here would say.
+            for batch in ready.drain(..) {
+                answer(batch, Err(&why));
+            }
+            return;
+        }
+        let began = std::time::Instant::now();
+        pulse.syncing(true);
+        let synced = durable::sync(wal, wal_path);
+        pulse.syncing(false);
+        metrics.writer_sync.observe(began.elapsed().as_secs_f64());
+        if let Err(e) = synced {
+            let why = WriteError::Storage(format!(
+                "syncing {} failed ({e}); the writer has stopped, for the kernel may have \
+                 dropped what it could not write: restart the edge",
+                wal_path.display()
+            ));
+            tracing::error!("{why}");
+            mark.failed(why.clone());
+            for batch in ready.drain(..) {
+                answer(batch, Err(&why));
+            }
+            // Batches still queued are dropped with this thread's receiver: their jobs are
+            // answered `Stopped`, and the writer's next hand-over finds no flusher and stops.
+            return;
+        }
+        let newest = ready.last().map_or(0, |b| b.number);
+        mark.synced(newest);
+        for batch in ready.drain(..) {
+            let outcome = batch.outcome.clone();
+            answer(batch, outcome.as_ref().map(|_| ()));
         }
     }
 }
 
-/// Commits the batch, unless its transaction has already ended.
-fn finish(conn: &Connection) -> Result<(), WriteError> {
-    if conn.is_autocommit() {
-        return Err(WriteError::Storage(
-            "the transaction was rolled back mid-batch; nothing of the batch was kept".into(),
-        ));
+/// However the flusher ends, a panic included, no read waits for it forever.
+struct Unwinding<'a>(&'a Mark);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed(WriteError::Stopped);
+        }
     }
-    conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        WriteError::from(e)
-    })
+}
+
+fn answer(batch: Committed, outcome: Result<(), &WriteError>) {
+    for done in batch.completions {
+        done(outcome);
+    }
 }
 
 #[cfg(test)]
