@@ -65,6 +65,9 @@ enum Command {
     /// Only the thirty daily sales with and without retention, and the database sizes after
     /// each (a part of the suite), printed.
     Days,
+    /// Only the three-edge noon sale on PostgreSQL at rising peaks, until one is not sustained
+    /// (a part of the suite), printed.
+    Noon,
     /// Draw a `cart-host load --report` file: latency over time, as an SVG.
     Plot {
         /// The report (JSON) `cart-host load --report` wrote.
@@ -192,6 +195,9 @@ fn main() -> ExitCode {
         }),
         Some(Command::Faults) => runtime.block_on(part!(cli.suite, faults::run, faults::summary)),
         Some(Command::Wan) => runtime.block_on(part!(cli.suite, wan::run, wan::summary)),
+        Some(Command::Noon) => {
+            runtime.block_on(part!(cli.suite, suite::noon, suite::peaks_summary))
+        }
         Some(Command::Days) => runtime.block_on(part!(cli.suite, days::run, days::summary)),
         Some(Command::Plot { report, out }) => cart_bench::plot::read_and_draw(&report, &out),
         None => runtime.block_on(suite::run(&suite_config(cli.suite))),

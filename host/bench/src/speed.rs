@@ -33,7 +33,7 @@ pub struct CoreRun {
     pub writer_us_per_update: f64,
     /// The share of the updates' instances that were made ahead, off the writer.
     pub made_ahead: f64,
-    /// The writer's jobs per batch, so per `COMMIT` and fsync (background jobs included).
+    /// The writer's jobs per batch, so per `COMMIT` (background jobs included).
     pub jobs_per_commit: f64,
 }
 
@@ -325,8 +325,9 @@ pub fn summary(s: &mut String, speed: &Speed) {
          every request changes a hold (`PUT /v1/carts/{{id}}/items/{{sku}}`, durable); the hello \
          worlds answer `GET /`. CPU per update: the edge process's user and system time, all its \
          threads, over the updates answered; writer per update: its busy time (`BEGIN` to the end \
-         of `COMMIT`, fsync included) from `/metrics`, whose inverse is one writer's ceiling; jobs per \
-         commit: the writer's batch size (group commit), from `/metrics`.\n",
+         of `COMMIT`; the WAL's sync is the flusher's, beside it) from `/metrics`, whose inverse is \
+         one writer's ceiling; jobs per commit: the writer's batch size (group commit), from \
+         `/metrics`.\n",
         wrk::THREADS,
         wrk::CONNECTIONS,
         speed.hyper_hello.seconds
