@@ -393,11 +393,9 @@ pub async fn noon(cfg: &BenchConfig) -> anyhow::Result<Peaks> {
 pub fn peaks_summary(s: &mut String, peaks: &Peaks) {
     let _ = writeln!(
         s,
-        "
-### The noon sale's highest peak
-
-The same sale on a fresh fleet at each peak of          {NOON_PEAKS:?} shoppers/s in turn, until one is not sustained: p99 of the 2xx answers          at most {BUDGET_MS} ms and no answer other than {BUSINESS_ANSWERS:?}.
-"
+        "\n### The noon sale's highest peak\n\nThe same sale on a fresh fleet at each peak of \
+         {NOON_PEAKS:?} shoppers/s in turn, until one is not sustained: p99 of the 2xx answers \
+         at most {BUDGET_MS} ms and no answer other than {BUSINESS_ANSWERS:?}.\n"
     );
     let _ = writeln!(
         s,
