@@ -19,7 +19,8 @@ mod migrations {
 /// The edge database's file name inside the data directory.
 pub const FILE_NAME: &str = "edge.db";
 
-/// The writer's connection: WAL, schema migrated, and everything in the WAL on disk.
+/// The writer's connection: WAL, schema migrated. The writer syncs the WAL when it starts
+/// ([`super::writer::WriterHandle::spawn`]).
 pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(FILE_NAME);
@@ -35,8 +36,6 @@ pub fn open_writer(dir: &Path) -> anyhow::Result<Connection> {
     migrations::migrations::runner()
         .run(&mut conn)
         .context("migrating the edge schema (a data folder from before cart-host 0.2 cannot be migrated: start the edge on a fresh folder)")?;
-    // What the migrations wrote, and what a killed process left in the kernel's cache.
-    super::durable::sync_wal(&path).with_context(|| format!("syncing {}'s WAL", path.display()))?;
     Ok(conn)
 }
 

@@ -112,8 +112,9 @@ impl WriterHandle {
         let (pulse, mark) = (Arc::new(Pulse::default()), Arc::new(Mark::default()));
         let wal_path = durable::wal_path(Path::new(conn.path().unwrap_or_default()));
         let wal = std::fs::File::open(&wal_path)?;
-        // What was committed before the writer started (the edge's books) is on disk before
-        // any read that could see it is answered: those reads wait for mark 0.
+        // What was committed before the writer started (the migrations, the edge's books) and
+        // what a killed process left in the kernel's cache are on disk before any read that
+        // could see them is answered: those reads wait for mark 0.
         durable::sync(&wal, &wal_path)?;
         let (to_flusher, committed) = sync_channel(AHEAD);
         let flusher = {
