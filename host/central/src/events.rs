@@ -55,13 +55,40 @@ impl OutboxEvent {
     }
 }
 
-/// One outbox row on its way to central, signed by the process that delivers it.
+/// One outbox row on its way to central.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub seq: i64,
     pub event: OutboxEvent,
-    /// Base64 ed25519 signature over [`signed_bytes`].
-    pub signature: String,
+    /// Base64 ed25519 signature over [`signed_bytes`], by the process that serves the history:
+    /// what a row that passed through other hands (the queue) carries. A row the process
+    /// delivers itself goes without one (see [`Sender::Process`]).
+    pub signature: Option<String>,
+}
+
+impl Delivery {
+    /// Row `seq`, for its own process to deliver: unsigned.
+    pub fn unsigned(seq: i64, event: OutboxEvent) -> Self {
+        Self {
+            seq,
+            event,
+            signature: None,
+        }
+    }
+}
+
+/// What shows central that a batch of outbox rows comes from the process that serves their
+/// history.
+#[derive(Clone, Copy, Debug)]
+pub enum Sender<'a> {
+    /// Each row's own signature, checked against the history's keys: rows that passed through
+    /// other hands (the queue and a relay).
+    Signatures,
+    /// The process itself, over its own connection to central: its key is checked against the
+    /// history's keys once for the batch. It could sign each row with that key; checking, in
+    /// the same process, signatures it has just made would prove nothing more, at the cost of
+    /// an ed25519 signature and its verification for every event.
+    Process(&'a EventKey),
 }
 
 /// An event's digest: the SHA-256 (hex) of its JSON as this crate writes it. Central keeps it
@@ -95,12 +122,17 @@ impl EventKey {
 
     /// The event, signed as row `seq` of `history_id`.
     pub fn sign(&self, history_id: &str, seq: i64, event: OutboxEvent) -> Delivery {
-        let signature = self.0.sign(&signed_bytes(history_id, seq, &digest(&event)));
         Delivery {
             seq,
+            signature: Some(self.signature(history_id, seq, &event)),
             event,
-            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
         }
+    }
+
+    /// The signature (base64) of the event as row `seq` of `history_id`.
+    pub fn signature(&self, history_id: &str, seq: i64, event: &OutboxEvent) -> String {
+        let signature = self.0.sign(&signed_bytes(history_id, seq, &digest(event)));
+        base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
     }
 }
 
@@ -118,9 +150,10 @@ pub fn verify(public_key: &str, history_id: &str, delivery: &Delivery) -> bool {
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .and_then(|k| VerifyingKey::from_bytes(&k).ok());
-    let signature = b64
-        .decode(&delivery.signature)
-        .ok()
+    let signature = delivery
+        .signature
+        .as_ref()
+        .and_then(|s| b64.decode(s).ok())
         .and_then(|s| Signature::from_slice(&s).ok());
     match (key, signature) {
         (Some(key), Some(signature)) => key
@@ -168,8 +201,13 @@ mod tests {
             ..signed.clone()
         };
         assert!(!verify(&key.public_key(), "h-1", &changed), "another event");
+        let empty = Delivery {
+            signature: Some(String::new()),
+            ..signed.clone()
+        };
+        assert!(!verify(&key.public_key(), "h-1", &empty));
         let unsigned = Delivery {
-            signature: String::new(),
+            signature: None,
             ..signed
         };
         assert!(!verify(&key.public_key(), "h-1", &unsigned));

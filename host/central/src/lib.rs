@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::db::{Tx, params};
-use crate::events::Delivery;
+use crate::events::{Delivery, Sender};
 use crate::sale::Sale;
 use crate::time::{Millis, wall_ms};
 
@@ -789,29 +789,43 @@ impl Central {
         .await
     }
 
-    /// Applies a batch of an edge's outbox; returns the edge's new high-water mark.
+    /// Applies a batch of an edge's outbox whose rows are each signed; returns the edge's new
+    /// high-water mark.
     pub async fn apply(
         &self,
         edge_id: &str,
         history_id: &str,
         batch: &[Delivery],
     ) -> Result<i64, CentralError> {
-        self.deliver(edge_id, history_id, batch)
+        self.deliver(edge_id, history_id, Sender::Signatures, batch)
             .await
             .map(|marks| marks.after)
     }
 
-    /// Applies a batch of an edge's outbox; the history's high-water mark before and after.
+    /// Applies a batch of an edge's outbox from `sender`; the history's high-water mark before
+    /// and after.
     pub async fn deliver(
         &self,
         edge_id: &str,
         history_id: &str,
+        sender: Sender<'_>,
         batch: &[Delivery],
     ) -> Result<Marks, CentralError> {
         let (edge_id, history_id, batch) =
             (edge_id.to_owned(), history_id.to_owned(), batch.to_vec());
+        let process = match sender {
+            Sender::Process(key) => Some(key.public_key()),
+            Sender::Signatures => None,
+        };
         self.transact(move |tx| {
-            let marks = ledger::apply(tx, &edge_id, &history_id, &batch, wall_ms())?;
+            let marks = ledger::apply(
+                tx,
+                &edge_id,
+                &history_id,
+                &batch,
+                process.as_deref(),
+                wall_ms(),
+            )?;
             // The edge sends what follows what it knows central applied: central is behind
             // that only when it lost events it had applied.
             if batch.first().is_some_and(|d| marks.before < d.seq - 1) {
@@ -876,15 +890,16 @@ impl Central {
             for i in order {
                 let b = &batches[i];
                 tx.exec("SAVEPOINT edge_batch", params![])?;
-                outcomes[i] = match ledger::apply(tx, &b.edge_id, &b.history_id, &b.events, now) {
-                    Ok(marks) => Applied::Marks(marks),
-                    Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
-                    Err(e) => {
-                        tx.exec("ROLLBACK TO SAVEPOINT edge_batch", params![])?;
-                        // With its causes: PostgreSQL's own words are two sources down.
-                        Applied::Failed(with_causes(&e))
-                    }
-                };
+                outcomes[i] =
+                    match ledger::apply(tx, &b.edge_id, &b.history_id, &b.events, None, now) {
+                        Ok(marks) => Applied::Marks(marks),
+                        Err(CentralError::UnknownEdge(_)) => Applied::Unknown,
+                        Err(e) => {
+                            tx.exec("ROLLBACK TO SAVEPOINT edge_batch", params![])?;
+                            // With its causes: PostgreSQL's own words are two sources down.
+                            Applied::Failed(with_causes(&e))
+                        }
+                    };
                 tx.exec("RELEASE SAVEPOINT edge_batch", params![])?;
             }
             Ok(outcomes)

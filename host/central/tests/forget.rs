@@ -2,7 +2,7 @@
 //! delivered and that are old enough, a batch at a time, each one counted; those of an edge
 //! gone long enough too; and nothing for a process that no longer serves the edge id.
 
-use cart_central::events::{EventKey, OutboxEvent};
+use cart_central::events::{Delivery, EventKey, OutboxEvent, Sender};
 use cart_central::time::wall_ms;
 use cart_central::{Central, CentralError, FORGET_BATCH};
 
@@ -34,11 +34,11 @@ async fn deliver(central: &Central, edge_id: &str, key: &EventKey, from: i64, n:
                 quantity: 0,
                 expires_at: 0,
             };
-            key.sign(&history, seq, released)
+            Delivery::unsigned(seq, released)
         })
         .collect();
     let marks = central
-        .deliver(edge_id, &history, &batch)
+        .deliver(edge_id, &history, Sender::Process(key), &batch)
         .await
         .expect("applied");
     assert_eq!(marks.after, from + n);

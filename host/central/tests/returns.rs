@@ -2,7 +2,7 @@
 //! the edge wrote before it, so that a hold it has not seen yet is never counted against units
 //! already given back (central would refuse that hold, and the order behind it, for ever).
 
-use cart_central::events::{EventKey, OutboxEvent};
+use cart_central::events::{Delivery, EventKey, OutboxEvent, Sender};
 use cart_central::{Central, CentralError, GrantRequest, Known, SkuKey, UnitReturn};
 
 mod support;
@@ -21,9 +21,14 @@ fn hold(cart: &str, quantity: u32) -> OutboxEvent {
 
 /// Delivers `event` as `edge-a`'s outbox event `seq`, alone.
 async fn deliver(central: &Central, key: &EventKey, seq: i64, event: OutboxEvent) {
-    let delivery = key.sign("edge-a-history", seq, event);
+    let delivery = Delivery::unsigned(seq, event);
     let marks = central
-        .deliver("edge-a", "edge-a-history", &[delivery])
+        .deliver(
+            "edge-a",
+            "edge-a-history",
+            Sender::Process(key),
+            &[delivery],
+        )
         .await
         .unwrap_or_else(|e| panic!("event {seq} refused: {e}"));
     assert_eq!(marks.after, seq);

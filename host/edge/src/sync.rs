@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use cart_central::events::{Delivery, OutboxEvent, digest};
+use cart_central::events::{Delivery, OutboxEvent, Sender, digest};
 use cart_central::{CentralError, GrantRequest, Known};
 
 use crate::clock::Millis;
@@ -180,20 +180,22 @@ pub async fn deliver_once(edge: &Edge, limit: usize) -> anyhow::Result<usize> {
         .map(|r| {
             let event: OutboxEvent = serde_json::from_str(&r.event)
                 .with_context(|| format!("outbox event {} is not readable", r.seq))?;
-            Ok(edge.identity.key.sign(&history, r.seq, event))
+            Ok(Delivery::unsigned(r.seq, event))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = batch.first().map_or(last, |d| d.seq);
+    let key = &edge.identity.key;
     let (high_water, failure) = match &edge.queue {
-        // Delivered once the stream has stored it; the relay applies it to central.
+        // Delivered once the stream has stored it; the relay applies it to central. Each
+        // event is signed: the relay and central know it by its signature alone.
         Some(queue) => {
-            let (stored, failure) = queue.publish(&history, &batch).await;
+            let (stored, failure) = queue.publish(&history, key, &batch).await;
             (stored.unwrap_or(first - 1), failure)
         }
         None => {
             let marks = edge
                 .central
-                .deliver(&edge.config.edge_id, &history, &batch)
+                .deliver(&edge.config.edge_id, &history, Sender::Process(key), &batch)
                 .await?;
             if marks.before < first - 1 {
                 // Central lost events it had applied: they go again, then this batch.

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
-use cart_central::events::{Delivery, OutboxEvent};
+use cart_central::events::{Delivery, EventKey, OutboxEvent};
 use serde::{Deserialize, Serialize};
 
 pub const STREAM: &str = "CART_OUTBOX";
@@ -82,7 +82,7 @@ impl Envelope {
         Delivery {
             seq: self.seq,
             event: self.event.clone(),
-            signature: self.signature.clone(),
+            signature: Some(self.signature.clone()),
         }
     }
 }
@@ -239,13 +239,14 @@ impl Publisher {
         })
     }
 
-    /// Publishes `batch` (consecutive rows) in order and waits until JetStream has stored each
-    /// one. The seq of the last row of the unbroken run stored from the start (`None`: not
-    /// even the first), and the error that stopped the rest, if any. A row stored before (the
-    /// same message id within the duplicate window) counts as stored.
+    /// Publishes `batch` (consecutive rows), each signed with `key`, in order and waits until
+    /// JetStream has stored each one. The seq of the last row of the unbroken run stored from
+    /// the start (`None`: not even the first), and the error that stopped the rest, if any. A
+    /// row stored before (the same message id within the duplicate window) counts as stored.
     pub async fn publish(
         &self,
         history_id: &str,
+        key: &EventKey,
         batch: &[Delivery],
     ) -> (Option<i64>, Option<QueueError>) {
         // Said at once, rather than after an acknowledgement's timeout.
@@ -269,7 +270,7 @@ impl Publisher {
                 history_id: history_id.to_owned(),
                 seq: d.seq,
                 event: d.event.clone(),
-                signature: d.signature.clone(),
+                signature: key.signature(history_id, d.seq, &d.event),
             };
             let payload = match serde_json::to_vec(&envelope) {
                 Ok(p) => p,

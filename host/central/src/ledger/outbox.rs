@@ -1,5 +1,5 @@
-//! The outbox: an edge's events, signed by the key of the process that serves its history,
-//! applied once, in sequence, and their digests.
+//! The outbox: an edge's events, from the process that serves its history (vouched for by its
+//! key), applied once, in sequence, and their digests.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,15 +10,17 @@ use crate::time::Millis;
 use crate::{CentralError, Marks};
 
 /// Applies a batch of an edge's outbox in one transaction: each event after the history's
-/// high-water mark, strictly in sequence (a gap stops the batch there), once, if the key of
-/// the process that serves the history signed it. A history a take-over wrote off still
-/// applies what its process delivers, under its retired id: the orders it took before its
-/// lease lapsed are real. The mark before and after.
+/// high-water mark, strictly in sequence (a gap stops the batch there), once, if a key of the
+/// history vouches for it: `process`, the public key of the process that delivers the batch
+/// itself, or else each row's signature (see [`events::Sender`]). A history a take-over wrote
+/// off still applies what its process delivers, under its retired id: the orders it took
+/// before its lease lapsed are real. The mark before and after.
 pub fn apply(
     tx: &mut dyn Tx,
     edge_id: &str,
     history_id: &str,
     batch: &[Delivery],
+    process: Option<&str>,
     now: Millis,
 ) -> Result<Marks, CentralError> {
     // Read in one round trip: the history's row, whose lock orders its batches (a redelivery
@@ -48,12 +50,15 @@ pub fn apply(
         .map(|r| r.text(0))
         .collect::<Result<Vec<_>, _>>()?;
     let mut effect = Effect::new(answers.flatten())?;
+    let process = process.map(|key| keys.iter().any(|k| k == key));
     let mut fresh = Vec::new();
     for d in batch.iter().filter(|d| d.seq > mark) {
         if d.seq != mark + 1 + fresh.len() as i64 {
             break;
         }
-        if !keys.iter().any(|key| events::verify(key, history_id, d)) {
+        let vouched =
+            process.unwrap_or_else(|| keys.iter().any(|key| events::verify(key, history_id, d)));
+        if !vouched {
             return Err(CentralError::BadSignature {
                 edge_id: edge_id.to_owned(),
                 seq: d.seq,

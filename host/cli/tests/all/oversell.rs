@@ -342,30 +342,26 @@ async fn forged_queue_messages_neither_apply_nor_suppress_nor_block() {
     .history_id;
     // Signed, but by a key central never registered for the history.
     let forger = EventKey::generate();
-    let forged = forger.sign(
-        &history,
-        next,
-        OutboxEvent::OrderPlaced(Order {
-            order_id: "o_forged".into(),
-            cart_id: "c_forged".into(),
-            customer_id: "mallory".into(),
-            lines: vec![EventLine {
-                sale_id: "test-sale".into(),
-                sku: "BAG-1".into(),
-                quantity: 10,
-                unit_price_cents: 0,
-            }],
-            total_cents: 0,
-            placed_at: 1,
-        }),
-    );
+    let forged = OutboxEvent::OrderPlaced(Order {
+        order_id: "o_forged".into(),
+        cart_id: "c_forged".into(),
+        customer_id: "mallory".into(),
+        lines: vec![EventLine {
+            sale_id: "test-sale".into(),
+            sku: "BAG-1".into(),
+            quantity: 10,
+            unit_price_cents: 0,
+        }],
+        total_cents: 0,
+        placed_at: 1,
+    });
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("NATS"));
     let envelope = Envelope {
         edge_id: "edge-1".into(),
         history_id: history.clone(),
         seq: next,
-        event: forged.event,
-        signature: forged.signature,
+        signature: forger.signature(&history, next, &forged),
+        event: forged,
     };
     // As the edge's next row, under the id a predictable scheme would give the real one.
     for (payload, id) in [
