@@ -22,7 +22,7 @@ use crate::harness::{
     BenchConfig, Edge, GOALS_HEAD, Rules, TABLE_HEAD, TOKEN, audit, goal, measure, noon_sale,
     postgres_with_sale, row, two_edges, updates_fleet, wait_healthy,
 };
-use crate::{budget, days, delivery, draining, faults, scaling, speed, wan, watching};
+use crate::{budget, days, delivery, draining, faults, scaling, speed, wan, watching, wrk};
 use cart_central::time::{rfc3339, wall_ms};
 use cart_edge::http_client::HttpClient;
 use cart_load::{self as load, LoadConfig, LoadReport, Scenario};
@@ -219,9 +219,79 @@ fn sale_sustained(r: &LoadReport) -> bool {
             .all(|code| BUSINESS_ANSWERS.contains(&code.as_str()))
 }
 
+/// CPU time the parts of a fleet on this machine used: what a shopper costs, and where.
+#[derive(Clone, Copy, Default)]
+struct FleetCpu {
+    edges: Duration,
+    postgres: Duration,
+    /// This process: the load generator (and the bench's sampling of the edges).
+    generator: Duration,
+    /// Every process on the machine, from `/proc/stat`, the kernel's interrupts included.
+    machine: Duration,
+    /// The time it was measured over.
+    wall: Duration,
+}
+
+impl FleetCpu {
+    /// The CPU time used so far by the edges `edge_pids`, every PostgreSQL process, this
+    /// process and the whole machine.
+    fn now(edge_pids: &[u32]) -> anyhow::Result<Self> {
+        let sum = |pids: &mut dyn Iterator<Item = u32>| -> Duration {
+            pids.filter_map(|pid| wrk::cpu_time(pid).ok()).sum()
+        };
+        let postgres = std::fs::read_dir("/proc")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "postgres")
+            });
+        Ok(Self {
+            edges: sum(&mut edge_pids.iter().copied()),
+            postgres: sum(&mut postgres.collect::<Vec<_>>().into_iter()),
+            generator: wrk::cpu_time(std::process::id())?,
+            machine: machine_busy()?,
+            wall: Duration::ZERO,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            edges: self.edges.saturating_sub(before.edges),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            generator: self.generator.saturating_sub(before.generator),
+            machine: self.machine.saturating_sub(before.machine),
+            wall: self.wall,
+        }
+    }
+}
+
+/// CPU time the whole machine has been busy (all but idle and I/O wait), from `/proc/stat`.
+fn machine_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("/proc/stat is empty")?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal, then guest time, which user counts.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4))
+        .map(|(_, t)| t)
+        .sum();
+    Ok(Duration::from_secs_f64(busy as f64 / wrk::clock_ticks()))
+}
+
 /// The three-edge sale against PostgreSQL, and how far behind central the outboxes got.
 struct FleetRun {
     report: LoadReport,
+    /// What the sale cost the machine's CPU, while it ran.
+    cpu: FleetCpu,
     max_sync_lag_ms: i64,
     drained_after: Duration,
     audit: String,
@@ -264,7 +334,16 @@ async fn fleet_sale(cfg: &BenchConfig, peak: f64) -> anyhow::Result<FleetRun> {
         format!("fleet-sale-postgres-{peak:.0}")
     };
     let sale = LoadConfig { rate: peak, ..sale };
+    let pids = edges
+        .iter()
+        .map(Edge::pid)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (before, started) = (FleetCpu::now(&pids)?, Instant::now());
     let report = measure(cfg, &name, sale).await?;
+    let cpu = FleetCpu {
+        wall: started.elapsed(),
+        ..FleetCpu::now(&pids)?.since(before)
+    };
     let ended = Instant::now();
     let audit = audit(cfg, &central, &dir, &urls).await?;
     let drained_after = ended.elapsed();
@@ -273,6 +352,7 @@ async fn fleet_sale(cfg: &BenchConfig, peak: f64) -> anyhow::Result<FleetRun> {
     drop(edges);
     Ok(FleetRun {
         report,
+        cpu,
         max_sync_lag_ms,
         drained_after,
         audit,
@@ -359,7 +439,7 @@ pub struct Peaks {
     /// The sale at the first peak, which the suite reports in full.
     sale: FleetRun,
     /// Each higher peak tried, with its run.
-    higher: Vec<(f64, LoadReport)>,
+    higher: Vec<(f64, FleetRun)>,
     /// The highest peak sustained, if any was.
     best: Option<f64>,
 }
@@ -379,7 +459,7 @@ pub async fn noon(cfg: &BenchConfig) -> anyhow::Result<Peaks> {
     for peak in NOON_PEAKS.into_iter().skip(1) {
         let run = fleet_sale(cfg, peak).await?;
         let sustained = sale_sustained(&run.report);
-        peaks.higher.push((peak, run.report));
+        peaks.higher.push((peak, run));
         if !sustained {
             break;
         }
@@ -397,21 +477,31 @@ pub fn peaks_summary(s: &mut String, peaks: &Peaks) {
     );
     let _ = writeln!(
         s,
-        "| peak shoppers/s | requests | answered 2xx | p50 ms | p99 ms | worst second's p99 ms | other answers | sustained |"
+        "| peak shoppers/s | requests | answered 2xx | p50 ms | p99 ms | worst second's p99 ms | other answers | sustained | CPU µs per request: edges | PostgreSQL | load generator | whole machine | cores busy |"
     );
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let first = std::iter::once((NOON_PEAKS[0], &peaks.sale.report));
-    for (peak, r) in first.chain(peaks.higher.iter().map(|(p, r)| (*p, r))) {
+    let _ = writeln!(
+        s,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let first = std::iter::once((NOON_PEAKS[0], &peaks.sale));
+    for (peak, run) in first.chain(peaks.higher.iter().map(|(p, r)| (*p, r))) {
+        let (r, cpu) = (&run.report, &run.cpu);
+        let per_request = |d: Duration| d.as_secs_f64() * 1e6 / r.sent.max(1) as f64;
         let _ = writeln!(
             s,
-            "| {peak:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:?} | {} |",
+            "| {peak:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:?} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
             r.sent,
             r.ok,
             r.latency_ms.p50,
             r.latency_ms.p99,
             r.peak_p99_ms(),
             r.errors,
-            if sale_sustained(r) { "yes" } else { "no" }
+            if sale_sustained(r) { "yes" } else { "no" },
+            per_request(cpu.edges),
+            per_request(cpu.postgres),
+            per_request(cpu.generator),
+            per_request(cpu.machine),
+            cpu.machine.as_secs_f64() / cpu.wall.as_secs_f64().max(1e-9),
         );
     }
 }

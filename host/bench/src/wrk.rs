@@ -206,7 +206,7 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 }
 
 /// `sysconf(_SC_CLK_TCK)`, as `getconf` reports it; Linux's is 100 everywhere but on exotica.
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
