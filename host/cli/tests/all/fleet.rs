@@ -322,6 +322,36 @@ async fn a_redelivered_batch_changes_nothing() {
     }
 }
 
+/// Edges that propose themselves as a new customer's home at once all hear the same home, the
+/// first to commit; asked again, central keeps it. On both databases.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customers_home_is_one_edge_however_many_propose_at_once() {
+    let pg = Postgres::start().expect("a PostgreSQL cluster");
+    let pg_url = pg.database("homes").await.expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite_url = format!("sqlite:{}", dir.path().join("central.db").display());
+    for url in [sqlite_url, pg_url] {
+        let central = Arc::new(Central::connect(&url).await.expect("central"));
+        for customer in 0..20 {
+            let customer = format!("customer-{customer}");
+            let mut asks = tokio::task::JoinSet::new();
+            for edge in 0..8 {
+                let (central, customer) = (Arc::clone(&central), customer.clone());
+                asks.spawn(async move {
+                    central
+                        .home_of(&customer, &format!("edge-{edge}"))
+                        .await
+                        .expect("a home")
+                });
+            }
+            let homes: Vec<String> = asks.join_all().await;
+            assert!(homes.iter().all(|h| *h == homes[0]), "{url}: {homes:?}");
+            let again = central.home_of(&customer, "edge-9").await.expect("a home");
+            assert_eq!(again, homes[0], "{url}");
+        }
+    }
+}
+
 /// A central at `url` with the test sale of `units` units of BAG-1, edge-1 claimed with history
 /// `h-1`, and all the units granted to it (central refuses holds an edge was never allotted);
 /// the key that signs edge-1's events.
