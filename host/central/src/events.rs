@@ -1,8 +1,8 @@
 //! Outbox events as stored on the edge and applied by central: JSON, one object per event;
 //! and their signatures. The process that serves an edge id holds an ed25519 key of its own,
-//! registered with its claim; it signs every event it delivers, and central applies only events
-//! the key of the event's history signed, whatever path they took (straight, or through the
-//! queue and a relay).
+//! registered with its claim. Central applies only events a key of the event's history vouches
+//! for ([`Sender`]): delivered straight, the process's own key, checked once a batch; through
+//! the queue and a relay, each event's signature by that key.
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
