@@ -129,7 +129,7 @@ pub enum CentralError {
          this process sells nothing, and delivers what the folder holds and gives its units back"
     )]
     Retired { edge_id: String, retired: String },
-    #[error("edge {edge_id}'s outbox event {seq} is not signed by the key of its history")]
+    #[error("edge {edge_id}'s outbox event {seq} is not vouched for by a key of its history")]
     BadSignature { edge_id: String, seq: i64 },
     #[error(
         "{edge_id} may give back at most {spare} units of {sku} (allotted, neither held nor \
@@ -866,7 +866,7 @@ impl Central {
         .await
     }
 
-    /// The keys that have signed a history's events (none: central does not know it).
+    /// The keys of the processes that have served a history (none: central does not know it).
     pub async fn history_keys(&self, history_id: &str) -> Result<Vec<String>, CentralError> {
         let history_id = history_id.to_owned();
         self.transact(move |tx| ledger::history_keys(tx, &history_id))

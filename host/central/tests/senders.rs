@@ -64,6 +64,18 @@ async fn events_come_from_the_historys_process_or_with_its_signature() {
         matches!(other, Err(CentralError::BadSignature { seq: 4, .. })),
         "{other:?}"
     );
+    // Even with a batch central has applied already, or one that starts past a gap: neither
+    // tells central anything, nor does the stranger get to touch the history's row.
+    let old = deliver(&central, Sender::Process(&stranger), &released(1, 3)).await;
+    assert!(
+        matches!(old, Err(CentralError::BadSignature { seq: 1, .. })),
+        "{old:?}"
+    );
+    let gapped = deliver(&central, Sender::Process(&stranger), &released(9, 9)).await;
+    assert!(
+        matches!(gapped, Err(CentralError::BadSignature { seq: 9, .. })),
+        "{gapped:?}"
+    );
     let other_signed = signed(&key, released(4, 5));
     let other = deliver(&central, Sender::Process(&stranger), &other_signed).await;
     assert!(

@@ -189,30 +189,37 @@ pub fn registry(tx: &mut dyn Tx) -> Result<Vec<(String, String)>, CentralError> 
 /// A customer's home edge: the one recorded, or else `proposed`, recorded now. One round trip:
 /// the insert, which does nothing if a home is recorded (the first edge to commit is the home
 /// when two propose at once: the insert waits for the other's), then the home, read by a
-/// statement that sees either.
+/// statement that sees either. An edge that drains forgets its customers' homes: one forgotten
+/// between the two statements is proposed again.
 pub fn home_of(
     tx: &mut dyn Tx,
     customer_id: &str,
     proposed: &str,
     now: Millis,
 ) -> Result<String, CentralError> {
-    let answers = tx.query_all(&[
-        (
-            "INSERT INTO customers (customer_id, edge_id, since) VALUES ($1, $2, $3) \
-             ON CONFLICT (customer_id) DO NOTHING",
-            params![customer_id, proposed, now].to_vec(),
-        ),
-        (
-            "SELECT edge_id FROM customers WHERE customer_id = $1",
-            params![customer_id].to_vec(),
-        ),
-    ])?;
-    answers
-        .into_iter()
-        .nth(1)
-        .and_then(|rows| rows.into_iter().next())
-        .ok_or_else(|| CentralError::Decode(format!("no home recorded for {customer_id}")))?
-        .text(0)
+    for _ in 0..2 {
+        let answers = tx.query_all(&[
+            (
+                "INSERT INTO customers (customer_id, edge_id, since) VALUES ($1, $2, $3) \
+                 ON CONFLICT (customer_id) DO NOTHING",
+                params![customer_id, proposed, now].to_vec(),
+            ),
+            (
+                "SELECT edge_id FROM customers WHERE customer_id = $1",
+                params![customer_id].to_vec(),
+            ),
+        ])?;
+        if let Some(home) = answers
+            .into_iter()
+            .nth(1)
+            .and_then(|rows| rows.into_iter().next())
+        {
+            return home.text(0);
+        }
+    }
+    Err(CentralError::Decode(format!(
+        "no home recorded for {customer_id}"
+    )))
 }
 
 /// The orders central holds for an edge, with their lines, by order id.

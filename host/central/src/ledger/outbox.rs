@@ -50,14 +50,23 @@ pub fn apply(
         .map(|r| r.text(0))
         .collect::<Result<Vec<_>, _>>()?;
     let mut effect = Effect::new(answers.flatten())?;
-    let process = process.map(|key| keys.iter().any(|k| k == key));
+    // A process that is not the history's is refused whatever its batch holds: even one that
+    // central has applied already, or that starts past a gap, tells central nothing.
+    if let Some(key) = process
+        && !keys.iter().any(|k| k == key)
+    {
+        return Err(CentralError::BadSignature {
+            edge_id: edge_id.to_owned(),
+            seq: batch.first().map_or(mark, |d| d.seq),
+        });
+    }
     let mut fresh = Vec::new();
     for d in batch.iter().filter(|d| d.seq > mark) {
         if d.seq != mark + 1 + fresh.len() as i64 {
             break;
         }
         let vouched =
-            process.unwrap_or_else(|| keys.iter().any(|key| events::verify(key, history_id, d)));
+            process.is_some() || keys.iter().any(|key| events::verify(key, history_id, d));
         if !vouched {
             return Err(CentralError::BadSignature {
                 edge_id: edge_id.to_owned(),
