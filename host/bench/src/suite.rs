@@ -236,9 +236,6 @@ impl FleetCpu {
     /// The CPU time used so far by the edges `edge_pids`, every PostgreSQL process, this
     /// process and the whole machine.
     fn now(edge_pids: &[u32]) -> anyhow::Result<Self> {
-        let sum = |pids: &mut dyn Iterator<Item = u32>| -> Duration {
-            pids.filter_map(|pid| wrk::cpu_time(pid).ok()).sum()
-        };
         let postgres = std::fs::read_dir("/proc")?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| {
@@ -246,8 +243,8 @@ impl FleetCpu {
                     .is_ok_and(|comm| comm.trim() == "postgres")
             });
         Ok(Self {
-            edges: sum(&mut edge_pids.iter().copied()),
-            postgres: sum(&mut postgres.collect::<Vec<_>>().into_iter()),
+            edges: cpu_of(edge_pids.iter().copied()),
+            postgres: cpu_of(postgres),
             generator: wrk::cpu_time(std::process::id())?,
             machine: machine_busy()?,
             wall: Duration::ZERO,
@@ -263,6 +260,11 @@ impl FleetCpu {
             wall: self.wall,
         }
     }
+}
+
+/// CPU time the processes `pids` have used so far; one that has exited counts for none.
+fn cpu_of(pids: impl Iterator<Item = u32>) -> Duration {
+    pids.filter_map(|pid| wrk::cpu_time(pid).ok()).sum()
 }
 
 /// CPU time the whole machine has been busy (all but idle and I/O wait), from `/proc/stat`.
