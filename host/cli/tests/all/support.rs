@@ -448,14 +448,32 @@ pub async fn sum_of(clients: &[Client], field: &str) -> i64 {
 }
 
 /// Polls `check` until it returns true, failing after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, within: Duration, check: F)
 where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_or(what, within, check, String::new).await;
+}
+
+/// [`eventually`], failing with what `explain` says then (a log, say), so that a failure seen
+/// once in CI can be read afterwards.
+pub async fn eventually_or<F, Fut>(
+    what: &str,
+    within: Duration,
+    mut check: F,
+    explain: impl Fn() -> String,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + within;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            explain()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
